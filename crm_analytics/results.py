@@ -1,0 +1,68 @@
+"""Persist a notebook's results into its run folder, and read the latest ones back.
+
+A run folder (``outputs/<analysis>/<run-id>/``) holds ``tables/`` (Parquet and
+CSV of every result table) and ``figures/`` (PNG). Notebooks call
+``save_table`` and ``save_figure`` with the ``output_dir`` parameter the runner
+injects; with an empty ``output_dir`` (an analyst iterating in JupyterLab)
+nothing is written. Stakeholder pages read the last successful run's tables
+with ``load_latest_table``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from crm_analytics import paths
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+
+def _checked_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"result name {name!r} must be lower-case letters, digits, '_' or '-' (it becomes a file name)")
+    return name
+
+
+def save_table(df: pd.DataFrame, name: str, *, output_dir: str | Path | None) -> Path | None:
+    """Write ``df`` as ``tables/<name>.parquet`` and ``tables/<name>.csv`` under ``output_dir``.
+
+    Returns the Parquet path, or ``None`` when ``output_dir`` is empty (nothing persisted).
+    The index is written only when it is named (a meaningful key).
+    """
+    if not output_dir:
+        return None
+    folder = Path(output_dir) / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = df.reset_index() if any(n is not None for n in df.index.names) else df
+    frame.columns = [str(c) for c in frame.columns]
+    parquet_path = folder / f"{_checked_name(name)}.parquet"
+    frame.to_parquet(parquet_path, index=False)
+    frame.to_csv(folder / f"{name}.csv", index=False)
+    return parquet_path
+
+
+def save_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = 110) -> Path | None:
+    """Write a matplotlib figure as ``figures/<name>.png`` under ``output_dir``; ``None`` when not persisting."""
+    if not output_dir:
+        return None
+    folder = Path(output_dir) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{_checked_name(name)}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def load_latest_table(analysis: str, name: str) -> pd.DataFrame:
+    """Return the table ``name`` from the last successful run of ``analysis``.
+
+    Raises ``FileNotFoundError`` naming the analysis and table when no successful run has it.
+    """
+    path = paths.latest_run_dir(analysis) / "tables" / f"{_checked_name(name)}.parquet"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no table {name!r} in the latest successful run of {analysis!r} ({path}); run `crm-analytics run {analysis}` first"
+        )
+    return pd.read_parquet(path)

@@ -1,0 +1,311 @@
+"""The canonical tables of the warehouse and their column contracts.
+
+Every source is mapped onto these names (see ``parameters/sources.yaml``) and
+every analysis reads them. Conventions: identifiers end in ``_id`` and are
+strings; timestamps end in ``_time`` and are naive local times in the business
+time zone (``BUSINESS_TIME_ZONE``); calendar days end in ``_date``; money ends
+in ``_amount`` and is in the row's ``currency`` (CNY unless stated); booleans
+start with ``is_``; scores end in ``_score``.
+
+Types are logical: ``string``, ``int64``, ``float64``, ``bool``, ``timestamp``,
+``date``. ``duckdb_type`` and ``pandas_dtype`` translate them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BUSINESS_TIME_ZONE = "Asia/Shanghai"
+
+_DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "int64": "BIGINT",
+    "float64": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMP",
+    "date": "DATE",
+}
+_PANDAS_DTYPES = {
+    "string": "string",
+    "int64": "Int64",
+    "float64": "Float64",
+    "bool": "boolean",
+    "timestamp": "datetime64[us]",
+    "date": "datetime64[us]",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a canonical table.
+
+    ``key`` marks the primary key (unique, required); ``required`` columns must
+    be present in every source mapped onto the table and must not be null.
+    """
+
+    name: str
+    dtype: str
+    description: str
+    required: bool = False
+    key: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DUCKDB_TYPES:
+            raise ValueError(f"column {self.name!r}: unknown type {self.dtype!r}; use one of {sorted(_DUCKDB_TYPES)}")
+
+    @property
+    def duckdb_type(self) -> str:
+        """The DuckDB SQL type of this column."""
+        return _DUCKDB_TYPES[self.dtype]
+
+    @property
+    def pandas_dtype(self) -> str:
+        """The pandas dtype this column is coerced to."""
+        return _PANDAS_DTYPES[self.dtype]
+
+
+@dataclass(frozen=True)
+class Table:
+    """The contract of one canonical table: its name, meaning and columns."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...] = field(default_factory=tuple)
+
+    @property
+    def column_names(self) -> list[str]:
+        """All column names, in contract order."""
+        return [c.name for c in self.columns]
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Columns every source of this table must provide (keys included)."""
+        return [c.name for c in self.columns if c.required or c.key]
+
+    @property
+    def key_columns(self) -> list[str]:
+        """The primary-key columns."""
+        return [c.name for c in self.columns if c.key]
+
+    def column(self, name: str) -> Column:
+        """Return one column by name; ``KeyError`` names the table and its columns."""
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"table {self.name!r} has no column {name!r}; it has {self.column_names}")
+
+
+def _c(name: str, dtype: str, description: str, *, required: bool = False, key: bool = False) -> Column:
+    return Column(name, dtype, description, required=required, key=key)
+
+
+CUSTOMERS = Table(
+    "customers",
+    "One row per customer: who they are, where they live, how they were acquired.",
+    (
+        _c("customer_id", "string", "Customer identifier (after cleansing: the resolved person's key)", key=True),
+        _c("full_name", "string", "Name as given (Chinese or Latin script); personal data"),
+        _c("email", "string", "E-mail address; personal data"),
+        _c("phone", "string", "Phone number; personal data"),
+        _c("gender", "string", "F, M or unknown"),
+        _c("birth_date", "date", "Date of birth"),
+        _c("province", "string", "Province (canonical English name, e.g. Guangdong)"),
+        _c("city", "string", "City (canonical English name, e.g. Shenzhen)"),
+        _c("acquisition_channel", "string", "Channel that brought the customer (organic_search, paid_search, social, referral, store, call_centre)"),
+        _c("signup_time", "timestamp", "When the customer record was created", required=True),
+        _c("source", "string", "Source system the record came from (web, store, call_centre)", required=True),
+    ),
+)
+
+PRODUCTS = Table(
+    "products",
+    "The product catalogue.",
+    (
+        _c("product_id", "string", "Product identifier", key=True),
+        _c("product_name", "string", "Product name", required=True),
+        _c("category", "string", "Product category", required=True),
+        _c("list_price_amount", "float64", "List price, CNY", required=True),
+    ),
+)
+
+ORDERS = Table(
+    "orders",
+    "One row per order or refund. Refunds are negative amounts with is_refund true.",
+    (
+        _c("order_id", "string", "Order identifier", key=True),
+        _c("customer_id", "string", "Buyer", required=True),
+        _c("order_time", "timestamp", "When the order was placed", required=True),
+        _c("order_amount", "float64", "Amount paid after discount, in currency; negative for refunds", required=True),
+        _c("currency", "string", "ISO 4217 currency code (CNY)"),
+        _c("discount_amount", "float64", "Discount granted on the order, in currency"),
+        _c("channel", "string", "Sales channel (web, app, mini_program, store, call_centre)", required=True),
+        _c("is_refund", "bool", "True for a refund row"),
+        _c("source", "string", "Source system (web, store)", required=True),
+    ),
+)
+
+ORDER_ITEMS = Table(
+    "order_items",
+    "One row per product line of an order.",
+    (
+        _c("order_id", "string", "Order the line belongs to", required=True),
+        _c("line_number", "int64", "Line number within the order, from 1", required=True),
+        _c("product_id", "string", "Product bought", required=True),
+        _c("quantity", "int64", "Units bought", required=True),
+        _c("unit_price_amount", "float64", "Price per unit before order-level discount, CNY", required=True),
+    ),
+)
+
+WEB_EVENTS = Table(
+    "web_events",
+    "Clickstream events of identified customers on web, app and mini program.",
+    (
+        _c("event_id", "string", "Event identifier", key=True),
+        _c("customer_id", "string", "Customer", required=True),
+        _c("session_id", "string", "Session the event belongs to", required=True),
+        _c("event_time", "timestamp", "When the event happened", required=True),
+        _c("event_name", "string", "visit, product_view, add_to_cart, checkout or purchase", required=True),
+        _c("platform", "string", "web, app or mini_program", required=True),
+        _c("traffic_channel", "string", "Where the session came from (direct, organic_search, paid_search, social, email, referral)"),
+        _c("product_id", "string", "Product concerned, for product events"),
+    ),
+)
+
+OPPORTUNITIES = Table(
+    "opportunities",
+    "B2B sales opportunities (corporate gifting and bulk accounts).",
+    (
+        _c("opportunity_id", "string", "Opportunity identifier", key=True),
+        _c("customer_id", "string", "Account the opportunity is with", required=True),
+        _c("lead_source", "string", "Where the lead came from (web_form, trade_show, referral, outbound, partner)", required=True),
+        _c("owner", "string", "Sales representative", required=True),
+        _c("created_time", "timestamp", "When the lead was created", required=True),
+        _c("expected_amount", "float64", "Expected deal value, CNY", required=True),
+        _c("status", "string", "open, won or lost", required=True),
+        _c("closed_time", "timestamp", "When it was won or lost; empty while open"),
+    ),
+)
+
+OPPORTUNITY_STAGE_HISTORY = Table(
+    "opportunity_stage_history",
+    "Every stage an opportunity entered, in order.",
+    (
+        _c("opportunity_id", "string", "Opportunity", required=True),
+        _c("stage", "string", "lead, qualified, proposal, negotiation, won or lost", required=True),
+        _c("entered_time", "timestamp", "When the opportunity entered the stage", required=True),
+    ),
+)
+
+CAMPAIGNS = Table(
+    "campaigns",
+    "Marketing campaigns and what they cost.",
+    (
+        _c("campaign_id", "string", "Campaign identifier", key=True),
+        _c("campaign_name", "string", "Campaign name", required=True),
+        _c("channel", "string", "Marketing channel (email, sms, wechat, paid_search, social, display)", required=True),
+        _c("start_date", "date", "First day", required=True),
+        _c("end_date", "date", "Last day", required=True),
+        _c("spend_amount", "float64", "Total spend, CNY", required=True),
+    ),
+)
+
+TOUCHPOINTS = Table(
+    "touchpoints",
+    "Marketing contacts: one row per customer reached by a campaign on a channel.",
+    (
+        _c("touchpoint_id", "string", "Touchpoint identifier", key=True),
+        _c("customer_id", "string", "Customer reached", required=True),
+        _c("campaign_id", "string", "Campaign", required=True),
+        _c("channel", "string", "Marketing channel", required=True),
+        _c("touch_time", "timestamp", "When the contact happened", required=True),
+    ),
+)
+
+SURVEYS = Table(
+    "surveys",
+    "Satisfaction survey responses.",
+    (
+        _c("survey_id", "string", "Response identifier", key=True),
+        _c("customer_id", "string", "Respondent", required=True),
+        _c("survey_time", "timestamp", "When the survey was answered", required=True),
+        _c("nps_score", "int64", "Likelihood to recommend, 0-10"),
+        _c("csat_score", "int64", "Satisfaction, 1-5"),
+        _c("comment", "string", "Free-text comment (Chinese or English); personal data"),
+    ),
+)
+
+SUPPORT_TICKETS = Table(
+    "support_tickets",
+    "Customer-service tickets.",
+    (
+        _c("ticket_id", "string", "Ticket identifier", key=True),
+        _c("customer_id", "string", "Customer", required=True),
+        _c("opened_time", "timestamp", "When the ticket was opened", required=True),
+        _c("first_response_time", "timestamp", "First reply by an agent"),
+        _c("resolved_time", "timestamp", "When it was resolved; empty while open"),
+        _c("category", "string", "delivery, product_quality, refund, account or other", required=True),
+        _c("contact_channel", "string", "phone, chat, email or wechat"),
+        _c("n_contacts", "int64", "Contacts needed until resolution (1 = first-contact resolution)"),
+        _c("is_escalated", "bool", "Escalated to a second-level team"),
+    ),
+)
+
+EXPERIMENT_ASSIGNMENTS = Table(
+    "experiment_assignments",
+    "Who was assigned to which variant of an A/B test, and what they did.",
+    (
+        _c("experiment_id", "string", "Experiment identifier", required=True),
+        _c("customer_id", "string", "Customer", required=True),
+        _c("variant", "string", "control or treatment", required=True),
+        _c("assigned_time", "timestamp", "When the customer was assigned", required=True),
+        _c("is_converted", "bool", "Whether the customer converted within the experiment window", required=True),
+        _c("revenue_amount", "float64", "Revenue from the customer within the window, CNY", required=True),
+    ),
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        CUSTOMERS,
+        PRODUCTS,
+        ORDERS,
+        ORDER_ITEMS,
+        WEB_EVENTS,
+        OPPORTUNITIES,
+        OPPORTUNITY_STAGE_HISTORY,
+        CAMPAIGNS,
+        TOUCHPOINTS,
+        SURVEYS,
+        SUPPORT_TICKETS,
+        EXPERIMENT_ASSIGNMENTS,
+    )
+}
+
+# Columns that hold personal data: masked or pseudonymised before a stakeholder sees them.
+PERSONAL_DATA_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customers": ("full_name", "email", "phone", "birth_date"),
+    "surveys": ("comment",),
+}
+
+
+def get_table(name: str) -> Table:
+    """Return the contract of a canonical table; ``KeyError`` lists the known tables."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; the canonical tables are {sorted(TABLES)}") from None
+
+
+def create_table_sql(table: Table, *, name: str | None = None) -> str:
+    """Return a DuckDB ``CREATE TABLE`` statement for a contract (columns in contract order)."""
+    columns = ",\n  ".join(f'"{c.name}" {c.duckdb_type}' for c in table.columns)
+    return f'CREATE OR REPLACE TABLE "{name or table.name}" (\n  {columns}\n)'
+
+
+def markdown_table(table: Table) -> str:
+    """Return the contract as a Markdown table, for the documentation."""
+    lines = [f"### `{table.name}`", "", table.description, "", "| column | type | required | meaning |", "| --- | --- | --- | --- |"]
+    for c in table.columns:
+        flag = "key" if c.key else ("yes" if c.required else "")
+        lines.append(f"| `{c.name}` | {c.dtype} | {flag} | {c.description} |")
+    return "\n".join(lines)
