@@ -1,0 +1,209 @@
+"""The DuckDB warehouse: build it from the sources, hand out its tables as Ibis expressions.
+
+The warehouse is one file, ``data/warehouse/crm.duckdb``, holding the canonical
+tables of ``crm_analytics.schema``. It is always written whole into a new file
+that replaces the old one only when complete, so a failed build never damages
+the last good warehouse.
+
+``build`` is the plain, type-coercing load: values that do not parse become
+missing. The cleansing step (``crm_analytics.cleansing``) is the full load:
+standardisation, quarantine and entity resolution, written with the same
+``write_tables``.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import ibis
+import pandas as pd
+
+from crm_analytics import paths, schema, sources
+
+
+class WarehouseMissingError(FileNotFoundError):
+    """The warehouse file does not exist yet."""
+
+
+def connect(path: str | Path | None = None, *, read_only: bool = True):
+    """Open the warehouse as an Ibis DuckDB backend; ``con.table("orders")`` is an Ibis table.
+
+    ``path`` empty or ``None`` means ``data/warehouse/crm.duckdb``. Read-only by
+    default, so several notebooks can read at once.
+    """
+    location = paths.resolve(path, paths.warehouse_path())
+    if read_only and not location.exists():
+        raise WarehouseMissingError(
+            f"no warehouse at {location}; build it with `crm-analytics build-warehouse` or run the cleansing notebook"
+        )
+    return ibis.duckdb.connect(database=str(location), read_only=read_only)
+
+
+def table_row_counts(path: str | Path | None = None) -> dict[str, int]:
+    """Return ``{table name: rows}`` for every table in the warehouse."""
+    location = paths.resolve(path, paths.warehouse_path())
+    with duckdb.connect(str(location), read_only=True) as con:
+        names = [row[0] for row in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
+        return {name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in names}
+
+
+def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path | None = None) -> Path:
+    """Write a complete warehouse atomically and return its path.
+
+    ``tables`` maps a table name to a pandas DataFrame or to a DuckDB ``SELECT``
+    (for tables too large to pass through pandas). Canonical tables are created
+    with their contract's column types and order; other tables (quarantine,
+    lineage, quality) keep the frame's own types. The new file replaces the old
+    one only after every table is written.
+    """
+    target = paths.resolve(path, paths.warehouse_path())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.building-{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    try:
+        with duckdb.connect(str(staging)) as con:
+            for name, content in tables.items():
+                _write_one(con, name, content)
+            con.execute("CHECKPOINT")
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+    return target
+
+
+def _write_one(con: duckdb.DuckDBPyConnection, name: str, content: pd.DataFrame | str) -> None:
+    if isinstance(content, str):
+        relation = f"({content})"
+    else:
+        con.register("_incoming", content)
+        relation = "_incoming"
+    if name in schema.TABLES:
+        contract = schema.TABLES[name]
+        con.execute(schema.create_table_sql(contract))
+        names = ", ".join(f'"{c}"' for c in contract.column_names)
+        con.execute(f'INSERT INTO "{name}" ({names}) SELECT {names} FROM {relation}')
+    else:
+        con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM {relation}')
+    if relation == "_incoming":
+        con.unregister("_incoming")
+
+
+def build(
+    *,
+    sources_file: str | Path | None = None,
+    dataset: str = paths.DEMO_DATASET,
+    path: str | Path | None = None,
+) -> dict[str, int]:
+    """Build the warehouse from every source with a plain type-coercing load; return rows per table.
+
+    Values that do not parse as their column's type become missing (the
+    cleansing step quarantines them instead). Parquet sources go straight from
+    file to DuckDB; CSV, Excel and SQL sources through pandas.
+    """
+    source_map = sources.load_source_map(sources_file)
+    dataset_dir = paths.raw_dir(dataset)
+    parts: dict[str, list[pd.DataFrame | str]] = {}
+    for name, spec in source_map.items():
+        if spec["format"] == "parquet":
+            part: pd.DataFrame | str = sources.parquet_select_sql(name, spec, dataset_dir)
+        else:
+            part = coerce_to_contract(sources.read_source(name, spec, dataset_dir), spec)
+        parts.setdefault(spec["table"], []).append(part)
+    tables = {table: _union(items) for table, items in parts.items()}
+    write_tables(tables, path=path)
+    return table_row_counts(path)
+
+
+def _union(parts: list[pd.DataFrame | str]) -> pd.DataFrame | str:
+    frames = [p for p in parts if isinstance(p, pd.DataFrame)]
+    selects = [p for p in parts if isinstance(p, str)]
+    if not selects:
+        return pd.concat(frames, ignore_index=True)
+    if frames:
+        raise ValueError("a table cannot mix Parquet and file/SQL sources in the plain load")
+    return " UNION ALL ".join(f"({s})" for s in selects)
+
+
+def coerce_to_contract(frame: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataFrame:
+    """Return ``frame`` with every canonical column cast to its contract type; unparsable values become missing.
+
+    Timestamps are parsed with the source's ``date_formats`` and moved from its
+    ``time_zone`` into the business time zone (naive local time). Lineage
+    columns are kept.
+    """
+    contract = schema.get_table(spec["table"])
+    out = pd.DataFrame(index=frame.index)
+    for column in contract.columns:
+        if column.name not in frame.columns:
+            out[column.name] = pd.Series(pd.NA, index=frame.index, dtype=column.pandas_dtype)
+            continue
+        out[column.name] = _coerce(frame[column.name], column.dtype, spec)
+    for lineage in sources.LINEAGE_COLUMNS:
+        if lineage in frame.columns:
+            out[lineage] = frame[lineage]
+    return out
+
+
+def _coerce(values: pd.Series, dtype: str, spec: Mapping[str, Any]) -> pd.Series:
+    if dtype == "string":
+        return values.astype("string").str.strip()
+    if dtype in ("int64", "float64"):
+        numbers = pd.to_numeric(_plain_number_text(values), errors="coerce")
+        return numbers.round().astype("Int64") if dtype == "int64" else numbers.astype("Float64")
+    if dtype == "bool":
+        text = values.astype("string").str.strip().str.lower()
+        return text.map({"true": True, "1": True, "y": True, "yes": True, "false": False, "0": False, "n": False, "no": False}).astype("boolean")
+    stamps = parse_times(values, spec.get("date_formats") or ["iso8601"], source_zone=spec.get("time_zone"))
+    return stamps.dt.normalize() if dtype == "date" else stamps
+
+
+def _plain_number_text(values: pd.Series) -> pd.Series:
+    """Text of numbers with full-width digits folded, currency marks and thousand separators removed, (x) as -x."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values
+    text = values.astype("string").map(lambda v: unicodedata.normalize("NFKC", v), na_action="ignore")
+    text = text.str.replace(r"(?i)rmb|cny|[¥元,\s]", "", regex=True)
+    return text.str.replace(r"^\((.*)\)$", r"-\1", regex=True)
+
+
+def parse_times(values: pd.Series, formats: list[str], *, source_zone: str | None = None) -> pd.Series:
+    """Parse text (or datetimes) into naive business-zone timestamps, trying ``formats`` in order.
+
+    ``iso8601`` accepts ISO 8601 with or without an offset; ``excel_serial``
+    accepts Excel day numbers (1900 system, origin 1899-12-30); other entries are
+    strftime formats. Naive values are taken to be in ``source_zone`` (default:
+    the business zone). Unparsable values become ``NaT``.
+    """
+    zone = source_zone or schema.BUSINESS_TIME_ZONE
+    if pd.api.types.is_datetime64_any_dtype(values):
+        aware = values.dt.tz_localize(zone) if values.dt.tz is None else values
+        return aware.dt.tz_convert(schema.BUSINESS_TIME_ZONE).dt.tz_localize(None).astype("datetime64[us]")
+    text = values.astype("string").str.strip()
+    result = pd.Series(pd.NaT, index=values.index, dtype=f"datetime64[us, {schema.BUSINESS_TIME_ZONE}]")
+    for fmt in formats:
+        pending = result.isna() & text.notna()
+        if not pending.any():
+            break
+        result[pending] = _parse_one_format(text[pending], fmt, zone)
+    return result.dt.tz_localize(None)
+
+
+def _parse_one_format(text: pd.Series, fmt: str, zone: str) -> pd.Series:
+    if fmt == "excel_serial":
+        days = pd.to_numeric(text, errors="coerce")
+        days = days.where((days > 60) & (days < 2_958_466))  # serial 60 is Excel's fictitious 1900-02-29
+        naive = pd.to_datetime(days, unit="D", origin="1899-12-30", errors="coerce")
+        return naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(schema.BUSINESS_TIME_ZONE)
+    if fmt == "iso8601":
+        has_offset = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True, na=False)
+        aware = pd.to_datetime(text.where(has_offset), format="ISO8601", utc=True, errors="coerce")
+        naive = pd.to_datetime(text.where(~has_offset), format="ISO8601", errors="coerce")
+        local = naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+        return aware.fillna(local).dt.tz_convert(schema.BUSINESS_TIME_ZONE)
+    naive = pd.to_datetime(text, format=fmt, errors="coerce")
+    return naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(schema.BUSINESS_TIME_ZONE)
