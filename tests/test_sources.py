@@ -1,0 +1,134 @@
+"""Reading each source format and encoding onto the contract, and the errors that name file and column."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from crm_analytics import sources
+
+STORE_HEADER = "会员号,姓名,手机号,邮箱,注册日期,省份,城市,性别,出生日期"
+STORE_ROWS = ["S0000001,张伟,13800138000,zw@example.com,2024年3月4日,广东,深圳,男,1990-01-02", "S0000002,李娜,,ln@example.com,20240305,,,女,"]
+
+
+@pytest.fixture()
+def source_map():
+    return sources.load_source_map()
+
+
+def write(path: Path, text: str, encoding: str) -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+@pytest.mark.parametrize("encoding, expected", [("utf-8", "utf-8-sig"), ("utf-8-sig", "utf-8-sig"), ("gb18030", "gb18030")])
+def test_csv_encodings_are_detected_and_read_exactly(tmp_path, source_map, encoding, expected):
+    write(tmp_path / "store_members.csv", "\n".join([STORE_HEADER, *STORE_ROWS]) + "\n", encoding)
+    frame = sources.read_source("store_members", source_map["store_members"], tmp_path)
+    assert frame.attrs["encoding"] == expected
+    assert frame["customer_id"].tolist() == ["S0000001", "S0000002"]
+    assert frame["full_name"].tolist() == ["张伟", "李娜"]
+    assert frame.loc[0, "phone"] == "13800138000", "phones stay text"
+    assert pd.isna(frame.loc[1, "phone"])
+    assert frame["source"].eq("store").all(), "constants are filled in"
+    assert frame["_source_row"].tolist() == [1, 2]
+    assert frame["_source_file"].iloc[0].endswith("store_members.csv")
+
+
+def test_bom_does_not_leak_into_the_first_header(tmp_path, source_map):
+    write(tmp_path / "store_members.csv", "\n".join([STORE_HEADER, *STORE_ROWS]), "utf-8-sig")
+    frame = sources.read_source("store_members", source_map["store_members"], tmp_path)
+    assert frame["customer_id"].iloc[0] == "S0000001"
+
+
+def test_undecodable_bytes_are_an_error_not_replacement_characters(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"a,b\n\xff\xfe\xfa,1\n" + "中".encode("utf-16-le"))
+    with pytest.raises(sources.SourceError, match="not decodable"):
+        sources.detect_encoding(path, cascade=("utf-8-sig", "ascii"))
+
+
+def test_semicolon_delimited_file_is_sniffed(tmp_path, source_map):
+    write(tmp_path / "store_members.csv", "\n".join(line.replace(",", ";") for line in [STORE_HEADER, *STORE_ROWS]), "utf-8")
+    frame = sources.read_source("store_members", source_map["store_members"], tmp_path)
+    assert frame.attrs["delimiter"] == ";"
+    assert frame["full_name"].tolist() == ["张伟", "李娜"]
+
+
+def test_missing_required_column_names_file_and_column(tmp_path, source_map):
+    write(tmp_path / "store_members.csv", "姓名,手机号\n张伟,13800138000\n", "utf-8")
+    with pytest.raises(sources.SourceError) as error:
+        sources.read_source("store_members", source_map["store_members"], tmp_path)
+    message = str(error.value)
+    assert "store_members.csv" in message and "会员号" in message and "customer_id" in message
+
+
+def test_unknown_extra_columns_are_reported_not_fatal(tmp_path, source_map):
+    header = STORE_HEADER + ",备注"
+    write(tmp_path / "store_members.csv", "\n".join([header, STORE_ROWS[0] + ",VIP"]), "utf-8")
+    frame = sources.read_source("store_members", source_map["store_members"], tmp_path)
+    assert frame.attrs["unknown_columns"] == ["备注"]
+    assert len(frame) == 1
+
+
+def test_empty_file_and_header_only(tmp_path, source_map):
+    (tmp_path / "store_members.csv").write_bytes(b"")
+    with pytest.raises(sources.SourceError, match="empty input"):
+        sources.read_source("store_members", source_map["store_members"], tmp_path)
+    write(tmp_path / "store_members.csv", STORE_HEADER + "\n", "utf-8")
+    assert len(sources.read_source("store_members", source_map["store_members"], tmp_path)) == 0
+
+
+def test_missing_file_is_named(tmp_path, source_map):
+    with pytest.raises(sources.SourceError, match="store_members.csv: file not found"):
+        sources.read_source("store_members", source_map["store_members"], tmp_path)
+
+
+def test_excel_numbers_and_dates_read_as_the_text_a_person_sees(tmp_path, source_map):
+    frame = pd.DataFrame(
+        {
+            "contact_id": ["C0000001", "C0000002"],
+            "customer_name": ["王芳", "Wang Fang"],
+            "phone": [13800138000, "1.38001E+10"],
+            "email": [None, "wf@example.com"],
+            "created": [45123, pd.Timestamp("2024-03-04")],
+            "region": ["广东省深圳市", "Shenzhen, Guangdong"],
+        }
+    )
+    frame.to_excel(tmp_path / "call_centre_contacts.xlsx", sheet_name="contacts", index=False)
+    read = sources.read_source("call_centre_contacts", source_map["call_centre_contacts"], tmp_path)
+    assert read["phone"].tolist() == ["13800138000", "1.38001E+10"]
+    assert read["signup_time"].tolist() == ["45123", "2024-03-04"]
+    assert pd.isna(read.loc[0, "email"])
+
+
+def test_parquet_keeps_types(tmp_path, source_map):
+    events = pd.DataFrame(
+        {
+            "event_id": ["E1"], "account_id": ["W1"], "session_id": ["s1"],
+            "event_time": pd.to_datetime(["2024-01-01 10:00"]), "event_name": ["visit"],
+            "platform": ["app"], "traffic_source": ["direct"], "product_id": [None],
+        }
+    )
+    events.to_parquet(tmp_path / "web_events.parquet")
+    read = sources.read_source("web_events", source_map["web_events"], tmp_path)
+    assert read["customer_id"].tolist() == ["W1"]
+    assert pd.api.types.is_datetime64_any_dtype(read["event_time"])
+
+
+def test_source_map_errors_name_source_and_field(tmp_path):
+    bad = tmp_path / "sources.yaml"
+    bad.write_text("sources:\n  x:\n    table: orders\n    format: csv\n    path: x.csv\n    columns: {order_id: id, amount: a}\n")
+    with pytest.raises(sources.SourceError, match=r"source 'x'.*\['amount'\] are not columns of table 'orders'"):
+        sources.load_source_map(bad)
+    bad.write_text("sources:\n  x:\n    table: orders\n    format: csv\n    path: x.csv\n    columns: {order_id: id}\n")
+    with pytest.raises(sources.SourceError, match="neither mapped nor constant"):
+        sources.load_source_map(bad)
+    bad.write_text("sources:\n  x:\n    table: orders\n    format: json\n    columns: {}\n")
+    with pytest.raises(sources.SourceError, match="format must be one of"):
+        sources.load_source_map(bad)
+
+
+def test_project_source_map_is_valid():
+    source_map = sources.load_source_map()
+    assert {"customers", "orders", "web_events"} <= {spec["table"] for spec in source_map.values()}
