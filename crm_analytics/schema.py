@@ -309,3 +309,21 @@ def markdown_table(table: Table) -> str:
         flag = "key" if c.key else ("yes" if c.required else "")
         lines.append(f"| `{c.name}` | {c.dtype} | {flag} | {c.description} |")
     return "\n".join(lines)
+
+
+def data_model_markdown() -> str:
+    """Return the documentation page of the whole data model (``docs/data_model.md``)."""
+    header = [
+        "# The data model",
+        "",
+        "The canonical tables of the warehouse (`data/warehouse/crm.duckdb`), defined in `crm_analytics/schema.py`.",
+        f"Timestamps (`*_time`) are naive local times in the business time zone, {BUSINESS_TIME_ZONE}; money",
+        "(`*_amount`) is in CNY unless a `currency` column says otherwise; identifiers (`*_id`) are text.",
+        "Every source is mapped onto these names in `parameters/sources.yaml`.",
+        "",
+    ]
+    return "\n".join(header + [markdown_table(t) + "\n" for t in TABLES.values()])
+
+
+if __name__ == "__main__":
+    print(data_model_markdown(), end="")

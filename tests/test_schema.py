@@ -62,3 +62,10 @@ def test_markdown_documentation_lists_every_column():
     text = schema.markdown_table(schema.ORDERS)
     for name in schema.ORDERS.column_names:
         assert f"`{name}`" in text
+
+
+def test_data_model_documentation_is_current():
+    from pathlib import Path
+
+    documented = (Path(__file__).parent.parent / "docs" / "data_model.md").read_text(encoding="utf-8")
+    assert documented == schema.data_model_markdown(), "regenerate with: python -m crm_analytics.schema > docs/data_model.md"
