@@ -8,12 +8,16 @@ made before the first notebook cell runs.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from crm_analytics import paths
+
+# Fixture notebooks that fail on purpose (runner tests) are run by those tests, not collected by nbval.
+collect_ignore_glob = ["tests/notebooks/*.ipynb"]
 
 DEMO_CUSTOMERS = 5_000
 DEMO_SEED = 42
@@ -61,3 +65,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Notebook cells collected by nbval read the demo warehouse: make it before the first one runs."""
     if str(item.path).endswith(".ipynb"):
         ensure_demo_home()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the generated demo home."""
+    if _demo_home is not None:
+        shutil.rmtree(_demo_home, ignore_errors=True)
