@@ -9,7 +9,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-PALETTE = "crest"
+PALETTE = "crest"  # sequential: heatmaps and single-colour bars
+CATEGORICAL_PALETTE = "colorblind"  # one colour per group
 STATUS_COLOURS = {"green": "#2e7d32", "amber": "#f9a825", "red": "#c62828", "grey": "#9e9e9e"}
 
 # Fonts that can render Chinese names and comments, in order of preference; the first installed one wins.
@@ -18,7 +19,7 @@ CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Zen Hei", "SimHei", 
 
 def set_style() -> None:
     """Apply the house style: seaborn whitegrid, readable sizes, a CJK-capable font when one is installed."""
-    sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE)
+    sns.set_theme(style="whitegrid", context="notebook", palette=CATEGORICAL_PALETTE)
     from matplotlib import font_manager
 
     installed = {f.name for f in font_manager.fontManager.ttflist}

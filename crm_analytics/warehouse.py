@@ -67,6 +67,7 @@ def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path |
     staging.unlink(missing_ok=True)
     try:
         with duckdb.connect(str(staging)) as con:
+            con.execute("SET enable_progress_bar = false")
             for name, content in tables.items():
                 _write_one(con, name, content)
             con.execute("CHECKPOINT")
@@ -189,7 +190,7 @@ def parse_times(values: pd.Series, formats: list[str], *, source_zone: str | Non
         pending = result.isna() & text.notna()
         if not pending.any():
             break
-        result[pending] = _parse_one_format(text[pending], fmt, zone)
+        result[pending] = _parse_one_format(text[pending], fmt, zone).dt.floor("us").astype(result.dtype)
     return result.dt.tz_localize(None)
 
 
@@ -197,7 +198,8 @@ def _parse_one_format(text: pd.Series, fmt: str, zone: str) -> pd.Series:
     if fmt == "excel_serial":
         days = pd.to_numeric(text, errors="coerce")
         days = days.where((days > 60) & (days < 2_958_466))  # serial 60 is Excel's fictitious 1900-02-29
-        naive = pd.to_datetime(days, unit="D", origin="1899-12-30", errors="coerce")
+        # Serials carry the time of day as a fraction; round to whole seconds (float noise is below that).
+        naive = pd.to_datetime((days * 86_400).round(), unit="s", origin="1899-12-30", errors="coerce")
         return naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(schema.BUSINESS_TIME_ZONE)
     if fmt == "iso8601":
         has_offset = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True, na=False)
