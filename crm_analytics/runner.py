@@ -1,0 +1,1076 @@
+"""Run analysis notebooks with papermill and leave an immutable record of each run.
+
+A run of ``notebooks/<analysis>.ipynb`` writes into ``outputs/<analysis>/<run_id>.tmp/``
+and is renamed to ``outputs/<analysis>/<run_id>/`` when it ends, whatever the outcome.
+The folder holds:
+
+- ``<analysis>.ipynb``: the executed notebook (partial when a cell failed);
+- ``report.html``: the notebook as HTML without code cells or prompts;
+- ``tables/`` and ``figures/``: written by the notebook itself through
+  :mod:`crm_analytics.results` into the injected ``output_dir``;
+- ``stdout.txt`` / ``stderr.txt``: what the cells printed (it may hold personal
+  data, so it never goes to the runner's log) and ``engine.log`` (papermill's and
+  the kernel's own messages);
+- ``run.json``: the run record (see :func:`run_analysis`).
+
+``outputs/<analysis>/latest`` points at the last successful run and moves only
+after a success, atomically. A failed run keeps its partial notebook and error;
+the previous good report stays where it was.
+
+The runner decides success itself: papermill returns normally for ``sys.exit(0)``
+and marks cells ``completed`` after a cell timeout, so a run succeeds only when
+papermill returned normally and every non-empty code cell has an execution count
+and no cell is ``pending``, ``running`` or ``failed``.
+
+Each notebook executes in a child process forked from the runner (which has
+already imported papermill and nbconvert, so a run costs a kernel start rather
+than an interpreter start). The child starts its own session; the kernel that
+jupyter_client launches starts yet another session, so a wall-clock timeout kills
+the child's process tree by walking it (psutil) and killing every process group
+in it. ZMQ state lives only in the child and dies with it.
+
+Data fingerprint recorded in ``run.json``: the warehouse file's absolute path,
+size in bytes, modification time (UTC, ISO 8601) and the SHA-256 of its first and
+last MiB (``head_tail_sha256``). DuckDB keeps its checkpoint counter in the file
+header, so this is a cheap change detector, not a proof that two files hold the
+same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import difflib
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import platform
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import filelock
+import nbformat
+import papermill
+import psutil
+import yaml
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbconvert import HTMLExporter
+from papermill.exceptions import PapermillExecutionError
+
+from crm_analytics import paths
+
+log = logging.getLogger(__name__)
+
+KERNEL_NAME = "python3"
+CLEANSING = "cleansing"
+REQUIRED_PARAMETERS = ("output_dir",)
+
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+TIMEOUT = "timeout"
+KERNEL_DIED = "kernel_died"
+TRUNCATED = "truncated"
+SKIPPED_LOCKED = "skipped_locked"
+STATUSES = (SUCCEEDED, FAILED, TIMEOUT, KERNEL_DIED, TRUNCATED, SKIPPED_LOCKED)
+
+RUN_RECORD = "run.json"
+REPORT = "report.html"
+LATEST = "latest"
+LOCK = ".lock"
+TMP_SUFFIX = ".tmp"
+
+_ANALYSIS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+_VERSIONED = {
+    "pandas": "pandas",
+    "numpy": "numpy",
+    "duckdb": "duckdb",
+    "ibis": "ibis-framework",
+    "papermill": "papermill",
+    "scikit-learn": "scikit-learn",
+    "statsmodels": "statsmodels",
+}
+_FINGERPRINT_BYTES = 1 << 20
+_KILL_WAIT_S = 5.0
+
+ProgressCallback = Callable[[str, str, "RunResult | None"], None]
+
+
+class RunnerError(Exception):
+    """Base class of the runner's user-facing errors (one clear line, no traceback needed)."""
+
+
+class UnknownAnalysisError(RunnerError, LookupError):
+    """The analysis has no notebook. The message lists the valid names."""
+
+
+class ParameterError(RunnerError, ValueError):
+    """A parameter is not declared by the notebook, or a parameter file is unreadable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """The outcome of one run, mirroring its ``run.json``.
+
+    Attributes
+    ----------
+    analysis, run_id, status : str
+        ``status`` is one of :data:`STATUSES`.
+    run_dir : Path or None
+        The final run folder; ``None`` when it could not be created.
+    parameters : dict
+        The parameters injected into the notebook.
+    started_at, ended_at : str
+        UTC times, ISO 8601.
+    duration_s : float
+        Wall-clock seconds.
+    error_name, error_message : str or None
+        Exception class name and message on failure.
+    error_cell_index : int or None
+        Index of the failing cell in the executed notebook.
+    alert_count : int or None
+        Rows of ``tables/alerts.csv`` when the notebook wrote it.
+    """
+
+    analysis: str
+    run_id: str
+    status: str
+    run_dir: Path | None
+    parameters: dict
+    started_at: str
+    ended_at: str
+    duration_s: float
+    error_name: str | None = None
+    error_message: str | None = None
+    error_cell_index: int | None = None
+    alert_count: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the run succeeded."""
+        return self.status == SUCCEEDED
+
+    @property
+    def report_path(self) -> Path | None:
+        """The run's ``report.html``, or ``None`` when there is none."""
+        if self.run_dir is None or not (self.run_dir / REPORT).exists():
+            return None
+        return self.run_dir / REPORT
+
+
+# ----------------------------------------------------------------------------- names and parameters
+
+
+def list_analyses(notebook_dir: str | Path | None = None) -> list[str]:
+    """Return the analyses: the stems of the top-level ``*.ipynb`` in the notebooks folder, sorted."""
+    folder = Path(notebook_dir) if notebook_dir else paths.notebooks_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.ipynb") if p.is_file() and not p.name.startswith((".", "_")))
+
+
+def notebook_path(analysis: str, notebook_dir: str | Path | None = None) -> Path:
+    """Return the absolute notebook path of ``analysis``; raise :class:`UnknownAnalysisError` if there is none."""
+    folder = (Path(notebook_dir) if notebook_dir else paths.notebooks_dir()).resolve()
+    known = list_analyses(folder)
+    if _ANALYSIS_NAME.match(analysis) and analysis in known:
+        return folder / f"{analysis}.ipynb"
+    hint = _did_you_mean(analysis, known)
+    valid = ", ".join(known) if known else f"none (no notebooks in {folder})"
+    raise UnknownAnalysisError(f"unknown analysis {analysis!r}{hint}; valid analyses: {valid}")
+
+
+def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _StringDateLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that keeps ISO dates and times as strings (notebooks parse them)."""
+
+
+_StringDateLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse_value(text: str) -> Any:
+    """Parse one command-line parameter value as YAML: numbers and booleans typed, dates kept as strings.
+
+    An empty value is the empty string.
+    """
+    if text.strip() == "":
+        return ""
+    return yaml.load(text, Loader=_StringDateLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def load_parameters_file(path: str | Path) -> dict:
+    """Read a flat YAML parameter set; dates stay ISO strings. Raise :class:`ParameterError` if unusable."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            values = yaml.load(handle, Loader=_StringDateLoader)  # noqa: S506 - a SafeLoader subclass
+    except FileNotFoundError:
+        raise ParameterError(f"parameter file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"parameter file {path} is not valid YAML: {exc}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ParameterError(f"parameter file {path} must hold a mapping of name: value, not {type(values).__name__}")
+    return dict(values)
+
+
+def declared_parameters(notebook: str | Path) -> dict[str, dict]:
+    """Return the parameters declared in a notebook's ``parameters`` cell (``papermill.inspect_notebook``).
+
+    A notebook without kernel metadata is read as Python, the kernel it will run on.
+    """
+    try:
+        return dict(papermill.inspect_notebook(str(notebook)))
+    except ValueError as exc:
+        if "kernel name" not in str(exc):
+            raise
+    from papermill.inspection import _infer_parameters
+
+    nb = nbformat.read(notebook, as_version=4)
+    return {p.name: dict(p._asdict()) for p in _infer_parameters(nb, name=KERNEL_NAME, language="python")}
+
+
+def check_parameters(analysis: str, values: Mapping[str, Any], declared: Iterable[str]) -> None:
+    """Raise :class:`ParameterError` when ``values`` holds a key the notebook does not declare.
+
+    The message names the unknown keys, suggests the closest declared name and lists the valid ones.
+    Every notebook must declare ``output_dir``.
+    """
+    declared = sorted(declared)
+    missing = [name for name in REQUIRED_PARAMETERS if name not in declared]
+    if missing:
+        raise ParameterError(
+            f"notebook {analysis!r} must declare {', '.join(missing)} in a cell tagged 'parameters'"
+            f" (declared: {', '.join(declared) or 'nothing'})"
+        )
+    unknown = [key for key in values if key not in declared]
+    if unknown:
+        hints = "; ".join(f"{key!r}{_did_you_mean(key, declared)}" for key in unknown)
+        raise ParameterError(
+            f"unknown parameter for {analysis!r}: {hints}; valid parameters: {', '.join(declared)}"
+        )
+
+
+def resolve_parameters(
+    analysis: str,
+    *,
+    notebook: Path,
+    parameters: Mapping[str, Any] | None = None,
+    parameters_file: str | Path | None = None,
+    parameters_root: str | Path | None = None,
+) -> dict:
+    """Merge ``parameters/<analysis>/default.yaml``, then ``parameters_file``, then ``parameters``; check the keys.
+
+    Non-empty relative values of keys ending in ``_path`` or ``_dir`` are made absolute against the
+    project root, and an empty or absent ``warehouse_path`` (when declared) becomes the absolute
+    default warehouse, so the run record says which file was read. ``output_dir`` is added later.
+    """
+    root = Path(parameters_root) if parameters_root else paths.parameters_dir()
+    merged: dict[str, Any] = {}
+    default = root / analysis / "default.yaml"
+    if default.is_file():
+        merged.update(load_parameters_file(default))
+    if parameters_file:
+        merged.update(load_parameters_file(parameters_file))
+    merged.update(dict(parameters or {}))
+    declared = declared_parameters(notebook)
+    check_parameters(analysis, merged, declared)
+    for key, value in merged.items():
+        if key.endswith(("_path", "_dir")) and isinstance(value, str) and value:
+            merged[key] = str(paths.resolve(value, Path(value)))
+    if "warehouse_path" in declared and not merged.get("warehouse_path"):
+        merged["warehouse_path"] = str(paths.warehouse_path())
+    return merged
+
+
+# ----------------------------------------------------------------------------- run records
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Return a sortable run id: the UTC time to the millisecond plus a short random suffix."""
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}Z-" + secrets.token_hex(3)
+
+
+def _utc_iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="milliseconds")
+
+
+@lru_cache(maxsize=1)
+def package_versions() -> dict[str, str | None]:
+    """Return the versions of Python and the libraries a run's results depend on (``None`` if absent)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for label, distribution in _VERSIONED.items():
+        try:
+            versions[label] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[label] = None
+    return versions
+
+
+def data_fingerprint(path: str | Path | None = None) -> dict:
+    """Return a cheap fingerprint of the warehouse file.
+
+    Returns
+    -------
+    dict
+        ``path``, ``exists``; when it exists also ``size_bytes``, ``mtime`` (UTC ISO 8601) and
+        ``head_tail_sha256`` (SHA-256 of the first and the last MiB).
+    """
+    target = Path(path) if path else paths.warehouse_path()
+    record: dict[str, Any] = {"path": str(target), "exists": target.is_file()}
+    if not record["exists"]:
+        return record
+    stat = target.stat()
+    digest = hashlib.sha256()
+    with target.open("rb") as handle:
+        digest.update(handle.read(_FINGERPRINT_BYTES))
+        if stat.st_size > _FINGERPRINT_BYTES:
+            handle.seek(max(_FINGERPRINT_BYTES, stat.st_size - _FINGERPRINT_BYTES))
+            digest.update(handle.read(_FINGERPRINT_BYTES))
+    record.update(size_bytes=stat.st_size, mtime=_utc_iso(stat.st_mtime), head_tail_sha256=digest.hexdigest())
+    return record
+
+
+def git_commit(root: str | Path | None = None) -> str | None:
+    """Return the commit checked out in the project (read from ``.git`` without running git), or ``None``."""
+    git_dir = Path(root or paths.code_root()) / ".git"
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head or None
+        ref = head.split(":", 1)[1].strip()
+        loose = git_dir / ref
+        if loose.is_file():
+            return loose.read_text().strip()
+        for line in (git_dir / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split(" ", 1)[0]
+    except OSError:
+        return None
+    return None
+
+
+def count_alerts(run_dir: Path) -> int | None:
+    """Return the number of rows of ``tables/alerts.csv`` in a run folder, or ``None`` when absent."""
+    path = run_dir / "tables" / "alerts.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as handle:
+        return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+
+
+def write_json_atomic(path: Path, record: Mapping[str, Any]) -> None:
+    """Write ``record`` as indented JSON to ``path`` through a temporary file and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_run_record(run_dir: str | Path) -> dict | None:
+    """Return the ``run.json`` of a run folder, or ``None`` when it is missing or unreadable."""
+    try:
+        return json.loads((Path(run_dir) / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- latest pointer
+
+
+def _analysis_root(analysis: str, output_root: str | Path | None) -> Path:
+    return (Path(output_root) if output_root else paths.outputs_dir()).resolve() / analysis
+
+
+def latest_run(analysis: str, *, output_root: str | Path | None = None) -> Path | None:
+    """Return the folder of the last successful run of ``analysis``, or ``None``.
+
+    ``latest`` is a relative symlink; where symlinks are unavailable it is a small file holding the run id.
+    """
+    pointer = _analysis_root(analysis, output_root) / LATEST
+    if pointer.is_symlink():
+        target = pointer.parent / os.readlink(pointer)
+    elif pointer.is_file():
+        target = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    else:
+        return None
+    return target if target.is_dir() else None
+
+
+def move_latest(analysis_root: Path, run_id: str) -> None:
+    """Point ``analysis_root/latest`` at ``run_id``: a new link beside it, then ``os.replace`` (atomic)."""
+    staging = analysis_root / f".{LATEST}.{secrets.token_hex(4)}"
+    try:
+        os.symlink(run_id, staging, target_is_directory=True)
+    except (OSError, NotImplementedError):
+        staging.write_text(run_id + "\n", encoding="utf-8")
+    os.replace(staging, analysis_root / LATEST)
+
+
+# ----------------------------------------------------------------------------- the child process
+
+
+_held_lock_fds: set[int] = set()
+_held_lock_fds_guard = threading.Lock()
+_warm = threading.Event()
+
+
+def _exporter() -> HTMLExporter:
+    """The report exporter: HTML without code cells, input or output prompts."""
+    exporter = HTMLExporter()
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    return exporter
+
+
+def warm_up() -> None:
+    """Compile the report template once in this process so forked runs inherit it (about 0.2 s, once)."""
+    if _warm.is_set():
+        return
+    _exporter().from_notebook_node(nbformat.v4.new_notebook())
+    _warm.set()
+
+
+def write_report(notebook: Path, html: Path) -> None:
+    """Convert an executed notebook into ``html`` (no code cells, no prompts)."""
+    body, _ = _exporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    html.write_text(body, encoding="utf-8")
+
+
+def _isolate_child(run_dir: Path, own_lock_fd: int | None) -> None:
+    """First steps of a forked run: own session, quiet fds, no foreign lock files, logging into the run folder."""
+    os.setsid()
+    code_root = str(paths.code_root())
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH", "")) if p)
+    for fd in list(_held_lock_fds):
+        if fd != own_lock_fd:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    engine_log = os.open(run_dir / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(engine_log, 1)
+    os.dup2(engine_log, 2)
+    os.close(devnull)
+    os.close(engine_log)
+    # The parent's sys.stdout/sys.stderr may be wrappers (a progress display, a test's capture).
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False, buffering=1)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)  # noqa: SIM115
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for name in ("papermill", "nbclient", "traitlets"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+def _classify(exc: BaseException) -> dict:
+    """Map an exception from papermill to an outcome record."""
+    if isinstance(exc, CellTimeoutError):
+        return {"kind": TIMEOUT, "error_name": "CellTimeoutError", "error_message": _first_line(str(exc))}
+    if isinstance(exc, DeadKernelError):
+        return {"kind": KERNEL_DIED, "error_name": "DeadKernelError", "error_message": _first_line(str(exc))}
+    if isinstance(exc, PapermillExecutionError):
+        return {
+            "kind": FAILED,
+            "error_name": exc.ename,
+            "error_message": exc.evalue,
+            "exec_count": exc.exec_count,
+        }
+    return {"kind": FAILED, "error_name": type(exc).__name__, "error_message": _first_line(str(exc))}
+
+
+def _first_line(text: str, limit: int = 500) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:limit]
+
+
+def _kill_descendants() -> None:
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def _child_main(spec: dict, conn: multiprocessing.connection.Connection) -> None:
+    """Body of the forked run: execute the notebook with papermill, write the report, send the outcome."""
+    run_dir = Path(spec["run_dir"])
+    _isolate_child(run_dir, spec.get("lock_fd"))
+    outcome: dict[str, Any] = {"kind": SUCCEEDED}
+    try:
+        with open(run_dir / "stdout.txt", "w", encoding="utf-8") as out, open(
+            run_dir / "stderr.txt", "w", encoding="utf-8"
+        ) as err:
+            papermill.execute_notebook(
+                spec["input"],
+                spec["output"],
+                parameters=spec["parameters"],
+                kernel_name=KERNEL_NAME,
+                progress_bar=False,
+                log_output=False,
+                stdout_file=out,
+                stderr_file=err,
+                cwd=spec["cwd"],
+                execution_timeout=spec["cell_timeout"],
+            )
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a record
+        outcome = _classify(exc)
+        logging.getLogger(__name__).info("run ended with %s", outcome["error_name"])
+    finally:
+        _kill_descendants()
+    with contextlib.suppress(Exception):
+        if Path(spec["output"]).is_file():
+            write_report(Path(spec["output"]), run_dir / REPORT)
+    conn.send(outcome)
+    conn.close()
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def _cell_state(cell: Mapping[str, Any]) -> str | None:
+    return cell.get("metadata", {}).get("papermill", {}).get("status")
+
+
+def _must_run(cell: Mapping[str, Any]) -> bool:
+    tags = cell.get("metadata", {}).get("tags", [])
+    return cell.get("cell_type") == "code" and bool(cell.get("source", "").strip()) and "skip-execution" not in tags
+
+
+def inspect_executed(notebook: Path) -> dict:
+    """Check an executed notebook cell by cell.
+
+    Returns
+    -------
+    dict
+        ``complete`` (every code cell that must run has an execution count and no cell is pending,
+        running or failed), ``error_cell_index`` (first failed, erroring or unfinished code cell, as
+        an index into the executed notebook) and ``error`` (``(ename, evalue)`` of the first error output).
+    """
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except (OSError, ValueError) as exc:
+        return {"complete": False, "error_cell_index": None, "error": None, "unreadable": str(exc)}
+    first_bad: int | None = None
+    error: tuple[str, str] | None = None
+    for index, cell in enumerate(nb.cells):
+        if not _must_run(cell):
+            continue
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if errors and error is None:
+            error = (errors[0].get("ename", ""), errors[0].get("evalue", ""))
+        unfinished = cell.get("execution_count") is None or _cell_state(cell) in ("pending", "running", "failed")
+        if (unfinished or errors) and first_bad is None:
+            first_bad = index
+    return {"complete": first_bad is None, "error_cell_index": first_bad, "error": error}
+
+
+def _last_started_cell(notebook: Path) -> int | None:
+    """Index of the last code cell papermill started (the one running when a timeout hit)."""
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except (OSError, ValueError):
+        return None
+    started = [
+        i for i, cell in enumerate(nb.cells) if _must_run(cell) and cell.get("metadata", {}).get("papermill", {}).get("start_time")
+    ]
+    return started[-1] if started else None
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def kill_process_tree(pid: int) -> list[int]:
+    """Kill a process, every descendant and every process group among them; return the pids killed.
+
+    The kernel that jupyter_client launches starts its own session, so killing the child's
+    process group alone would leave the kernel running.
+    """
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    groups = set()
+    for proc in procs:
+        with contextlib.suppress(psutil.Error, OSError):
+            groups.add(os.getpgid(proc.pid))
+    own_group = os.getpgrp()
+    for group in groups - {own_group}:
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGKILL)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    # Our own child is reaped by its owner (multiprocessing); psutil must not reap it first.
+    psutil.wait_procs([p for p in procs if p.pid != pid or not _is_own_child(p)], timeout=_KILL_WAIT_S)
+    return [p.pid for p in procs]
+
+
+def _is_own_child(proc: psutil.Process) -> bool:
+    try:
+        return proc.ppid() == os.getpid()
+    except psutil.Error:
+        return False
+
+
+@dataclasses.dataclass
+class _Run:
+    """One run between its preparation and its record: the folder, the lock and the child process."""
+
+    analysis: str
+    run_id: str
+    analysis_root: Path
+    tmp_dir: Path
+    notebook: Path
+    parameters: dict
+    cell_timeout: float
+    run_timeout: float
+    started: float
+    lock: filelock.BaseFileLock | None = None
+    process: multiprocessing.process.BaseProcess | None = None
+    conn: multiprocessing.connection.Connection | None = None
+    deadline: float = math.inf
+    outcome: dict | None = None
+    wall_clock_killed: bool = False
+
+    @property
+    def final_dir(self) -> Path:
+        return self.analysis_root / self.run_id
+
+    def base_record(self) -> dict:
+        return {
+            "analysis": self.analysis,
+            "run_id": self.run_id,
+            "notebook": str(self.notebook),
+            "parameters": self.parameters,
+            "status": "running",
+            "started_at": _utc_iso(self.started),
+            "ended_at": None,
+            "duration_s": None,
+            "cell_timeout_s": self.cell_timeout,
+            "run_timeout_s": self.run_timeout,
+            "pid": os.getpid(),
+            "versions": package_versions(),
+            "data_fingerprint": data_fingerprint(self.parameters.get("warehouse_path") or None),
+            "git_commit": git_commit(),
+        }
+
+
+def _prepare(
+    analysis: str,
+    *,
+    parameters: Mapping[str, Any] | None,
+    parameters_file: str | Path | None,
+    cell_timeout: float,
+    run_timeout: float,
+    notebook_dir: str | Path | None,
+    output_root: str | Path | None,
+    parameters_root: str | Path | None,
+) -> _Run:
+    """Validate the analysis and its parameters (raising before anything is written) and describe the run."""
+    notebook = notebook_path(analysis, notebook_dir)
+    values = resolve_parameters(
+        analysis,
+        notebook=notebook,
+        parameters=parameters,
+        parameters_file=parameters_file,
+        parameters_root=parameters_root,
+    )
+    run_id = new_run_id()
+    analysis_root = _analysis_root(analysis, output_root)
+    tmp_dir = analysis_root / f"{run_id}{TMP_SUFFIX}"
+    values["output_dir"] = str(tmp_dir)
+    return _Run(
+        analysis=analysis,
+        run_id=run_id,
+        analysis_root=analysis_root,
+        tmp_dir=tmp_dir,
+        notebook=notebook,
+        parameters=values,
+        cell_timeout=cell_timeout,
+        run_timeout=run_timeout,
+        started=time.time(),
+    )
+
+
+def _result(run: _Run, status: str, run_dir: Path | None, **extra: Any) -> RunResult:
+    ended = time.time()
+    return RunResult(
+        analysis=run.analysis,
+        run_id=run.run_id,
+        status=status,
+        run_dir=run_dir,
+        parameters=run.parameters,
+        started_at=_utc_iso(run.started),
+        ended_at=_utc_iso(ended),
+        duration_s=round(ended - run.started, 3),
+        **extra,
+    )
+
+
+def _start(run: _Run) -> RunResult | None:
+    """Take the lock, create the run folder and fork the child; return a result when the run cannot start."""
+    try:
+        run.analysis_root.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(run.analysis_root / LOCK), timeout=0)
+        lock.acquire()
+    except filelock.Timeout:
+        return _record_skipped(run)
+    except OSError as exc:
+        return _setup_failure(run, exc)
+    run.lock = lock
+    fd = _lock_fd(lock)
+    try:
+        run.tmp_dir.mkdir()
+        write_json_atomic(run.tmp_dir / RUN_RECORD, run.base_record())
+    except OSError as exc:
+        _release(run)
+        return _setup_failure(run, exc)
+    spec = {
+        "run_dir": str(run.tmp_dir),
+        "input": str(run.notebook),
+        "output": str(run.tmp_dir / run.notebook.name),
+        "parameters": run.parameters,
+        "cwd": str(run.notebook.parent),
+        "cell_timeout": max(1, math.ceil(run.cell_timeout)) if run.cell_timeout else None,
+        "lock_fd": fd,
+    }
+    warm_up()
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    run.process = context.Process(target=_child_main, args=(spec, sender), name=f"crm-run-{run.analysis}", daemon=False)
+    run.process.start()
+    sender.close()
+    run.conn = receiver
+    run.deadline = time.monotonic() + run.run_timeout if run.run_timeout else math.inf
+    log.info("run %s/%s started (pid %s)", run.analysis, run.run_id, run.process.pid)
+    return None
+
+
+def _lock_fd(lock: filelock.BaseFileLock) -> int | None:
+    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if fd is not None:
+        with _held_lock_fds_guard:
+            _held_lock_fds.add(fd)
+    return fd
+
+
+def _release(run: _Run) -> None:
+    if run.lock is None:
+        return
+    fd = _lock_fd_of(run.lock)
+    with _held_lock_fds_guard:
+        _held_lock_fds.discard(fd)
+    run.lock.release()
+    run.lock = None
+
+
+def _lock_fd_of(lock: filelock.BaseFileLock) -> int | None:
+    return getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+
+
+def _record_skipped(run: _Run) -> RunResult:
+    """Another process holds the analysis lock: leave a run folder holding only ``run.json``."""
+    result = _result(run, SKIPPED_LOCKED, run.final_dir, error_message="another process is running this analysis")
+    try:
+        run.tmp_dir.mkdir()
+        write_json_atomic(run.tmp_dir / RUN_RECORD, _final_record(run, result))
+        os.rename(run.tmp_dir, run.final_dir)
+    except OSError as exc:
+        return _setup_failure(run, exc)
+    log.info("run %s skipped: locked by another process", run.analysis)
+    return result
+
+
+def _setup_failure(run: _Run, exc: OSError) -> RunResult:
+    message = f"cannot write the run folder under {run.analysis_root}: {exc.strerror or exc}"
+    log.error("run %s failed: %s", run.analysis, message)
+    return _result(run, FAILED, None, error_name=type(exc).__name__, error_message=message)
+
+
+def _poll(run: _Run) -> bool:
+    """Return True when the child has ended (killing it first when past its wall-clock deadline)."""
+    assert run.process is not None and run.conn is not None
+    if run.process.exitcode is None and time.monotonic() >= run.deadline:
+        kill_process_tree(run.process.pid)
+        run.wall_clock_killed = True
+    if run.process.exitcode is None and run.process.is_alive():
+        return False
+    run.process.join()
+    with contextlib.suppress(EOFError, OSError):
+        if run.conn.poll():
+            run.outcome = run.conn.recv()
+    run.conn.close()
+    return True
+
+
+def _decide(run: _Run) -> dict:
+    """Turn the child's outcome and the executed notebook into the run's status and error fields."""
+    output = run.tmp_dir / run.notebook.name
+    checked = inspect_executed(output)
+    if run.wall_clock_killed:
+        return {
+            "status": TIMEOUT,
+            "error_name": "RunTimeout",
+            "error_message": f"the whole run exceeded {run.run_timeout:g} s; its process tree was killed",
+            "error_cell_index": _last_started_cell(output),
+        }
+    outcome = run.outcome
+    if outcome is None:
+        code = run.process.exitcode if run.process else None
+        return {
+            "status": FAILED,
+            "error_name": "RunnerProcessDied",
+            "error_message": f"the run process ended with exit code {code} before reporting",
+            "error_cell_index": checked["error_cell_index"],
+        }
+    if outcome["kind"] == SUCCEEDED:
+        if checked["complete"]:
+            return {"status": SUCCEEDED}
+        return {
+            "status": TRUNCATED,
+            "error_name": "NotebookEndedEarly",
+            "error_message": "papermill returned normally but code cells did not run (e.g. sys.exit)",
+            "error_cell_index": checked["error_cell_index"],
+        }
+    index = checked["error_cell_index"]
+    if outcome["kind"] == TIMEOUT:
+        index = _last_started_cell(output)
+        outcome = {**outcome, "error_message": f"a cell exceeded the cell timeout of {run.cell_timeout:g} s"}
+    return {
+        "status": outcome["kind"],
+        "error_name": outcome.get("error_name"),
+        "error_message": outcome.get("error_message"),
+        "error_cell_index": index,
+    }
+
+
+def _final_record(run: _Run, result: RunResult) -> dict:
+    record = run.base_record()
+    record.update(
+        status=result.status,
+        ended_at=result.ended_at,
+        duration_s=result.duration_s,
+        run_dir=str(result.run_dir) if result.run_dir else None,
+        error_name=result.error_name,
+        error_message=result.error_message,
+        error_cell_index=result.error_cell_index,
+        alert_count=result.alert_count,
+    )
+    return record
+
+
+def _finish(run: _Run) -> RunResult:
+    """Write the record, rename the folder, move ``latest`` on success, release the lock."""
+    try:
+        decision = _decide(run)
+        if not (run.tmp_dir / REPORT).exists() and (run.tmp_dir / run.notebook.name).is_file():
+            with contextlib.suppress(Exception):
+                write_report(run.tmp_dir / run.notebook.name, run.tmp_dir / REPORT)
+        alerts = count_alerts(run.tmp_dir)
+        result = _result(run, decision.pop("status"), run.final_dir, alert_count=alerts, **decision)
+        try:
+            write_json_atomic(run.tmp_dir / RUN_RECORD, _final_record(run, result))
+            os.rename(run.tmp_dir, run.final_dir)
+        except OSError as exc:
+            return _result(
+                run, FAILED, run.tmp_dir if run.tmp_dir.exists() else None,
+                error_name=type(exc).__name__, error_message=f"cannot finalise the run folder: {exc}",
+            )
+        if result.ok:
+            move_latest(run.analysis_root, run.run_id)
+        log.info("run %s/%s %s in %.1f s", run.analysis, run.run_id, result.status, result.duration_s)
+        return result
+    finally:
+        _release(run)
+
+
+def _refresh_index(output_root: str | Path | None) -> None:
+    try:
+        from crm_analytics import report_index
+
+        report_index.write_index(output_root)
+    except Exception as exc:  # noqa: BLE001 - the index must never fail a run
+        log.warning("could not rewrite the report index: %s", exc)
+
+
+def run_analysis(
+    analysis: str,
+    *,
+    parameters: dict | None = None,
+    parameters_file: str | Path | None = None,
+    cell_timeout: float = 600,
+    run_timeout: float = 3600,
+    notebook_dir: str | Path | None = None,
+    output_root: str | Path | None = None,
+    parameters_root: str | Path | None = None,
+    write_index: bool = True,
+) -> RunResult:
+    """Execute ``notebooks/<analysis>.ipynb`` once and return its result.
+
+    Parameters
+    ----------
+    analysis : str
+        The notebook's stem.
+    parameters : dict, optional
+        Explicit values; they override ``parameters_file``, which overrides
+        ``parameters/<analysis>/default.yaml``. ``output_dir`` is always injected.
+    parameters_file : str or Path, optional
+        A flat YAML parameter set.
+    cell_timeout, run_timeout : float
+        Seconds one cell, and the whole run, may take (0 or ``None``: no limit).
+    notebook_dir, output_root, parameters_root : str or Path, optional
+        Override ``notebooks/``, ``outputs/`` and ``parameters/``.
+    write_index : bool
+        Rewrite ``outputs/index.html`` afterwards.
+
+    Returns
+    -------
+    RunResult
+        Its ``status`` is one of :data:`STATUSES`; ``run.json`` in ``run_dir`` holds the same and
+        more (versions, data fingerprint, git commit).
+
+    Raises
+    ------
+    UnknownAnalysisError, ParameterError
+        Before anything is executed or written.
+    """
+    run = _prepare(
+        analysis,
+        parameters=parameters,
+        parameters_file=parameters_file,
+        cell_timeout=cell_timeout,
+        run_timeout=run_timeout,
+        notebook_dir=notebook_dir,
+        output_root=output_root,
+        parameters_root=parameters_root,
+    )
+    result = _start(run)
+    if result is None:
+        while not _poll(run):
+            _wait([run], 0.5)
+        result = _finish(run)
+    if write_index:
+        _refresh_index(output_root)
+    return result
+
+
+def _wait(runs: list[_Run], limit: float) -> None:
+    """Sleep until a child ends, a deadline passes, or ``limit`` seconds elapse."""
+    sentinels = [r.process.sentinel for r in runs if r.process is not None]
+    deadline = min((r.deadline for r in runs), default=math.inf)
+    timeout = max(0.0, min(limit, deadline - time.monotonic()))
+    if sentinels:
+        multiprocessing.connection.wait(sentinels, timeout=timeout)
+    else:
+        time.sleep(timeout)
+
+
+def run_all(
+    *,
+    jobs: int = 2,
+    analyses: list[str] | None = None,
+    parameters_by_analysis: Mapping[str, Mapping[str, Any]] | None = None,
+    on_progress: ProgressCallback | None = None,
+    cell_timeout: float = 600,
+    run_timeout: float = 3600,
+    notebook_dir: str | Path | None = None,
+    output_root: str | Path | None = None,
+    parameters_root: str | Path | None = None,
+) -> list[RunResult]:
+    """Run ``cleansing`` first (when present), then every other analysis with ``jobs`` parallel workers.
+
+    If ``cleansing`` does not succeed the others are not started (it builds the warehouse they read).
+    Every analysis's parameters are checked before anything runs. ``on_progress(kind, analysis,
+    result)`` is called from this thread with ``kind`` ``"started"``, ``"finished"`` (with the
+    result) or ``"tick"`` (about twice a second, ``analysis`` empty) so a display can refresh
+    without a thread of its own (forking next to other threads is best avoided).
+
+    Returns
+    -------
+    list of RunResult
+        In the order the runs finished.
+    """
+    names = list(analyses) if analyses is not None else list_analyses(notebook_dir)
+    by_analysis = parameters_by_analysis or {}
+    common = {
+        "cell_timeout": cell_timeout,
+        "run_timeout": run_timeout,
+        "notebook_dir": notebook_dir,
+        "output_root": output_root,
+        "parameters_root": parameters_root,
+    }
+    for name in names:  # fail fast, before any run
+        _prepare(name, parameters=by_analysis.get(name), parameters_file=None, **common)
+    notify = on_progress or (lambda kind, analysis, result: None)
+    results: list[RunResult] = []
+    if CLEANSING in names:
+        names.remove(CLEANSING)
+        first = _run_batch([CLEANSING], 1, by_analysis, common, notify)
+        results.extend(first)
+        if not first[0].ok:
+            log.error("cleansing did not succeed (%s); the other analyses were not run", first[0].status)
+            return results
+    results.extend(_run_batch(names, max(1, jobs), by_analysis, common, notify))
+    return results
+
+
+def _run_batch(
+    names: list[str],
+    jobs: int,
+    by_analysis: Mapping[str, Mapping[str, Any]],
+    common: dict,
+    notify: ProgressCallback,
+) -> list[RunResult]:
+    """Run ``names`` with at most ``jobs`` children at a time, from this single thread."""
+    queue = list(names)
+    running: list[_Run] = []
+    done: list[RunResult] = []
+    while queue or running:
+        while queue and len(running) < jobs:
+            name = queue.pop(0)
+            run = _prepare(name, parameters=by_analysis.get(name), parameters_file=None, **common)
+            notify("started", name, None)
+            immediate = _start(run)
+            if immediate is not None:
+                done.append(immediate)
+                notify("finished", name, immediate)
+                _refresh_index(common["output_root"])
+            else:
+                running.append(run)
+        for run in [r for r in running if _poll(r)]:
+            running.remove(run)
+            result = _finish(run)
+            done.append(result)
+            notify("finished", run.analysis, result)
+            _refresh_index(common["output_root"])
+        if running:
+            _wait(running, 0.5)
+            notify("tick", "", None)
+    return done

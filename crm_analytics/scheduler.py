@@ -1,0 +1,576 @@
+"""Run the analyses on the schedule of ``parameters/schedule.yaml`` (APScheduler 3.x).
+
+``parameters/schedule.yaml``::
+
+    misfire_grace_time: 300        # seconds a late run may still start (default 300)
+    timezone: Asia/Shanghai        # default zone of the jobs
+    jobs:
+      - id: kpi-daily              # unique
+        analysis: kpi              # notebooks/kpi.ipynb
+        parameters: parameters/kpi/default.yaml   # optional, relative to the project
+        cron: "0 7 * * *"          # minute hour day month day-of-week (crontab meaning: 0 = Sunday)
+        timezone: Asia/Shanghai    # optional, overrides the default
+        retries: 1                 # extra attempts after a failed run (default 0)
+        retry_delay_s: 60          # pause before a retry (default 60)
+
+One long-lived scheduler process runs the jobs (coalesce, one instance at a time, a
+misfire grace time). Its job store is a SQLite file (``outputs/.scheduler/jobs.sqlite``)
+so a run that fell due while the scheduler was down is still started after a restart
+when within the grace time, and logged as missed otherwise. Each job calls the runner,
+which takes a per-analysis file lock: a second process never runs the same analysis at
+the same time; it records a ``skipped_locked`` run instead.
+
+Every trigger, skip, miss, retry and result is appended to ``outputs/scheduler.log.jsonl``
+(one JSON object a line). Cell output never goes there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_SCHEDULER_START,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+    SchedulerEvent,
+)
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from crm_analytics import paths
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+DEFAULT_MISFIRE_GRACE_S = 300
+LOG_NAME = "scheduler.log.jsonl"
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_JOB_KEYS = {"id", "analysis", "parameters", "cron", "timezone", "retries", "retry_delay_s"}
+_RETRYABLE = {"failed", "timeout", "kernel_died", "truncated"}
+
+
+class ScheduleError(ValueError):
+    """``schedule.yaml`` is malformed; the message names the job and the field."""
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """One entry of ``schedule.yaml``."""
+
+    id: str
+    analysis: str
+    cron: str
+    timezone: str
+    parameters: str | None = None
+    retries: int = 0
+    retry_delay_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The whole schedule."""
+
+    jobs: tuple[ScheduledJob, ...]
+    misfire_grace_time: int = DEFAULT_MISFIRE_GRACE_S
+    timezone: str = DEFAULT_TIMEZONE
+    source: Path | None = field(default=None, compare=False)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def schedule_file() -> Path:
+    """Return ``parameters/schedule.yaml``."""
+    return paths.parameters_dir() / "schedule.yaml"
+
+
+def _zone(name: str, where: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(f"{where}: unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
+
+
+def _day_numbers(part: str, where: str) -> set[int]:
+    """Expand one comma-separated piece of a crontab day-of-week field (0 or 7 = Sunday)."""
+    names = {name: i for i, name in enumerate(_DAY_NAMES)}
+
+    def day(token: str) -> int:
+        token = token.lower()
+        if token in names:
+            return names[token]
+        if token.isdigit() and 0 <= int(token) <= 7:
+            return int(token) % 7
+        raise ScheduleError(f"{where}: bad day of week {token!r}")
+
+    body, _, step_text = part.partition("/")
+    step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
+    if step_text and step is None:
+        raise ScheduleError(f"{where}: bad step {step_text!r} in day of week")
+    if body == "*":
+        first, last = 0, 6
+    elif "-" in body:
+        first_text, last_text = body.split("-", 1)
+        first, last = day(first_text), day(last_text)
+        if last_text.strip() == "7":
+            last = 7
+    else:
+        first = last = day(body)
+        if step:
+            last = 7
+    return {d % 7 for d in range(first, last + 1, step or 1)}
+
+
+def crontab_day_of_week(field_text: str, where: str = "cron") -> str:
+    """Translate a crontab day-of-week field (0 = Sunday) into APScheduler 3 day names.
+
+    APScheduler 3 counts 0 as Monday, so numbers are never passed through.
+    """
+    if field_text == "*":
+        return "*"
+    days: set[int] = set()
+    for part in field_text.split(","):
+        days |= _day_numbers(part.strip(), where)
+    return ",".join(_DAY_NAMES[d] for d in sorted(days))
+
+
+def cron_trigger(expr: str, tz: str, *, where: str = "cron") -> CronTrigger:
+    """Return the :class:`CronTrigger` of a five-field crontab expression in the zone ``tz``."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ScheduleError(f"{where}: cron {expr!r} must have 5 fields (minute hour day month day-of-week)")
+    minute, hour, day, month, dow = fields
+    try:
+        return CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=crontab_day_of_week(dow, where),
+            timezone=_zone(tz, where),
+        )
+    except ValueError as exc:
+        if isinstance(exc, ScheduleError):
+            raise
+        raise ScheduleError(f"{where}: bad cron {expr!r}: {exc}") from None
+
+
+def _parse_job(raw: Any, index: int, default_zone: str) -> ScheduledJob:
+    where = f"schedule job #{index + 1}"
+    if not isinstance(raw, Mapping):
+        raise ScheduleError(f"{where}: expected a mapping with id, analysis and cron")
+    where = f"schedule job {raw.get('id', f'#{index + 1}')!r}"
+    unknown = sorted(set(raw) - _JOB_KEYS)
+    if unknown:
+        raise ScheduleError(f"{where}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(sorted(_JOB_KEYS))}")
+    missing = [key for key in ("id", "analysis", "cron") if not raw.get(key)]
+    if missing:
+        raise ScheduleError(f"{where}: missing {', '.join(missing)}")
+    job = ScheduledJob(
+        id=str(raw["id"]),
+        analysis=str(raw["analysis"]),
+        cron=str(raw["cron"]).strip(),
+        timezone=str(raw.get("timezone") or default_zone),
+        parameters=str(raw["parameters"]) if raw.get("parameters") else None,
+        retries=int(raw.get("retries", 0)),
+        retry_delay_s=float(raw.get("retry_delay_s", 60.0)),
+    )
+    if job.retries < 0 or job.retry_delay_s < 0:
+        raise ScheduleError(f"{where}: retries and retry_delay_s must not be negative")
+    cron_trigger(job.cron, job.timezone, where=where)
+    return job
+
+
+def parse_schedule(raw: Any, *, source: Path | None = None) -> ScheduleConfig:
+    """Validate a loaded ``schedule.yaml`` document and return it as a :class:`ScheduleConfig`."""
+    raw = raw or {}
+    if not isinstance(raw, Mapping):
+        raise ScheduleError("schedule: expected a mapping with a 'jobs' list")
+    zone = str(raw.get("timezone") or DEFAULT_TIMEZONE)
+    _zone(zone, "schedule")
+    entries = raw.get("jobs") or []
+    if not isinstance(entries, list):
+        raise ScheduleError("schedule: 'jobs' must be a list")
+    jobs = tuple(_parse_job(entry, i, zone) for i, entry in enumerate(entries))
+    ids = [job.id for job in jobs]
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicated:
+        raise ScheduleError(f"schedule: duplicate job id(s) {', '.join(duplicated)}")
+    grace = int(raw.get("misfire_grace_time", DEFAULT_MISFIRE_GRACE_S))
+    return ScheduleConfig(jobs=jobs, misfire_grace_time=grace, timezone=zone, source=source)
+
+
+def load_schedule(path: str | Path | None = None) -> ScheduleConfig:
+    """Read and validate ``schedule.yaml`` (default ``parameters/schedule.yaml``)."""
+    path = Path(path) if path else schedule_file()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScheduleError(f"schedule file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ScheduleError(f"schedule file {path} is not valid YAML: {exc}") from None
+    return parse_schedule(raw, source=path)
+
+
+# ----------------------------------------------------------------------------- the run log
+
+
+class RunLog:
+    """Append-only JSON-lines log of the scheduler (never any cell output)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._guard = threading.Lock()
+
+    def write(self, event: str, **fields: Any) -> dict:
+        """Append one record ``{"time", "event", **fields}`` and return it."""
+        record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
+        line = json.dumps(record, default=str, ensure_ascii=False)
+        with self._guard:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        return record
+
+    def read(self) -> list[dict]:
+        """Return every record written so far."""
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def default_log_path(output_root: str | Path | None = None) -> Path:
+    """Return ``outputs/scheduler.log.jsonl``."""
+    return (Path(output_root) if output_root else paths.outputs_dir()) / LOG_NAME
+
+
+# ----------------------------------------------------------------------------- executing a job
+
+
+def execute_job(
+    *,
+    job_id: str,
+    analysis: str,
+    parameters_file: str | None = None,
+    retries: int = 0,
+    retry_delay_s: float = 60.0,
+    log_path: str,
+    runner_options: Mapping[str, Any] | None = None,
+) -> str:
+    """Run one scheduled job: the analysis, then up to ``retries`` more attempts while it fails.
+
+    Returns the final status. A ``skipped_locked`` run (another process runs the analysis) is
+    logged as a skip and not retried. Everything is logged to ``log_path``.
+    """
+    from crm_analytics import runner
+
+    run_log = RunLog(log_path)
+    options = dict(runner_options or {})
+    run_log.write("trigger", job_id=job_id, analysis=analysis, parameters_file=parameters_file)
+    status = "failed"
+    for attempt in range(1, retries + 2):
+        try:
+            result = runner.run_analysis(analysis, parameters_file=parameters_file, **options)
+        except runner.RunnerError as exc:
+            run_log.write("error", job_id=job_id, analysis=analysis, attempt=attempt, message=str(exc))
+            return "failed"
+        status = result.status
+        fields = {
+            "job_id": job_id,
+            "analysis": analysis,
+            "attempt": attempt,
+            "run_id": result.run_id,
+            "status": status,
+            "duration_s": result.duration_s,
+            "error_name": result.error_name,
+            "alert_count": result.alert_count,
+        }
+        if status == "skipped_locked":
+            run_log.write("skip", reason="locked by another process", **fields)
+            return status
+        run_log.write("result", **fields)
+        if status not in _RETRYABLE or attempt > retries:
+            return status
+        run_log.write("retry", job_id=job_id, analysis=analysis, attempt=attempt + 1, delay_s=retry_delay_s)
+        time.sleep(retry_delay_s)
+    return status
+
+
+# ----------------------------------------------------------------------------- crashed runs
+
+
+def find_unfinished_runs(output_root: str | Path | None = None) -> list[Path]:
+    """Return run folders that started and never ended: ``*.tmp`` folders, or a ``run.json`` without ``ended_at``.
+
+    Folders whose analysis lock is held right now (a run in progress) are left out.
+    """
+    import filelock
+
+    root = Path(output_root) if output_root else paths.outputs_dir()
+    found: list[Path] = []
+    if not root.is_dir():
+        return found
+    for analysis_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        candidates = []
+        for run_dir in sorted(p for p in analysis_dir.iterdir() if p.is_dir() and not p.is_symlink()):
+            record = _read_record(run_dir)
+            if run_dir.name.endswith(".tmp") or (
+                record is not None and not record.get("ended_at") and record.get("status") != "crashed"
+            ):
+                candidates.append(run_dir)
+        if not candidates:
+            continue
+        lock = filelock.FileLock(str(analysis_dir / ".lock"), timeout=0)
+        try:
+            with lock:
+                found.extend(candidates)
+        except filelock.Timeout:
+            continue
+    return found
+
+
+def _read_record(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def report_crashed_runs(run_log: RunLog, output_root: str | Path | None = None) -> list[dict]:
+    """Log every unfinished run as ``crashed_run`` and mark its record ``status: crashed`` (no end time).
+
+    A ``.tmp`` folder is renamed to its run id so it is reported once.
+    """
+    from crm_analytics import runner
+
+    logged = []
+    for run_dir in find_unfinished_runs(output_root):
+        record = _read_record(run_dir) or {}
+        run_id = record.get("run_id") or run_dir.name.removesuffix(".tmp")
+        record.update(status="crashed", detected_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        record.setdefault("analysis", run_dir.parent.name)
+        record.setdefault("run_id", run_id)
+        record.setdefault("ended_at", None)
+        final = run_dir.with_name(run_id)
+        try:
+            runner.write_json_atomic(run_dir / "run.json", record)
+            if final != run_dir and not final.exists():
+                run_dir.rename(final)
+        except OSError as exc:
+            log.warning("cannot mark crashed run %s: %s", run_dir, exc)
+        logged.append(
+            run_log.write(
+                "crashed_run",
+                analysis=record["analysis"],
+                run_id=run_id,
+                started_at=record.get("started_at"),
+                path=str(final if final.exists() else run_dir),
+            )
+        )
+    return logged
+
+
+# ----------------------------------------------------------------------------- the scheduler
+
+
+def _job_kwargs(job: ScheduledJob, log_path: Path, runner_options: Mapping[str, Any]) -> dict:
+    parameters = None
+    if job.parameters:  # relative to the checkout, like the crontab lines (cd <root>)
+        given = Path(job.parameters)
+        parameters = str(given if given.is_absolute() else paths.code_root() / given)
+    return {
+        "job_id": job.id,
+        "analysis": job.analysis,
+        "parameters_file": parameters,
+        "retries": job.retries,
+        "retry_delay_s": job.retry_delay_s,
+        "log_path": str(log_path),
+        "runner_options": dict(runner_options),
+    }
+
+
+def sync_jobs(scheduler: BaseScheduler, config: ScheduleConfig, *, log_path: Path, runner_options: Mapping[str, Any]) -> None:
+    """Make the scheduler's (possibly persistent) job store match ``config``.
+
+    A stored job whose trigger is unchanged keeps its stored next run time, so a run that fell
+    due while the scheduler was down is detected (run within the grace time, missed beyond it).
+    """
+    wanted = {job.id for job in config.jobs}
+    for stored in scheduler.get_jobs():
+        if stored.id not in wanted:
+            scheduler.remove_job(stored.id)
+    for job in config.jobs:
+        trigger = cron_trigger(job.cron, job.timezone, where=f"schedule job {job.id!r}")
+        options = {
+            "kwargs": _job_kwargs(job, log_path, runner_options),
+            "name": f"{job.analysis} ({job.cron} {job.timezone})",
+            "misfire_grace_time": config.misfire_grace_time,
+            "coalesce": True,
+            "max_instances": 1,
+        }
+        stored = scheduler.get_job(job.id)
+        if stored is not None and repr(stored.trigger) == repr(trigger):
+            scheduler.modify_job(job.id, **options)
+        else:
+            scheduler.add_job(execute_job, trigger=trigger, id=job.id, replace_existing=True, **options)
+
+
+def default_jobstore_url(output_root: str | Path | None = None) -> str:
+    """Return the SQLite job store URL, ``outputs/.scheduler/jobs.sqlite``."""
+    folder = (Path(output_root) if output_root else paths.outputs_dir()) / ".scheduler"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'jobs.sqlite').resolve()}"
+
+
+def build_scheduler(
+    config: ScheduleConfig,
+    *,
+    scheduler_cls: type[BaseScheduler] = BlockingScheduler,
+    jobstore_url: str | None = None,
+    log_path: str | Path | None = None,
+    runner_options: Mapping[str, Any] | None = None,
+    max_workers: int = 2,
+) -> BaseScheduler:
+    """Return an unstarted scheduler for ``config`` with its listeners.
+
+    Parameters
+    ----------
+    scheduler_cls
+        ``BlockingScheduler`` for the CLI, ``BackgroundScheduler`` in tests.
+    jobstore_url
+        SQLAlchemy URL of the job store, ``"memory"`` for an in-memory store; default the SQLite
+        file under ``outputs/.scheduler/``.
+    runner_options
+        Keyword arguments passed to :func:`crm_analytics.runner.run_analysis` (e.g. ``output_root``).
+    """
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.memory import MemoryJobStore
+
+    options = dict(runner_options or {})
+    log_file = Path(log_path) if log_path else default_log_path(options.get("output_root"))
+    run_log = RunLog(log_file)
+    url = jobstore_url or default_jobstore_url(options.get("output_root"))
+    if url == "memory":
+        store = MemoryJobStore()
+    else:
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+        store = SQLAlchemyJobStore(url=url)
+    scheduler = scheduler_cls(
+        jobstores={"default": store},
+        executors={"default": ThreadPoolExecutor(max_workers)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": config.misfire_grace_time},
+        timezone=ZoneInfo(config.timezone),
+    )
+    analyses = {job.id: job.analysis for job in config.jobs}
+
+    def on_start(event: SchedulerEvent) -> None:
+        sync_jobs(scheduler, config, log_path=log_file, runner_options=options)
+
+    def on_missed(event: JobExecutionEvent) -> None:
+        run_log.write(
+            "missed",
+            job_id=event.job_id,
+            analysis=analyses.get(event.job_id),
+            scheduled_run_time=event.scheduled_run_time,
+            misfire_grace_time_s=config.misfire_grace_time,
+        )
+
+    def on_max_instances(event: JobSubmissionEvent) -> None:
+        run_log.write("skip", job_id=event.job_id, analysis=analyses.get(event.job_id), reason="previous run still going")
+
+    def on_error(event: JobExecutionEvent) -> None:
+        run_log.write(
+            "error", job_id=event.job_id, analysis=analyses.get(event.job_id),
+            message=f"{type(event.exception).__name__}: {event.exception}",
+        )
+
+    scheduler.add_listener(on_start, EVENT_SCHEDULER_START)
+    scheduler.add_listener(on_missed, EVENT_JOB_MISSED)
+    scheduler.add_listener(on_max_instances, EVENT_JOB_MAX_INSTANCES)
+    scheduler.add_listener(on_error, EVENT_JOB_ERROR)
+    scheduler.run_log = run_log  # type: ignore[attr-defined]
+    return scheduler
+
+
+def run_schedule(
+    config: ScheduleConfig | None = None,
+    *,
+    jobstore_url: str | None = None,
+    runner_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Run the schedule in the foreground until interrupted (the ``schedule run`` command)."""
+    config = config or load_schedule()
+    options = dict(runner_options or {})
+    scheduler = build_scheduler(config, jobstore_url=jobstore_url, runner_options=options)
+    run_log: RunLog = scheduler.run_log  # type: ignore[attr-defined]
+    run_log.write("scheduler_start", jobs=[job.id for job in config.jobs], misfire_grace_time_s=config.misfire_grace_time)
+    report_crashed_runs(run_log, options.get("output_root"))
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+        run_log.write("scheduler_stop")
+
+
+# ----------------------------------------------------------------------------- listing and crontab
+
+
+def next_fire_times(config: ScheduleConfig, *, now: datetime | None = None, count: int = 3) -> list[tuple[ScheduledJob, list[datetime]]]:
+    """Return the next ``count`` fire times of every job, in the job's own zone."""
+    now = now or datetime.now(timezone.utc)
+    listing = []
+    for job in config.jobs:
+        trigger = cron_trigger(job.cron, job.timezone, where=f"schedule job {job.id!r}")
+        times: list[datetime] = []
+        previous = None
+        moment = now.astimezone(ZoneInfo(job.timezone))
+        while len(times) < count:
+            fire = trigger.get_next_fire_time(previous, moment)
+            if fire is None:
+                break
+            times.append(fire)
+            previous, moment = fire, fire
+        listing.append((job, times))
+    return listing
+
+
+def crontab_lines(config: ScheduleConfig, *, root: str | Path | None = None, command: str = ".venv/bin/crm-analytics") -> str:
+    """Return crontab lines equivalent to ``config``, grouped under ``CRON_TZ=`` lines (cronie).
+
+    Retries and the misfire grace time have no crontab equivalent; the per-analysis lock still
+    keeps two runs of one analysis apart.
+    """
+    root = Path(root) if root else paths.code_root()
+    lines = [
+        "# crm-analytics schedule, generated from parameters/schedule.yaml",
+        "# CRON_TZ sets the zone of the lines below it (cronie); retries are not expressed here.",
+    ]
+    zone = None
+    for job in sorted(config.jobs, key=lambda j: (j.timezone, j.id)):
+        if job.timezone != zone:
+            zone = job.timezone
+            lines.append(f"CRON_TZ={zone}")
+        run = f"{command} run {shlex.quote(job.analysis)}"
+        if job.parameters:
+            run += f" -f {shlex.quote(job.parameters)}"
+        lines.append(f"{job.cron} cd {shlex.quote(str(root))} && {run}  # {job.id}")
+    return "\n".join(lines) + "\n"

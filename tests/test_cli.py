@@ -1,0 +1,108 @@
+"""Tests of the crm-analytics command: exit codes, one-line errors, parameter parsing, schedule output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from crm_analytics import runner
+from crm_analytics.cli import app
+
+FIXTURES = Path(__file__).resolve().parent / "notebooks"
+cli = CliRunner()
+
+
+def _invoke(tmp_path: Path, *args: str):
+    folders = ["--notebook-dir", str(FIXTURES), "--output-root", str(tmp_path / "outputs"), "--parameters-dir", str(tmp_path)]
+    return cli.invoke(app, [*folders, *args])
+
+
+def test_unknown_analysis_is_a_usage_error_listing_valid_names(tmp_path):
+    result = _invoke(tmp_path, "run", "okk")
+    assert result.exit_code == 2
+    assert "unknown analysis 'okk'" in result.stderr and "did you mean 'ok'" in result.stderr
+    assert "sleeper" in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_parameter_is_a_usage_error_with_did_you_mean(tmp_path):
+    result = _invoke(tmp_path, "run", "ok", "-p", "n_row=2")
+    assert result.exit_code == 2
+    assert "did you mean 'n_rows'" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "outputs" / "ok").exists()
+
+
+def test_malformed_assignment_is_a_usage_error(tmp_path):
+    result = _invoke(tmp_path, "run", "ok", "-p", "n_rows")
+    assert result.exit_code == 2 and "key=value" in result.stderr
+
+
+def test_list_shows_analyses(tmp_path):
+    result = _invoke(tmp_path, "list")
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == runner.list_analyses(FIXTURES)
+
+
+def test_index_command_writes_the_page(tmp_path):
+    result = _invoke(tmp_path, "index", "--pages-url", "http://127.0.0.1:8866")
+    assert result.exit_code == 0
+    page = (tmp_path / "outputs" / "index.html").read_text()
+    assert "<strong>ok</strong>" in page and "voila/render/ok.ipynb" in page
+
+
+def _schedule(tmp_path: Path) -> Path:
+    path = tmp_path / "schedule.yaml"
+    path.write_text(
+        "timezone: Asia/Shanghai\njobs:\n"
+        "  - {id: kpi-daily, analysis: kpi, cron: '0 7 * * *', parameters: parameters/kpi/default.yaml}\n"
+        "  - {id: churn-eu, analysis: churn, cron: '0 9 * * 1', timezone: Europe/Berlin}\n"
+    )
+    return path
+
+
+def test_schedule_crontab(tmp_path):
+    result = _invoke(tmp_path, "schedule", "crontab", "-f", str(_schedule(tmp_path)), "--root", "/srv/crm")
+    assert result.exit_code == 0
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    assert lines == [
+        "CRON_TZ=Asia/Shanghai",
+        "0 7 * * * cd /srv/crm && .venv/bin/crm-analytics run kpi -f parameters/kpi/default.yaml  # kpi-daily",
+        "CRON_TZ=Europe/Berlin",
+        "0 9 * * 1 cd /srv/crm && .venv/bin/crm-analytics run churn  # churn-eu",
+    ]
+
+
+def test_schedule_list_prints_next_fire_times(tmp_path):
+    result = _invoke(tmp_path, "schedule", "list", "-f", str(_schedule(tmp_path)), "-n", "2")
+    assert result.exit_code == 0
+    assert "kpi-daily" in result.stdout and "churn-eu" in result.stdout
+    assert result.stdout.count("07:00 CST") == 2 and "(23:00 UTC)" in result.stdout
+    assert "09:00 CE" in result.stdout  # CET or CEST depending on the date
+
+
+def test_bad_schedule_is_a_usage_error(tmp_path):
+    path = tmp_path / "schedule.yaml"
+    path.write_text("jobs:\n  - {id: a, analysis: kpi, cron: '0 7 * *'}\n")
+    result = _invoke(tmp_path, "schedule", "list", "-f", str(path))
+    assert result.exit_code == 2 and "5 fields" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_run_succeeds_with_typed_parameters(tmp_path):
+    result = _invoke(tmp_path, "run", "ok", "-p", "n_rows=2", "-p", "as_of=2024-02-29", "-p", "label=yes")
+    assert result.exit_code == 0, result.output
+    record = json.loads((runner.latest_run("ok", output_root=tmp_path / "outputs") / "run.json").read_text())
+    assert record["parameters"]["n_rows"] == 2 and record["parameters"]["as_of"] == "2024-02-29"
+    assert record["parameters"]["label"] is True  # YAML: yes is a boolean
+    assert "cell-stdout-marker" not in result.output  # cell output stays in the run folder
+
+
+@pytest.mark.slow
+def test_failed_run_exits_one_with_the_error(tmp_path):
+    result = _invoke(tmp_path, "run", "fails")
+    assert result.exit_code == 1
+    assert "failed" in result.stdout and "ValueError" in result.stderr and "boom in cell" in result.stderr
+    assert "Traceback" not in result.output

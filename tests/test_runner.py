@@ -1,0 +1,335 @@
+"""Tests of crm_analytics.runner: parameters, run records, statuses, the latest pointer and the index."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import filelock
+import nbformat
+import psutil
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from crm_analytics import report_index, runner
+
+FIXTURES = Path(__file__).resolve().parent / "notebooks"
+
+
+@pytest.fixture
+def run(tmp_path):
+    """Run a fixture notebook into ``tmp_path/outputs`` with no project parameter files."""
+
+    def _run(analysis: str, **kwargs):
+        kwargs.setdefault("notebook_dir", FIXTURES)
+        kwargs.setdefault("output_root", tmp_path / "outputs")
+        kwargs.setdefault("parameters_root", tmp_path / "parameters")
+        return runner.run_analysis(analysis, **kwargs)
+
+    return _run
+
+
+def _record(result) -> dict:
+    return json.loads((result.run_dir / "run.json").read_text())
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def test_parse_value_types_numbers_and_booleans_but_keeps_dates_as_text():
+    assert runner.parse_value("3") == 3
+    assert runner.parse_value("0.5") == 0.5
+    assert runner.parse_value("true") is True
+    assert runner.parse_value("2024-03-01") == "2024-03-01"
+    assert runner.parse_value("2024-03-01T10:00:00") == "2024-03-01T10:00:00"
+    assert runner.parse_value("[day, week]") == ["day", "week"]
+    assert runner.parse_value("") == ""
+
+
+def test_parameter_file_keeps_dates_as_strings(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("as_of: 2024-01-31\nn_rows: 5\n")
+    assert runner.load_parameters_file(path) == {"as_of": "2024-01-31", "n_rows": 5}
+
+
+def test_parameter_file_must_be_a_mapping(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(runner.ParameterError, match="mapping"):
+        runner.load_parameters_file(path)
+
+
+def test_unknown_parameter_is_refused_with_did_you_mean(tmp_path):
+    with pytest.raises(runner.ParameterError) as info:
+        runner.run_analysis(
+            "ok", parameters={"n_row": 2}, notebook_dir=FIXTURES, output_root=tmp_path, parameters_root=tmp_path
+        )
+    message = str(info.value)
+    assert "did you mean 'n_rows'" in message
+    assert "valid parameters: as_of, label, n_rows, output_dir, warehouse_path" in message
+    assert not (tmp_path / "ok").exists()  # refused before anything was written
+
+
+def test_unknown_key_in_default_yaml_is_refused(tmp_path):
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "default.yaml").write_text("lable: x\n")
+    with pytest.raises(runner.ParameterError, match="did you mean 'label'"):
+        runner.resolve_parameters("ok", notebook=FIXTURES / "ok.ipynb", parameters_root=tmp_path)
+
+
+def test_parameters_merge_default_then_file_then_explicit(tmp_path):
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "default.yaml").write_text("n_rows: 1\nlabel: default\nas_of: 2024-01-01\n")
+    override = tmp_path / "override.yaml"
+    override.write_text("n_rows: 2\nlabel: file\n")
+    merged = runner.resolve_parameters(
+        "ok", notebook=FIXTURES / "ok.ipynb", parameters={"n_rows": 3}, parameters_file=override, parameters_root=tmp_path
+    )
+    assert merged["n_rows"] == 3 and merged["label"] == "file" and merged["as_of"] == "2024-01-01"
+    assert Path(merged["warehouse_path"]).is_absolute()
+
+
+def test_notebook_without_output_dir_is_refused(tmp_path):
+    cell = new_code_cell('x = 1  # a value')
+    cell.metadata["tags"] = ["parameters"]
+    nbformat.write(new_notebook(cells=[cell]), tmp_path / "bare.ipynb")
+    with pytest.raises(runner.ParameterError, match="must declare output_dir"):
+        runner.resolve_parameters("bare", notebook=tmp_path / "bare.ipynb", parameters_root=tmp_path)
+
+
+def test_unknown_analysis_lists_the_valid_ones():
+    with pytest.raises(runner.UnknownAnalysisError) as info:
+        runner.notebook_path("fail", FIXTURES)
+    assert "did you mean 'fails'" in str(info.value)
+    assert "ok" in str(info.value) and "sleeper" in str(info.value)
+
+
+def test_list_analyses_is_sorted_top_level_notebooks():
+    assert runner.list_analyses(FIXTURES) == ["dies", "empty", "exits", "fails", "hangs", "ok", "sleeper"]
+
+
+# ----------------------------------------------------------------------------- records and pointers
+
+
+def test_run_ids_sort_by_time():
+    from datetime import datetime, timezone
+
+    early = runner.new_run_id(datetime(2024, 1, 1, 9, 59, 59, 999000, tzinfo=timezone.utc))
+    late = runner.new_run_id(datetime(2024, 1, 1, 10, 0, 0, tzinfo=timezone.utc))
+    assert early < late
+    assert early.startswith("20240101T095959.999Z-")
+
+
+def test_latest_moves_atomically_and_falls_back_to_a_pointer_file(tmp_path, monkeypatch):
+    root = tmp_path / "outputs" / "ok"
+    for run_id in ("run-1", "run-2"):
+        (root / run_id).mkdir(parents=True)
+    runner.move_latest(root, "run-1")
+    assert (root / "latest").is_symlink()
+    assert runner.latest_run("ok", output_root=tmp_path / "outputs") == root / "run-1"
+
+    def no_symlinks(*args, **kwargs):
+        raise OSError("symlinks not supported")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    runner.move_latest(root, "run-2")
+    assert (root / "latest").is_file() and not (root / "latest").is_symlink()
+    assert runner.latest_run("ok", output_root=tmp_path / "outputs") == root / "run-2"
+    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []
+
+
+def test_inspect_executed_ignores_empty_cells_and_flags_unexecuted_ones(tmp_path):
+    done = new_code_cell("x = 1", execution_count=1)
+    empty = new_code_cell("   ")
+    never = new_code_cell("y = 2")
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(new_notebook(cells=[done, empty]), path)
+    assert runner.inspect_executed(path)["complete"] is True
+    nbformat.write(new_notebook(cells=[done, empty, never]), path)
+    checked = runner.inspect_executed(path)
+    assert checked["complete"] is False and checked["error_cell_index"] == 2
+
+
+def test_count_alerts_counts_csv_records(tmp_path):
+    assert runner.count_alerts(tmp_path) is None
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "alerts.csv").write_text('kpi,note\nrevenue,"two\nlines"\norders,x\n')
+    assert runner.count_alerts(tmp_path) == 2
+
+
+def test_data_fingerprint_changes_with_the_file(tmp_path):
+    path = tmp_path / "crm.duckdb"
+    assert runner.data_fingerprint(path) == {"path": str(path), "exists": False}
+    path.write_bytes(b"a" * 10)
+    first = runner.data_fingerprint(path)
+    path.write_bytes(b"b" * 10)
+    second = runner.data_fingerprint(path)
+    assert first["size_bytes"] == 10 and first["head_tail_sha256"] != second["head_tail_sha256"]
+
+
+def test_locked_analysis_records_skipped_locked_without_running(tmp_path):
+    output_root = tmp_path / "outputs"
+    (output_root / "ok").mkdir(parents=True)
+    with filelock.FileLock(str(output_root / "ok" / ".lock")):
+        result = runner.run_analysis("ok", notebook_dir=FIXTURES, output_root=output_root, parameters_root=tmp_path)
+    assert result.status == "skipped_locked"
+    record = _record(result)
+    assert record["status"] == "skipped_locked" and record["ended_at"]
+    assert sorted(p.name for p in result.run_dir.iterdir()) == ["run.json"]
+    assert runner.latest_run("ok", output_root=output_root) is None
+
+
+def test_output_root_that_cannot_be_created_fails_clearly(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the outputs folder should be")
+    result = runner.run_analysis("ok", notebook_dir=FIXTURES, output_root=blocker / "outputs", parameters_root=tmp_path)
+    assert result.status == "failed" and result.run_dir is None
+    assert "cannot write the run folder" in result.error_message
+
+
+# ----------------------------------------------------------------------------- the index
+
+
+def _fake_run(root: Path, analysis: str, run_id: str, status: str, **extra) -> None:
+    folder = root / analysis / run_id
+    folder.mkdir(parents=True)
+    record = {"analysis": analysis, "run_id": run_id, "status": status, "started_at": "2024-05-01T08:00:00+00:00",
+              "ended_at": "2024-05-01T08:00:03+00:00", "duration_s": 3.2, **extra}
+    (folder / "run.json").write_text(json.dumps(record))
+
+
+def test_index_marks_a_failure_newer_than_the_latest_good_run(tmp_path):
+    _fake_run(tmp_path, "kpi", "20240501T080000.000Z-aaaaaa", "succeeded", alert_count=4)
+    runner.move_latest(tmp_path / "kpi", "20240501T080000.000Z-aaaaaa")
+    _fake_run(tmp_path, "kpi", "20240502T080000.000Z-bbbbbb", "failed", error_name="ValueError")
+    _fake_run(tmp_path, "churn", "20240501T070000.000Z-cccccc", "failed", error_name="KeyError")
+    _fake_run(tmp_path, "churn", "20240502T070000.000Z-dddddd", "succeeded")
+    runner.move_latest(tmp_path / "churn", "20240502T070000.000Z-dddddd")
+    page = report_index.write_index(tmp_path, pages_url="http://127.0.0.1:8866/").read_text()
+    kpi_row = next(line for line in page.splitlines() if "<strong>kpi</strong>" in line)
+    churn_row = next(line for line in page.splitlines() if "<strong>churn</strong>" in line)
+    assert 'href="kpi/latest/report.html"' in kpi_row
+    assert '<div class="warn">' in kpi_row and "ValueError" in kpi_row and "kpi/20240502T080000.000Z-bbbbbb/" in kpi_row
+    assert '<span class="alert">4</span>' in kpi_row
+    assert '<div class="warn">' not in churn_row  # the old failure is older than the good run
+    assert 'href="http://127.0.0.1:8866/voila/render/churn.ipynb"' in churn_row
+    assert "<script" not in page and "http" not in page.replace("http://127.0.0.1:8866", "")
+
+
+def test_index_lists_never_run_analyses(tmp_path):
+    page = report_index.write_index(tmp_path, analyses=["segmentation"]).read_text()
+    assert "<strong>segmentation</strong>" in page and "never run" in page
+
+
+# ----------------------------------------------------------------------------- real runs
+
+
+@pytest.mark.slow
+def test_successful_run_writes_record_report_tables_and_moves_latest(run, tmp_path):
+    result = run("ok", parameters={"n_rows": 4, "as_of": "2024-02-29"})
+    assert result.status == "succeeded", result
+    folder = result.run_dir
+    assert folder.name == result.run_id and not folder.with_name(folder.name + ".tmp").exists()
+    assert runner.latest_run("ok", output_root=tmp_path / "outputs") == folder
+    record = _record(result)
+    assert record["status"] == "succeeded" and record["ended_at"] and record["duration_s"] > 0
+    assert record["parameters"]["n_rows"] == 4 and record["parameters"]["as_of"] == "2024-02-29"
+    assert set(record["versions"]) == {"python", "pandas", "numpy", "duckdb", "ibis", "papermill", "scikit-learn", "statsmodels"}
+    assert record["alert_count"] == 2 and result.alert_count == 2
+    assert "data_fingerprint" in record and "git_commit" in record
+    assert (folder / "tables" / "summary.parquet").exists()
+    report = (folder / "report.html").read_text()
+    assert "cell-stdout-marker" in report  # outputs are shown ...
+    assert "import pandas" not in report and "save_table" not in report  # ... code is not
+    assert "cell-stdout-marker" in (folder / "stdout.txt").read_text()
+    assert "cell-stdout-marker" not in (folder / "engine.log").read_text()
+    executed = nbformat.read(folder / "ok.ipynb", as_version=4)
+    assert all(c.execution_count for c in executed.cells if c.cell_type == "code")
+    assert (tmp_path / "outputs" / "index.html").exists()
+
+
+@pytest.mark.slow
+def test_failing_cell_keeps_partial_notebook_and_previous_latest(run, tmp_path):
+    good = run("ok")
+    assert good.ok
+    shutil.copy(FIXTURES / "fails.ipynb", tmp_path / "ok.ipynb")  # same analysis name, now failing
+    bad = run("ok", notebook_dir=tmp_path)
+    assert bad.status == "failed"
+    assert bad.error_name == "ValueError" and bad.error_message == "boom in cell"
+    executed = nbformat.read(bad.run_dir / "ok.ipynb", as_version=4)
+    assert "raise ValueError" in executed.cells[bad.error_cell_index].source
+    assert (bad.run_dir / "before.txt").read_text() == "partial"
+    assert _record(bad)["error_cell_index"] == bad.error_cell_index
+    assert runner.latest_run("ok", output_root=tmp_path / "outputs") == good.run_dir
+    page = (tmp_path / "outputs" / "index.html").read_text()
+    assert bad.run_id in page and good.run_id in page
+
+
+@pytest.mark.slow
+def test_cell_timeout(run):
+    result = run("hangs", cell_timeout=2)
+    assert result.status == "timeout" and result.error_name == "CellTimeoutError"
+    executed = nbformat.read(result.run_dir / "hangs.ipynb", as_version=4)
+    assert "time.sleep(120)" in executed.cells[result.error_cell_index].source
+
+
+@pytest.mark.slow
+def test_killed_kernel(run):
+    result = run("dies")
+    assert result.status == "kernel_died" and result.error_name == "DeadKernelError"
+    assert (result.run_dir / "dies.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_sys_exit_zero_is_truncated_not_success(run, tmp_path):
+    result = run("exits")
+    assert result.status == "truncated"
+    assert runner.latest_run("exits", output_root=tmp_path / "outputs") is None
+
+
+@pytest.mark.slow
+def test_run_timeout_kills_the_whole_process_tree(run):
+    result = run("sleeper", parameters={"seconds": 120}, run_timeout=4)
+    assert result.status == "timeout" and result.error_name == "RunTimeout"
+    kernel_pid = int((result.run_dir / "kernel.pid").read_text())
+    if psutil.pid_exists(kernel_pid):
+        assert psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
+    assert _record(result)["status"] == "timeout"
+
+
+@pytest.mark.slow
+def test_run_all_stops_when_cleansing_fails(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    shutil.copy(FIXTURES / "fails.ipynb", notebooks / "cleansing.ipynb")
+    shutil.copy(FIXTURES / "ok.ipynb", notebooks / "kpi.ipynb")
+    events = []
+    results = runner.run_all(
+        notebook_dir=notebooks, output_root=tmp_path / "outputs", parameters_root=tmp_path,
+        on_progress=lambda kind, analysis, result: events.append((kind, analysis)),
+    )
+    assert [(r.analysis, r.status) for r in results] == [("cleansing", "failed")]
+    assert ("started", "kpi") not in events and ("finished", "cleansing") in events
+
+
+@pytest.mark.slow
+def test_run_all_runs_cleansing_first_then_the_rest_in_parallel(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name in ("cleansing", "kpi", "churn"):
+        shutil.copy(FIXTURES / "empty.ipynb", notebooks / f"{name}.ipynb")
+    events = []
+    results = runner.run_all(
+        jobs=2, notebook_dir=notebooks, output_root=tmp_path / "outputs", parameters_root=tmp_path,
+        on_progress=lambda kind, analysis, result: events.append((kind, analysis)),
+    )
+    assert {r.analysis: r.status for r in results} == {"cleansing": "succeeded", "kpi": "succeeded", "churn": "succeeded"}
+    started = [a for kind, a in events if kind == "started"]
+    assert started[0] == "cleansing"
+    assert events.index(("finished", "cleansing")) < events.index(("started", "churn"))
+    # churn and kpi overlapped: both started before either finished
+    assert max(events.index(("started", "kpi")), events.index(("started", "churn"))) < min(
+        events.index(("finished", "kpi")), events.index(("finished", "churn"))
+    )
