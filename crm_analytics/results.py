@@ -20,6 +20,13 @@ from crm_analytics import paths
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
 
+class SavedPath(type(Path())):
+    """The path of a persisted result. Shows nothing as a notebook cell's last value, so reports never print local folders."""
+
+    def _ipython_display_(self) -> None:
+        return None
+
+
 def _checked_name(name: str) -> str:
     if not _NAME.match(name):
         raise ValueError(f"result name {name!r} must be lower-case letters, digits, '_' or '-' (it becomes a file name)")
@@ -41,7 +48,7 @@ def save_table(df: pd.DataFrame, name: str, *, output_dir: str | Path | None) ->
     parquet_path = folder / f"{_checked_name(name)}.parquet"
     frame.to_parquet(parquet_path, index=False)
     frame.to_csv(folder / f"{name}.csv", index=False)
-    return parquet_path
+    return SavedPath(parquet_path)
 
 
 def save_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = 110) -> Path | None:
@@ -52,7 +59,7 @@ def save_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = 110
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{_checked_name(name)}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    return SavedPath(path)
 
 
 def load_latest_table(analysis: str, name: str) -> pd.DataFrame:

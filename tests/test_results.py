@@ -1,0 +1,61 @@
+"""Persisting result tables and figures into a run folder, and reading the latest back."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from crm_analytics import paths, results
+
+
+def test_save_table_writes_parquet_and_csv(tmp_path):
+    frame = pd.DataFrame({"segment": ["a", "b"], "n_customers": [3, 4]})
+    saved = results.save_table(frame, "segment_sizes", output_dir=tmp_path)
+    assert saved == tmp_path / "tables" / "segment_sizes.parquet"
+    pd.testing.assert_frame_equal(pd.read_parquet(saved), frame)
+    assert (tmp_path / "tables" / "segment_sizes.csv").read_text().splitlines()[0] == "segment,n_customers"
+
+
+def test_named_index_is_kept_unnamed_index_is_not(tmp_path):
+    frame = pd.DataFrame({"value": [1, 2]}, index=pd.Index(["x", "y"], name="key"))
+    results.save_table(frame, "named", output_dir=tmp_path)
+    assert list(pd.read_parquet(tmp_path / "tables" / "named.parquet").columns) == ["key", "value"]
+    assert list(frame.columns) == ["value"], "the input is not mutated"
+
+
+def test_nothing_is_written_without_an_output_dir(tmp_path):
+    assert results.save_table(pd.DataFrame({"a": [1]}), "t", output_dir="") is None
+    fig = plt.figure()
+    assert results.save_figure(fig, "f", output_dir=None) is None
+    plt.close(fig)
+
+
+def test_saved_paths_display_nothing_in_a_notebook(tmp_path):
+    saved = results.save_table(pd.DataFrame({"a": [1]}), "t", output_dir=tmp_path)
+    assert saved._ipython_display_() is None
+    assert saved.exists()
+
+
+def test_figure_is_written_as_png(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    saved = results.save_figure(fig, "line", output_dir=tmp_path)
+    plt.close(fig)
+    assert saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_result_names_become_safe_file_names(tmp_path):
+    with pytest.raises(ValueError, match="file name"):
+        results.save_table(pd.DataFrame({"a": [1]}), "../escape", output_dir=tmp_path)
+
+
+def test_load_latest_table_reads_the_latest_run_and_explains_its_absence(tmp_path, monkeypatch):
+    monkeypatch.setenv(paths.HOME_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="crm-analytics run segmentation"):
+        results.load_latest_table("segmentation", "segment_sizes")
+    run = tmp_path / "outputs" / "segmentation" / "run1"
+    results.save_table(pd.DataFrame({"a": [1]}), "segment_sizes", output_dir=run)
+    (tmp_path / "outputs" / "segmentation" / "latest").symlink_to(run)
+    assert results.load_latest_table("segmentation", "segment_sizes")["a"].tolist() == [1]
