@@ -27,7 +27,7 @@ system-deps:
 
 ## test: every test, including notebook runs, PostgreSQL and the browser
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider
+	eval "$$(bash .ci/postgres.sh)" && $(BIN)/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider
 
 ## test-fast: unit tests only (no notebook runs, no servers)
 test-fast: $(STAMP)

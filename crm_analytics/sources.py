@@ -257,7 +257,7 @@ def _read_sql(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, st
     try:
         with engine.connect() as connection:
             raw = pd.read_sql(sqlalchemy.text(query), connection)
-    except sqlalchemy.exc.SQLAlchemyError as error:
+    except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as error:  # pandas wraps driver errors
         raise SourceError(f"{location}: query failed: {error.__class__.__name__}: {str(error).splitlines()[0]}") from None
     finally:
         engine.dispose()

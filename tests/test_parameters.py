@@ -13,7 +13,12 @@ import yaml
 from crm_analytics import paths, runner, scheduler
 
 NOTEBOOKS = sorted(paths.notebooks_dir().glob("*.ipynb"))
-PARAMETER_FILES = sorted(p for p in paths.parameters_dir().glob("*/*.yaml"))
+# Configuration that lives beside a parameter set but is not one (it is read by the notebook, not injected).
+CONFIGURATION_FILES = {"kpi/catalogue.yaml"}
+PARAMETER_FILES = sorted(
+    p for p in paths.parameters_dir().glob("*/*.yaml")
+    if p.relative_to(paths.parameters_dir()).as_posix() not in CONFIGURATION_FILES
+)
 
 
 def _ids(items):

@@ -18,7 +18,7 @@ from crm_analytics.demo import calendar
 
 CHANNELS = ("email", "sms", "wechat", "paid_search", "social", "display")
 CHANNEL_NAMES_CN = ("邮件", "短信", "微信", "搜索广告", "社交媒体", "展示广告")
-CHANNEL_REACH = np.array([0.26, 0.18, 0.16, 0.12, 0.14, 0.14])  # share of touches
+CHANNEL_REACH = np.array([0.17, 0.17, 0.18, 0.16, 0.16, 0.16])  # share of touches: even, so effects (not exposure) decide attribution
 CONVERSION_EFFECT = np.array([0.06, 0.004, 0.16, 0.09, 0.035, 0.015])  # per touch, planted
 COST_PER_TOUCH = np.array([0.05, 0.08, 0.35, 2.6, 1.2, 0.7])  # CNY
 BASELINE_CONVERSION = 0.03

@@ -1,0 +1,320 @@
+"""Churn: labels from an as-of date and an inactivity window, leakage-free features, a calibrated classifier.
+
+Definitions. A customer is *at risk* on ``as_of`` when they made at least one
+purchase (positive amount) before it. They *churned* when they make no purchase
+in ``[as_of, as_of + window_days)``. Features only use rows strictly before
+``as_of``; the aggregation runs in the Ibis backend (DuckDB for pandas input).
+
+The honest workflow trains on an earlier as-of date whose window has already
+passed (``as_of - window_days``) and scores the current one: see ``fit_churn_model``.
+"""
+
+from __future__ import annotations
+
+import ibis
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from threadpoolctl import threadpool_limits
+
+from crm_analytics import plots
+from crm_analytics.frames import TableLike, as_ibis, require_columns
+
+DAY_SECONDS = 86400
+# OpenMP threads of the gradient boosting thrash on small data and busy machines: one is faster here.
+N_THREADS = 1
+
+
+def _before(table, time_col: str, as_of: pd.Timestamp):
+    t = as_ibis(table)
+    return t.filter(t[time_col] < ibis.literal(as_of))
+
+
+def _days_before(t, time_expr, as_of: pd.Timestamp):
+    """Ibis expression: days from ``time_expr`` to ``as_of`` (fractional)."""
+    return (ibis.literal(as_of).epoch_seconds() - time_expr.epoch_seconds()) / DAY_SECONDS
+
+
+def churn_labels(
+    orders: TableLike,
+    *,
+    as_of: str | pd.Timestamp,
+    window_days: int = 90,
+    customer_col: str = "customer_id",
+    time_col: str = "order_time",
+    amount_col: str = "order_amount",
+) -> pd.DataFrame:
+    """Observed churn labels on ``as_of``.
+
+    Parameters
+    ----------
+    orders : pandas.DataFrame or Ibis table
+        ``customer_col``, ``time_col`` (timestamp), ``amount_col`` (money; refunds negative).
+    as_of : str or Timestamp
+        The labelling date; customers with a purchase strictly before it are labelled.
+    window_days : int
+        Inactivity window: no purchase in ``[as_of, as_of + window_days)`` means churned.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``customer_id`` (sorted): ``is_churned`` (bool) and ``n_orders_in_window``.
+    """
+    require_columns(orders, [customer_col, time_col, amount_col], context="churn_labels(orders)")
+    as_of = pd.Timestamp(as_of)
+    end = as_of + pd.Timedelta(days=window_days)
+    t = as_ibis(orders)
+    t = t.filter(t[amount_col] > 0)
+    in_window = (t[time_col] >= ibis.literal(as_of)) & (t[time_col] < ibis.literal(end))
+    agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
+        n_before=(t[time_col] < ibis.literal(as_of)).sum(), n_orders_in_window=in_window.sum()
+    )
+    df = agg.filter(agg.n_before > 0).to_pandas().set_index("customer_id").sort_index()
+    out = pd.DataFrame(index=df.index)
+    out["is_churned"] = df["n_orders_in_window"].to_numpy() == 0
+    out["n_orders_in_window"] = df["n_orders_in_window"].astype("int64")
+    return out
+
+
+def _order_features(orders, customer_col: str, time_col: str, amount_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    t = _before(orders, time_col, as_of)
+    days_ago = _days_before(t, t[time_col], as_of)
+    is_purchase = t[amount_col] > 0
+    agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
+        n_orders=is_purchase.sum(),
+        n_refunds=(~is_purchase).sum(),
+        total_amount=t[amount_col].sum(),
+        purchase_amount=t[amount_col].sum(where=is_purchase),
+        days_since_last_order=days_ago.min(where=is_purchase),
+        tenure_days=days_ago.max(where=is_purchase),
+        n_orders_90d=(is_purchase & (days_ago <= 90)).sum(),
+        n_orders_365d=(is_purchase & (days_ago <= 365)).sum(),
+        amount_90d=t[amount_col].sum(where=is_purchase & (days_ago <= 90)),
+        n_active_days=t[time_col].date().nunique(where=is_purchase),
+    )
+    df = agg.filter(agg.n_orders > 0).to_pandas().set_index("customer_id")
+    df["mean_order_amount"] = df["purchase_amount"] / df["n_orders"]
+    # mean gap between purchase days; the silence so far measured in those gaps
+    gaps = (df["tenure_days"] - df["days_since_last_order"]) / (df["n_active_days"] - 1).where(df["n_active_days"] > 1)
+    df["mean_gap_days"] = gaps
+    df["silence_in_gaps"] = df["days_since_last_order"] / gaps
+    df["refund_share"] = df["n_refunds"] / (df["n_orders"] + df["n_refunds"])
+    return df.drop(columns=["purchase_amount", "n_active_days"]).fillna({"amount_90d": 0.0})
+
+
+def _survey_features(surveys, customer_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    t = _before(surveys, "survey_time", as_of)
+    agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
+        n_surveys=t.count(),
+        mean_nps_score=t.nps_score.mean(),
+        mean_csat_score=t.csat_score.mean(),
+        is_detractor=(t.nps_score.max() <= 6),
+        days_since_last_survey=_days_before(t, t.survey_time, as_of).min(),
+    )
+    return agg.to_pandas().set_index("customer_id")
+
+
+def _ticket_features(tickets, customer_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    t = _before(tickets, "opened_time", as_of)
+    days_ago = _days_before(t, t.opened_time, as_of)
+    agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
+        n_tickets=t.count(),
+        n_tickets_180d=(days_ago <= 180).sum(),
+        n_escalated=t.is_escalated.cast("int64").sum(),
+        n_refund_tickets=(t.category == "refund").sum(),
+    )
+    return agg.to_pandas().set_index("customer_id")
+
+
+def _web_features(events, customer_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    t = _before(events, "event_time", as_of)
+    days_ago = _days_before(t, t.event_time, as_of)
+    agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
+        n_sessions_90d=t.session_id.nunique(where=days_ago <= 90),
+        days_since_last_visit=days_ago.min(),
+    )
+    return agg.to_pandas().set_index("customer_id")
+
+
+def churn_features(
+    orders: TableLike,
+    *,
+    as_of: str | pd.Timestamp,
+    surveys: TableLike | None = None,
+    support_tickets: TableLike | None = None,
+    web_events: TableLike | None = None,
+    customer_col: str = "customer_id",
+    time_col: str = "order_time",
+    amount_col: str = "order_amount",
+) -> pd.DataFrame:
+    """Customer features computed strictly before ``as_of`` (no leakage), one row per customer with a purchase.
+
+    Parameters
+    ----------
+    orders : pandas.DataFrame or Ibis table
+        ``customer_col``, ``time_col`` (timestamp), ``amount_col`` (money; refunds negative).
+    surveys : optional
+        ``customer_id``, ``survey_time``, ``nps_score`` (0-10), ``csat_score`` (1-5).
+    support_tickets : optional
+        ``customer_id``, ``opened_time``, ``category``, ``is_escalated``.
+    web_events : optional
+        ``customer_id``, ``event_time``, ``session_id``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``customer_id`` (sorted). Orders: ``n_orders``, ``n_refunds``, ``total_amount``
+        (net, money), ``days_since_last_order``, ``tenure_days`` (days since the first purchase),
+        ``n_orders_90d``, ``n_orders_365d``, ``amount_90d``, ``mean_order_amount``, ``mean_gap_days``,
+        ``silence_in_gaps`` (days since last order / mean gap), ``refund_share``. Surveys: ``n_surveys``,
+        ``mean_nps_score``, ``mean_csat_score``, ``is_detractor``, ``days_since_last_survey``.
+        Tickets: ``n_tickets``, ``n_tickets_180d``, ``n_escalated``, ``n_refund_tickets``. Web:
+        ``n_sessions_90d``, ``days_since_last_visit``. Counts are 0 and other values missing
+        (NaN) when a customer has no such rows; the classifier handles missing values.
+    """
+    require_columns(orders, [customer_col, time_col, amount_col], context="churn_features(orders)")
+    as_of = pd.Timestamp(as_of)
+    features = _order_features(orders, customer_col, time_col, amount_col, as_of)
+    extra = [
+        (surveys, ["survey_time", "nps_score", "csat_score"], "surveys", _survey_features),
+        (support_tickets, ["opened_time", "category", "is_escalated"], "support_tickets", _ticket_features),
+        (web_events, ["event_time", "session_id"], "web_events", _web_features),
+    ]
+    for table, columns, name, build in extra:
+        if table is None:
+            continue
+        require_columns(table, [customer_col, *columns], context=f"churn_features({name})")
+        part = build(table, customer_col, as_of)
+        features = features.join(part, how="left")
+        counts = [c for c in part.columns if c.startswith("n_")]
+        features[counts] = features[counts].fillna(0)
+    features = features.sort_index()
+    return features.astype({c: "float64" for c in features.columns})
+
+
+def fit_churn_model(features: pd.DataFrame, labels: pd.Series, *, random_state: int = 0, cv: int = 3):
+    """Fit a gradient-boosting classifier with isotonic probability calibration.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        Numeric features (a ``churn_features`` result); missing values allowed.
+    labels : pandas.Series of bool
+        ``is_churned``, aligned on the index of ``features`` (rows without a label are dropped).
+
+    Returns
+    -------
+    sklearn.calibration.CalibratedClassifierCV
+        Fitted; ``predict_proba(X)[:, 1]`` is the calibrated churn probability.
+        ``feature_names_in_`` lists the columns it expects.
+    """
+    X, y = _aligned(features, labels)
+    if y.nunique() < 2:
+        raise ValueError("fit_churn_model: labels hold a single class; widen the window or move as_of")
+    base = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0,
+                                          random_state=random_state)
+    model = CalibratedClassifierCV(base, method="isotonic", cv=cv)
+    with threadpool_limits(N_THREADS):
+        return model.fit(X, y)
+
+
+def _aligned(features: pd.DataFrame, labels: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
+    common = features.index.intersection(labels.index)
+    return features.loc[common], labels.loc[common].astype(bool)
+
+
+def predict_churn(model, features: pd.DataFrame) -> pd.Series:
+    """Calibrated churn probability (0..1) per customer of ``features``."""
+    X = features[list(model.feature_names_in_)]
+    with threadpool_limits(N_THREADS):
+        proba = model.predict_proba(X)[:, 1]
+    return pd.Series(proba, index=features.index, name="churn_probability")
+
+
+def churn_metrics(y_true, probability) -> pd.DataFrame:
+    """ROC-AUC, PR-AUC (average precision), Brier score and base rate, one row per metric."""
+    y = np.asarray(y_true, dtype=bool)
+    p = np.asarray(probability, dtype="float64")
+    values = {
+        "roc_auc": roc_auc_score(y, p),
+        "pr_auc": average_precision_score(y, p),
+        "brier_score": brier_score_loss(y, p),
+        "base_rate": float(y.mean()),
+        "n_customers": float(y.size),
+    }
+    return pd.DataFrame({"metric": list(values), "value": list(values.values())})
+
+
+def gains_table(y_true, probability, *, n_bins: int = 10) -> pd.DataFrame:
+    """Cumulative gains and lift by risk decile (decile 1 = highest predicted churn).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``decile``, ``n_customers``, ``n_churned``, ``churn_rate``, ``cumulative_customers_pct``,
+        ``cumulative_churned_pct`` (share of all churners captured so far, 0..100) and ``lift``.
+    """
+    frame = pd.DataFrame({"y": np.asarray(y_true, dtype=bool), "p": np.asarray(probability, dtype="float64")})
+    frame = frame.sort_values("p", ascending=False, kind="stable").reset_index(drop=True)
+    frame["decile"] = np.arange(len(frame)) * n_bins // max(len(frame), 1) + 1
+    table = frame.groupby("decile").agg(n_customers=("y", "size"), n_churned=("y", "sum"))
+    table["churn_rate"] = table["n_churned"] / table["n_customers"]
+    table["cumulative_customers_pct"] = 100 * table["n_customers"].cumsum() / len(frame)
+    table["cumulative_churned_pct"] = 100 * table["n_churned"].cumsum() / max(frame["y"].sum(), 1)
+    table["lift"] = table["churn_rate"] / frame["y"].mean()
+    return table.reset_index()
+
+
+def calibration_table(y_true, probability, *, n_bins: int = 10) -> pd.DataFrame:
+    """Mean predicted vs observed churn rate in ``n_bins`` equal-size probability bins."""
+    frame = pd.DataFrame({"y": np.asarray(y_true, dtype=float), "p": np.asarray(probability, dtype="float64")})
+    frame["bin"] = pd.qcut(frame["p"].rank(method="first"), n_bins, labels=False)
+    table = frame.groupby("bin").agg(n_customers=("y", "size"), mean_predicted=("p", "mean"), observed_rate=("y", "mean"))
+    return table.reset_index()
+
+
+def permutation_importance_table(model, features: pd.DataFrame, labels: pd.Series, *, n_repeats: int = 5,
+                                 random_state: int = 0) -> pd.DataFrame:
+    """Drop in ROC-AUC when each feature is shuffled (mean and std over ``n_repeats``), largest first."""
+    X, y = _aligned(features, labels)
+    X = X[list(model.feature_names_in_)]
+    with threadpool_limits(N_THREADS):
+        result = permutation_importance(model, X, y, scoring="roc_auc", n_repeats=n_repeats, random_state=random_state)
+    table = pd.DataFrame({"feature": X.columns, "importance": result.importances_mean, "importance_std": result.importances_std})
+    return table.sort_values("importance", ascending=False).reset_index(drop=True)
+
+
+def plot_gains(gains: pd.DataFrame, *, ax=None):
+    """Cumulative gains chart of a ``gains_table`` result, with the random-targeting diagonal."""
+    plots.set_style()
+    ax = plots.new_axes(ax, figsize=(5.5, 4.5))
+    x = np.r_[0, gains["cumulative_customers_pct"]]
+    ax.plot(x, np.r_[0, gains["cumulative_churned_pct"]], marker="o", label="model")
+    ax.plot([0, 100], [0, 100], linestyle="--", color="grey", label="random")
+    ax.set(xlabel="customers contacted (%)", ylabel="churners reached (%)", title="Cumulative gains")
+    ax.legend()
+    return ax
+
+
+def plot_calibration(calibration: pd.DataFrame, *, ax=None):
+    """Reliability diagram of a ``calibration_table`` result."""
+    plots.set_style()
+    ax = plots.new_axes(ax, figsize=(5.5, 4.5))
+    ax.plot(calibration["mean_predicted"], calibration["observed_rate"], marker="o", label="model")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    ax.set(xlabel="predicted churn probability", ylabel="observed churn rate", title="Calibration")
+    ax.legend()
+    return ax
+
+
+def plot_importance(importance: pd.DataFrame, *, ax=None, top: int = 12):
+    """Horizontal bars of a ``permutation_importance_table`` result (top features)."""
+    plots.set_style()
+    part = importance.head(top).iloc[::-1]
+    ax = plots.new_axes(ax, figsize=(7, 0.35 * len(part) + 1.5))
+    ax.barh(part["feature"], part["importance"], xerr=part["importance_std"])
+    ax.set(xlabel="drop in ROC-AUC when shuffled", title="Permutation importance")
+    return ax

@@ -1,0 +1,190 @@
+"""Validation of large typed sources (Parquet) inside DuckDB, without passing rows through pandas.
+
+Parquet sources arrive typed, so standardisation reduces to spelling
+categorical codes one way; the contract checks of ``validate.contract_schema``
+(required, unique keys, dates up to ``as_of``, ranges) and the customer look-up
+run as SQL; the quarantine entries come back as a small pandas frame.
+Same reason codes and actions as ``validate``: rows in = rows clean + rows quarantined.
+The clean rows come back as an Arrow table (no copy through pandas).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from crm_analytics import schema, sources
+from crm_analytics.cleansing import validate
+
+_ROW_REASONS = (validate.DUPLICATE_KEY, validate.MISSING_REQUIRED, validate.UNKNOWN_CUSTOMER)
+
+
+@dataclass(frozen=True)
+class BulkSource:
+    """One Parquet source validated in DuckDB: its clean rows (Arrow), its quarantine and its counts."""
+
+    name: str
+    table: str
+    clean: pa.Table
+    quarantine: pd.DataFrame
+    profile: pd.DataFrame
+    n_rows_in: int
+    n_rows_clean: int
+    columns: list[str]
+
+    @property
+    def n_rows_quarantined(self) -> int:
+        """Rows that left the clean table."""
+        return self.n_rows_in - self.n_rows_clean
+
+
+def quote(text: object) -> str:
+    """Return ``text`` as a SQL string literal."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def source_select(name: str, spec: Mapping[str, Any], dataset_dir: str | Path) -> str:
+    """The source's typed canonical columns plus ``_source_row`` (1-based row in the file)."""
+    select = sources.parquet_select_sql(name, dict(spec), dataset_dir)
+    head, sep, tail = select.rpartition(" FROM read_parquet(")
+    if not sep or not tail.endswith(")"):
+        raise ValueError(f"unexpected Parquet SELECT for source {name!r}: {select[:200]}")
+    return f"{head}, file_row_number + 1 AS _source_row FROM read_parquet({tail[:-1]}, file_row_number = true)"
+
+
+def _failure_selects(table: schema.Table, present: list[str], cutoff: pd.Timestamp, *, link_customers: bool) -> list[str]:
+    """SQL selecting ``(_source_row, column_name, reason)`` for every check of the contract."""
+    selects = []
+    for column in table.columns:
+        if column.name not in present:
+            continue
+        col = f'"{column.name}"'
+        fail = lambda where, reason, c=column.name: f"SELECT _source_row, {quote(c)} AS column_name, {quote(reason)} AS reason FROM src WHERE {where}"  # noqa: E731
+        if column.required or column.key:
+            selects.append(fail(f"{col} IS NULL", validate.MISSING_REQUIRED))
+        if column.key:
+            selects.append(
+                f"SELECT _source_row, {quote(column.name)}, {quote(validate.DUPLICATE_KEY)} FROM "
+                f"(SELECT _source_row, row_number() OVER (PARTITION BY {col} ORDER BY _source_row) AS n FROM src WHERE {col} IS NOT NULL) WHERE n > 1"
+            )
+        if column.dtype in ("timestamp", "date"):
+            selects.append(fail(f"{col} >= TIMESTAMP {quote(cutoff)}", validate.FUTURE_DATE))
+            selects.append(fail(f"{col} < TIMESTAMP '1900-01-01'", validate.OUT_OF_RANGE))
+        if column.name in validate.RANGES:
+            low, high = validate.RANGES[column.name]
+            selects.append(fail(f"{col} < {low} OR {col} > {high}", validate.OUT_OF_RANGE))
+    if link_customers:
+        selects.append(
+            "SELECT _source_row, 'customer_id', " + quote(validate.UNKNOWN_CUSTOMER)
+            + " FROM src WHERE customer_id IS NOT NULL AND customer_id NOT IN (SELECT source_customer_id FROM id_lookup)"
+        )
+    return selects
+
+
+def _action_sql(table: schema.Table) -> str:
+    required = ", ".join(quote(c) for c in table.required_columns) or "NULL"
+    reasons = ", ".join(quote(r) for r in _ROW_REASONS)
+    return f"CASE WHEN column_name IN ({required}) OR reason IN ({reasons}) THEN 'row' ELSE 'value' END"
+
+
+def _clean_columns(table: schema.Table, present: list[str], *, link_customers: bool) -> str:
+    parts = []
+    for name in present:
+        col = f'src."{name}"'
+        value = f"replace(replace(lower(trim({col})), ' ', '_'), '-', '_')" if name in validate.CODE_COLUMNS else col
+        value = f"CASE WHEN v.\"{name}\" THEN NULL ELSE {value} END" if name not in table.required_columns else value
+        if name == "customer_id" and link_customers:
+            value = "k.customer_key"
+        parts.append(f'{value} AS "{name}"')
+    return ", ".join(parts)
+
+
+def validate_parquet(
+    name: str,
+    spec: Mapping[str, Any],
+    dataset_dir: str | Path,
+    *,
+    as_of: pd.Timestamp,
+    id_lookup: pd.DataFrame | None,
+) -> BulkSource:
+    """Validate one Parquet source in DuckDB.
+
+    Parameters
+    ----------
+    name, spec : the source and its entry of the source map (``format: parquet``).
+    dataset_dir : folder of the exports.
+    as_of : Timestamp
+        Dates after it (a bare date includes its day) are quarantined.
+    id_lookup : DataFrame or None
+        ``source_customer_id`` -> ``customer_key``; when given and the table has
+        ``customer_id``, it is replaced by the key and unknown ids are quarantined.
+
+    Returns
+    -------
+    BulkSource
+        ``clean`` holds the clean rows (the source's contract columns); ``quarantine`` has
+        ``validate.QUARANTINE_COLUMNS``; ``profile`` the before/after quality rows.
+    """
+    table = schema.get_table(spec["table"])
+    cutoff = validate.cutoff_of(as_of)
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    try:
+        con.execute(f"CREATE TEMP TABLE src AS {source_select(name, spec, dataset_dir)}")
+        present = [c for c in table.column_names if c in spec["columns"] or c in (spec.get("constants") or {})]
+        link = id_lookup is not None and "customer_id" in present
+        if link:
+            con.register("id_lookup_frame", id_lookup[["source_customer_id", "customer_key"]])
+            con.execute("CREATE TEMP TABLE id_lookup AS SELECT DISTINCT ON (source_customer_id) source_customer_id, customer_key FROM id_lookup_frame")
+        failures = " UNION ALL ".join(_failure_selects(table, present, cutoff, link_customers=link))
+        con.execute(
+            f"CREATE TEMP TABLE failures AS SELECT DISTINCT ON (_source_row, column_name) _source_row, column_name, reason, "
+            f"{_action_sql(table)} AS action FROM ({failures})"
+        )
+        quarantine = _quarantine_frame(con, name, table, present, str(sources.source_path(spec, dataset_dir)))
+        flags = ", ".join(f"bool_or(column_name = {quote(c)} AND action = 'value') AS \"{c}\"" for c in present)
+        con.execute(f"CREATE TEMP TABLE value_flags AS SELECT _source_row, {flags} FROM failures GROUP BY _source_row")
+        join = "LEFT JOIN id_lookup k ON k.source_customer_id = src.customer_id" if link else ""
+        clean = con.execute(
+            f"SELECT {_clean_columns(table, present, link_customers=link)} FROM src "
+            f"LEFT JOIN value_flags v ON v._source_row = src._source_row {join} "
+            f"ANTI JOIN (SELECT _source_row FROM failures WHERE action = 'row') q ON q._source_row = src._source_row"
+        ).fetch_arrow_table()
+        n_in = con.execute("SELECT count(*) FROM src").fetchone()[0]
+        con.register("clean_rows", clean)
+        profile = _profile(con, name, table, present, "clean_rows")
+    finally:
+        con.close()
+    return BulkSource(name, table.name, clean, quarantine, profile, int(n_in), clean.num_rows, present)
+
+
+def _quarantine_frame(con: duckdb.DuckDBPyConnection, name: str, table: schema.Table, present: list[str], path: str) -> pd.DataFrame:
+    cases = " ".join(f"WHEN {quote(c)} THEN CAST(src.\"{c}\" AS VARCHAR)" for c in present)
+    frame = con.execute(
+        f"SELECT {quote(name)} AS source, {quote(path)} AS source_file, f._source_row AS source_row, {quote(table.name)} AS table_name, "
+        f"f.column_name, CASE f.column_name {cases} END AS raw_value, f.reason, f.action "
+        f"FROM failures f JOIN src USING (_source_row) ORDER BY f._source_row"
+    ).df()
+    out = frame.astype({c: "string" for c in validate.QUARANTINE_COLUMNS if c != "source_row"})
+    out["source_row"] = out["source_row"].astype("Int64")
+    return out[validate.QUARANTINE_COLUMNS]
+
+
+def _profile(con: duckdb.DuckDBPyConnection, name: str, table: schema.Table, present: list[str], clean_relation: str) -> pd.DataFrame:
+    rows = []
+    for stage, relation in (("before", "src"), ("after", clean_relation)):
+        parts = ", ".join(f'count("{c}"), approx_count_distinct("{c}")' for c in present)
+        values = con.execute(f"SELECT count(*), {parts} FROM {relation}").fetchone()
+        n = values[0]
+        for i, column in enumerate(present):
+            filled, distinct = values[1 + 2 * i], values[2 + 2 * i]
+            invalid = con.execute(f"SELECT count(*) FROM failures WHERE column_name = {quote(column)} AND reason <> {quote(validate.MISSING_REQUIRED)}").fetchone()[0] if stage == "before" else 0
+            rows.append((name, table.name, column, stage, n, filled / n * 100 if n else float("nan"),
+                         (filled - invalid) / filled * 100 if filled else float("nan"), min(distinct, filled) / filled * 100 if filled else float("nan")))
+    return pd.DataFrame(rows, columns=["source", "table_name", "column_name", "stage", "n_rows", "completeness_pct", "validity_pct", "uniqueness_pct"])

@@ -1,0 +1,232 @@
+"""The data-quality report: completeness, validity and uniqueness before and after cleansing,
+row accounting, quarantine counts, duplicates merged, and entity-resolution accuracy.
+
+Every function returns a tidy DataFrame of aggregates (no personal data), and
+every ``plot_*`` function draws one of them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from crm_analytics import plots
+from crm_analytics.frames import require_columns
+
+
+def _share(numerator: float, denominator: float) -> float:
+    return float(numerator) / float(denominator) * 100.0 if denominator else float("nan")
+
+
+def profile_before_after(raw: pd.DataFrame, reasons: pd.DataFrame, clean: pd.DataFrame, *, source: str, table_name: str) -> pd.DataFrame:
+    """Completeness, validity and uniqueness of every canonical column of one source, before and after.
+
+    Parameters
+    ----------
+    raw : DataFrame
+        The source as read (raw values).
+    reasons : DataFrame
+        Reason codes of the standardisers, one column per canonical column, aligned with ``raw``.
+    clean : DataFrame
+        The clean rows after standardisation and quarantine.
+    source, table_name : str
+        Labels for the output.
+
+    Returns
+    -------
+    DataFrame
+        ``source``, ``table_name``, ``column_name``, ``stage`` (``before`` / ``after``), ``n_rows``,
+        ``completeness_pct`` (non-missing share), ``validity_pct`` (share of non-missing values
+        that are readable and on their canonical list) and ``uniqueness_pct`` (distinct values
+        per non-missing value), all in percent.
+    """
+    rows = []
+    for column in reasons.columns:
+        before = raw[column].astype("string").str.strip().replace("", pd.NA)
+        present = before.notna()
+        invalid = present & reasons[column].fillna("").ne("").to_numpy()
+        rows.append((column, "before", len(raw), _share(present.sum(), len(raw)), _share(present.sum() - invalid.sum(), present.sum()),
+                     _share(before[present].nunique(), present.sum())))
+        if column in clean.columns:
+            after = clean[column]
+            kept = after.notna()
+            rows.append((column, "after", len(clean), _share(kept.sum(), len(clean)), _after_validity(clean, column),
+                         _share(after[kept].nunique(), kept.sum())))
+    out = pd.DataFrame(rows, columns=["column_name", "stage", "n_rows", "completeness_pct", "validity_pct", "uniqueness_pct"])
+    out.insert(0, "table_name", table_name)
+    out.insert(0, "source", source)
+    return out
+
+
+def _after_validity(clean: pd.DataFrame, column: str) -> float:
+    """Validity after cleansing: 100 except for regions, where it is the share on the canonical list."""
+    if column not in ("province", "city"):
+        return 100.0 if clean[column].notna().any() else float("nan")
+    from crm_analytics import regions
+
+    lookup = regions.lookup_province if column == "province" else regions.lookup_city
+    values = clean[column].dropna().astype(str)
+    if values.empty:
+        return float("nan")
+    known = pd.Series(pd.unique(values)).map(lambda v: lookup(v) is not None)
+    known_values = set(pd.unique(values)[known.to_numpy()])
+    return _share(values.isin(known_values).sum(), len(values))
+
+
+def row_accounting(counts: pd.DataFrame) -> pd.DataFrame:
+    """Add the invariant check to per-source row counts.
+
+    Parameters
+    ----------
+    counts : DataFrame
+        ``source``, ``table_name``, ``rows_in``, ``rows_clean``, ``rows_quarantined``.
+
+    Returns
+    -------
+    DataFrame
+        The same plus ``quarantined_pct`` and ``is_balanced`` (rows in = clean + quarantined).
+    """
+    require_columns(counts, ["source", "table_name", "rows_in", "rows_clean", "rows_quarantined"], context="row_accounting(counts)")
+    out = counts.copy()
+    out["quarantined_pct"] = np.where(out["rows_in"] > 0, out["rows_quarantined"] / out["rows_in"].clip(lower=1) * 100.0, 0.0)
+    out["is_balanced"] = out["rows_in"] == out["rows_clean"] + out["rows_quarantined"]
+    return out
+
+
+def quarantine_by_reason(quarantine: pd.DataFrame) -> pd.DataFrame:
+    """Count quarantine entries by ``source``, ``table_name``, ``column_name``, ``reason`` and ``action`` (``n_entries``)."""
+    require_columns(quarantine, ["source", "table_name", "column_name", "reason", "action"], context="quarantine_by_reason(quarantine)")
+    keys = ["source", "table_name", "column_name", "reason", "action"]
+    if quarantine.empty:
+        return pd.DataFrame(columns=keys + ["n_entries"])
+    return quarantine.groupby(keys, dropna=False).size().rename("n_entries").reset_index().sort_values("n_entries", ascending=False, ignore_index=True)
+
+
+def duplicates_summary(lineage: pd.DataFrame) -> pd.DataFrame:
+    """Summarise the merge of source records into customers.
+
+    Parameters
+    ----------
+    lineage : DataFrame
+        ``source``, ``customer_key``, ``match_rule``.
+
+    Returns
+    -------
+    DataFrame
+        One row per ``match_rule`` and ``source``: ``n_records``; plus totals rows
+        (``source`` = ``all``) with ``n_records``, ``n_customers`` and
+        ``n_records_merged`` (records beyond the first of their customer).
+    """
+    require_columns(lineage, ["source", "customer_key", "match_rule"], context="duplicates_summary(lineage)")
+    by_rule = lineage.groupby(["match_rule", "source"]).size().rename("n_records").reset_index()
+    n_customers = lineage["customer_key"].nunique()
+    totals = pd.DataFrame(
+        {"match_rule": ["all"], "source": ["all"], "n_records": [len(lineage)], "n_customers": [n_customers],
+         "n_records_merged": [len(lineage) - n_customers]}
+    )
+    return pd.concat([by_rule, totals], ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------- accuracy
+
+
+def _pairs(n: pd.Series) -> pd.Series:
+    return n * (n - 1) // 2
+
+
+def _pair_counts(frame: pd.DataFrame, group: list[str]) -> pd.DataFrame:
+    """Pairs of records within each group, split by the two records' sources (``source_a`` <= ``source_b``)."""
+    sizes = frame.groupby(group + ["source"]).size().rename("n").reset_index()
+    same = sizes.assign(source_a=sizes["source"], source_b=sizes["source"], n_pairs=_pairs(sizes["n"]))
+    cross = sizes.merge(sizes, on=group, suffixes=("_a", "_b"))
+    cross = cross[cross["source_a"] < cross["source_b"]]
+    cross = cross.assign(n_pairs=cross["n_a"] * cross["n_b"])
+    both = pd.concat([same[["source_a", "source_b", "n_pairs"]], cross[["source_a", "source_b", "n_pairs"]]], ignore_index=True)
+    return both.groupby(["source_a", "source_b"])["n_pairs"].sum()
+
+
+def pairwise_accuracy(predicted: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Pairwise precision, recall and F1 of a clustering against the true persons, overall and per source pair.
+
+    Parameters
+    ----------
+    predicted : DataFrame
+        ``source``, ``source_customer_id``, ``customer_key`` (one row per clean source record).
+    truth : DataFrame
+        ``source``, ``source_record_id``, ``person_id``. Only records present in
+        ``predicted`` are scored (quarantined records are not resolved).
+
+    Returns
+    -------
+    DataFrame
+        ``source_a``, ``source_b`` (``all`` / ``all`` for the overall row), ``n_true_pairs``,
+        ``n_predicted_pairs``, ``n_correct_pairs``, ``precision``, ``recall``, ``f1`` (0-1).
+    """
+    require_columns(predicted, ["source", "source_customer_id", "customer_key"], context="pairwise_accuracy(predicted)")
+    require_columns(truth, ["source", "source_record_id", "person_id"], context="pairwise_accuracy(truth)")
+    joined = predicted.merge(
+        truth.rename(columns={"source_record_id": "source_customer_id"}).astype({"source_customer_id": "string", "source": "string"}),
+        on=["source", "source_customer_id"],
+        how="inner",
+    )
+    counts = pd.DataFrame(
+        {
+            "n_true_pairs": _pair_counts(joined, ["person_id"]),
+            "n_predicted_pairs": _pair_counts(joined, ["customer_key"]),
+            "n_correct_pairs": _pair_counts(joined, ["customer_key", "person_id"]),
+        }
+    ).fillna(0).astype("int64").reset_index()
+    overall = counts[["n_true_pairs", "n_predicted_pairs", "n_correct_pairs"]].sum().to_frame().T
+    overall.insert(0, "source_b", "all")
+    overall.insert(0, "source_a", "all")
+    out = pd.concat([overall, counts], ignore_index=True)
+    out["precision"] = out["n_correct_pairs"] / out["n_predicted_pairs"].where(out["n_predicted_pairs"] > 0)
+    out["recall"] = out["n_correct_pairs"] / out["n_true_pairs"].where(out["n_true_pairs"] > 0)
+    out["f1"] = 2 * out["precision"] * out["recall"] / (out["precision"] + out["recall"])
+    return out
+
+
+# ----------------------------------------------------------------------------------------- plots
+
+
+def plot_before_after(profile: pd.DataFrame, *, metric: str = "completeness_pct", table_name: str = "customers", ax=None):
+    """Horizontal bars of a quality metric per column of one table, before vs after (mean over its sources)."""
+    import seaborn as sns
+
+    plots.set_style()
+    ax = plots.new_axes(ax, figsize=(8, 5))
+    data = profile[profile["table_name"] == table_name].groupby(["column_name", "stage"], as_index=False)[metric].mean()
+    sns.barplot(data=data, y="column_name", x=metric, hue="stage", hue_order=["before", "after"], ax=ax)
+    label = metric.replace("_pct", "")
+    ax.set(ylabel="", xlabel=f"{label} (%)", xlim=(0, 105), title=f"{table_name}: {label} before and after cleansing")
+    ax.legend(title="stage", bbox_to_anchor=(1.01, 1.0), loc="upper left")
+    return ax
+
+
+def plot_quarantine_reasons(by_reason: pd.DataFrame, *, ax=None):
+    """Horizontal bars: quarantine entries per reason code, split by action (row / value)."""
+    import seaborn as sns
+
+    plots.set_style()
+    ax = plots.new_axes(ax)
+    data = by_reason.groupby(["reason", "action"], as_index=False)["n_entries"].sum().sort_values("n_entries", ascending=False)
+    if data.empty:
+        ax.set_title("Quarantine: no entries")
+        return ax
+    sns.barplot(data=data, y="reason", x="n_entries", hue="action", ax=ax)
+    ax.set(xlabel="entries", ylabel="", title="Quarantine entries by reason")
+    return ax
+
+
+def plot_duplicates(summary: pd.DataFrame, *, ax=None):
+    """Bars: source records per match rule (how each record joined its customer)."""
+    import seaborn as sns
+
+    plots.set_style()
+    ax = plots.new_axes(ax)
+    data = summary[summary["match_rule"] != "all"]
+    sns.barplot(data=data, y="match_rule", x="n_records", hue="source", ax=ax)
+    total = summary[summary["match_rule"] == "all"].iloc[0]
+    ax.set(xlabel="source records", ylabel="",
+           title=f"{int(total['n_records']):,} records -> {int(total['n_customers']):,} customers ({int(total['n_records_merged']):,} merged)")
+    return ax

@@ -1,0 +1,1046 @@
+"""KPI tracking: registered computations, values per period, targets, status and alerts.
+
+A KPI is an entry of the catalogue (``parameters/kpi/catalogue.yaml``, validated
+by ``crm_analytics.kpi_catalogue``) naming one of the computations registered
+here with ``@register``. A computation is a function
+``f(tables, scope, **params) -> ibis.Table`` that aggregates the warehouse
+tables in the engine and returns one row per period (and per group) with the
+columns ``period_start`` (timestamp), ``group`` (string) and ``value``. Adding
+a KPI of an existing kind is a YAML entry; a new kind of formula is one
+registered function.
+
+The pipeline is::
+
+    values  = compute_kpis(tables, catalogue, grain="month", start=..., end=..., segments=...)
+    tracked = track(values, catalogue)         # targets, status, change, control limits
+    alerts  = find_alerts(tracked, catalogue)  # threshold breaches and significant adverse changes
+
+Conventions: periods are complete calendar periods inside ``[start, end)``
+(weeks start on Monday); rates are percentages (0-100); durations are in the
+unit the KPI names; money is CNY. A ``segment`` breakdown needs a frame of
+``customer_id`` and ``segment``; a ``channel`` breakdown uses the column named
+by the computation's ``channel_col`` parameter.
+
+Some KPIs normally come from other analyses. Here they are computed from the
+tables with simple, documented definitions: average CLV is the *realised*
+(historical) net revenue per customer up to the period end, not a model
+prediction; forecast accuracy is that of the naive forecast (the previous
+period's value); churn rate is the share of the previous period's active
+customers with no order in the current period.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
+
+from crm_analytics import frames, paths, plots, privacy, results
+from crm_analytics.kpi_catalogue import GRAINS, CatalogueError, KpiDefinition, read_catalogue
+
+__all__ = [
+    "COMPUTATIONS",
+    "CatalogueError",
+    "KpiDefinition",
+    "Scope",
+    "compute_kpis",
+    "find_alerts",
+    "alerts_markdown",
+    "customer_segments",
+    "latest_values",
+    "load_catalogue",
+    "period_calendar",
+    "plot_kpi_tiles",
+    "plot_kpi_trend",
+    "plot_kpi_trends",
+    "register",
+    "render_dashboard",
+    "select_series",
+    "status_of",
+    "required_tables",
+    "track",
+    "window_end",
+    "write_alerts",
+]
+
+TRUNCATE_UNITS = {"day": "D", "week": "W", "month": "M", "quarter": "Q"}
+_PERIOD_FREQ = {"day": "D", "week": "W-SUN", "month": "M", "quarter": "Q"}
+_PERIOD_STEP = {"day": {"days": 1}, "week": {"days": 7}, "month": {"months": 1}, "quarter": {"months": 3}}
+NOMINAL_DAYS = {"day": 1.0, "week": 7.0, "month": 30.4375, "quarter": 91.3125}
+_YEAR_BACK = {"day": pd.Timedelta(days=364), "week": pd.Timedelta(weeks=52), "month": pd.DateOffset(years=1), "quarter": pd.DateOffset(years=1)}
+ALL = "all"
+STATUSES = ("green", "amber", "red", "grey")
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Computation:
+    """A registered KPI formula.
+
+    ``scaling`` says how a target set at one grain carries to another: ``"none"``
+    (rates and averages: the same target at every grain), ``"length"`` (sums and
+    counts: scaled by the period length) or ``"grain"`` (distinct counts and
+    stocks: the target holds only at the KPI's own grain).
+    """
+
+    name: str
+    function: Callable[..., ir.Table]
+    tables: tuple[str, ...]
+    dimensions: tuple[str, ...]
+    scaling: str
+
+
+COMPUTATIONS: dict[str, Computation] = {}
+
+
+def register(name: str, *, tables: Sequence[str], dimensions: Sequence[str] = (), scaling: str = "none"):
+    """Register a KPI computation under ``name`` (a decorator).
+
+    ``tables`` are the canonical tables it reads by default (a ``table`` parameter
+    may name another one); ``dimensions`` the breakdowns it supports.
+    """
+    if scaling not in ("none", "length", "grain"):
+        raise ValueError(f"scaling must be 'none', 'length' or 'grain', got {scaling!r}")
+
+    def decorate(function: Callable[..., ir.Table]) -> Callable[..., ir.Table]:
+        COMPUTATIONS[name] = Computation(name, function, tuple(tables), tuple(dimensions), scaling)
+        return function
+
+    return decorate
+
+
+def load_catalogue(path: str | Path | None = None) -> list[KpiDefinition]:
+    """Read and validate the KPI catalogue (default ``parameters/kpi/catalogue.yaml``).
+
+    Raises ``CatalogueError`` naming the entry and field of the first invalid entry,
+    e.g. an unknown computation, unit or parameter, or thresholds on the wrong side of the target.
+    """
+    return read_catalogue(path or paths.parameters_dir() / "kpi" / "catalogue.yaml", COMPUTATIONS)
+
+
+def required_tables(catalogue: Sequence[KpiDefinition]) -> list[str]:
+    """Return the canonical tables the catalogue's computations read (sorted)."""
+    names = set()
+    for kpi in catalogue:
+        names.update(COMPUTATIONS[kpi.computation].tables)
+        for key in ("table", "spend_table", "orders_table"):
+            if key in kpi.params:
+                names.add(kpi.params[key])
+    return sorted(names)
+
+
+def window_end(table: frames.TableLike, *, time_col: str = "order_time", min_share: float = 0.2) -> pd.Timestamp:
+    """The day after the last day of regular activity: a default ``as_of`` robust to stray future-dated rows.
+
+    Daily row counts are computed in the engine; the last day with at least ``min_share`` of the
+    median daily count is taken, so a few mistyped future dates (one row here and there) do not
+    stretch the window into empty periods. Returns a naive midnight timestamp.
+    """
+    t = frames.as_ibis(table)
+    frames.require_columns(t, [time_col], context="window_end(table)")
+    t = t.filter(t[time_col].notnull())
+    daily = t.group_by(day=t[time_col].truncate("D")).aggregate(n=t.count()).to_pandas()
+    if daily.empty:
+        raise ValueError(f"window_end: no rows with a {time_col}")
+    regular = daily[daily.n >= min_share * daily.n.median()]
+    return pd.Timestamp(regular.day.max()).normalize() + pd.Timedelta(days=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Scope, periods and shared building blocks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one computation call covers.
+
+    ``start``/``end`` bound the rows read (``end`` exclusive); ``by`` is ``None``,
+    ``"segment"`` or ``"channel"``; ``segments`` an Ibis table of ``customer_id``
+    and ``segment`` (needed when ``by == "segment"``).
+    """
+
+    grain: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    by: str | None = None
+    segments: ir.Table | None = None
+
+    @property
+    def unit(self) -> str:
+        """The Ibis truncation unit of the grain."""
+        return TRUNCATE_UNITS[self.grain]
+
+    @property
+    def step(self) -> ibis.expr.types.IntervalScalar:
+        """One period as an Ibis interval."""
+        return ibis.interval(**_PERIOD_STEP[self.grain])
+
+
+def period_calendar(start, end, grain: str) -> pd.DataFrame:
+    """Return the complete periods of ``grain`` inside ``[start, end)``.
+
+    Output columns: ``period_start``, ``period_end`` (exclusive), ``period_days``.
+    Weeks start on Monday.
+    """
+    if grain not in GRAINS:
+        raise ValueError(f"grain must be one of {list(GRAINS)}, got {grain!r}")
+    start, end = pd.Timestamp(start), pd.Timestamp(end)
+    if not start < end:
+        raise ValueError(f"start {start} must be before end {end}")
+    periods = pd.period_range(start, end, freq=_PERIOD_FREQ[grain])
+    calendar = pd.DataFrame({"period_start": periods.start_time.normalize(), "period_end": (periods + 1).start_time.normalize()})
+    calendar = calendar[(calendar.period_start >= start) & (calendar.period_end <= end)].reset_index(drop=True)
+    calendar["period_days"] = (calendar.period_end - calendar.period_start).dt.days.astype(float)
+    return calendar.astype({"period_start": "datetime64[us]", "period_end": "datetime64[us]"})
+
+
+def _condition(column: ir.Column, condition) -> ir.BooleanColumn:
+    if isinstance(condition, Mapping):
+        ((op, value),) = condition.items()
+        ops = {
+            "==": lambda: column == value,
+            "!=": lambda: column != value,
+            ">=": lambda: column >= value,
+            "<=": lambda: column <= value,
+            ">": lambda: column > value,
+            "<": lambda: column < value,
+            "in": lambda: column.isin(list(value)),
+            "is_not": lambda: column.isnull() | (column != value),
+            "notnull": lambda: column.notnull() if value else column.isnull(),
+            "isnull": lambda: column.isnull() if value else column.notnull(),
+        }
+        return ops[op]()
+    if isinstance(condition, (list, tuple)):
+        return column.isin(list(condition))
+    return column == condition
+
+
+def _predicates(t: ir.Table, where: Mapping | None) -> list[ir.BooleanColumn]:
+    return [_condition(t[column], condition) for column, condition in (where or {}).items()]
+
+
+def _flag(t: ir.Table, where: Mapping) -> ir.BooleanColumn:
+    predicates = _predicates(t, where)
+    flag = predicates[0]
+    for predicate in predicates[1:]:
+        flag = flag & predicate
+    return flag
+
+
+def _table(tables: Mapping[str, ir.Table], name: str, columns: Sequence[str], context: str) -> ir.Table:
+    if name not in tables:
+        raise KeyError(f"{context}: needs table {name!r}; the tables given are {sorted(tables)}")
+    table = frames.as_ibis(tables[name])
+    frames.require_columns(table, [c for c in columns if c], context=f"{context}({name})")
+    return table
+
+
+def _with_group(t: ir.Table, scope: Scope, *, customer_col: str, channel_col: str | None) -> ir.Table:
+    """Add the string column ``group``: ``"all"``, the customer's segment, or the row's channel."""
+    if scope.by is None:
+        return t.mutate(group=ibis.literal(ALL))
+    if scope.by == "channel":
+        if not channel_col:
+            raise ValueError("a channel breakdown needs the computation parameter 'channel_col'")
+        return t.mutate(group=t[channel_col].cast("string").fill_null("unknown"))
+    if scope.segments is None:
+        raise ValueError("a segment breakdown needs a segments table (customer_id, segment)")
+    seg = scope.segments.select(_seg_customer=scope.segments.customer_id, _seg=scope.segments.segment.cast("string"))
+    joined = t.left_join(seg, t[customer_col] == seg._seg_customer)
+    return joined.mutate(group=joined._seg.fill_null("unknown")).drop("_seg_customer", "_seg")
+
+
+def _periodised(
+    tables: Mapping[str, ir.Table],
+    scope: Scope,
+    *,
+    table: str,
+    time_col: str,
+    where: Mapping | None = None,
+    customer_col: str = "customer_id",
+    channel_col: str | None = None,
+    extra: Sequence[str] = (),
+    lookback: int = 0,
+    context: str = "kpi",
+) -> ir.Table:
+    """Rows of ``table`` in the scope's window (plus ``lookback`` earlier periods), filtered, with ``period_start`` and ``group``."""
+    needs_customer = scope.by == "segment"
+    columns = [time_col, *(where or {}), *extra, customer_col if needs_customer else None, channel_col if scope.by == "channel" else None]
+    t = _table(tables, table, columns, context)
+    start = scope.start
+    if lookback:
+        start = (pd.Period(scope.start, _PERIOD_FREQ[scope.grain]) - lookback).start_time
+    t = t.filter(t[time_col] >= start, t[time_col] < scope.end, *_predicates(t, where))
+    t = t.mutate(period_start=t[time_col].truncate(scope.unit))
+    return _with_group(t, scope, customer_col=customer_col, channel_col=channel_col)
+
+
+def _by_period(t: ir.Table, **metrics) -> ir.Table:
+    return t.group_by(["period_start", "group"]).aggregate(**metrics)
+
+
+def _spend_by_period(tables: Mapping[str, ir.Table], scope: Scope, *, spend_table: str, by_channel: bool) -> ir.Table:
+    """Campaign spend spread evenly over each campaign's days: ``period_start``, ``group``, ``spend_amount``."""
+    campaigns = _table(tables, spend_table, ["start_date", "end_date", "spend_amount", "channel"], "spend")
+    days = pd.DataFrame({"day": pd.date_range(scope.start, scope.end - pd.Timedelta(days=1), freq="D").astype("datetime64[us]")})
+    calendar = ibis.memtable(days)
+    c = campaigns.mutate(_first=campaigns.start_date.cast("date"), _last=campaigns.end_date.cast("date"))
+    c = c.mutate(_n_days=c._last.delta(c._first, unit="day") + 1)
+    daily = c.join(calendar, [calendar.day.cast("date") >= c._first, calendar.day.cast("date") <= c._last])
+    daily = daily.mutate(
+        period_start=daily.day.truncate(scope.unit),
+        group=daily.channel.cast("string") if by_channel else ibis.literal(ALL),
+        _spend=daily.spend_amount / daily._n_days,
+    )
+    return _by_period(daily, spend_amount=daily._spend.sum())
+
+
+# --------------------------------------------------------------------------------------------
+# Computations (each returns period_start, group, value)
+# --------------------------------------------------------------------------------------------
+
+
+@register("row_count", tables=(), dimensions=("segment", "channel"), scaling="length")
+def row_count(tables, scope, *, table: str, time_col: str, where: Mapping | None = None, channel_col: str | None = None, customer_col: str = "customer_id"):
+    """Number of rows of ``table`` (after ``where``) per period, e.g. orders or new sign-ups. Unit: count."""
+    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, channel_col=channel_col, customer_col=customer_col, context="row_count")
+    return _by_period(t, value=t.count().cast("float64"))
+
+
+@register("distinct_count", tables=(), dimensions=("segment", "channel"), scaling="grain")
+def distinct_count(tables, scope, *, table: str, time_col: str, key_col: str = "customer_id", where: Mapping | None = None, channel_col: str | None = None):
+    """Distinct values of ``key_col`` per period, e.g. active customers. Unit: count."""
+    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, channel_col=channel_col, extra=[key_col], context="distinct_count")
+    return _by_period(t, value=t[key_col].nunique().cast("float64"))
+
+
+@register("sum_value", tables=(), dimensions=("segment", "channel"), scaling="length")
+def sum_value(tables, scope, *, table: str, time_col: str, value_col: str, where: Mapping | None = None, channel_col: str | None = None):
+    """Sum of ``value_col`` per period, e.g. net revenue (refunds included as negatives). Unit: that of the column."""
+    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, channel_col=channel_col, extra=[value_col], context="sum_value")
+    return _by_period(t, value=t[value_col].sum().cast("float64"))
+
+
+@register("mean_value", tables=(), dimensions=("segment", "channel"))
+def mean_value(tables, scope, *, table: str, time_col: str, value_col: str, where: Mapping | None = None, channel_col: str | None = None):
+    """Mean of ``value_col`` per period, e.g. average order value. Unit: that of the column."""
+    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, channel_col=channel_col, extra=[value_col], context="mean_value")
+    return _by_period(t, value=t[value_col].mean().cast("float64"))
+
+
+@register("row_share", tables=(), dimensions=("segment", "channel"))
+def row_share(tables, scope, *, table: str, time_col: str, numerator: Mapping, where: Mapping | None = None, channel_col: str | None = None):
+    """Percentage of the rows (after ``where``) that also satisfy ``numerator``, e.g. win rate, escalation rate. Unit: pct."""
+    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, channel_col=channel_col, extra=list(numerator), context="row_share")
+    t = t.mutate(_hit=_flag(t, numerator).fill_null(False).cast("float64"))
+    return _by_period(t, value=t._hit.mean() * 100)
+
+
+@register("distinct_share", tables=(), dimensions=("segment", "channel"))
+def distinct_share(tables, scope, *, table: str, time_col: str, key_col: str, numerator: Mapping, where: Mapping | None = None, channel_col: str | None = None):
+    """Percentage of distinct ``key_col`` values with at least one row satisfying ``numerator``,
+    e.g. sessions that reach a purchase (funnel conversion). Unit: pct."""
+    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, channel_col=channel_col, extra=[key_col, *numerator], context="distinct_share")
+    t = t.mutate(_hit=_flag(t, numerator).fill_null(False).cast("int8"))
+    per_key = t.group_by(["period_start", "group", key_col]).aggregate(_hit=t._hit.max().cast("float64"))
+    return _by_period(per_key, value=per_key._hit.mean() * 100)
+
+
+@register("mean_duration", tables=(), dimensions=("segment", "channel"))
+def mean_duration(
+    tables, scope, *, table: str, time_col: str, start_col: str, end_col: str, unit: str = "days", where: Mapping | None = None, channel_col: str | None = None
+):
+    """Mean time from ``start_col`` to ``end_col`` of rows whose ``time_col`` falls in the period
+    (rows with either end missing are left out), e.g. first-response or resolution time. Unit: ``unit`` (days or hours)."""
+    seconds = {"days": 86400.0, "hours": 3600.0}[unit]
+    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, channel_col=channel_col, extra=[start_col, end_col], context="mean_duration")
+    t = t.filter(t[start_col].notnull(), t[end_col].notnull())
+    t = t.mutate(_duration=(t[end_col].epoch_seconds() - t[start_col].epoch_seconds()).cast("float64") / seconds)
+    return _by_period(t, value=t._duration.mean())
+
+
+@register("period_retention", tables=("orders",), dimensions=("segment",))
+def period_retention(
+    tables, scope, *, table: str = "orders", time_col: str = "order_time", customer_col: str = "customer_id", where: Mapping | None = None, churn: bool = False
+):
+    """Retention rate: percentage of the customers active in the previous period who are active again in this one.
+
+    With ``churn=True`` it is the churn rate, 100 minus retention: the share of the
+    previous period's active customers with no order in this period. Unit: pct.
+    """
+    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, customer_col=customer_col, extra=[customer_col], lookback=1, context="period_retention")
+    active = t.select("period_start", "group", _customer=t[customer_col]).distinct()
+    previous = active.mutate(period_start=active.period_start + scope.step)
+    current = active.select(_c=active._customer, _p=active.period_start, _hit=ibis.literal(1.0))
+    joined = previous.left_join(current, [previous._customer == current._c, previous.period_start == current._p])
+    joined = joined.mutate(_kept=joined._hit.fill_null(0.0))
+    result = _by_period(joined, value=joined._kept.mean() * 100)
+    return result.mutate(value=100 - result.value) if churn else result
+
+
+@register("returning_share", tables=("orders",), dimensions=("segment", "channel"))
+def returning_share(
+    tables, scope, *, table: str = "orders", time_col: str = "order_time", customer_col: str = "customer_id", where: Mapping | None = None, channel_col: str | None = None
+):
+    """Repeat-purchase rate: percentage of the period's buyers whose first order came before the period. Unit: pct."""
+    source = _table(tables, table, [time_col, customer_col, *(where or {})], "returning_share")
+    history = source.filter(source[time_col] < scope.end, *_predicates(source, where))
+    first = history.group_by(_c=history[customer_col]).aggregate(_first=history[time_col].min())
+    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, customer_col=customer_col, channel_col=channel_col, extra=[customer_col], context="returning_share")
+    buyers = t.select("period_start", "group", _customer=t[customer_col]).distinct()
+    joined = buyers.join(first, buyers._customer == first._c)
+    joined = joined.mutate(_returning=(joined._first < joined.period_start).cast("float64"))
+    return _by_period(joined, value=joined._returning.mean() * 100)
+
+
+@register("cumulative_value_per_customer", tables=("orders",), dimensions=("segment",), scaling="none")
+def cumulative_value_per_customer(
+    tables, scope, *, table: str = "orders", time_col: str = "order_time", value_col: str = "order_amount", customer_col: str = "customer_id"
+):
+    """Realised (historical) customer lifetime value at each period end: net revenue of all orders
+    up to the period end divided by the customers who had ordered by then. Unit: CNY."""
+    source = _table(tables, table, [time_col, value_col, customer_col], "cumulative_value_per_customer")
+    t = source.filter(source[time_col] < scope.end)
+    t = t.mutate(period_start=t[time_col].truncate(scope.unit))
+    t = _with_group(t, scope, customer_col=customer_col, channel_col=None)
+    firsts = t.group_by([t[customer_col], t.group]).aggregate(period_start=t.period_start.min())
+    new = _by_period(firsts, _new=firsts.count())
+    revenue = _by_period(t, _revenue=t[value_col].sum())
+    both = revenue.outer_join(new, [revenue.period_start == new.period_start, revenue.group == new.group])
+    both = both.select(
+        period_start=ibis.coalesce(both.period_start, both.period_start_right),
+        group=ibis.coalesce(both.group, both.group_right),
+        _revenue=both._revenue.fill_null(0.0),
+        _new=both._new.fill_null(0),
+    )
+    window = ibis.window(group_by=both.group, order_by=both.period_start, preceding=None, following=0)
+    both = both.mutate(_cum_revenue=both._revenue.sum().over(window), _cum_customers=both._new.sum().over(window))
+    return both.select("period_start", "group", value=(both._cum_revenue / both._cum_customers.nullif(0)).cast("float64"))
+
+
+@register("spend_per_row", tables=("campaigns",), dimensions=(), scaling="none")
+def spend_per_row(tables, scope, *, table: str, time_col: str, where: Mapping | None = None, spend_table: str = "campaigns"):
+    """Campaign spend in the period (spread evenly over campaign days) divided by the rows of
+    ``table`` in the period, e.g. CAC (per new customer) or cost per lead (per new opportunity). Unit: CNY."""
+    rows = row_count(tables, scope, table=table, time_col=time_col, where=where)
+    spend = _spend_by_period(tables, scope, spend_table=spend_table, by_channel=False)
+    joined = spend.join(rows, [spend.period_start == rows.period_start, spend.group == rows.group])
+    return joined.select(spend.period_start, spend.group, value=(joined.spend_amount / joined.value.nullif(0)).cast("float64"))
+
+
+def _touches(tables, scope, *, touch_table: str, window_days: int) -> ir.Table:
+    touches = _table(tables, touch_table, ["touchpoint_id", "customer_id", "channel", "touch_time"], "touches")
+    start = scope.start - pd.Timedelta(days=window_days)
+    return touches.filter(touches.touch_time >= start, touches.touch_time < scope.end)
+
+
+def _buying_orders(tables, *, orders_table: str, end) -> ir.Table:
+    orders = _table(tables, orders_table, ["order_id", "customer_id", "order_time", "order_amount", "is_refund"], "orders")
+    return orders.filter(orders.order_time < end, ~orders.is_refund.fill_null(False))
+
+
+@register("touch_conversion", tables=("touchpoints", "orders"), dimensions=("segment", "channel"))
+def touch_conversion(tables, scope, *, window_days: int = 7, touch_table: str = "touchpoints", orders_table: str = "orders"):
+    """Campaign conversion rate: percentage of marketing contacts in the period followed by an order
+    of the same customer within ``window_days`` days. Unit: pct."""
+    touches = _touches(tables, scope, touch_table=touch_table, window_days=0)
+    orders = _buying_orders(tables, orders_table=orders_table, end=scope.end + pd.Timedelta(days=window_days))
+    orders = orders.select("customer_id", "order_time")
+    within = touches.join(
+        orders,
+        [
+            touches.customer_id == orders.customer_id,
+            orders.order_time >= touches.touch_time,
+            orders.order_time < touches.touch_time + ibis.interval(days=window_days),
+        ],
+    )
+    converted = within.select(_tp=within.touchpoint_id).distinct()
+    t = touches.left_join(converted, touches.touchpoint_id == converted._tp)
+    t = t.mutate(period_start=t.touch_time.truncate(scope.unit), _hit=t._tp.notnull().cast("float64"))
+    t = _with_group(t, scope, customer_col="customer_id", channel_col="channel")
+    return _by_period(t, value=t._hit.mean() * 100)
+
+
+@register("marketing_roi", tables=("touchpoints", "orders", "campaigns"), dimensions=("channel",))
+def marketing_roi(tables, scope, *, window_days: int = 7, touch_table: str = "touchpoints", orders_table: str = "orders", spend_table: str = "campaigns"):
+    """Marketing ROI: (attributed revenue - spend) / spend, in percent. An order is attributed to the
+    customer's last marketing contact in the ``window_days`` days before it (last touch); with a
+    channel breakdown, to that contact's channel. Unit: pct."""
+    touches = _touches(tables, scope, touch_table=touch_table, window_days=window_days)
+    touches = touches.select(_customer=touches.customer_id, _touch_time=touches.touch_time, _touch_id=touches.touchpoint_id, _channel=touches.channel)
+    orders = _buying_orders(tables, orders_table=orders_table, end=scope.end)
+    orders = orders.filter(orders.order_time >= scope.start).select("order_id", "customer_id", "order_time", "order_amount")
+    pairs = orders.join(
+        touches,
+        [
+            orders.customer_id == touches._customer,
+            touches._touch_time <= orders.order_time,
+            touches._touch_time > orders.order_time - ibis.interval(days=window_days),
+        ],
+    )
+    rank = ibis.row_number().over(group_by=pairs.order_id, order_by=[ibis.desc(pairs._touch_time), pairs._touch_id])
+    last = pairs.mutate(_rank=rank).filter(lambda p: p._rank == 0)
+    last = last.mutate(period_start=last.order_time.truncate(scope.unit), group=last._channel.cast("string") if scope.by == "channel" else ibis.literal(ALL))
+    revenue = _by_period(last, _revenue=last.order_amount.sum())
+    spend = _spend_by_period(tables, scope, spend_table=spend_table, by_channel=scope.by == "channel")
+    joined = spend.left_join(revenue, [spend.period_start == revenue.period_start, spend.group == revenue.group])
+    roi = (joined._revenue.fill_null(0.0) - joined.spend_amount) / joined.spend_amount.nullif(0) * 100
+    return joined.select(spend.period_start, spend.group, value=roi.cast("float64"))
+
+
+@register("nps", tables=("surveys",), dimensions=("segment",))
+def nps(tables, scope, *, table: str = "surveys", time_col: str = "survey_time", score_col: str = "nps_score", customer_col: str = "customer_id"):
+    """Net Promoter Score: percentage of promoters (9-10) minus percentage of detractors (0-6)
+    among responses with a score. Unit: score (-100 to 100)."""
+    t = _periodised(tables, scope, table=table, time_col=time_col, where={score_col: {"notnull": True}}, customer_col=customer_col, context="nps")
+    t = t.mutate(_net=(t[score_col] >= 9).cast("float64") - (t[score_col] <= 6).cast("float64"))
+    return _by_period(t, value=t._net.mean() * 100)
+
+
+@register("open_value_at_period_end", tables=("opportunities",), dimensions=("segment",), scaling="grain")
+def open_value_at_period_end(
+    tables, scope, *, table: str = "opportunities", created_col: str = "created_time", closed_col: str = "closed_time", value_col: str = "expected_amount", customer_col: str = "customer_id"
+):
+    """Open pipeline value at each period end: expected value of opportunities created before the
+    period end and not closed by then. Unit: CNY."""
+    opps = _table(tables, table, [created_col, closed_col, value_col, customer_col], "open_value_at_period_end")
+    calendar = ibis.memtable(period_calendar(scope.start, scope.end, scope.grain)[["period_start", "period_end"]])
+    snap = opps.join(calendar, [opps[created_col] < calendar.period_end, opps[closed_col].isnull() | (opps[closed_col] >= calendar.period_end)])
+    snap = _with_group(snap, scope, customer_col=customer_col, channel_col=None)
+    return _by_period(snap, value=snap[value_col].sum().cast("float64"))
+
+
+@register("naive_forecast_accuracy", tables=("orders",), dimensions=())
+def naive_forecast_accuracy(tables, scope, *, table: str = "orders", time_col: str = "order_time", value_col: str = "order_amount", where: Mapping | None = None):
+    """Forecast accuracy of the naive forecast (next period = this period): 100 x (1 - |actual - forecast| / |actual|),
+    floored at 0. A stand-in until the forecast analysis persists its backtest. Unit: pct."""
+    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, extra=[value_col], lookback=1, context="naive_forecast_accuracy")
+    actual = _by_period(t, _actual=t[value_col].sum())
+    previous = actual._actual.lag().over(group_by=actual.group, order_by=actual.period_start)
+    error = (actual._actual - previous).abs() / actual._actual.abs().nullif(0)
+    accuracy = ibis.ifelse(error > 1, 0.0, 1 - error) * 100  # a null error (no previous period) stays null
+    return actual.select("period_start", "group", value=accuracy.cast("float64"))
+
+
+@register("repeat_within", tables=("support_tickets",), dimensions=("segment", "channel"))
+def repeat_within(
+    tables,
+    scope,
+    *,
+    table: str = "support_tickets",
+    time_col: str = "opened_time",
+    customer_col: str = "customer_id",
+    issue_col: str = "category",
+    window_days: int = 30,
+    channel_col: str | None = None,
+):
+    """Repeat-issue rate: percentage of the period's rows (tickets) whose customer opened another one
+    of the same ``issue_col`` in the ``window_days`` days before. Unit: pct."""
+    source = _table(tables, table, [time_col, customer_col, issue_col, channel_col if scope.by == "channel" else None], "repeat_within")
+    source = source.filter(source[time_col] < scope.end)
+    previous = source[time_col].lag().over(group_by=[source[customer_col], source[issue_col]], order_by=source[time_col])
+    flagged = source.mutate(_previous=previous)
+    flagged = flagged.filter(flagged[time_col] >= scope.start)
+    gap = flagged[time_col].epoch_seconds() - flagged._previous.epoch_seconds()
+    flagged = flagged.mutate(_hit=(gap <= window_days * 86400).fill_null(False).cast("float64"), period_start=flagged[time_col].truncate(scope.unit))
+    flagged = _with_group(flagged, scope, customer_col=customer_col, channel_col=channel_col)
+    return _by_period(flagged, value=flagged._hit.mean() * 100)
+
+
+# --------------------------------------------------------------------------------------------
+# Computing the catalogue
+# --------------------------------------------------------------------------------------------
+
+_VALUE_COLUMNS = ["grain", "period_start", "period_end", "kpi_id", "segment", "channel", "value"]
+
+
+def _kpi_expression(kpi: KpiDefinition, tables, scope: Scope) -> ir.Table:
+    result = COMPUTATIONS[kpi.computation].function(tables, scope, **kpi.params)
+    dim_value = result.group.cast("string")
+    return result.select(
+        period_start=result.period_start.cast("timestamp"),
+        kpi_id=ibis.literal(kpi.id),
+        segment=dim_value if scope.by == "segment" else ibis.literal(ALL),
+        channel=dim_value if scope.by == "channel" else ibis.literal(ALL),
+        value=result.value.cast("float64"),
+    )
+
+
+def compute_kpis(
+    tables: Mapping[str, frames.TableLike],
+    catalogue: Sequence[KpiDefinition],
+    *,
+    grain: str,
+    start,
+    end,
+    segments: frames.TableLike | None = None,
+    dimensions: Sequence[str] = ("segment", "channel"),
+) -> pd.DataFrame:
+    """Compute every catalogue KPI per complete period of ``grain`` in ``[start, end)``.
+
+    Parameters
+    ----------
+    tables : mapping of canonical table name to Ibis table or pandas DataFrame
+        The warehouse tables the catalogue's computations read (``required_tables``).
+    catalogue : list of KpiDefinition
+        From ``load_catalogue``.
+    grain : {"day", "week", "month", "quarter"}
+    start, end : timestamp-like
+        The window; only periods that lie wholly inside it are returned.
+    segments : table with ``customer_id`` and ``segment``, optional
+        Needed for ``segment`` breakdowns; without it they are skipped.
+    dimensions : sequence of {"segment", "channel"}
+        The breakdowns to compute besides the totals (each KPI's own ``dimensions`` apply).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ``kpi_id``, period and group: ``grain``, ``period_start``, ``period_end``
+        (exclusive), ``kpi_id``, ``segment`` and ``channel`` (``"all"`` for totals), ``value``
+        (in the KPI's unit). Periods with no data for a KPI are absent.
+    """
+    calendar = period_calendar(start, end, grain)
+    if segments is not None:
+        frames.require_columns(segments, ["customer_id", "segment"], context="compute_kpis(segments)")
+        segments = frames.as_ibis(segments)
+    wanted = [d for d in dimensions if d != "segment" or segments is not None]
+    expressions = []
+    for kpi in catalogue:
+        breakdowns = ([] if kpi.breakdown else [None]) + [d for d in kpi.dimensions if d in wanted]
+        for by in breakdowns:
+            scope = Scope(grain, pd.Timestamp(start), pd.Timestamp(end), by=by, segments=segments)
+            expressions.append(_kpi_expression(kpi, tables, scope))
+    if not expressions:
+        return pd.DataFrame(columns=_VALUE_COLUMNS)
+    result = ibis.union(*expressions, distinct=False).to_pandas()
+    result = result[result["value"].notna() & np.isfinite(result["value"].astype(float))]
+    result["period_start"] = result["period_start"].astype("datetime64[us]")
+    result = result.merge(calendar[["period_start", "period_end"]], on="period_start", how="inner")
+    result.insert(0, "grain", grain)
+    order = {kpi.id: i for i, kpi in enumerate(catalogue)}
+    result = result.sort_values(["kpi_id", "segment", "channel", "period_start"], key=lambda s: s.map(order) if s.name == "kpi_id" else s)
+    return result[_VALUE_COLUMNS].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Tracking: targets, status, change, control limits
+# --------------------------------------------------------------------------------------------
+
+
+def _catalogue_frame(catalogue: Sequence[KpiDefinition]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "kpi_id": k.id,
+                "name": k.name,
+                "category": k.category,
+                "unit": k.unit,
+                "direction": k.direction,
+                "kpi_grain": k.grain,
+                "_target": k.target,
+                "_amber": k.amber,
+                "_red": k.red,
+                "_scaling": COMPUTATIONS[k.computation].scaling,
+            }
+            for k in catalogue
+        ]
+    )
+
+
+def _targets(df: pd.DataFrame) -> pd.DataFrame:
+    """Target and thresholds at the row's grain; NaN where they do not carry over."""
+    days = (df.period_end - df.period_start).dt.days.astype(float)
+    factor = pd.Series(1.0, index=df.index)
+    length = df._scaling == "length"
+    nominal = df.kpi_grain.map(NOMINAL_DAYS).astype(float)
+    factor[length] = (days / nominal)[length]
+    other_grain = (df._scaling == "grain") & (df.grain != df.kpi_grain)
+    # Counts and sums by segment or channel have no target of their own.
+    partial = (df._scaling != "none") & ((df.segment != ALL) | (df.channel != ALL))
+    factor[other_grain | partial] = np.nan
+    return pd.DataFrame({"target": df._target * factor, "amber": df._amber * factor, "red": df._red * factor}, index=df.index)
+
+
+def status_of(value: pd.Series, *, amber: pd.Series, red: pd.Series, higher_is_better: pd.Series) -> pd.Series:
+    """Return ``green``, ``amber``, ``red`` or ``grey`` (no value or no threshold) per row.
+
+    Higher is better: ``value >= amber`` green, ``value >= red`` amber, else red;
+    lower is better: ``value <= amber`` green, ``value <= red`` amber, else red.
+    """
+    sign = np.where(higher_is_better, 1.0, -1.0)
+    v, a, r = value * sign, amber * sign, red * sign
+    status = np.select([v >= a, v >= r], ["green", "amber"], default="red")
+    status = np.where(value.isna() | amber.isna() | red.isna(), "grey", status)
+    return pd.Series(status, index=value.index, dtype="object")
+
+
+def _control_limits(values: pd.Series, *, window: int, sigma: float, min_periods: int) -> pd.DataFrame:
+    """XmR (individuals) control limits from the ``window`` periods before each one."""
+    past = values.shift(1)
+    centre = past.rolling(window, min_periods=min_periods).mean()
+    moving_range = past.diff().abs().rolling(window - 1, min_periods=min_periods - 1).mean()
+    spread = sigma * moving_range / 1.128
+    return pd.DataFrame({"centre": centre, "lower_limit": centre - spread, "upper_limit": centre + spread})
+
+
+def track(values: pd.DataFrame, catalogue: Sequence[KpiDefinition], *, window: int = 8, sigma: float = 3.0, min_periods: int = 4) -> pd.DataFrame:
+    """Add targets, status, period-over-period and year-over-year change and control limits.
+
+    Parameters
+    ----------
+    values : pandas.DataFrame
+        Output of ``compute_kpis``: ``grain``, ``period_start``, ``period_end``, ``kpi_id``,
+        ``segment``, ``channel``, ``value`` (one grain or several).
+    catalogue : list of KpiDefinition
+    window : int
+        Past periods that set the control limits of each period.
+    sigma : float
+        Width of the control limits in estimated standard deviations (3 = Shewhart).
+    min_periods : int
+        Past periods needed before a change can be called significant.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The input columns plus ``name``, ``category``, ``unit``, ``direction``, ``kpi_grain``,
+        ``target``, ``amber``, ``red`` (at the row's grain; NaN where a target does not apply),
+        ``attainment_pct`` (value / target x 100), ``previous_value``, ``change_pct`` (vs the
+        previous period), ``last_year_value``, ``change_yoy_pct``, ``centre``, ``lower_limit``,
+        ``upper_limit``, ``is_significant`` (outside the control limits of the past periods),
+        ``is_adverse`` (a significant change in the bad direction) and ``status``.
+    """
+    frames.require_columns(values, ["grain", "period_start", "period_end", "kpi_id", "segment", "channel", "value"], context="track(values)")
+    if window < 2 or min_periods < 2:
+        raise ValueError("window and min_periods must be at least 2")
+    known = {k.id for k in catalogue}
+    unknown = sorted(set(values.kpi_id) - known)
+    if unknown:
+        raise KeyError(f"track: KPI id(s) {unknown} are not in the catalogue")
+    keys = ["kpi_id", "grain", "segment", "channel"]
+    df = values.merge(_catalogue_frame(catalogue), on="kpi_id", how="left")
+    position = {k.id: i for i, k in enumerate(catalogue)}
+    df = df.assign(_position=df.kpi_id.map(position)).sort_values(["_position", *keys[1:], "period_start"])
+    df = df.drop(columns="_position").reset_index(drop=True)
+    df = df.join(_targets(df))
+    df["attainment_pct"] = df.value / df.target.where(df.target != 0) * 100
+    grouped = df.groupby(keys, sort=False).value
+    df["previous_value"] = grouped.shift(1)
+    df["change_pct"] = (df.value - df.previous_value) / df.previous_value.abs().where(df.previous_value != 0) * 100
+    limits = pd.concat([_control_limits(g, window=window, sigma=sigma, min_periods=min_periods) for _, g in grouped], axis=0)
+    df = df.join(limits)
+    df["last_year_value"] = _last_year(df, keys)
+    df["change_yoy_pct"] = (df.value - df.last_year_value) / df.last_year_value.abs().where(df.last_year_value != 0) * 100
+    outside = (df.value > df.upper_limit) | (df.value < df.lower_limit)
+    df["is_significant"] = outside.fillna(False) & df.centre.notna()
+    worse = np.where(df.direction == "higher", df.value < df.centre, df.value > df.centre)
+    df["is_adverse"] = df.is_significant & worse
+    df["status"] = status_of(df.value, amber=df.amber, red=df.red, higher_is_better=df.direction == "higher")
+    return df.drop(columns=["_target", "_amber", "_red", "_scaling"])
+
+
+def _last_year(df: pd.DataFrame, keys: list[str]) -> pd.Series:
+    shifted = df[[*keys, "period_start", "value"]].copy()
+    back = shifted.grain.map(_YEAR_BACK)
+    shifted["period_start"] = [start + offset for start, offset in zip(shifted.period_start, back)]
+    shifted["period_start"] = shifted["period_start"].astype("datetime64[us]")
+    lookup = shifted.rename(columns={"value": "last_year_value"})
+    merged = df[[*keys, "period_start"]].astype({"period_start": "datetime64[us]"}).merge(lookup, on=[*keys, "period_start"], how="left")
+    return pd.Series(merged.last_year_value.to_numpy(), index=df.index)
+
+
+# --------------------------------------------------------------------------------------------
+# Alerts
+# --------------------------------------------------------------------------------------------
+
+ALERT_COLUMNS = [
+    "kpi_id", "name", "grain", "period_start", "segment", "channel", "value", "unit", "target",
+    "status", "alert_type", "severity", "previous_value", "change_pct", "lower_limit", "upper_limit", "message",
+]
+
+
+def _alert_message(row) -> str:
+    parts = []
+    if row.status in ("amber", "red"):
+        parts.append(f"{row['name']} is {row.value:,.2f} {row.unit}, {row.status} against target {row.target:,.2f}")
+    if row.is_adverse:
+        parts.append(
+            f"{row['name']} moved from {row.previous_value:,.2f} to {row.value:,.2f}, outside the usual range {row.lower_limit:,.2f}-{row.upper_limit:,.2f}"
+        )
+    return "; ".join(parts)
+
+
+def find_alerts(tracked: pd.DataFrame, *, latest_only: bool = True, include_breakdowns: bool = False) -> pd.DataFrame:
+    """Return the alerts of a tracked KPI table.
+
+    An alert is raised for a threshold breach (status amber or red) or a significant
+    adverse change (outside the control limits, in the bad direction). Changes within
+    the period-to-period noise raise nothing. Each KPI is judged at its own grain.
+
+    Parameters
+    ----------
+    tracked : pandas.DataFrame
+        Output of ``track``.
+    latest_only : bool
+        Only the latest period of each KPI (what a report shows); otherwise every period.
+    include_breakdowns : bool
+        Also the segment and channel rows (totals only by default).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``ALERT_COLUMNS``: ``alert_type`` is ``threshold``, ``significant_change`` or both joined
+        by ``+``; ``severity`` is ``red`` or ``amber``; ``message`` a sentence for the report.
+        Sorted red first.
+    """
+    frames.require_columns(tracked, ["kpi_id", "grain", "kpi_grain", "status", "is_adverse", "period_start", "segment", "channel"], context="find_alerts(tracked)")
+    df = tracked[tracked.grain == tracked.kpi_grain]
+    if not include_breakdowns:
+        df = df[(df.segment == ALL) & (df.channel == ALL)]
+    if latest_only:
+        latest = df.groupby(["kpi_id", "segment", "channel"]).period_start.transform("max")
+        df = df[df.period_start == latest]
+    breach = df.status.isin(["amber", "red"])
+    df = df[breach | df.is_adverse].copy()
+    if df.empty:
+        return pd.DataFrame(columns=ALERT_COLUMNS)
+    kinds = np.where(df.status.isin(["amber", "red"]), "threshold", "")
+    kinds = [("+".join(k for k in (a, "significant_change" if b else "") if k)) for a, b in zip(kinds, df.is_adverse)]
+    df["alert_type"] = kinds
+    df["severity"] = np.where(df.status == "red", "red", "amber")
+    df["message"] = [_alert_message(row) for _, row in df.iterrows()]
+    df = df.sort_values(["severity", "kpi_id"], key=lambda s: s.map({"red": 0, "amber": 1}) if s.name == "severity" else s)
+    return df[ALERT_COLUMNS].reset_index(drop=True)
+
+
+def write_alerts(alerts: pd.DataFrame, *, output_dir: str | Path | None) -> list[Path]:
+    """Write ``alerts.csv`` and ``alerts.json`` into the run folder ``output_dir``.
+
+    Also saves the table as ``tables/alerts`` (Parquet and CSV, ``results.save_table``),
+    which is the file the runner counts for the report index. ``alerts.json`` holds
+    ``{"n_alerts": n, "alerts": [records]}``. Nothing is written when ``output_dir`` is
+    empty; returns the paths written.
+    """
+    if not output_dir:
+        return []
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = alerts.reindex(columns=ALERT_COLUMNS)
+    csv_path, json_path = folder / "alerts.csv", folder / "alerts.json"
+    frame.to_csv(csv_path, index=False)
+    records = json.loads(frame.to_json(orient="records", date_format="iso"))
+    json_path.write_text(json.dumps({"n_alerts": len(frame), "alerts": records}, ensure_ascii=False, indent=2), encoding="utf-8")
+    table_path = results.save_table(frame, "alerts", output_dir=folder)
+    return [csv_path, json_path, table_path]
+
+
+def alerts_markdown(alerts: pd.DataFrame) -> str:
+    """The alerts as a Markdown list with status-coloured markers, for the top of a report."""
+    if alerts.empty:
+        return "**No alerts**: every KPI is within its thresholds and its usual range."
+    lines = [f"**{len(alerts)} alert(s)**", ""]
+    for row in alerts.itertuples():
+        colour = plots.STATUS_COLOURS.get(row.severity, plots.STATUS_COLOURS["grey"])
+        period = pd.Timestamp(row.period_start).date()
+        lines.append(f'- <span style="color:{colour}">&#9679;</span> **{row.name}** ({row.grain} of {period}): {row.message}')
+    return "\n".join(lines)
+
+
+def customer_segments(
+    customers: pd.DataFrame,
+    *,
+    segment_result: pd.DataFrame | None = None,
+    key_col: str = "customer_key",
+    segment_col: str = "rfm_segment",
+    fallback_col: str = "acquisition_channel",
+) -> tuple[pd.DataFrame, str]:
+    """Return each customer's segment for the KPI breakdowns, and where it came from.
+
+    Parameters
+    ----------
+    customers : pandas.DataFrame
+        ``customer_id`` and ``fallback_col``.
+    segment_result : pandas.DataFrame, optional
+        A persisted segmentation table keyed by pseudonymous ``key_col`` (``privacy.pseudonymise``
+        of ``customer_id``) with ``segment_col``. When absent, ``fallback_col`` is the segment.
+
+    Returns
+    -------
+    (pandas.DataFrame, str)
+        ``customer_id``, ``segment`` (string; ``"unknown"`` when missing) and a sentence naming the source.
+    """
+    frames.require_columns(customers, ["customer_id", fallback_col], context="customer_segments(customers)")
+    base = customers[["customer_id", fallback_col]].drop_duplicates("customer_id")
+    if segment_result is not None:
+        frames.require_columns(segment_result, [key_col, segment_col], context="customer_segments(segment_result)")
+        keyed = base.assign(_key=privacy.pseudonymise(base["customer_id"].astype("string")))
+        lookup = segment_result[[key_col, segment_col]].drop_duplicates(key_col)
+        merged = keyed.merge(lookup, left_on="_key", right_on=key_col, how="left")
+        if merged[segment_col].notna().any():
+            segments = merged[["customer_id"]].assign(segment=merged[segment_col].astype("string").fillna("unknown"))
+            return segments, f"segments from the latest segmentation run ({segment_col})"
+    segments = base[["customer_id"]].assign(segment=base[fallback_col].astype("string").fillna("unknown"))
+    return segments, f"no segmentation result available: customers are segmented by {fallback_col}"
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------
+
+
+def _format_value(value: float, unit: str) -> str:
+    if pd.isna(value):
+        return "n/a"
+    if unit == "pct":
+        return f"{value:.1f}%"
+    if unit == "CNY":
+        return f"¥{value:,.0f}" if abs(value) >= 100 else f"¥{value:,.2f}"
+    if unit in ("days", "hours"):
+        return f"{value:.1f} {unit[0]}"
+    if unit == "score":
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def select_series(tracked: pd.DataFrame, *, grain: str, segment: str = ALL, channel: str = ALL, start=None, end=None) -> pd.DataFrame:
+    """Rows of a tracked table for one grain and one segment/channel selection, optionally in ``[start, end)``."""
+    df = tracked[(tracked.grain == grain) & (tracked.segment == segment) & (tracked.channel == channel)]
+    if start is not None:
+        df = df[df.period_start >= pd.Timestamp(start)]
+    if end is not None:
+        df = df[df.period_end <= pd.Timestamp(end)]
+    return df
+
+
+def plot_kpi_tiles(tracked: pd.DataFrame, *, n_cols: int = 4, n_spark: int = 12, fig=None):
+    """KPI tiles: latest value, status colour and a sparkline of the last ``n_spark`` periods.
+
+    ``tracked`` holds one series per KPI (filter with ``select_series`` first).
+    Returns the matplotlib Figure (a grid of tiles has many Axes).
+    """
+    import matplotlib.pyplot as plt
+
+    plots.set_style()
+    kpi_ids = list(dict.fromkeys(tracked.kpi_id))
+    n_cols = max(1, min(n_cols, len(kpi_ids)))
+    n_rows = max(1, int(np.ceil(len(kpi_ids) / n_cols)))
+    fig = fig or plt.figure(figsize=(3.1 * n_cols, 1.45 * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    for ax in axes[len(kpi_ids):]:
+        ax.set_visible(False)
+    for ax, kpi_id in zip(axes, kpi_ids):
+        series = tracked[tracked.kpi_id == kpi_id].sort_values("period_start").tail(n_spark)
+        last = series.iloc[-1]
+        colour = plots.STATUS_COLOURS.get(last.status, plots.STATUS_COLOURS["grey"])
+        ax.plot(range(len(series)), series.value.to_numpy(), color=colour, linewidth=1.6)
+        ax.scatter([len(series) - 1], [last.value], color=colour, s=18, zorder=3)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.grid(False)
+        for spine in ax.spines.values():
+            spine.set_visible(True), spine.set_color(colour), spine.set_linewidth(2.5)
+        ax.set_title(last["name"], fontsize=9, loc="left")
+        ax.text(0.02, 0.95, _format_value(last.value, last.unit), transform=ax.transAxes, va="top", fontsize=12, fontweight="bold")
+        if pd.notna(last.change_pct):
+            ax.text(0.98, 0.95, f"{last.change_pct:+.1f}%", transform=ax.transAxes, va="top", ha="right", fontsize=8, color="dimgrey")
+        ax.margins(y=0.5)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.3 / n_rows, bottom=0.02, hspace=0.45, wspace=0.06)
+    return fig
+
+
+def plot_kpi_trend(tracked: pd.DataFrame, *, kpi_id: str, ax=None, legend: bool = True):
+    """Trend of one KPI against its target: values coloured by status, target line, amber/red lines,
+    and the usual range (control limits) shaded. ``tracked`` holds one series (filter with ``select_series``)."""
+    ax = plots.new_axes(ax, figsize=(7, 3))
+    series = tracked[tracked.kpi_id == kpi_id].sort_values("period_start")
+    if series.empty:
+        raise ValueError(f"plot_kpi_trend: no rows for KPI {kpi_id!r}")
+    x = series.period_start.to_numpy()
+    ax.plot(x, series.value.to_numpy(), color="#555555", linewidth=1.2, zorder=2)
+    colours = series.status.map(plots.STATUS_COLOURS).fillna(plots.STATUS_COLOURS["grey"])
+    ax.scatter(x, series.value.to_numpy(), c=list(colours), s=14, zorder=3)
+    for column, style in (("target", "-"), ("amber", "--"), ("red", "--")):
+        if series[column].notna().any():
+            colour = plots.STATUS_COLOURS["green"] if column == "target" else plots.STATUS_COLOURS[column]
+            ax.plot(x, series[column].to_numpy(), linestyle=style, color=colour, linewidth=1, label=column)
+    if series.upper_limit.notna().any():
+        ax.fill_between(x, series.lower_limit.to_numpy(), series.upper_limit.to_numpy(), color="#9e9e9e", alpha=0.15, linewidth=0, label="usual range")
+    last = series.iloc[-1]
+    ax.set_title(f"{last['name']} ({last.unit})", loc="left")
+    ax.set_xlabel("")
+    if legend:
+        ax.legend(loc="best", fontsize=7, frameon=False)
+    return ax
+
+
+def plot_kpi_trends(tracked: pd.DataFrame, *, n_cols: int = 3, fig=None):
+    """A trend chart per KPI against its target (``plot_kpi_trend`` in a grid, one legend). Returns the Figure."""
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    plots.set_style()
+    kpi_ids = list(dict.fromkeys(tracked.kpi_id))
+    n_rows = max(1, int(np.ceil(len(kpi_ids) / n_cols)))
+    fig = fig or plt.figure(figsize=(4.2 * n_cols, 2.3 * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    for i, (ax, kpi_id) in enumerate(zip(axes, kpi_ids)):
+        plot_kpi_trend(tracked, kpi_id=kpi_id, ax=ax, legend=i == 0)
+        ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=2, maxticks=5))
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+        ax.tick_params(labelsize=7)
+        ax.title.set_fontsize(9)
+    for ax in axes[len(kpi_ids):]:
+        ax.set_visible(False)
+    fig.subplots_adjust(left=0.05, right=0.98, top=1 - 0.35 / n_rows, bottom=0.25 / n_rows, hspace=0.55, wspace=0.22)
+    return fig
+
+
+def latest_values(tracked: pd.DataFrame) -> pd.DataFrame:
+    """The latest period of each KPI series, for a table in a report.
+
+    Output columns: ``name``, ``period_start``, ``value``, ``unit``, ``target``, ``status``,
+    ``change_pct``, ``change_yoy_pct``, ``is_significant`` (indexed by ``kpi_id``).
+    """
+    latest = tracked.sort_values("period_start").groupby("kpi_id", sort=False).tail(1)
+    order = list(dict.fromkeys(tracked.kpi_id))
+    latest = latest.set_index("kpi_id").loc[[k for k in order if k in set(latest.kpi_id)]]
+    latest = latest[["name", "period_start", "value", "unit", "target", "status", "change_pct", "change_yoy_pct", "is_significant"]]
+    return latest.round({"value": 2, "target": 2, "change_pct": 1, "change_yoy_pct": 1})
+
+
+def render_dashboard(tracked: pd.DataFrame, filters, *, n_cols: int = 4) -> dict:
+    """Display the KPI dashboard for one filter selection: tiles, the latest values, a trend per KPI.
+
+    Returns the (closed, still savable) figures ``{"kpi_tiles": Figure, "kpi_trends": Figure}``,
+    or an empty dict when nothing was drawn.
+
+    ``filters`` has ``grain``, ``start_date``, ``end_date``, ``segment`` and ``channel``
+    (``crm_analytics.widgets.FilterValues``). Segment and channel breakdowns are computed
+    one at a time, so choosing both shows a note instead of charts.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    if filters.segment != ALL and filters.channel != ALL:
+        display(Markdown("KPIs are broken down by segment **or** by channel: set one of the two filters to *all*."))
+        return {}
+    selection = select_series(tracked, grain=filters.grain, segment=filters.segment, channel=filters.channel, start=filters.start_date, end=filters.end_date)
+    if selection.empty:
+        display(Markdown(f"No KPI values for {filters.describe() if hasattr(filters, 'describe') else filters} (breakdowns may not be computed at this grain)."))
+        return {}
+    tiles = plot_kpi_tiles(selection, n_cols=n_cols)
+    plt.show()
+    plt.close(tiles)
+    display(latest_values(selection))
+    trends = plot_kpi_trends(selection, n_cols=3)
+    plt.show()
+    plt.close(trends)
+    return {"kpi_tiles": tiles, "kpi_trends": trends}

@@ -1,0 +1,140 @@
+"""Tests of crm_analytics.churn: labels, leakage-free features, and the model against the demo ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crm_analytics import churn, ground_truth
+from crm_analytics.frames import MissingColumnError
+
+AS_OF = pd.Timestamp("2024-04-01")
+
+
+def _orders() -> pd.DataFrame:
+    rows = [
+        ("a", "2024-01-01 10:00", 100.0),
+        ("a", "2024-03-01 10:00", 50.0),
+        ("a", "2024-04-15 10:00", 70.0),  # in the window: a stays
+        ("b", "2024-02-01 10:00", 30.0),
+        ("b", "2024-03-31 23:59", -30.0),  # refund just before as_of
+        ("c", "2024-04-01 00:00", 20.0),  # exactly at as_of: not before, so c is not labelled
+        ("d", "2023-12-01 10:00", 10.0),
+        ("d", "2024-07-15 10:00", 10.0),  # after the window: d churned
+    ]
+    df = pd.DataFrame(rows, columns=["customer_id", "order_time", "order_amount"])
+    df["order_time"] = pd.to_datetime(df["order_time"])
+    return df
+
+
+def _surveys() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b"],
+            "survey_time": pd.to_datetime(["2024-02-01", "2024-05-01", "2024-03-01"]),
+            "nps_score": [9, 0, 3],
+            "csat_score": [5, 1, 2],
+        }
+    )
+
+
+def test_labels_hand_checked():
+    orders = _orders()
+    before = orders.copy()
+    labels = churn.churn_labels(orders, as_of=AS_OF, window_days=90)
+    pd.testing.assert_frame_equal(orders, before)
+    assert list(labels.index) == ["a", "b", "d"]
+    assert labels["is_churned"].tolist() == [False, True, True]
+    assert labels.loc["a", "n_orders_in_window"] == 1
+
+
+def test_features_hand_checked():
+    f = churn.churn_features(_orders(), as_of=AS_OF, surveys=_surveys())
+    assert list(f.index) == ["a", "b", "d"]
+    assert f.loc["a", "n_orders"] == 2
+    assert f.loc["a", "days_since_last_order"] == pytest.approx(31 - 10 / 24)
+    assert f.loc["a", "tenure_days"] == pytest.approx(91 - 10 / 24)
+    assert f.loc["a", "mean_gap_days"] == pytest.approx(60)
+    assert f.loc["b", "n_refunds"] == 1 and f.loc["b", "total_amount"] == 0.0
+    assert f.loc["a", "n_surveys"] == 1 and f.loc["a", "mean_nps_score"] == 9  # the May survey is after as_of
+    assert f.loc["d", "n_surveys"] == 0 and np.isnan(f.loc["d", "mean_nps_score"])
+
+
+def test_features_do_not_leak_data_from_after_as_of():
+    orders, surveys = _orders(), _surveys()
+    base = churn.churn_features(orders, as_of=AS_OF, surveys=surveys)
+    later = orders["order_time"] >= AS_OF
+    changed = orders.copy()
+    changed.loc[later, "order_amount"] = changed.loc[later, "order_amount"] * 100
+    changed.loc[later, "order_time"] = changed.loc[later, "order_time"] + pd.Timedelta(days=3)
+    extra = pd.DataFrame({"customer_id": ["a", "b", "z"], "order_time": pd.to_datetime(["2024-04-01", "2024-06-01", "2024-04-02"]),
+                          "order_amount": [999.0, 5.0, 1.0]})
+    changed = pd.concat([changed, extra], ignore_index=True)
+    surveys_changed = pd.concat([surveys, pd.DataFrame({"customer_id": ["b"], "survey_time": [AS_OF], "nps_score": [10], "csat_score": [5]})])
+    pd.testing.assert_frame_equal(base, churn.churn_features(changed, as_of=AS_OF, surveys=surveys_changed))
+
+
+def test_missing_columns_are_named():
+    with pytest.raises(MissingColumnError, match="order_time"):
+        churn.churn_labels(_orders().drop(columns="order_time"), as_of=AS_OF)
+    with pytest.raises(MissingColumnError, match="nps_score"):
+        churn.churn_features(_orders(), as_of=AS_OF, surveys=_surveys().drop(columns="nps_score"))
+
+
+def test_gains_and_calibration_tables():
+    y = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0, 0], dtype=bool)
+    p = np.linspace(0.9, 0.0, 10)
+    gains = churn.gains_table(y, p, n_bins=5)
+    assert gains["n_customers"].tolist() == [2] * 5
+    assert gains["cumulative_churned_pct"].iloc[0] == pytest.approx(200 / 3)
+    assert gains["cumulative_churned_pct"].iloc[-1] == 100
+    assert gains["lift"].iloc[0] == pytest.approx(1.0 / 0.3)
+    calibration = churn.calibration_table(y, p, n_bins=5)
+    assert calibration["n_customers"].sum() == 10
+
+
+def test_model_on_synthetic_data_is_calibrated_and_ranked():
+    rng = np.random.default_rng(0)
+    n = 1500
+    features = pd.DataFrame({"days_since_last_order": rng.exponential(60, n), "noise": rng.normal(size=n)},
+                            index=[f"c{i}" for i in range(n)])
+    p_true = 1 / (1 + np.exp(-(features["days_since_last_order"] - 60) / 20))
+    labels = pd.Series(rng.random(n) < p_true, index=features.index)
+    model = churn.fit_churn_model(features.iloc[:1000], labels.iloc[:1000], random_state=0)
+    proba = churn.predict_churn(model, features.iloc[1000:])
+    metrics = churn.churn_metrics(labels.iloc[1000:], proba).set_index("metric")["value"]
+    assert metrics["roc_auc"] > 0.8
+    assert abs(proba.mean() - labels.iloc[1000:].mean()) < 0.06
+    importance = churn.permutation_importance_table(model, features, labels, n_repeats=2)
+    assert importance["feature"].iloc[0] == "days_since_last_order"
+
+
+def test_single_class_labels_are_refused():
+    features = pd.DataFrame({"x": [1.0, 2.0, 3.0]}, index=["a", "b", "c"])
+    with pytest.raises(ValueError, match="single class"):
+        churn.fit_churn_model(features, pd.Series([True, True, True], index=features.index))
+
+
+@pytest.mark.slow
+def test_demo_churn_model_finds_true_dropouts(demo_home):
+    from crm_analytics import warehouse
+
+    con = warehouse.connect()
+    orders, surveys, tickets, events = (con.table(n) for n in ("orders", "surveys", "support_tickets", "web_events"))
+    as_of, window = pd.Timestamp("2025-09-30"), 90
+    train_as_of = as_of - pd.Timedelta(days=window)
+    train = churn.churn_features(orders, as_of=train_as_of, surveys=surveys, support_tickets=tickets, web_events=events)
+    labels = churn.churn_labels(orders, as_of=train_as_of, window_days=window)["is_churned"]
+    model = churn.fit_churn_model(train, labels, random_state=0)
+    current = churn.churn_features(orders, as_of=as_of, surveys=surveys, support_tickets=tickets, web_events=events)
+    proba = churn.predict_churn(model, current)
+
+    persons = ground_truth.load_persons().set_index("person_id")
+    customer_to_person = ground_truth.customer_persons(con).set_index("customer_id")["person_id"]
+    assert proba.index.isin(customer_to_person.index).mean() > 0.95, "nearly every scored customer is one true person"
+    proba = proba[proba.index.isin(customer_to_person.index)]
+    dropout = pd.to_datetime(customer_to_person.reindex(proba.index).map(persons["dropout_time"]))
+    truly_dropped = dropout.notna() & (dropout <= as_of)
+    metrics = churn.churn_metrics(truly_dropped, proba).set_index("metric")["value"]
+    assert metrics["roc_auc"] >= 0.75, metrics

@@ -1,0 +1,133 @@
+"""Entity resolution: exact keys, the Fellegi-Sunter model, clusters, stable keys, lineage, survivorship."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from crm_analytics.cleansing import quality, resolve, survive
+from crm_analytics.cleansing.synthetic import synthetic_customers
+from crm_analytics.frames import MissingColumnError
+
+
+def customer(cid, name, *, email=None, phone=None, birth=None, city=None, gender="F", source="web", signup="2024-01-01"):
+    from crm_analytics.cleansing import standardise as st
+
+    return {"customer_id": cid, "_source": f"{source}_src", "source": source, "full_name": st.normalise_name(name), "name_key": st.name_key(name),
+            "email": email, "phone": phone, "birth_date": pd.Timestamp(birth) if birth else pd.NaT, "city": city,
+            "province": None, "gender": gender, "signup_time": pd.Timestamp(signup), "acquisition_channel": source}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return pd.DataFrame([
+        customer("W1", "张三", email="zs@qq.com", phone="+8613800138000", birth="1990-01-02", city="Shenzhen", signup="2023-01-01"),
+        customer("S1", "張三", email="zs@qq.com", birth="1990-01-02", city="Shenzhen", source="store", signup="2024-05-01"),
+        customer("C1", "Zhang San", phone="+8613800138000", city="Shenzhen", source="call_centre", signup="2022-06-01"),
+        customer("W2", "李四", email="ls@163.com", birth="1985-03-04", city="Beijing", gender="M"),
+        customer("S2", "李四", birth="1985-03-04", city="Beijing", gender="M", source="store"),
+        customer("W3", "李四", email="other@163.com", birth="1970-11-12", city="Chengdu", gender="M"),
+    ])
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    records = synthetic_customers(3000, random_state=7)
+    return records, resolve.resolve_entities(records, match_threshold=0.9)
+
+
+def test_exact_links_follow_email_and_phone(tiny):
+    records = resolve.prepare_records(tiny)
+    links = resolve.exact_links(records)
+    assert set(map(tuple, links[["left_id", "right_id", "match_rule"]].to_numpy())) == {(0, 1, "exact_email"), (0, 2, "exact_phone")}
+
+
+def test_resolution_of_the_tiny_case(tiny):
+    result = resolve.resolve_entities(tiny, match_threshold=0.9)
+    keys = dict(zip(tiny["customer_id"], result.keys))
+    assert keys["W1"] == keys["S1"] == keys["C1"]  # one person in three scripts, joined through e-mail and phone
+    assert keys["W2"] == keys["S2"]  # same pinyin name, birth date and city
+    assert keys["W3"] != keys["W2"]  # same name, everything else differs
+    assert len(set(keys.values())) == 3
+
+
+def test_lineage_keeps_every_source_id_with_rule_and_weight(tiny):
+    result = resolve.resolve_entities(tiny, match_threshold=0.9)
+    lineage = result.lineage.set_index("source_customer_id")
+    assert list(lineage.index) == list(tiny["customer_id"])
+    assert lineage.loc["S1", "match_rule"] == "exact_email" and lineage.loc["C1", "match_rule"] == "exact_phone"
+    assert lineage.loc["S2", "match_rule"] == "probabilistic" and lineage.loc["S2", "match_weight"] > 0
+    assert lineage.loc["W3", "match_rule"] == "single_record" and pd.isna(lineage.loc["W3", "match_weight"])
+
+
+def test_keys_are_stable_under_row_order_and_unrelated_records(tiny):
+    first = dict(zip(tiny["customer_id"], resolve.resolve_entities(tiny).keys))
+    shuffled = tiny.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    extra = pd.concat([shuffled, pd.DataFrame([customer("W9", "王五", email="w5@qq.com", city="Wuhan")])], ignore_index=True)
+    second = dict(zip(extra["customer_id"], resolve.resolve_entities(extra).keys))
+    assert all(first[c] == second[c] for c in first)
+
+
+def test_missing_column_is_named(tiny):
+    with pytest.raises(MissingColumnError, match="name_key"):
+        resolve.prepare_records(tiny.drop(columns=["name_key"]))
+
+
+def test_input_not_mutated(tiny):
+    before = tiny.copy()
+    resolve.resolve_entities(tiny)
+    pd.testing.assert_frame_equal(tiny, before)
+
+
+def test_accuracy_on_synthetic_persons(synthetic):
+    records, result = synthetic
+    predicted = pd.DataFrame({"source": records["_source"], "source_customer_id": records["customer_id"], "customer_key": result.keys}).astype("string")
+    truth = pd.DataFrame({"source": records["_source"], "source_record_id": records["customer_id"], "person_id": records["person_id"]})
+    overall = quality.pairwise_accuracy(predicted, truth).iloc[0]
+    assert overall["precision"] >= 0.98 and overall["recall"] >= 0.9, overall
+
+
+def test_model_weights_make_sense(synthetic):
+    table = synthetic[1].model.level_weights().set_index(["comparison", "level"])["match_weight"]
+    assert table[("name", 3)] > 5 and table[("name", 0)] < 0
+    assert table[("email", 2)] > table[("email", 1)] > table[("email", 0)]
+    assert 0 < synthetic[1].model.prior_ < 0.01
+
+
+def test_both_engines_resolve_synthetic_persons():
+    pytest.importorskip("splink")
+    records = synthetic_customers(400, random_state=1)
+    ours = resolve.resolve_entities(records, engine="fellegi_sunter")
+    theirs = resolve.resolve_entities(records, engine="splink")
+    truth = pd.DataFrame({"source": records["_source"], "source_record_id": records["customer_id"], "person_id": records["person_id"]})
+    for result in (ours, theirs):
+        predicted = pd.DataFrame({"source": records["_source"], "source_customer_id": records["customer_id"], "customer_key": result.keys}).astype("string")
+        assert quality.pairwise_accuracy(predicted, truth).iloc[0]["f1"] > 0.9
+
+
+def test_unknown_engine_is_refused(tiny):
+    with pytest.raises(ValueError, match="engine"):
+        resolve.resolve_entities(tiny, engine="magic")
+
+
+def test_survivorship_latest_non_missing_and_first_acquisition(tiny):
+    keys = resolve.resolve_entities(tiny).keys
+    unified = survive.survive(tiny, keys).set_index("customer_id")
+    zhang = unified.loc[keys.iloc[0]]
+    assert zhang["n_source_records"] == 3
+    assert zhang["full_name"] == "張三"  # the most recent record (store, 2024-05-01)
+    assert zhang["phone"] == "+8613800138000"  # most recent non-missing
+    assert zhang["signup_time"] == pd.Timestamp("2022-06-01") and zhang["source"] == "call_centre"
+    assert len(unified) == keys.nunique()
+
+
+def test_pairwise_accuracy_hand_checked():
+    predicted = pd.DataFrame({"source": ["a", "a", "b", "b"], "source_customer_id": ["1", "2", "3", "4"], "customer_key": ["k1", "k1", "k1", "k2"]})
+    truth = pd.DataFrame({"source": ["a", "a", "b", "b"], "source_record_id": ["1", "2", "3", "4"], "person_id": [1, 1, 2, 2]})
+    result = quality.pairwise_accuracy(predicted, truth).set_index(["source_a", "source_b"])
+    # predicted pairs: (1,2) (1,3) (2,3); true pairs: (1,2) (3,4); correct: (1,2)
+    assert result.loc[("all", "all"), ["n_predicted_pairs", "n_true_pairs", "n_correct_pairs"]].tolist() == [3, 2, 1]
+    assert result.loc[("all", "all"), "precision"] == pytest.approx(1 / 3)
+    assert result.loc[("all", "all"), "recall"] == pytest.approx(0.5)
+    assert result.loc[("a", "b"), "n_predicted_pairs"] == 2 and result.loc[("a", "b"), "n_correct_pairs"] == 0
+    assert result.loc[("b", "b"), "n_true_pairs"] == 1 and pd.isna(result.loc[("b", "b"), "precision"])
