@@ -132,3 +132,31 @@ def test_source_map_errors_name_source_and_field(tmp_path):
 def test_project_source_map_is_valid():
     source_map = sources.load_source_map()
     assert {"customers", "orders", "web_events"} <= {spec["table"] for spec in source_map.values()}
+
+
+def test_constant_offset_between_zones():
+    import datetime as dt
+
+    day = dt.datetime(2024, 1, 1)
+    assert sources.constant_offset("UTC", "Asia/Shanghai", day, day + dt.timedelta(days=900)) == dt.timedelta(hours=8)
+    assert sources.constant_offset("Europe/Berlin", "Asia/Shanghai", day, day + dt.timedelta(days=30)) == dt.timedelta(hours=7)
+    assert sources.constant_offset("Europe/Berlin", "Asia/Shanghai", day, day + dt.timedelta(days=200)) is None, "Berlin switches to summer time"
+
+
+@pytest.mark.parametrize("zone, expected", [("UTC", "2024-07-01 08:30"), ("Europe/Berlin", "2024-07-01 06:30"), ("Asia/Shanghai", "2024-07-01 00:30")])
+def test_parquet_timestamps_move_into_the_business_zone(tmp_path, source_map, zone, expected):
+    import duckdb
+
+    events = pd.DataFrame(
+        {
+            "event_id": ["E1", "E2"], "account_id": ["W1", "W1"], "session_id": ["s1", "s1"],
+            "event_time": pd.to_datetime(["2024-07-01 00:30", "2024-01-15 00:30"]), "event_name": ["visit", "visit"],
+            "platform": ["app", "app"], "traffic_source": ["direct", "direct"], "product_id": [None, None],
+        }
+    )
+    events.to_parquet(tmp_path / "web_events.parquet")
+    spec = source_map["web_events"] | {"time_zone": zone}
+    times = duckdb.sql(sources.parquet_select_sql("web_events", spec, tmp_path)).df()["event_time"]
+    assert times.iloc[0] == pd.Timestamp(expected)
+    winter = {"UTC": "2024-01-15 08:30", "Europe/Berlin": "2024-01-15 07:30", "Asia/Shanghai": "2024-01-15 00:30"}[zone]
+    assert times.iloc[1] == pd.Timestamp(winter)
