@@ -1037,8 +1037,37 @@ def run_all(
         if not first[0].ok:
             log.error("cleansing did not succeed (%s); the other analyses were not run", first[0].status)
             return results
-    results.extend(_run_batch(names, max(1, jobs), by_analysis, common, notify))
+    dependencies = run_order(names, parameters_root=parameters_root)
+    queue = longest_first(names, output_root=output_root)
+    results.extend(_run_batch(queue, max(1, jobs), by_analysis, common, notify, dependencies))
     return results
+
+
+def run_order(names: Iterable[str], *, parameters_root: str | Path | None = None) -> dict[str, set[str]]:
+    """Which of ``names`` each analysis must wait for, from ``parameters/run_order.yaml`` (``after:``).
+
+    Dependencies outside ``names`` are ignored (their latest results are used as they are).
+    """
+    path = Path(parameters_root or paths.parameters_dir()) / "run_order.yaml"
+    declared = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("after", {}) if path.exists() else {}
+    chosen = set(names)
+    return {name: set(declared.get(name, ())) & chosen for name in chosen}
+
+
+def longest_first(names: Iterable[str], *, output_root: str | Path | None = None) -> list[str]:
+    """``names`` ordered by the duration of their last successful run, longest first (never run: first).
+
+    Starting long runs first shortens the whole batch when several workers share the queue.
+    """
+
+    def last_duration(name: str) -> float:
+        run = latest_run(name, output_root=output_root)
+        record = run / "run.json" if run else None
+        if record is None or not record.exists():
+            return math.inf
+        return float(json.loads(record.read_text(encoding="utf-8")).get("duration_s") or math.inf)
+
+    return sorted(names, key=lambda name: (-last_duration(name), name))
 
 
 def _run_batch(
@@ -1047,14 +1076,24 @@ def _run_batch(
     by_analysis: Mapping[str, Mapping[str, Any]],
     common: dict,
     notify: ProgressCallback,
+    dependencies: Mapping[str, set[str]] | None = None,
 ) -> list[RunResult]:
-    """Run ``names`` with at most ``jobs`` children at a time, from this single thread."""
+    """Run ``names`` with at most ``jobs`` children at a time, from this single thread.
+
+    An analysis starts only when every analysis it depends on (``dependencies``) has finished,
+    successfully or not: a dependent run then uses whatever latest results exist.
+    """
     queue = list(names)
+    waits_for = {name: set((dependencies or {}).get(name, ())) for name in names}
     running: list[_Run] = []
     done: list[RunResult] = []
     while queue or running:
-        while queue and len(running) < jobs:
-            name = queue.pop(0)
+        unfinished = set(queue) | {r.analysis for r in running}
+        if queue and not running and all(waits_for[n] & unfinished for n in queue):
+            raise RunnerError(f"parameters/run_order.yaml has a cycle among {sorted(queue)}")
+        while (ready := [n for n in queue if not waits_for[n] & unfinished]) and len(running) < jobs:
+            name = ready[0]
+            queue.remove(name)
             run = _prepare(name, parameters=by_analysis.get(name), parameters_file=None, **common)
             notify("started", name, None)
             immediate = _start(run)

@@ -332,3 +332,43 @@ def test_run_all_runs_cleansing_first_then_the_rest_in_parallel(tmp_path):
     assert max(events.index(("started", "kpi")), events.index(("started", "churn"))) < min(
         events.index(("finished", "kpi")), events.index(("finished", "churn"))
     )
+
+
+@pytest.mark.slow
+def test_run_all_starts_a_dependent_analysis_after_what_it_reads(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name in ("segmentation", "kpi", "churn"):
+        shutil.copy(FIXTURES / "empty.ipynb", notebooks / f"{name}.ipynb")
+    (tmp_path / "run_order.yaml").write_text("after:\n  kpi: [segmentation]\n  lifecycle: [segmentation]\n")
+    events = []
+    results = runner.run_all(
+        jobs=3, notebook_dir=notebooks, output_root=tmp_path / "outputs", parameters_root=tmp_path,
+        on_progress=lambda kind, analysis, result: events.append((kind, analysis)),
+    )
+    assert all(r.ok for r in results) and len(results) == 3
+    assert events.index(("finished", "segmentation")) < events.index(("started", "kpi"))
+    assert events.index(("started", "churn")) < events.index(("finished", "segmentation")), "independent runs do not wait"
+
+
+def test_run_order_keeps_only_dependencies_that_run_and_refuses_cycles(tmp_path):
+    (tmp_path / "run_order.yaml").write_text("after:\n  kpi: [segmentation, cohort]\n")
+    assert runner.run_order(["kpi", "segmentation"], parameters_root=tmp_path) == {"kpi": {"segmentation"}, "segmentation": set()}
+    assert runner.run_order(["kpi"], parameters_root=tmp_path / "absent") == {"kpi": set()}
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(FIXTURES / "empty.ipynb", notebooks / f"{name}.ipynb")
+    (tmp_path / "run_order.yaml").write_text("after:\n  a: [b]\n  b: [a]\n")
+    with pytest.raises(runner.RunnerError, match="cycle"):
+        runner.run_all(notebook_dir=notebooks, output_root=tmp_path / "outputs", parameters_root=tmp_path)
+
+
+def test_longest_first_orders_by_last_successful_duration(tmp_path):
+    output_root = tmp_path / "outputs"
+    for analysis, seconds in (("quick", 2.0), ("slow", 30.0)):
+        run = output_root / analysis / "r1"
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"duration_s": seconds}))
+        runner.move_latest(output_root / analysis, "r1")
+    assert runner.longest_first(["quick", "never_run", "slow"], output_root=output_root) == ["never_run", "slow", "quick"]
