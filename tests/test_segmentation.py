@@ -1,0 +1,380 @@
+"""Tests of crm_analytics.segmentation: RFM by hand on tiny frames, tiers, transitions, clusters, lists."""
+
+from __future__ import annotations
+
+import ibis
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from crm_analytics import segmentation as seg
+from crm_analytics.frames import MissingColumnError
+
+matplotlib.use("Agg")
+
+AS_OF = "2024-01-10"
+
+
+def _orders() -> pd.DataFrame:
+    """Five customers; hand-checked values in ``EXPECTED``.
+
+    A: two purchases and a later refund; B: one order exactly at as_of;
+    C: two same-day orders and one after as_of; D: one order (ties C on monetary);
+    E: only a refund (no purchase: no row).
+    """
+    rows = [
+        ("o1", "A", "2024-01-01 10:00", 100.0),
+        ("o2", "A", "2024-01-05 12:00", 50.0),
+        ("o3", "A", "2024-01-08 09:00", -30.0),
+        ("o4", "B", "2024-01-10 00:00", 200.0),
+        ("o5", "C", "2024-01-03 09:00", 40.0),
+        ("o6", "C", "2024-01-03 18:00", 60.0),
+        ("o7", "C", "2024-01-11 08:00", 1000.0),
+        ("o8", "D", "2024-01-02 12:00", 100.0),
+        ("o9", "E", "2024-01-04 12:00", -20.0),
+    ]
+    frame = pd.DataFrame(rows, columns=["order_id", "customer_id", "order_time", "order_amount"])
+    frame["order_time"] = pd.to_datetime(frame["order_time"])
+    frame["is_refund"] = frame["order_amount"] < 0
+    return frame
+
+
+# customer: recency_days, frequency, monetary, r, f, m, segment (n_bins=5, 4 customers).
+EXPECTED = {
+    "A": (4, 2, 120.0, 3, 3, 3, "Need Attention"),
+    "B": (0, 1, 200.0, 4, 1, 4, "Potential Loyalist"),
+    "C": (6, 2, 100.0, 2, 3, 1, "Lost"),
+    "D": (7, 1, 100.0, 1, 1, 1, "Lost"),
+}
+
+
+def _expected_frame() -> pd.DataFrame:
+    frame = pd.DataFrame.from_dict(EXPECTED, orient="index", columns=list(seg.RFM_COLUMNS))
+    return frame.rename_axis("customer_id").reset_index()
+
+
+@pytest.mark.parametrize("wrap", [lambda df: df, ibis.memtable], ids=["pandas", "ibis"])
+def test_rfm_hand_checked(wrap):
+    result = seg.rfm(wrap(_orders()), as_of=AS_OF)
+    expected = _expected_frame()
+    assert list(result.columns) == ["customer_id", *seg.RFM_COLUMNS]
+    assert result["customer_id"].tolist() == ["A", "B", "C", "D"]
+    for column in ["recency_days", "frequency", "monetary", "r_score", "f_score", "m_score"]:
+        assert result[column].tolist() == expected[column].tolist(), column
+    assert result["rfm_segment"].astype(str).tolist() == expected["rfm_segment"].tolist()
+
+
+def test_rfm_refunds_net_revenue_but_not_frequency():
+    result = seg.rfm(_orders(), as_of=AS_OF).set_index("customer_id")
+    assert result.loc["A", "monetary"] == pytest.approx(120.0)  # 100 + 50 - 30
+    assert result.loc["A", "frequency"] == 2  # the refund is not an order
+    assert result.loc["A", "recency_days"] == 4  # from the last purchase, not the refund
+    assert "E" not in result.index  # refunds only: not a customer with purchases
+
+
+def test_rfm_orders_after_as_of_ignored_and_order_at_as_of_counted():
+    result = seg.rfm(_orders(), as_of=AS_OF).set_index("customer_id")
+    assert result.loc["C", "monetary"] == pytest.approx(100.0)
+    assert result.loc["B", "recency_days"] == 0
+    later = seg.rfm(_orders(), as_of="2024-01-12").set_index("customer_id")
+    assert later.loc["C", "frequency"] == 3 and later.loc["C", "recency_days"] == 0
+
+
+def test_rfm_single_customer_single_order():
+    one = _orders().iloc[[3]]
+    result = seg.rfm(one, as_of=AS_OF)
+    assert len(result) == 1
+    assert result.loc[0, ["recency_days", "frequency", "r_score", "f_score", "m_score"]].tolist() == [0, 1, 1, 1, 1]
+
+
+def test_rfm_empty_when_nothing_before_as_of():
+    result = seg.rfm(_orders(), as_of="2023-12-01")
+    assert result.empty and list(result.columns) == ["customer_id", *seg.RFM_COLUMNS]
+
+
+def test_rfm_does_not_mutate_input():
+    orders = _orders()
+    before = orders.copy()
+    seg.rfm(orders, as_of=AS_OF)
+    pd.testing.assert_frame_equal(orders, before)
+
+
+def test_rfm_missing_column_named():
+    with pytest.raises(MissingColumnError, match="order_amount"):
+        seg.rfm(_orders().drop(columns="order_amount"), as_of=AS_OF)
+
+
+def test_rfm_custom_column_names():
+    renamed = _orders().rename(columns={"customer_id": "buyer", "order_time": "t", "order_amount": "paid"})
+    result = seg.rfm(renamed, as_of=AS_OF, customer_col="buyer", time_col="t", amount_col="paid")
+    assert result["buyer"].tolist() == ["A", "B", "C", "D"]
+
+
+@pytest.mark.parametrize("n_bins", [1, 2.5])
+def test_rfm_bad_n_bins(n_bins):
+    with pytest.raises(ValueError, match="n_bins"):
+        seg.rfm(_orders(), as_of=AS_OF, n_bins=n_bins)
+
+
+def test_quantile_scores_ties_equal_and_balanced():
+    assert seg.quantile_scores([5, 1, 1, 3], n_bins=2).tolist() == [2, 1, 1, 2]
+    assert seg.quantile_scores([5, 1, 1, 3], n_bins=2, higher_is_better=False).tolist() == [1, 2, 2, 1]
+    scores = seg.quantile_scores(np.arange(100), n_bins=5)
+    assert np.bincount(scores)[1:].tolist() == [20] * 5
+    assert set(seg.quantile_scores(np.ones(10))) == {1}
+
+
+@pytest.mark.parametrize(
+    ("r", "f", "m", "segment"),
+    [
+        (5, 5, 5, "Champions"),
+        (5, 1, 1, "New Customers"),
+        (4, 1, 1, "Promising"),
+        (4, 2, 3, "Potential Loyalist"),
+        (4, 5, 4, "Loyal Customers"),
+        (3, 3, 3, "Need Attention"),
+        (3, 1, 2, "About To Sleep"),
+        (2, 3, 4, "At Risk"),
+        (1, 5, 5, "Can't Lose Them"),
+        (1, 2, 1, "Lost"),
+    ],
+)
+def test_segment_names_grid(r, f, m, segment):
+    assert seg.segment_names([r], [f], [m])[0] == segment
+
+
+def test_segment_grid_covers_all_ten_segments():
+    assert set(seg.SEGMENT_GRID.ravel()) == set(seg.SEGMENTS) == set(seg.SEGMENT_ACTIONS)
+
+
+def test_segment_names_rescale_other_bins():
+    # 10 bins: score 10 -> 5, score 1 -> 1.
+    assert seg.segment_names([10], [10], [10], n_bins=10)[0] == "Champions"
+    assert seg.segment_names([1], [1], [1], n_bins=10)[0] == "Lost"
+
+
+def test_value_tiers_by_cumulative_share_with_ties():
+    frame = pd.DataFrame({"monetary": [10.0, 50.0, 30.0, 10.0, 0.0, -5.0]})
+    tiers = seg.value_tiers(frame, cutoffs=(0.6, 0.9))
+    assert tiers.astype(str).tolist() == ["medium", "high", "high", "medium", "low", "low"]
+    default = seg.value_tiers(frame)
+    assert default.astype(str).tolist() == ["low", "high", "medium", "low", "low", "low"]
+    with pytest.raises(ValueError, match="cutoffs"):
+        seg.value_tiers(frame, cutoffs=(0.9, 0.5))
+
+
+def test_segment_summary_shares():
+    scored = seg.rfm(_orders(), as_of=AS_OF)
+    summary = seg.segment_summary(scored).set_index("rfm_segment")
+    assert len(summary) == len(seg.SEGMENTS)
+    assert summary.loc["Lost", "n_customers"] == 2
+    assert summary.loc["Lost", "revenue_pct"] == pytest.approx(100 * 200 / 520)
+    assert summary["customer_pct"].sum() == pytest.approx(100)
+    assert summary.loc["Champions", "revenue_per_customer_amount"] == 0
+
+
+def test_segment_transitions_counts_and_new_customers():
+    before = pd.DataFrame({"customer_id": ["A", "B", "C"], "rfm_segment": ["Lost", "Champions", "Champions"]})
+    after = pd.DataFrame({"customer_id": ["A", "B", "C", "D"], "rfm_segment": ["Lost", "At Risk", "Champions", "New Customers"]})
+    table = seg.segment_transitions(before, after).set_index(["from_segment", "to_segment"])
+    assert table.loc[("Champions", "At Risk"), "n_customers"] == 1
+    assert table.loc[("Champions", "At Risk"), "from_pct"] == pytest.approx(50)
+    assert table.loc[(seg.NO_SEGMENT, "New Customers"), "n_customers"] == 1
+    assert table["n_customers"].sum() == 4
+
+
+def test_age_bands():
+    births = pd.Series(pd.to_datetime(["2000-01-11", "2000-01-10", "1950-05-01", None, "1800-01-01"]))
+    bands = seg.age_bands(births, as_of="2025-01-10", edges=(18, 25, 35))
+    assert bands.astype(str).tolist() == ["18-24", "25-34", "35+", "unknown", "unknown"]
+
+
+def test_segment_mix():
+    frame = pd.DataFrame(
+        {"gender": ["F", "F", "M", None], "rfm_segment": ["Lost", "Champions", "Lost", "Lost"], "monetary": [10.0, 30.0, 5.0, 1.0]}
+    )
+    mix = seg.segment_mix(frame, by="gender").set_index(["gender", "rfm_segment"])
+    assert mix.loc[("F", "Lost"), "group_pct"] == pytest.approx(50)
+    assert mix.loc[("F", "Champions"), "revenue_per_customer_amount"] == pytest.approx(20)
+    assert mix.loc[("unknown", "Lost"), "n_customers"] == 1
+    ax = seg.plot_segment_mix(mix.reset_index(), by="gender", order=["M", "F"])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["F", "M"]  # bars drawn bottom-up
+    matplotlib.pyplot.close("all")
+
+
+def test_action_list_is_pseudonymous():
+    scored = seg.rfm(_orders(), as_of=AS_OF)
+    listed = seg.action_list(scored, pseudonymise=lambda s: "key_" + s.str.lower())
+    assert set(listed["customer_key"]) == {"key_a", "key_b", "key_c", "key_d"}
+    assert "customer_id" not in listed.columns
+    row = listed.set_index("customer_key").loc["key_a"]
+    assert row["suggested_action"] == seg.SEGMENT_ACTIONS["Need Attention"]
+
+
+def test_action_list_default_uses_privacy_pseudonyms():
+    privacy = pytest.importorskip("crm_analytics.privacy")
+    scored = seg.rfm(_orders(), as_of=AS_OF)
+    listed = seg.action_list(scored)
+    assert not set(listed["customer_key"]) & set(scored["customer_id"])
+    expected = privacy.pseudonymise(pd.Series(["A"], dtype="string")).iloc[0]
+    assert expected in set(listed["customer_key"])
+
+
+# --------------------------------------------------------------------------- features and clusters
+
+
+def _feature_inputs():
+    """Two obvious groups: web electronics buyers and store food buyers."""
+    rng = np.random.default_rng(0)
+    orders, items = [], []
+    for i in range(60):
+        group = i % 2
+        for j in range(3 + group):
+            order_id = f"o{i}_{j}"
+            orders.append((order_id, f"c{i:02d}", pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(rng.integers(0, 300))),
+                           float(300 - 250 * group + rng.normal(0, 5)), 0.0 if group == 0 else 5.0, ["web", "store"][group]))
+            items.append((order_id, 1, ["p1", "p2"][group], 1 + group, 300.0 - 250 * group))
+    orders_df = pd.DataFrame(orders, columns=["order_id", "customer_id", "order_time", "order_amount", "discount_amount", "channel"])
+    items_df = pd.DataFrame(items, columns=["order_id", "line_number", "product_id", "quantity", "unit_price_amount"])
+    products = pd.DataFrame({"product_id": ["p1", "p2"], "category": ["electronics", "food"]})
+    tickets = pd.DataFrame({"customer_id": ["c00", "c00", "c01"], "opened_time": pd.to_datetime(["2024-02-01", "2024-03-01", "2025-06-01"])})
+    return orders_df, items_df, products, tickets
+
+
+def test_customer_features_values():
+    orders, items, products, tickets = _feature_inputs()
+    features = seg.customer_features(orders, as_of="2024-12-31", order_items=items, products=products, support_tickets=tickets)
+    assert len(features) == 60 and features["customer_id"].is_monotonic_increasing
+    row = features.set_index("customer_id").loc["c01"]
+    assert row["frequency"] == 4
+    assert row["channel_store_pct"] == pytest.approx(100)
+    assert row["category_food_pct"] == pytest.approx(100)
+    assert row["items_per_order"] == pytest.approx(2)
+    assert row["discounted_order_pct"] == pytest.approx(100)
+    assert row["n_support_tickets"] == 0  # its ticket is after as_of
+    assert features.set_index("customer_id").loc["c00", "n_support_tickets"] == 2
+
+
+def test_customer_features_missing_column():
+    orders, *_ = _feature_inputs()
+    with pytest.raises(MissingColumnError, match="channel"):
+        seg.customer_features(orders.drop(columns="channel"), as_of="2024-12-31")
+
+
+def test_clusters_recover_planted_groups_and_are_reproducible():
+    orders, items, products, _ = _feature_inputs()
+    features = seg.customer_features(orders, as_of="2024-12-31", order_items=items, products=products)
+    curve = seg.select_k(features, k_range=range(2, 6), random_state=1)
+    assert curve.loc[curve["is_best"], "k"].item() == 2
+    clusters = seg.fit_clusters(features, n_clusters=2, random_state=1)
+    truth = pd.DataFrame({"customer_id": features["customer_id"], "true_segment": [int(c[1:]) % 2 for c in features["customer_id"]]})
+    assert seg.cluster_agreement(clusters, truth)["adjusted_rand_index"].item() == pytest.approx(1.0)
+    again = seg.fit_clusters(features, n_clusters=2, random_state=1)
+    pd.testing.assert_frame_equal(clusters, again)
+    profiles = seg.cluster_profiles(features, clusters)
+    assert profiles["n_customers"].sum() == 60
+    assert profiles["cluster_name"].str.contains("high|low").all()
+
+
+def test_plots_return_axes():
+    scored = seg.rfm(_orders(), as_of=AS_OF)
+    assert seg.plot_rfm_grid(scored) is not None
+    assert seg.plot_segment_sizes(seg.segment_summary(scored)) is not None
+    transitions = seg.segment_transitions(scored, seg.rfm(_orders(), as_of="2024-01-12"))
+    assert seg.plot_transitions(transitions, order=seg.SEGMENTS) is not None
+    matplotlib.pyplot.close("all")
+
+
+# --------------------------------------------------------------------------- demo ground truth
+
+
+@pytest.mark.slow
+def test_clusters_match_planted_segments_on_demo(demo_home):
+    from crm_analytics import ground_truth, warehouse
+
+    con = warehouse.connect()
+    orders = con.table("orders")
+    as_of = orders.order_time.max().to_pyarrow().as_py()
+    features = seg.customer_features(
+        orders,
+        as_of=as_of,
+        order_items=con.table("order_items"),
+        products=con.table("products"),
+        support_tickets=con.table("support_tickets"),
+    )
+    clusters = seg.fit_clusters(features, n_clusters=5, random_state=0)
+    persons = ground_truth.customer_persons(con)
+    truth = persons.merge(ground_truth.load_persons()[["person_id", "true_segment"]], on="person_id")
+    agreement = seg.cluster_agreement(clusters, truth)
+    assert agreement["n_customers"].item() > 0.5 * len(features)
+    assert agreement["adjusted_rand_index"].item() >= 0.7
+
+
+def test_rfm_ignores_rows_without_customer():
+    orders = pd.concat([_orders(), pd.DataFrame({"order_id": ["o10"], "customer_id": [None], "order_amount": [70.0],
+                                                 "order_time": [pd.Timestamp("2024-01-05")], "is_refund": [False]})])
+    orders["customer_id"] = orders["customer_id"].astype("string")
+    result = seg.rfm(orders, as_of=AS_OF)
+    assert result["customer_id"].tolist() == ["A", "B", "C", "D"]
+    assert result["monetary"].tolist() == _expected_frame()["monetary"].tolist()
+
+
+# --------------------------------------------------------------------------- notebooks of this module family
+# The segmentation, lifecycle and behaviour notebooks share one parametrised check here.
+
+MY_NOTEBOOKS = {
+    "segmentation": ["action_list", "segment_summary", "segment_transitions", "silhouette_curve", "cluster_profiles", "cluster_agreement"],
+    "lifecycle": ["lifecycle_stages", "stage_counts", "stage_transitions", "lifecycle_action_list"],
+    "behaviour": ["inter_purchase_summary", "weekday_hour", "repeat_purchase_rate", "category_pairs", "product_pairs"],
+}
+
+
+@pytest.mark.parametrize("analysis", sorted(MY_NOTEBOOKS))
+def test_default_parameters_are_declared(analysis):
+    import papermill
+    import yaml
+
+    from crm_analytics import paths
+
+    declared = papermill.inspect_notebook(str(paths.notebooks_dir() / f"{analysis}.ipynb"))
+    defaults = yaml.safe_load((paths.parameters_dir() / analysis / "default.yaml").read_text(encoding="utf-8"))
+    assert {"warehouse_path", "output_dir"} <= set(declared)
+    assert set(defaults) <= set(declared), set(defaults) - set(declared)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("analysis", sorted(MY_NOTEBOOKS))
+def test_notebook_runs_on_demo(analysis, demo_home, tmp_path):
+    import papermill
+    import yaml
+
+    from crm_analytics import paths
+
+    parameters = yaml.safe_load((paths.parameters_dir() / analysis / "default.yaml").read_text(encoding="utf-8"))
+    output_dir = tmp_path / "run"
+    papermill.execute_notebook(
+        str(paths.notebooks_dir() / f"{analysis}.ipynb"),
+        str(tmp_path / f"{analysis}.ipynb"),
+        parameters=parameters | {"output_dir": str(output_dir)},
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    for table in MY_NOTEBOOKS[analysis]:
+        assert (output_dir / "tables" / f"{table}.parquet").exists(), table
+    assert list((output_dir / "figures").glob("*.png"))
+    if analysis == "segmentation":
+        listed = pd.read_parquet(output_dir / "tables" / "action_list.parquet")
+        assert listed["customer_key"].str.startswith("cus_").all()
+        assert not {"customer_id", "full_name", "email", "phone"} & set(listed.columns)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float64"])
+def test_quantile_scores_match_rank_definition(dtype):
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 30, 500).astype(dtype) if dtype == "int64" else np.round(rng.normal(size=500), 1)
+    below = pd.Series(values).rank(method="min").to_numpy().astype(int) - 1
+    assert seg.quantile_scores(values, n_bins=5).tolist() == (1 + below * 5 // 500).tolist()
+    worse = pd.Series(values).rank(method="min", ascending=False).to_numpy().astype(int) - 1
+    assert seg.quantile_scores(values, n_bins=4, higher_is_better=False).tolist() == (1 + worse * 4 // 500).tolist()
