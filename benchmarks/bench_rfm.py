@@ -232,7 +232,6 @@ def run_polars(database: Path, parquet: Path, repeats: int) -> dict:
 
 
 def run_pandas(database: Path, parquet: Path, repeats: int) -> dict:
-    import numpy as np
     import pandas as pd
 
     sys.path.insert(0, str(ROOT))

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import ibis
-import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 

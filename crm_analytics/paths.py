@@ -68,8 +68,22 @@ def analysis_dir(analysis: str) -> Path:
 
 
 def latest_run_dir(analysis: str) -> Path:
-    """Return ``outputs/<analysis>/latest``: the last successful run."""
-    return analysis_dir(analysis) / "latest"
+    """Return the folder of the last successful run of ``analysis`` (``outputs/<analysis>/latest``).
+
+    ``latest`` is a symlink, or, where links are unavailable, a small file holding the run id;
+    both resolve to the run folder. Without a successful run the returned path does not exist.
+    """
+    return read_latest_pointer(analysis_dir(analysis))
+
+
+def read_latest_pointer(analysis_root: Path) -> Path:
+    """Resolve ``analysis_root/latest`` (a symlink or a file holding the run id) to a run folder path."""
+    pointer = analysis_root / "latest"
+    if pointer.is_symlink():
+        return analysis_root / os.readlink(pointer)
+    if pointer.is_file():
+        return analysis_root / pointer.read_text(encoding="utf-8").strip()
+    return pointer
 
 
 def notebooks_dir() -> Path:

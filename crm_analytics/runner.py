@@ -409,14 +409,8 @@ def latest_run(analysis: str, *, output_root: str | Path | None = None) -> Path 
 
     ``latest`` is a relative symlink; where symlinks are unavailable it is a small file holding the run id.
     """
-    pointer = _analysis_root(analysis, output_root) / LATEST
-    if pointer.is_symlink():
-        target = pointer.parent / os.readlink(pointer)
-    elif pointer.is_file():
-        target = pointer.parent / pointer.read_text(encoding="utf-8").strip()
-    else:
-        return None
-    return target if target.is_dir() else None
+    target = paths.read_latest_pointer(_analysis_root(analysis, output_root))
+    return target if target.is_dir() and target.name != LATEST else None
 
 
 def move_latest(analysis_root: Path, run_id: str) -> None:

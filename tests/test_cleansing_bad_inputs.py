@@ -19,7 +19,6 @@ import pytest
 
 from crm_analytics import sources
 from crm_analytics.cleansing import validate
-from crm_analytics.cleansing.stream import validate_csv_in_chunks
 
 CORPUS = Path(__file__).parent / "data" / "bad_inputs"
 AS_OF = pd.Timestamp("2025-01-01")

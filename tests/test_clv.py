@@ -130,7 +130,6 @@ def test_gamma_gamma_matches_published_estimates(cdnow_summary):
 
 def test_bgnbd_gradient_matches_finite_differences(cdnow_summary):
     x, t_x, T = (cdnow_summary[c].to_numpy(float) for c in ["frequency", "recency", "T"])
-    w = np.ones_like(x)
     p = np.log([0.3, 5.0, 0.8, 2.0])
     f = clv._BgnbdLikelihood(x, t_x, T)
     _, grad = f(p)

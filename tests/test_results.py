@@ -59,3 +59,12 @@ def test_load_latest_table_reads_the_latest_run_and_explains_its_absence(tmp_pat
     results.save_table(pd.DataFrame({"a": [1]}), "segment_sizes", output_dir=run)
     (tmp_path / "outputs" / "segmentation" / "latest").symlink_to(run)
     assert results.load_latest_table("segmentation", "segment_sizes")["a"].tolist() == [1]
+
+
+def test_latest_pointer_file_is_followed_like_a_symlink(tmp_path, monkeypatch):
+    monkeypatch.setenv(paths.HOME_ENV, str(tmp_path))
+    run = tmp_path / "outputs" / "kpi" / "20260101T000000.000Z-abc123"
+    results.save_table(pd.DataFrame({"a": [2]}), "kpi_values", output_dir=run)
+    (tmp_path / "outputs" / "kpi" / "latest").write_text(run.name + "\n")
+    assert paths.latest_run_dir("kpi") == run
+    assert results.load_latest_table("kpi", "kpi_values")["a"].tolist() == [2]
