@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from crm_analytics import paths
+from crm_analytics.serve import STAKEHOLDER_NOTEBOOKS
 
 PAGES_URL_ENV = "CRM_ANALYTICS_PAGES_URL"
 INDEX_NAME = "index.html"
@@ -134,7 +135,8 @@ def _row(summary: AnalysisSummary, pages_url: str | None) -> str:
             f"<small>{_esc(error)}</small><br>{_link(run_dir + '/report.html', 'partial report')}"
             f" · {_link(run_dir + '/', 'run folder')}</div>"
         )
-    live = _link(f"{pages_url.rstrip('/')}/voila/render/{name}.ipynb", "live page") if pages_url else ""
+    is_page = name in STAKEHOLDER_NOTEBOOKS
+    live = _link(f"{pages_url.rstrip('/')}/voila/render/{name}.ipynb", "live page") if pages_url and is_page else ""
     cells = [
         f"<strong>{_esc(name)}</strong>",
         _badge((last or {}).get("status")),

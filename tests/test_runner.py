@@ -207,6 +207,8 @@ def test_index_marks_a_failure_newer_than_the_latest_good_run(tmp_path):
     _fake_run(tmp_path, "churn", "20240501T070000.000Z-cccccc", "failed", error_name="KeyError")
     _fake_run(tmp_path, "churn", "20240502T070000.000Z-dddddd", "succeeded")
     runner.move_latest(tmp_path / "churn", "20240502T070000.000Z-dddddd")
+    _fake_run(tmp_path, "dashboard", "20240502T090000.000Z-eeeeee", "succeeded")
+    runner.move_latest(tmp_path / "dashboard", "20240502T090000.000Z-eeeeee")
     page = report_index.write_index(tmp_path, pages_url="http://127.0.0.1:8866/").read_text()
     kpi_row = next(line for line in page.splitlines() if "<strong>kpi</strong>" in line)
     churn_row = next(line for line in page.splitlines() if "<strong>churn</strong>" in line)
@@ -214,7 +216,9 @@ def test_index_marks_a_failure_newer_than_the_latest_good_run(tmp_path):
     assert '<div class="warn">' in kpi_row and "ValueError" in kpi_row and "kpi/20240502T080000.000Z-bbbbbb/" in kpi_row
     assert '<span class="alert">4</span>' in kpi_row
     assert '<div class="warn">' not in churn_row  # the old failure is older than the good run
-    assert 'href="http://127.0.0.1:8866/voila/render/churn.ipynb"' in churn_row
+    dashboard_row = next(line for line in page.splitlines() if "<strong>dashboard</strong>" in line)
+    assert 'href="http://127.0.0.1:8866/voila/render/dashboard.ipynb"' in dashboard_row, "served pages get a live link"
+    assert "voila/render" not in churn_row, "analyses that are not served get none"
     assert "<script" not in page and "http" not in page.replace("http://127.0.0.1:8866", "")
 
 
