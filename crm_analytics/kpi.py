@@ -855,6 +855,53 @@ def alerts_markdown(alerts: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def sales_cube(
+    orders: frames.TableLike,
+    segments: pd.DataFrame,
+    *,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    customer_col: str = "customer_id",
+    time_col: str = "order_time",
+    amount_col: str = "order_amount",
+    channel_col: str = "channel",
+) -> pd.DataFrame:
+    """Monthly sales by customer segment and sales channel, for pages that filter without recomputing.
+
+    Parameters
+    ----------
+    orders : needs ``customer_col``, ``time_col``, ``amount_col`` (CNY, refunds negative), ``channel_col``.
+    segments : ``customer_id`` and ``segment`` (``customer_segments``); customers without one count as "unknown".
+    start, end : orders with ``start <= time < end`` are counted.
+
+    Returns
+    -------
+    DataFrame with ``month_date`` (first day of the month), ``segment``, ``channel``, ``n_customers``
+    (distinct buyers), ``n_orders`` (purchases, refunds excluded) and ``revenue_amount`` (net of
+    refunds, CNY); one row per month, segment and channel with any order. Small cells are not
+    suppressed here: whatever displays the cube does that (``privacy.suppress_small_groups``).
+    """
+    frames.require_columns(orders, [customer_col, time_col, amount_col, channel_col], context="sales_cube(orders)")
+    frames.require_columns(segments, ["customer_id", "segment"], context="sales_cube(segments)")
+    table = frames.as_ibis(orders)
+    table = table.filter(table[time_col] >= start, table[time_col] < end, table[customer_col].notnull())
+    lookup = ibis.memtable(segments[["customer_id", "segment"]].astype("string").drop_duplicates("customer_id"))
+    joined = table.left_join(lookup, table[customer_col] == lookup.customer_id)
+    is_purchase = joined[amount_col] >= 0
+    cube = joined.group_by(
+        month_date=joined[time_col].truncate("M"),
+        segment=joined.segment.fill_null("unknown"),
+        channel=joined[channel_col].fill_null("unknown"),
+    ).aggregate(
+        n_customers=joined[customer_col].nunique(),
+        n_orders=is_purchase.cast("int64").sum(),
+        revenue_amount=joined[amount_col].sum(),
+    )
+    frame = cube.to_pandas().sort_values(["month_date", "segment", "channel"], ignore_index=True)
+    frame["month_date"] = pd.to_datetime(frame["month_date"])
+    return frame
+
+
 def customer_segments(
     customers: pd.DataFrame,
     *,

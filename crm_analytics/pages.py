@@ -37,6 +37,7 @@ import seaborn as sns
 from matplotlib.ticker import StrMethodFormatter
 
 from crm_analytics import paths, plots, results, scheduler
+from crm_analytics.widgets import frontend_available
 from crm_analytics.frames import require_columns
 from crm_analytics.privacy import suppress_small_groups
 from crm_analytics.schema import BUSINESS_TIME_ZONE
@@ -455,29 +456,64 @@ def _output(css: str) -> widgets.Output:
     return out
 
 
+def _chart(plot, frame):
+    """One chart of the cube section as a new figure, or a note when the selection holds no shown data."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    if frame[~frame["is_suppressed"]].empty:
+        ax.text(0.5, 0.5, "No data for this selection", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        plot(frame, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
 def _draw(out, plot, frame) -> None:
     """Redraw one chart inside an Output widget: clear, plot, show, close."""
     with out:
         out.clear_output(wait=True)
-        fig, ax = plt.subplots(figsize=(9, 4))
-        if frame[~frame["is_suppressed"]].empty:
-            ax.text(0.5, 0.5, "No data for this selection", ha="center", va="center", transform=ax.transAxes)
-            ax.set_axis_off()
-        else:
-            plot(frame, ax=ax)
-        fig.tight_layout()
+        fig = _chart(plot, frame)
         plt.show()
         plt.close(fig)
 
 
+def _embedded_png(fig) -> str:
+    """An ``<img>`` holding the figure as an inline PNG; the figure is closed."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img class="crm-figure" style="max-width:100%" src="data:image/png;base64,{encoded}">'
+
+
+def static_cube(cube: pd.DataFrame, *, k: int = 5):
+    """The sales section without filters, for reports (no frontend runs widgets there): all segments and
+    channels over the last 12 months, the same tiles and charts as the live page's default view."""
+    from IPython.display import HTML
+
+    plots.set_style()
+    prepared = prepare_cube(cube, k=k)
+    frame = filter_cube(prepared, segment=ALL, channel=ALL, months=PERIODS["Last 12 months"])
+    palette = channel_palette(prepared["channel"].dropna())
+    charts = [_chart(partial(plot_monthly_revenue, palette=palette), frame), _chart(plot_segment_revenue, frame)]
+    note = "<p><em>All segments and channels, last 12 months. The live page has filters.</em></p>"
+    return HTML(note + totals_html(cube_totals(frame), k=k) + "".join(_embedded_png(fig) for fig in charts))
+
+
 def interactive_cube(cube: pd.DataFrame, *, k: int = 5):
     """Return the interactive sales section: segment, period and channel filters, number tiles and two charts.
+
+    Without a frontend (a scheduled run's report) it returns ``static_cube`` instead: widgets would render empty.
 
     ``cube`` has the columns of ``CUBE_COLUMNS``; cells of fewer than ``k`` customers are suppressed before
     anything is shown. Every filter change redraws both charts and the tiles. CSS classes for tests and
     styling: ``crm-filter-segment``, ``crm-filter-period``, ``crm-filter-channel``, ``crm-tiles``,
     ``crm-chart-trend``, ``crm-chart-segments``.
     """
+    if not frontend_available():
+        return static_cube(cube, k=k)
     plots.set_style()
     prepared = prepare_cube(cube, k=k)
     segment = _dropdown("Segment", [ALL, *sorted(prepared["segment"].dropna().unique())], "crm-filter-segment")

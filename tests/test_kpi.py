@@ -480,3 +480,23 @@ def test_window_end_ignores_stray_future_rows():
     assert kpi.window_end(orders) == T("2024-04-01")
     with pytest.raises(MissingColumnError):
         kpi.window_end(orders, time_col="created_time")
+
+
+def test_sales_cube_counts_buyers_orders_and_net_revenue_per_month_segment_and_channel():
+    orders = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b", "c", "a", None],
+            "order_time": pd.to_datetime(["2025-01-05", "2025-01-20", "2025-01-09", "2025-02-01", "2025-02-03", "2025-01-10"]),
+            "order_amount": [100.0, 50.0, 30.0, 20.0, -40.0, 99.0],
+            "channel": ["web", "web", "web", "store", "web", "web"],
+        }
+    )
+    segments = pd.DataFrame({"customer_id": ["a", "b"], "segment": ["Champions", "Lost"]})
+    cube = kpi.sales_cube(orders, segments, start=pd.Timestamp("2025-01-01"), end=pd.Timestamp("2025-03-01"))
+    rows = {(r.month_date.strftime("%Y-%m"), r.segment, r.channel): (r.n_customers, r.n_orders, r.revenue_amount) for r in cube.itertuples()}
+    assert rows == {
+        ("2025-01", "Champions", "web"): (1, 2, 150.0),
+        ("2025-01", "Lost", "web"): (1, 1, 30.0),
+        ("2025-02", "Champions", "web"): (1, 0, -40.0),  # a refund is revenue, not an order
+        ("2025-02", "unknown", "store"): (1, 1, 20.0),
+    }, "orders without a customer are left out; customers without a segment are 'unknown'"
