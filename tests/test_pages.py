@@ -256,16 +256,28 @@ def test_cube_missing_column_is_named():
         pages.prepare_cube(_tiny_cube().drop(columns="revenue_amount"))
 
 
-def test_interactive_cube_redraws_on_a_filter_change():
+def test_interactive_cube_redraws_on_a_filter_change(monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
+    monkeypatch.setenv("VOILA_KERNEL_ID", "a-kernel")  # as under Voilà: a frontend renders the widgets
     section = pages.interactive_cube(_tiny_cube(), k=5)
     filters, tiles = section.children[0].children, section.children[1]
     before = tiles.value
     channel = next(w for w in filters if "crm-filter-channel" in w._dom_classes)
     channel.value = "store"  # only a suppressed cell: nothing visible
     assert tiles.value != before and "¥0" in tiles.value
+
+
+def test_cube_section_is_static_html_with_charts_in_a_report(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for name in ("VOILA_KERNEL_ID", "VOILA_BASE_URL", "VOILA_SERVER_URL", "VOILA_REQUEST_URL", "JPY_SESSION_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    section = pages.interactive_cube(_tiny_cube(), k=5)
+    assert section.data.count("data:image/png;base64,") == 2, "both charts are embedded"
+    assert "Revenue" in section.data
 
 
 # --------------------------------------------------------------------------------------------------
