@@ -13,7 +13,17 @@ reachable through the server. Settings, each a Voilà option:
 - a per-cell execution timeout (``--VoilaExecutor.timeout``);
 - idle kernels culled (``--MappingKernelManager.cull_idle_timeout``, ``cull_interval``), also while a
   browser tab stays open, so forgotten tabs do not hold kernels forever;
-- the built-in ``lab`` template.
+- the ``crm`` template (``TEMPLATE``), shipped in ``crm_analytics/voila_templates/``: Voilà's ``lab`` template
+  (notebook pages, page list, error pages) without the stylesheets and scripts it links from CDNs, so a
+  visitor's browser contacts no host but the page server; visitors cannot switch back to another template
+  (``allow_template_override=NO``).
+
+Voilà 0.5 finds templates only in the Jupyter data directories (``<dir>/voila/templates/<name>`` or
+``<dir>/nbconvert/templates/<name>`` for each ``<dir>`` of ``jupyter_core.paths.jupyter_path()``); the
+``Voila.template_paths`` option is overwritten as soon as a template name is set. So ``serve`` puts
+``TEMPLATE_ROOT`` first on ``JUPYTER_PATH``. The template sits under ``nbconvert/templates/`` rather than
+``voila/templates/``: Voilà takes the first existing ``<dir>/voila`` as its data directory (themes, schemas),
+which must stay the installed one.
 
 Every visit starts a kernel and runs the page notebook, so pages read results persisted by the scheduled
 runs (see ``crm_analytics.pages``) instead of recomputing.
@@ -28,7 +38,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from pathlib import Path
 
 from crm_analytics import paths
@@ -41,6 +51,8 @@ DEFAULT_PORT = 8866
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 STATIC_ALLOWLIST = [r".*\.(png|jpg|jpeg|gif|svg)$"]
 STATIC_DENYLIST = [r".*\.(ipynb|py|parquet|csv|json|yaml|yml|duckdb)$"]
+TEMPLATE = "crm"
+TEMPLATE_ROOT = Path(__file__).resolve().parent / "voila_templates"
 
 
 def resolve_notebooks(notebooks: Iterable[str | os.PathLike] | None = None) -> list[Path]:
@@ -96,7 +108,8 @@ def voila_argv(
         f"--Voila.ip={host}",
         f"--Voila.port={int(port)}",
         "--Voila.port_retries=0",
-        "--template=lab",
+        f"--template={TEMPLATE}",
+        "--VoilaConfiguration.allow_template_override=NO",
         "--theme=light",
         "--strip_sources=True",
         "--show_tracebacks=False",
@@ -123,6 +136,19 @@ def check_exposure(host: str, token: str | None, *, allow_remote_without_token: 
             f"refusing to serve on {host!r} without a token: anybody who reaches it would see every page. "
             "Give a token, put a reverse proxy with single sign-on in front, or bind to 127.0.0.1."
         )
+
+
+def use_page_template(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Put ``TEMPLATE_ROOT`` first on ``JUPYTER_PATH`` in ``environ`` so that Voilà finds the ``crm`` template.
+
+    Idempotent; other entries of ``JUPYTER_PATH`` are kept after it. Raises ``FileNotFoundError`` when the
+    template is not installed with the package.
+    """
+    if not (TEMPLATE_ROOT / "nbconvert" / "templates" / TEMPLATE / "index.html.j2").is_file():
+        raise FileNotFoundError(f"the page template {TEMPLATE!r} is missing from {TEMPLATE_ROOT}")
+    root = str(TEMPLATE_ROOT)
+    others = [p for p in environ.get("JUPYTER_PATH", "").split(os.pathsep) if p and p != root]
+    environ["JUPYTER_PATH"] = os.pathsep.join([root, *others])
 
 
 def _kernel_environment(host: str) -> None:
@@ -173,6 +199,7 @@ def serve(
     check_exposure(host, token, allow_remote_without_token=allow_remote_without_token)
     pages = resolve_notebooks(notebooks)
     _kernel_environment(host)
+    use_page_template()
     from voila.app import Voila
 
     with tempfile.TemporaryDirectory(prefix="crm_pages_") as folder:

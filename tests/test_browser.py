@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import nbformat
 import pandas as pd
@@ -42,8 +43,8 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).parent / "artifacts" / "browser"
 PAGE_TIMEOUT_MS = 90_000
 PAGES = ("dashboard",)
-# Voilà 0.5's lab template links Font Awesome from this CDN; the pages need nothing else from outside.
-KNOWN_EXTERNAL = ("https://cdn.jsdelivr.net/npm/@fortawesome/",)
+CHART_SELECTORS = (".crm-chart-trend img", ".crm-chart-segments img", ".crm-banner")
+SERVER_HOST = "127.0.0.1"
 
 
 def free_port() -> int:
@@ -119,27 +120,48 @@ def browser():
         chromium.close()
 
 
-class Visit:
-    """One page visit: the Playwright page, the errors it raised and the external requests it tried."""
+def is_external(url: str) -> bool:
+    """True for a URL that would reach a host other than the page server's (inline ``data:``/``blob:`` do not)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "about"):
+        return False
+    return parts.hostname != SERVER_HOST
 
-    def __init__(self, browser, url: str):
+
+class Visit:
+    """One page visit: the Playwright page, the errors it raised and the external requests it tried.
+
+    Every request of the browser context (pages, frames, workers) and every WebSocket is checked: one to a host
+    other than 127.0.0.1 is recorded in ``external`` and aborted, so it never leaves the machine.
+    """
+
+    def __init__(self, browser, url: str, ready: tuple[str, ...] = CHART_SELECTORS):
         self.errors: list[str] = []
         self.external: list[str] = []
         self.context = browser.new_context(viewport={"width": 1280, "height": 2200})
+        self.context.route("**/*", self._route)
         self.page = self.context.new_page()
-        self.page.route("**/*", self._route)
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("websocket", lambda socket: self._check(socket.url))
         self.page.goto(url, wait_until="commit", timeout=PAGE_TIMEOUT_MS)
-        for selector in (".crm-chart-trend img", ".crm-chart-segments img", ".crm-banner"):
+        for selector in ready:
             self.page.wait_for_selector(selector, timeout=PAGE_TIMEOUT_MS)
 
+    def _check(self, url: str) -> bool:
+        if is_external(url):
+            self.external.append(url)
+            return False
+        return True
+
     def _route(self, route) -> None:
-        url = route.request.url
-        if url.startswith(("http://127.0.0.1", "data:", "blob:")):
+        if self._check(route.request.url):
             route.continue_()
         else:
-            self.external.append(url)
             route.abort()
+
+    def settle(self) -> None:
+        """Wait until the network is idle, so that late requests (fonts, lazy styles) are recorded too."""
+        self.page.wait_for_load_state("networkidle", timeout=PAGE_TIMEOUT_MS)
 
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -156,8 +178,8 @@ class Visit:
 def visit(browser):
     opened: list[Visit] = []
 
-    def open_page(url: str) -> Visit:
-        opened.append(Visit(browser, url))
+    def open_page(url: str, ready: tuple[str, ...] = CHART_SELECTORS) -> Visit:
+        opened.append(Visit(browser, url, ready))
         return opened[-1]
 
     yield open_page
@@ -179,9 +201,30 @@ def code_lines(notebook: str) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def test_is_external():
+    assert not is_external("http://127.0.0.1:8866/voila/static/voila.js")
+    assert not is_external("ws://127.0.0.1:8866/api/kernels/abc/channels")
+    assert not is_external("data:image/png;base64,AAAA")
+    assert is_external("https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@^5/css/all.min.css")
+    assert is_external("http://127.0.0.1.example.com/x.css")
+    assert is_external("http://localhost:8866/")  # the pages are served from 127.0.0.1 only
+
+
+def test_the_page_template_goes_first_on_the_jupyter_path():
+    from crm_analytics import serve
+
+    environ = {"JUPYTER_PATH": os.pathsep.join(["/srv/jupyter", str(serve.TEMPLATE_ROOT)])}
+    serve.use_page_template(environ)
+    serve.use_page_template(environ)
+    assert environ["JUPYTER_PATH"].split(os.pathsep) == [str(serve.TEMPLATE_ROOT), "/srv/jupyter"]
+    assert f"--template={serve.TEMPLATE}" in serve.voila_argv("root")
+    assert "--VoilaConfiguration.allow_template_override=NO" in serve.voila_argv("root")
+
+
 @pytest.mark.parametrize("notebook", PAGES)
 def test_page_loads_with_its_charts_and_no_error(server, visit, notebook):
     page = visit(page_url(server, notebook))
+    page.settle()
     page.screenshot(f"{notebook}-loaded")
     text = page.page.inner_text("body")
     assert page.errors == []
@@ -192,7 +235,25 @@ def test_page_loads_with_its_charts_and_no_error(server, visit, notebook):
     assert page.page.locator(".crm-unavailable").count() == 1  # cohort has not run yet
     assert page.page.locator(".crm-banner-fresh").count() == 3
     assert "Data as of 2025-12-31" in text
-    assert all(url.startswith(KNOWN_EXTERNAL) for url in page.external), page.external
+    assert page.external == []  # nothing is fetched from another host: no CDN, no fonts, no analytics
+
+
+# Beyond the pages themselves: the page list, an error page, and a page asking for Voilà's own lab template
+# (which links a CDN; the server must not honour the request).
+NO_EXTERNAL_VISITS = {
+    "dashboard-lab-template-requested": ("/voila/render/dashboard.ipynb?template=lab", CHART_SELECTORS),
+    "page-list": ("/", (".jp-DirListing-itemText:has-text('dashboard.ipynb')",)),
+    "missing-page": ("/voila/render/no_such_page.ipynb", ("body",)),
+}
+
+
+@pytest.mark.parametrize("name", list(NO_EXTERNAL_VISITS))
+def test_a_page_load_requests_nothing_from_another_host(server, visit, name):
+    path, ready = NO_EXTERNAL_VISITS[name]
+    page = visit(server + path, ready)
+    page.settle()
+    page.screenshot(f"no-external-{name}")
+    assert page.external == []
 
 
 CHANGED = """([number, trend, segments]) => {

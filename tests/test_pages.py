@@ -348,7 +348,7 @@ def test_voila_settings_are_safe_by_default(tmp_path):
     for option in (
         "--Voila.ip=127.0.0.1",
         "--Voila.port_retries=0",
-        "--template=lab",
+        "--template=crm",
         "--strip_sources=True",
         "--show_tracebacks=False",
         "--VoilaExecutor.timeout=120",
