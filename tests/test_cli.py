@@ -50,7 +50,12 @@ def test_index_command_writes_the_page(tmp_path):
     result = _invoke(tmp_path, "index", "--pages-url", "http://127.0.0.1:8866")
     assert result.exit_code == 0
     page = (tmp_path / "outputs" / "index.html").read_text()
-    assert "<strong>ok</strong>" in page and "voila/render/ok.ipynb" in page
+    assert "<strong>ok</strong>" in page and "127.0.0.1:8866" not in page, "fixture notebooks are not served pages"
+    (tmp_path / "outputs" / "dashboard" / "r1").mkdir(parents=True)
+    (tmp_path / "outputs" / "dashboard" / "r1" / "run.json").write_text('{"analysis": "dashboard", "run_id": "r1", "status": "succeeded"}')
+    (tmp_path / "outputs" / "dashboard" / "latest").symlink_to("r1")
+    assert _invoke(tmp_path, "index", "--pages-url", "http://127.0.0.1:8866").exit_code == 0
+    assert "http://127.0.0.1:8866/voila/render/dashboard.ipynb" in (tmp_path / "outputs" / "index.html").read_text()
 
 
 def _schedule(tmp_path: Path) -> Path:
