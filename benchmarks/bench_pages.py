@@ -8,7 +8,7 @@ The server is ``crm_analytics.serve`` on a free port of 127.0.0.1. By default it
 home holding the persisted runs the pages read (``tests/test_pages.build_page_home``); ``--home`` points it at
 an existing project home instead (for instance one where ``crm-analytics run-all`` ran on demo data).
 
-    python benchmarks/bench_pages.py                      # fixture home, one preheated kernel
+    python benchmarks/bench_pages.py                      # fixture home, a kernel per visit (as serve)
     python benchmarks/bench_pages.py --pool-size 0        # a new kernel per visit, for comparison
     python benchmarks/bench_pages.py --home /path/to/home --pause 5
 """
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="project home to serve (default: a generated fixture home)")
     parser.add_argument("--loads", type=int, default=10)
-    parser.add_argument("--pool-size", type=int, default=1, help="preheated kernels per page (0: none)")
+    parser.add_argument("--pool-size", type=int, default=0, help="preheated kernels per page (default 0: none, as serve)")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between visits")
     parser.add_argument("--warmup", type=int, default=1, help="visits before timing (not counted)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds one visit may take")

@@ -96,12 +96,13 @@ def voila_argv(
     execution_timeout: int = 120,
     cull_idle_timeout: int = 1800,
     cull_interval: int = 60,
-    pool_size: int = 1,
+    pool_size: int = 0,
 ) -> list[str]:
     """Return the Voilà command-line arguments for serving ``root_dir`` with the settings of this module.
 
-    ``pool_size`` kernels per page are kept preheated (0: none): they run the page's imports in advance and
-    wait in ``pages.wait_for_visitor`` until a visitor arrives, so pages open quickly with current data.
+    ``pool_size`` kernels per page are kept preheated (default 0: a kernel per visit): they run the page's
+    imports in advance and wait in ``pages.wait_for_visitor`` until a visitor arrives. Preheating opens pages
+    faster but has left a visit unrendered now and then under back-to-back loads, so it is off by default.
     """
     argv = [
         str(root_dir),
@@ -170,7 +171,7 @@ def serve(
     open_browser: bool = False,
     execution_timeout: int = 120,
     cull_idle_timeout: int = 1800,
-    pool_size: int = 1,
+    pool_size: int = 0,
     allow_remote_without_token: bool = False,
 ) -> None:
     """Serve the stakeholder pages with Voilà until interrupted (blocking).
@@ -190,7 +191,7 @@ def serve(
     cull_idle_timeout : int
         Seconds after which an idle page kernel is shut down.
     pool_size : int
-        Preheated kernels kept ready per page (0: start a kernel per visit).
+        Preheated kernels kept ready per page (default 0: start a kernel per visit, the reliable mode).
     allow_remote_without_token : bool
         Accept a non-local host without a token (behind an authenticating reverse proxy only).
 
@@ -227,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--token", default=os.environ.get("CRM_ANALYTICS_PAGES_TOKEN") or None)
     parser.add_argument("--open-browser", action="store_true")
     parser.add_argument("--execution-timeout", type=int, default=120)
-    parser.add_argument("--pool-size", type=int, default=1, help="preheated kernels per page (0: none)")
+    parser.add_argument("--pool-size", type=int, default=0, help="preheated kernels per page (default 0: none)")
     args = parser.parse_args(argv)
     serve(
         host=args.host,

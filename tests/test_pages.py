@@ -353,14 +353,15 @@ def test_voila_settings_are_safe_by_default(tmp_path):
         "--show_tracebacks=False",
         "--VoilaExecutor.timeout=120",
         "--MappingKernelManager.cull_idle_timeout=1800",
-        "--preheat_kernel=True",
         "--no-browser",
     ):
         assert option in argv, option
+    assert "--preheat_kernel=True" not in argv, "a kernel per visit unless preheating is asked for"
+    assert "--preheat_kernel=True" in serve.voila_argv(tmp_path, pool_size=2) and "--pool_size=2" in serve.voila_argv(tmp_path, pool_size=2)
     assert any(a.startswith("--VoilaConfiguration.file_denylist=") and "ipynb" in a for a in argv)
     assert not any(a.startswith("--token") for a in argv)
-    with_token = serve.voila_argv(tmp_path, token="abc123", pool_size=0, open_browser=True)
-    assert "--token=abc123" in with_token and "--preheat_kernel=True" not in with_token and "--no-browser" not in with_token
+    with_token = serve.voila_argv(tmp_path, token="abc123", open_browser=True)
+    assert "--token=abc123" in with_token and "--no-browser" not in with_token
 
 
 def test_serving_beyond_this_machine_needs_a_token():
