@@ -40,6 +40,8 @@ def run_durations(home: Path) -> list[tuple[str, str, float]]:
     """(analysis, status, seconds) of the newest run of every analysis under ``home``/outputs."""
     rows = []
     for record_path in sorted((home / "outputs").glob("*/*/run.json")):
+        if record_path.parent.name == "latest":  # the same run as its own folder
+            continue
         record = json.loads(record_path.read_text())
         rows.append((record["analysis"], record["status"], float(record.get("duration_s") or 0.0)))
     return rows
