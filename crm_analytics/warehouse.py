@@ -14,7 +14,6 @@ standardisation, quarantine and entity resolution, written with the same
 from __future__ import annotations
 
 import os
-import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import ibis
 import pandas as pd
 
 from crm_analytics import paths, schema, sources
+from crm_analytics.cleansing.standardise import ISO8601, parse_amounts, parse_datetimes
 
 
 class WarehouseMissingError(FileNotFoundError):
@@ -151,61 +151,19 @@ def coerce_to_contract(frame: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataF
 
 
 def _coerce(values: pd.Series, dtype: str, spec: Mapping[str, Any]) -> pd.Series:
+    """Cast one column with the cleansing standardisers' parsers; what they cannot read becomes missing."""
     if dtype == "string":
         return values.astype("string").str.strip()
     if dtype in ("int64", "float64"):
-        numbers = pd.to_numeric(_plain_number_text(values), errors="coerce")
+        numbers = parse_amounts(values)["value"]
         return numbers.round().astype("Int64") if dtype == "int64" else numbers.astype("Float64")
     if dtype == "bool":
         text = values.astype("string").str.strip().str.lower()
         return text.map({"true": True, "1": True, "y": True, "yes": True, "false": False, "0": False, "n": False, "no": False}).astype("boolean")
-    stamps = parse_times(values, spec.get("date_formats") or ["iso8601"], source_zone=spec.get("time_zone"))
-    return stamps.dt.normalize() if dtype == "date" else stamps
-
-
-def _plain_number_text(values: pd.Series) -> pd.Series:
-    """Text of numbers with full-width digits folded, currency marks and thousand separators removed, (x) as -x."""
-    if pd.api.types.is_numeric_dtype(values):
-        return values
-    text = values.astype("string").map(lambda v: unicodedata.normalize("NFKC", v), na_action="ignore")
-    text = text.str.replace(r"(?i)rmb|cny|[¥元,\s]", "", regex=True)
-    return text.str.replace(r"^\((.*)\)$", r"-\1", regex=True)
-
-
-def parse_times(values: pd.Series, formats: list[str], *, source_zone: str | None = None) -> pd.Series:
-    """Parse text (or datetimes) into naive business-zone timestamps, trying ``formats`` in order.
-
-    ``iso8601`` accepts ISO 8601 with or without an offset; ``excel_serial``
-    accepts Excel day numbers (1900 system, origin 1899-12-30); other entries are
-    strftime formats. Naive values are taken to be in ``source_zone`` (default:
-    the business zone). Unparsable values become ``NaT``.
-    """
-    zone = source_zone or schema.BUSINESS_TIME_ZONE
-    if pd.api.types.is_datetime64_any_dtype(values):
-        aware = values.dt.tz_localize(zone) if values.dt.tz is None else values
-        return aware.dt.tz_convert(schema.BUSINESS_TIME_ZONE).dt.tz_localize(None).astype("datetime64[us]")
-    text = values.astype("string").str.strip()
-    result = pd.Series(pd.NaT, index=values.index, dtype=f"datetime64[us, {schema.BUSINESS_TIME_ZONE}]")
-    for fmt in formats:
-        pending = result.isna() & text.notna()
-        if not pending.any():
-            break
-        result[pending] = _parse_one_format(text[pending], fmt, zone).dt.floor("us").astype(result.dtype)
-    return result.dt.tz_localize(None)
-
-
-def _parse_one_format(text: pd.Series, fmt: str, zone: str) -> pd.Series:
-    if fmt == "excel_serial":
-        days = pd.to_numeric(text, errors="coerce")
-        days = days.where((days > 60) & (days < 2_958_466))  # serial 60 is Excel's fictitious 1900-02-29
-        # Serials carry the time of day as a fraction; round to whole seconds (float noise is below that).
-        naive = pd.to_datetime((days * 86_400).round(), unit="s", origin="1899-12-30", errors="coerce")
-        return naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(schema.BUSINESS_TIME_ZONE)
-    if fmt == "iso8601":
-        has_offset = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True, na=False)
-        aware = pd.to_datetime(text.where(has_offset), format="ISO8601", utc=True, errors="coerce")
-        naive = pd.to_datetime(text.where(~has_offset), format="ISO8601", errors="coerce")
-        local = naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-        return aware.fillna(local).dt.tz_convert(schema.BUSINESS_TIME_ZONE)
-    naive = pd.to_datetime(text, format=fmt, errors="coerce")
-    return naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(schema.BUSINESS_TIME_ZONE)
+    parsed = parse_datetimes(
+        values,
+        formats=spec.get("date_formats") or [ISO8601],
+        time_zone=spec.get("time_zone") or schema.BUSINESS_TIME_ZONE,
+        date_only=dtype == "date",
+    )
+    return parsed["value"]

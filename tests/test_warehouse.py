@@ -5,29 +5,30 @@ import pandas as pd
 import pytest
 
 from crm_analytics import schema, warehouse
+from crm_analytics.cleansing.standardise import parse_datetimes
 
 
-def test_parse_times_handles_offsets_zones_and_formats():
+def test_date_parsing_handles_offsets_zones_and_formats():
     text = pd.Series(["2024-03-04T10:15:00+08:00", "2024-03-04T02:15:00Z", "2024-03-04 02:15:00", "not a date", None])
-    parsed = warehouse.parse_times(text, ["iso8601"], source_zone="UTC")
+    parsed = parse_datetimes(text, formats=["iso8601"], time_zone="UTC")["value"]
     expected = pd.Timestamp("2024-03-04 10:15:00")
     assert parsed.iloc[:3].tolist() == [expected, expected, expected]
     assert parsed.iloc[3:].isna().all()
 
 
-def test_parse_times_tries_formats_in_order_and_reads_excel_serials():
+def test_date_parsing_tries_formats_in_order_and_reads_excel_serials():
     text = pd.Series(["2024/03/04", "2024年3月5日", "20240306", "45356"])
-    parsed = warehouse.parse_times(text, ["%Y/%m/%d", "%Y年%m月%d日", "%Y%m%d", "excel_serial"])
+    parsed = parse_datetimes(text, formats=["%Y/%m/%d", "%Y年%m月%d日", "%Y%m%d", "excel_serial"])["value"]
     assert parsed.dt.strftime("%Y-%m-%d").tolist() == ["2024-03-04", "2024-03-05", "2024-03-06", "2024-03-05"]
 
 
 def test_excel_serial_60_is_not_a_date():
-    assert warehouse.parse_times(pd.Series(["60"]), ["excel_serial"]).isna().all()
+    assert parse_datetimes(pd.Series(["60"]), formats=["excel_serial"])["value"].isna().all()
 
 
-def test_parse_times_converts_aware_datetimes_into_the_business_zone():
+def test_date_parsing_converts_aware_datetimes_into_the_business_zone():
     stamps = pd.Series(pd.to_datetime(["2024-01-01 00:00"]).tz_localize("UTC"))
-    assert warehouse.parse_times(stamps, ["iso8601"]).iloc[0] == pd.Timestamp("2024-01-01 08:00")
+    assert parse_datetimes(stamps, formats=["iso8601"])["value"].iloc[0] == pd.Timestamp("2024-01-01 08:00")
 
 
 def test_coerce_to_contract_types_and_unparsable_values():
