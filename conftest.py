@@ -25,18 +25,6 @@ DEMO_SEED = 42
 _demo_home: Path | None = None
 
 
-def _build_warehouse() -> None:
-    """Build the warehouse the way `make demo` does: through cleansing when it is installed."""
-    from crm_analytics import demo, warehouse
-
-    try:
-        from crm_analytics.cleansing import build_clean_warehouse
-    except ImportError:
-        warehouse.build()
-        return
-    build_clean_warehouse(as_of=demo.DEFAULT_AS_OF)
-
-
 def ensure_demo_home() -> Path:
     """Generate the session's demo home once and point ``CRM_ANALYTICS_HOME`` at it; return it."""
     global _demo_home
@@ -45,8 +33,10 @@ def ensure_demo_home() -> Path:
 
         home = Path(tempfile.mkdtemp(prefix="crm_demo_home_"))
         os.environ[paths.HOME_ENV] = str(home)
+        from crm_analytics.cleansing import build_clean_warehouse
+
         demo.generate(DEMO_CUSTOMERS, seed=DEMO_SEED)
-        _build_warehouse()
+        build_clean_warehouse(as_of=demo.DEFAULT_AS_OF)  # as `make demo` builds it
         _demo_home = home
     os.environ[paths.HOME_ENV] = str(_demo_home)
     return _demo_home
