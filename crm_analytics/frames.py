@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Union
 
-import ibis
-import ibis.expr.types as ir
 import pandas as pd
 
-TableLike = Union[pd.DataFrame, ir.Table]
+# Ibis loads on first use, not on import: stakeholder pages check columns of persisted tables only.
+TableLike = Union[pd.DataFrame, "ibis.expr.types.Table"]
 
 
 class MissingColumnError(KeyError):
@@ -43,6 +42,9 @@ def require_columns(table: TableLike, columns: Iterable[str], *, context: str = 
 
 def as_ibis(table: TableLike) -> ir.Table:
     """Return ``table`` as an Ibis table; a pandas DataFrame is wrapped, not copied into a database."""
+    import ibis
+    import ibis.expr.types as ir
+
     if isinstance(table, pd.DataFrame):
         return ibis.memtable(table)
     if isinstance(table, ir.Table):
@@ -52,6 +54,8 @@ def as_ibis(table: TableLike) -> ir.Table:
 
 def to_pandas(table: TableLike) -> pd.DataFrame:
     """Return ``table`` as a pandas DataFrame (an Ibis table is executed; a DataFrame is returned as is)."""
+    import ibis.expr.types as ir
+
     if isinstance(table, pd.DataFrame):
         return table
     if isinstance(table, ir.Table):

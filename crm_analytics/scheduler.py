@@ -35,24 +35,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from apscheduler.events import (
-    EVENT_JOB_ERROR,
-    EVENT_JOB_MAX_INSTANCES,
-    EVENT_JOB_MISSED,
-    EVENT_SCHEDULER_START,
-    JobExecutionEvent,
-    JobSubmissionEvent,
-    SchedulerEvent,
-)
-from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from crm_analytics import paths
+
+if TYPE_CHECKING:  # the schedulers load only when one is built: pages read cron times without them
+    from apscheduler.events import JobExecutionEvent, JobSubmissionEvent, SchedulerEvent
+    from apscheduler.schedulers.base import BaseScheduler
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +433,7 @@ def default_jobstore_url(output_root: str | Path | None = None) -> str:
 def build_scheduler(
     config: ScheduleConfig,
     *,
-    scheduler_cls: type[BaseScheduler] = BlockingScheduler,
+    scheduler_cls: type[BaseScheduler] | None = None,
     jobstore_url: str | None = None,
     log_path: str | Path | None = None,
     runner_options: Mapping[str, Any] | None = None,
@@ -451,15 +444,19 @@ def build_scheduler(
     Parameters
     ----------
     scheduler_cls
-        ``BlockingScheduler`` for the CLI, ``BackgroundScheduler`` in tests.
+        ``BlockingScheduler`` for the CLI (the default, ``None``), ``BackgroundScheduler`` in tests.
     jobstore_url
         SQLAlchemy URL of the job store, ``"memory"`` for an in-memory store; default the SQLite
         file under ``outputs/.scheduler/``.
     runner_options
         Keyword arguments passed to :func:`crm_analytics.runner.run_analysis` (e.g. ``output_root``).
     """
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, EVENT_SCHEDULER_START
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.jobstores.memory import MemoryJobStore
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    scheduler_cls = scheduler_cls or BlockingScheduler
 
     options = dict(runner_options or {})
     log_file = Path(log_path) if log_path else default_log_path(options.get("output_root"))
