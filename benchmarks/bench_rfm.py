@@ -50,9 +50,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from _measure import PeakMemory
 
 AS_OF = "2026-01-01"  # the day after the demo export date: every demo order counts
 N_BINS = 5
@@ -123,37 +124,6 @@ def write_data(folder: Path, orders) -> tuple[Path, Path]:
 
 
 # ------------------------------------------------------------------ measurement (runs inside a worker)
-
-
-class PeakMemory:
-    """Sample this process's resident set size in a thread; ``peak_mb`` is the peak above the start."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self._interval = interval
-        self._stop = threading.Event()
-        self.start_rss = self._process.memory_info().rss
-        self.peak_rss = self.start_rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
-            time.sleep(self._interval)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def peak_mb(self) -> float:
-        return (self.peak_rss - self.start_rss) / 2**20
 
 
 def time_runs(func, repeats: int) -> dict:

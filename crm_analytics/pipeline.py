@@ -292,7 +292,8 @@ def plot_win_rates(rates: pd.DataFrame, *, by: str, ax=None):
     plots.set_style()
     ax = plots.new_axes(ax)
     part = rates.sort_values("win_rate_pct")
-    errors = np.vstack([part["win_rate_pct"] - part["win_rate_low_pct"], part["win_rate_high_pct"] - part["win_rate_pct"]])
+    # at a 0 % or 100 % win rate the interval's end can differ from the rate by rounding only
+    errors = np.vstack([part["win_rate_pct"] - part["win_rate_low_pct"], part["win_rate_high_pct"] - part["win_rate_pct"]]).clip(min=0)
     ax.barh(part[by].astype(str), part["win_rate_pct"], xerr=errors, capsize=3, color="#468faf")
     ax.set_xlabel("win rate of closed opportunities (%)")
     ax.set_title(f"Win rate by {by}")

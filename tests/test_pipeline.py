@@ -11,6 +11,7 @@ from crm_analytics.pipeline import (
     fit_lead_score,
     lead_features,
     pipeline_velocity,
+    plot_win_rates,
     sales_cycle,
     score_open_leads,
     stage_conversion,
@@ -131,3 +132,13 @@ def test_lead_score_on_demo_beats_chance(demo_home):
 
     score = fit_lead_score(lead_features(warehouse.connect().table("opportunities")))
     assert score.roc_auc > 0.5
+
+
+def test_win_rate_chart_draws_groups_that_never_or_always_win():
+    # At 0 % and 100 % the Wilson interval's end equals the rate up to rounding; the error bars must not go negative.
+    opportunities = pd.DataFrame(
+        {"status": ["lost"] * 7 + ["won"] * 3 + ["won", "lost"], "expected_amount": 100.0, "source": ["never"] * 7 + ["always"] * 3 + ["mixed"] * 2}
+    )
+    rates = win_rates(opportunities, by="source")
+    ax = plot_win_rates(rates, by="source")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["never", "mixed", "always"]
