@@ -56,21 +56,29 @@ def _period_start(index: pd.Series, period: str) -> pd.Series:
     return pd.to_datetime(pd.DataFrame({"year": index // per_year, "month": index % per_year * months + 1, "day": 1}))
 
 
-def _cohort_expr(orders, *, customer_col: str, time_col: str, amount_col: str, period: str, group_cols: list[str]):
+def _cohort_expr(orders, *, customer_col: str, time_col: str, amount_col: str, period: str, group_cols: list[str],
+                 with_revenue: bool = True):
     """Ibis expression: active customers and net revenue per (group,) cohort index and period number.
 
     Periods are integers (``_period_index``), which DuckDB groups and subtracts faster than dates.
+    Without ``with_revenue`` only the purchases are read and ``revenue_amount`` is left out: the
+    share-active matrix needs no more, and skipping refunds and sums makes it markedly cheaper.
     """
     keys = [customer_col, *group_cols]
     t = orders.select(*keys, period_index=_period_index(orders[time_col].cast("timestamp"), period), amount=orders[amount_col])
-    per = t.group_by([*keys, "period_index"]).aggregate(revenue_amount=t.amount.sum(), is_active=(t.amount > 0).any())
-    first = per.filter(per.is_active).group_by(keys).aggregate(cohort_index=per.period_index.min())
+    if with_revenue:
+        per = t.group_by([*keys, "period_index"]).aggregate(revenue_amount=t.amount.sum(), is_active=(t.amount > 0).any())
+        active = per.filter(per.is_active)
+    else:
+        per = active = t.filter(t.amount > 0).select(*keys, "period_index").distinct()
+    first = active.group_by(keys).aggregate(cohort_index=active.period_index.min())
     joined = per.join(first, keys)
     joined = joined.mutate(period_number=joined.period_index - joined.cohort_index)
     joined = joined.filter(joined.period_number >= 0)
-    return joined.group_by([*group_cols, "cohort_index", "period_number"]).aggregate(
-        n_active=joined.is_active.sum(), revenue_amount=joined.revenue_amount.sum()
-    )
+    cells = joined.group_by([*group_cols, "cohort_index", "period_number"])
+    if not with_revenue:
+        return cells.aggregate(n_active=joined.count())
+    return cells.aggregate(n_active=joined.is_active.sum(), revenue_amount=joined.revenue_amount.sum())
 
 
 def cohort_table(
@@ -107,9 +115,12 @@ def cohort_table(
     _check_options(period, "customers")
     group_cols = [group_col] if group_col else []
     require_columns(orders, [customer_col, time_col, amount_col, *group_cols], context="cohort_table(orders)")
-    cells = _cohort_expr(
-        as_ibis(orders), customer_col=customer_col, time_col=time_col, amount_col=amount_col, period=period, group_cols=group_cols
-    )
+    return _cohort_cells(orders, customer_col=customer_col, time_col=time_col, amount_col=amount_col, period=period, group_cols=group_cols)
+
+
+def _cohort_cells(orders: TableLike, *, group_cols: list[str], period: str, with_revenue: bool = True, **columns: str) -> pd.DataFrame:
+    """``cohort_table`` without the checks; ``with_revenue`` false leaves ``revenue_amount`` missing (NaN)."""
+    cells = _cohort_expr(as_ibis(orders), period=period, group_cols=group_cols, with_revenue=with_revenue, **columns)
     return _complete_grid(cells.to_pandas(), group_cols, period)
 
 
@@ -125,7 +136,7 @@ def _complete_grid(long: pd.DataFrame, group_cols: list[str], period: str) -> pd
     long = long.astype({"period_number": "int64", "cohort_index": "int64"})
     out = grid.merge(long, on=[*group_cols, "cohort_index", "period_number"], how="left")
     out["n_active"] = out["n_active"].fillna(0).astype("int64")
-    out["revenue_amount"] = out["revenue_amount"].fillna(0.0).astype("float64")
+    out["revenue_amount"] = out["revenue_amount"].fillna(0.0).astype("float64") if "revenue_amount" in out else np.nan
     out["cohort_size"] = out["cohort_size"].astype("int64")
     out["is_observed"] = out["cohort_index"] + out["period_number"] <= last_index
     out["cohort_date"] = _period_start(out["cohort_index"], period)
@@ -171,7 +182,9 @@ def retention_matrix(
         cells after the end of the data are NaN.
     """
     _check_options(period, value)
-    long = cohort_table(orders, customer_col=customer_col, time_col=time_col, amount_col=amount_col, period=period)
+    require_columns(orders, [customer_col, time_col, amount_col], context="retention_matrix(orders)")
+    long = _cohort_cells(orders, customer_col=customer_col, time_col=time_col, amount_col=amount_col, period=period,
+                         group_cols=[], with_revenue=value != "customers")
     long["value"] = _cell_values(long, value, ["cohort_date"]).where(long["is_observed"])
     matrix = long.pivot(index="cohort_date", columns="period_number", values="value")
     matrix.columns.name = "period_number"

@@ -119,3 +119,22 @@ def test_plots_return_axes():
     customers = pd.DataFrame({"customer_id": ["a", "b", "c", "d"], "acquisition_channel": ["store", "web", "web", "web"]})
     ax = cohort.plot_curves(cohort.retention_curves(_orders(), customers, value="ltv"), ylabel="LTV")
     assert len(ax.get_lines()) == 2
+
+
+@pytest.mark.parametrize("period", ["W", "M", "Q"])
+def test_share_active_matrix_agrees_with_the_cohort_table(period):
+    # retention_matrix reads purchases only for the share active; it must equal n_active / cohort_size
+    # of the full cohort table, refunds (also before the first purchase, and refund-only customers) included.
+    rng = np.random.default_rng(7)
+    n = 4_000
+    orders = pd.DataFrame({
+        "customer_id": rng.integers(0, 400, n).astype(str),
+        "order_time": pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 500 * 86400, n), unit="s"),
+        "order_amount": np.round(rng.normal(50, 60, n), 2),
+    })
+    matrix = cohort.retention_matrix(orders, period=period)
+    table = cohort.cohort_table(orders, period=period)
+    expected = table.assign(share=(table["n_active"] / table["cohort_size"]).where(table["is_observed"]))
+    expected = expected.pivot(index="cohort_date", columns="period_number", values="share")
+    assert (orders["order_amount"] < 0).mean() > 0.15
+    pd.testing.assert_frame_equal(matrix, expected, check_names=False)
