@@ -59,7 +59,7 @@ REDACTED = "[redacted]"
 PERSONAL_COLUMN_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"e[-_ ]?mail|邮箱|邮件", "email"),
     (r"phone|mobile|^tel$|telephone|手机|电话", "phone"),
-    (r"^(full_|first_|last_|given_|family_|customer_|contact_|member_)?name$|^姓名$|^名字$", "name"),
+    (r"^(full_|first_|last_|given_|family_|customer_|contact_|member_)?name$|^owner$|^姓名$|^名字$", "name"),
     (r"birth|生日|出生", "date"),
     (r"comment|address|remark|free_?text|^notes?$|地址|备注|评论|留言", "text"),
 )

@@ -285,6 +285,7 @@ TABLES: dict[str, Table] = {
 PERSONAL_DATA_COLUMNS: dict[str, tuple[str, ...]] = {
     "customers": ("full_name", "email", "phone", "birth_date"),
     "surveys": ("comment",),
+    "opportunities": ("owner",),  # the sales representative's name
 }
 
 

@@ -258,3 +258,11 @@ def test_suppression_arguments_are_checked():
         privacy.suppress_small_groups(_groups(), count_col="n_customers", k=0)
     with pytest.raises(ValueError, match="cannot be kept"):
         privacy.suppress_small_groups(_groups(), count_col="n_customers", keep_cols=["n_customers"])
+
+
+def test_sales_owner_names_are_personal_data():
+    opportunities = pd.DataFrame({"opportunity_id": ["o1", "o2"], "owner": ["王芳", "Li Lei"], "expected_amount": [1.0, 2.0]})
+    assert privacy.personal_columns(opportunities) == ["owner"]
+    masked = privacy.mask_frame(opportunities)
+    assert not set(masked["owner"]) & {"王芳", "Li Lei"}
+    assert masked["owner"].str[0].tolist() == ["王", "L"]
