@@ -381,9 +381,10 @@ def period_retention(
     t = _periodised(tables, scope, table=table, time_col=time_col, where=where, customer_col=customer_col, extra=[customer_col], lookback=1, context="period_retention")
     active = t.select("period_start", "group", _customer=t[customer_col]).distinct()
     previous = active.mutate(period_start=active.period_start + scope.step)
-    current = active.select(_c=active._customer, _p=active.period_start, _hit=ibis.literal(1.0))
+    current = active.select(_c=active._customer, _p=active.period_start)
     joined = previous.left_join(current, [previous._customer == current._c, previous.period_start == current._p])
-    joined = joined.mutate(_kept=joined._hit.fill_null(0.0))
+    # A flag from the join, not a float literal: Spark reads ``1.0`` as a decimal and would round the mean.
+    joined = joined.mutate(_kept=joined._c.notnull().cast("float64"))
     result = _by_period(joined, value=joined._kept.mean() * 100)
     return result.mutate(value=100 - result.value) if churn else result
 
