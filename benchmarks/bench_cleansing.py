@@ -3,7 +3,7 @@
 Generates the demo dataset (``--customers`` persons; the 1M demo has about 1.5M source
 customer records) into a scratch project home, runs ``build_clean_warehouse`` once, and
 prints wall time and CPU time per step, records per second, peak memory (resident set)
-and the entity-resolution accuracy. ``--engine splink`` measures Splink 5 instead of the
+(overall and per step) and the entity-resolution accuracy. ``--engine splink`` measures Splink 5 instead of the
 in-house blocked Fellegi-Sunter model.
 
     python benchmarks/bench_cleansing.py --customers 50000
@@ -64,6 +64,7 @@ def main() -> None:
         "customer_records_per_second_resolve": round(customer_records / max(result.timings["resolve_entities"], 1e-9)),
         "rows_per_second_whole_build": round(all_rows / wall),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb_per_step": {k: round(v) for k, v in result.peak_rss_mb.items()},
         "load_average_1min": round(os.getloadavg()[0], 2),
         "precision": None if overall is None else round(float(overall["precision"]), 4),
         "recall": None if overall is None else round(float(overall["recall"]), 4),

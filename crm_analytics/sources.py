@@ -22,6 +22,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -103,13 +104,47 @@ def read_source(name: str, spec: dict[str, Any], dataset_dir: str | Path | None 
     check_spec(name, spec)
     reader = {"csv": _read_csv, "excel": _read_excel, "parquet": _read_parquet, "sql": _read_sql}[spec["format"]]
     raw, location, attrs = reader(spec, Path(dataset_dir) if dataset_dir else paths.raw_dir())
+    return _mapped_with_lineage(raw, name, spec, location, attrs)
+
+
+def read_source_chunks(
+    name: str, spec: dict[str, Any], dataset_dir: str | Path | None = None, *, chunk_rows: int = 200_000
+) -> Iterator[pd.DataFrame]:
+    """Yield one source in chunks of at most ``chunk_rows`` rows, for files too large to read whole.
+
+    A CSV source is read chunk by chunk; every chunk is exactly the matching
+    slice of what ``read_source`` returns (same columns, values, ``attrs`` and
+    ``_source_row`` numbers, counted across chunks). Other formats are read
+    whole and yielded as one chunk. A header-only file yields one empty chunk.
+    Raises ``SourceError`` like ``read_source``.
+    """
+    check_spec(name, spec)
+    folder = Path(dataset_dir) if dataset_dir else paths.raw_dir()
+    if spec["format"] != "csv":
+        yield read_source(name, spec, folder)
+        return
+    path, options = _csv_options(spec, folder)
+    offset = 0
+    try:
+        with pd.read_csv(path, **options, chunksize=chunk_rows) as reader:
+            for raw in reader:
+                raw.columns = [str(c).strip() for c in raw.columns]
+                frame = _mapped_with_lineage(raw, name, spec, str(path), _csv_attrs(options), first_row=offset + 1)
+                offset += len(frame)
+                yield frame
+    except pd.errors.ParserError as error:
+        raise SourceError(f"{path}: not a well-formed CSV with delimiter {options['sep']!r}: {error}") from None
+
+
+def _mapped_with_lineage(raw: pd.DataFrame, name: str, spec: dict[str, Any], location: str, attrs: dict, *, first_row: int = 1) -> pd.DataFrame:
+    """Map ``raw`` onto canonical names and add the ``attrs`` and lineage columns (rows numbered from ``first_row``)."""
     frame = _map_columns(raw, spec, location)
     frame.attrs.update(attrs)
     frame.attrs["unknown_columns"] = [c for c in raw.columns if c not in set(spec["columns"].values())]
     frame.attrs["missing_optional_columns"] = [c for c in spec["columns"].values() if c not in raw.columns]
     frame["_source"] = name
     frame["_source_file"] = location
-    frame["_source_row"] = pd.RangeIndex(1, len(frame) + 1).to_numpy()
+    frame["_source_row"] = pd.RangeIndex(first_row, first_row + len(frame)).to_numpy()
     return frame
 
 
@@ -196,7 +231,8 @@ def _sniff_delimiter(header_line: str, expected: list[str]) -> str:
         return ","
 
 
-def _read_csv(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, str, dict]:
+def _csv_options(spec: dict[str, Any], dataset_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Return the file and the ``pandas.read_csv`` options (encoding, delimiter, all values as text) of a CSV source."""
     path = _existing_file(spec, dataset_dir)
     encoding = spec.get("encoding", "auto")
     if encoding == "auto":
@@ -206,14 +242,21 @@ def _read_csv(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, st
     if not header_line.strip():
         raise SourceError(f"{path}: empty input (no header line)")
     delimiter = spec.get("delimiter") or _sniff_delimiter(header_line, list(spec["columns"].values()))
+    return path, {"encoding": encoding, "sep": delimiter, "dtype": str, "keep_default_na": False, "na_values": [""], "engine": "c"}
+
+
+def _csv_attrs(options: dict[str, Any]) -> dict[str, str]:
+    return {"encoding": options["encoding"], "delimiter": options["sep"]}
+
+
+def _read_csv(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, str, dict]:
+    path, options = _csv_options(spec, dataset_dir)
     try:
-        raw = pd.read_csv(
-            path, encoding=encoding, sep=delimiter, dtype=str, keep_default_na=False, na_values=[""], engine="c"
-        )
+        raw = pd.read_csv(path, **options)
     except pd.errors.ParserError as error:
-        raise SourceError(f"{path}: not a well-formed CSV with delimiter {delimiter!r}: {error}") from None
+        raise SourceError(f"{path}: not a well-formed CSV with delimiter {options['sep']!r}: {error}") from None
     raw.columns = [str(c).strip() for c in raw.columns]
-    return raw, str(path), {"encoding": encoding, "delimiter": delimiter}
+    return raw, str(path), _csv_attrs(options)
 
 
 def _excel_cell_text(value: Any) -> Any:

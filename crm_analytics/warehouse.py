@@ -52,14 +52,15 @@ def table_row_counts(path: str | Path | None = None) -> dict[str, int]:
         return {name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in names}
 
 
-def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path | None = None) -> Path:
+def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path | None = None, memory_limit: str | None = None) -> Path:
     """Write a complete warehouse atomically and return its path.
 
     ``tables`` maps a table name to a pandas DataFrame or to a DuckDB ``SELECT``
     (for tables too large to pass through pandas). Canonical tables are created
     with their contract's column types and order; other tables (quarantine,
     lineage, quality) keep the frame's own types. The new file replaces the old
-    one only after every table is written.
+    one only after every table is written. ``memory_limit`` (e.g. ``"2GB"``) caps
+    DuckDB's memory while writing (default: DuckDB's own, 80% of the RAM).
     """
     target = paths.resolve(path, paths.warehouse_path())
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,8 @@ def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path |
     try:
         with duckdb.connect(str(staging)) as con:
             con.execute("SET enable_progress_bar = false")
+            if memory_limit:
+                con.execute("SET memory_limit = ?", [memory_limit])
             for name, content in tables.items():
                 _write_one(con, name, content)
             con.execute("CHECKPOINT")

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from crm_analytics import attribution, cohort, engine, funnel, kpi, paths, schema, segmentation
+from crm_analytics.cleansing import resolve
 
 DEMO_CUSTOMERS = 2_000
 DEMO_SEED = 7
@@ -186,8 +187,11 @@ def test_spark_sees_every_canonical_table_with_the_warehouse_columns_and_rows(du
 def test_spark_tables_run_on_spark_and_entity_resolution_refuses_them(spark, duck):
     orders = spark.table("orders")
     assert engine.backend_name(orders) == "pyspark"
+    customers = spark.table("customers")
     with pytest.raises(engine.UnsupportedBackendError, match=r"entity-resolution blocking.*duckdb backend only.*'pyspark'"):
-        engine.require_duckdb(orders, operation="entity-resolution blocking")
+        resolve.candidate_pairs(customers)
+    with pytest.raises(engine.UnsupportedBackendError, match=r"entity resolution.*duckdb backend only.*'pyspark'"):
+        resolve.resolve_entities(customers)
     engine.require_duckdb(duck.table("orders"), operation="entity-resolution blocking")
 
 

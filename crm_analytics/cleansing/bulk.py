@@ -5,7 +5,9 @@ categorical codes one way; the contract checks of ``validate.contract_schema``
 (required, unique keys, dates up to ``as_of``, ranges) and the customer look-up
 run as SQL; the quarantine entries come back as a small pandas frame.
 Same reason codes and actions as ``validate``: rows in = rows clean + rows quarantined.
-The clean rows come back as an Arrow table (no copy through pandas).
+The clean rows go to a Parquet file in a work folder, in the table's contract
+(``StagedSource``), never through pandas; DuckDB runs with a memory limit and
+spills to that folder (``duck.connect``).
 """
 
 from __future__ import annotations
@@ -17,21 +19,26 @@ from typing import Any
 
 import duckdb
 import pandas as pd
-import pyarrow as pa
 
 from crm_analytics import schema, sources
 from crm_analytics.cleansing import validate
+from crm_analytics.cleansing.duck import arrow, connect, contract_select, copy_to_parquet, quote
 
 _ROW_REASONS = (validate.DUPLICATE_KEY, validate.MISSING_REQUIRED, validate.UNKNOWN_CUSTOMER)
 
 
 @dataclass(frozen=True)
-class BulkSource:
-    """One Parquet source validated in DuckDB: its clean rows (Arrow), its quarantine and its counts."""
+class StagedSource:
+    """One validated fact source whose clean rows sit in a Parquet file.
+
+    ``clean_path``: the clean rows, every column of the table's contract in order and
+    type (absent ones null); ``columns``: the contract columns the source provides;
+    ``quarantine``: ``validate.QUARANTINE_COLUMNS``; ``profile``: the before/after quality rows.
+    """
 
     name: str
     table: str
-    clean: pa.Table
+    clean_path: Path
     quarantine: pd.DataFrame
     profile: pd.DataFrame
     n_rows_in: int
@@ -40,13 +47,9 @@ class BulkSource:
 
     @property
     def n_rows_quarantined(self) -> int:
-        """Rows that left the clean table."""
-        return self.n_rows_in - self.n_rows_clean
-
-
-def quote(text: object) -> str:
-    """Return ``text`` as a SQL string literal."""
-    return "'" + str(text).replace("'", "''") + "'"
+        """Rows that left the clean table (distinct rows with a ``row`` quarantine entry)."""
+        rows = self.quarantine.loc[self.quarantine["action"] == "row", "source_row"]
+        return int(rows.nunique())
 
 
 def source_select(name: str, spec: Mapping[str, Any], dataset_dir: str | Path) -> str:
@@ -112,7 +115,8 @@ def validate_parquet(
     *,
     as_of: pd.Timestamp,
     id_lookup: pd.DataFrame | None,
-) -> BulkSource:
+    work_dir: str | Path,
+) -> StagedSource:
     """Validate one Parquet source in DuckDB.
 
     Parameters
@@ -124,24 +128,27 @@ def validate_parquet(
     id_lookup : DataFrame or None
         ``source_customer_id`` -> ``customer_key``; when given and the table has
         ``customer_id``, it is replaced by the key and unknown ids are quarantined.
+    work_dir : path
+        Existing folder for the clean rows (``<name>.parquet``) and DuckDB's spill files.
 
     Returns
     -------
-    BulkSource
-        ``clean`` holds the clean rows (the source's contract columns); ``quarantine`` has
+    StagedSource
+        ``clean_path`` holds the clean rows (the table's contract); ``quarantine`` has
         ``validate.QUARANTINE_COLUMNS``; ``profile`` the before/after quality rows.
     """
     table = schema.get_table(spec["table"])
     cutoff = validate.cutoff_of(as_of)
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
+    clean_path = Path(work_dir) / f"{name}.parquet"
+    con = connect(work_dir)
     try:
         con.execute(f"CREATE TEMP TABLE src AS {source_select(name, spec, dataset_dir)}")
         present = [c for c in table.column_names if c in spec["columns"] or c in (spec.get("constants") or {})]
         link = id_lookup is not None and "customer_id" in present
         if link:
-            con.register("id_lookup_frame", id_lookup[["source_customer_id", "customer_key"]])
+            con.register("id_lookup_frame", arrow(id_lookup[["source_customer_id", "customer_key"]]))
             con.execute("CREATE TEMP TABLE id_lookup AS SELECT DISTINCT ON (source_customer_id) source_customer_id, customer_key FROM id_lookup_frame")
+            con.unregister("id_lookup_frame")
         failures = " UNION ALL ".join(_failure_selects(table, present, cutoff, link_customers=link))
         con.execute(
             f"CREATE TEMP TABLE failures AS SELECT DISTINCT ON (_source_row, column_name) _source_row, column_name, reason, "
@@ -151,17 +158,17 @@ def validate_parquet(
         flags = ", ".join(f"bool_or(column_name = {quote(c)} AND action = 'value') AS \"{c}\"" for c in present)
         con.execute(f"CREATE TEMP TABLE value_flags AS SELECT _source_row, {flags} FROM failures GROUP BY _source_row")
         join = "LEFT JOIN id_lookup k ON k.source_customer_id = src.customer_id" if link else ""
-        clean = con.execute(
+        clean = (
             f"SELECT {_clean_columns(table, present, link_customers=link)} FROM src "
             f"LEFT JOIN value_flags v ON v._source_row = src._source_row {join} "
             f"ANTI JOIN (SELECT _source_row FROM failures WHERE action = 'row') q ON q._source_row = src._source_row"
-        ).fetch_arrow_table()
+        )
+        n_clean = copy_to_parquet(con, contract_select(f"({clean})", table, present), clean_path)
         n_in = con.execute("SELECT count(*) FROM src").fetchone()[0]
-        con.register("clean_rows", clean)
-        profile = _profile(con, name, table, present, "clean_rows")
+        profile = _profile(con, name, table, present, f"read_parquet({quote(clean_path)})")
     finally:
         con.close()
-    return BulkSource(name, table.name, clean, quarantine, profile, int(n_in), clean.num_rows, present)
+    return StagedSource(name, table.name, clean_path, quarantine, profile, int(n_in), n_clean, present)
 
 
 def _quarantine_frame(con: duckdb.DuckDBPyConnection, name: str, table: schema.Table, present: list[str], path: str) -> pd.DataFrame:

@@ -6,20 +6,30 @@ customers of all sources into persons, replaces every ``customer_id`` by the
 resolved ``customer_key``, and writes the canonical tables together with
 ``customer_lineage``, ``quarantine``, and the quality tables (``quality_*``)
 into the warehouse in one atomic step.
+
+Memory: the customer sources are read whole (entity resolution compares them
+with each other); every other source is validated chunk by chunk (``stream``)
+or inside DuckDB (``bulk``), its clean rows staged as Parquet in a work folder
+beside the warehouse (``<warehouse>.staging-<pid>``, removed afterwards) and
+copied into the warehouse by DuckDB. So the fact tables never sit in pandas,
+and memory grows with the customers, not with orders or events.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from crm_analytics import paths, privacy, regions, schema, sources, warehouse
-from crm_analytics.cleansing import bulk, quality, resolve, survive, validate
+from crm_analytics import paths, privacy, regions, sources, warehouse
+from crm_analytics.cleansing import bulk, duck, quality, resolve, stream, survive, validate
 
 CUSTOMER_TABLE = "customers"
 
@@ -36,7 +46,8 @@ class CleansingResult:
     ``quarantined_pct``, ``is_balanced``. ``quarantine``: every entry (raw values; personal
     data). ``profile``: completeness / validity / uniqueness before and after.
     ``accuracy``: pairwise precision / recall / F1 against ground truth (empty without it).
-    ``timings``: wall-clock seconds per step; ``cpu_timings``: CPU seconds per step (all threads).
+    ``timings``: wall-clock seconds per step; ``cpu_timings``: CPU seconds per step (all threads);
+    ``peak_rss_mb``: the largest resident set of the process during each step (MiB).
     """
 
     warehouse_path: Path | None
@@ -50,6 +61,7 @@ class CleansingResult:
     table_rows: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     cpu_timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
     @property
     def quarantine_by_reason(self) -> pd.DataFrame:
@@ -58,18 +70,56 @@ class CleansingResult:
 
 
 class _Timer:
-    """Wall-clock seconds per step (``timings``) and CPU seconds of this process, all threads (``cpu``)."""
+    """Per step: wall-clock seconds (``timings``), CPU seconds of this process, all threads (``cpu``), and the
+    largest resident set in MiB (``peak_rss_mb``).
 
-    def __init__(self) -> None:
+    The resident set is sampled by a background thread every ``sample_seconds``; a step during which the
+    process reached a new all-time peak gets that exact peak (``getrusage``), so short spikes are not missed.
+    Use as a context manager (the sampler stops on exit).
+    """
+
+    def __init__(self, *, sample_seconds: float = 0.05) -> None:
+        import psutil
+
         self.timings: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
+        self._process = psutil.Process()
         self._start, self._cpu = time.perf_counter(), time.process_time()
+        self._sampled = self._rss()
+        self._max_rss = _max_rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(sample_seconds,), daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> "_Timer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _rss(self) -> int:
+        return self._process.memory_info().rss
+
+    def _sample(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self._sampled = max(self._sampled, self._rss())
 
     def lap(self, step: str) -> None:
-        now, cpu = time.perf_counter(), time.process_time()
+        now, cpu, rss, max_rss = time.perf_counter(), time.process_time(), self._rss(), _max_rss_bytes()
         self.timings[step] = self.timings.get(step, 0.0) + now - self._start
         self.cpu[step] = self.cpu.get(step, 0.0) + cpu - self._cpu
-        self._start, self._cpu = now, cpu
+        peak = max_rss if max_rss > self._max_rss else max(self._sampled, rss)
+        self.peak_rss_mb[step] = max(self.peak_rss_mb.get(step, 0.0), round(peak / 2**20, 1))
+        self._start, self._cpu, self._sampled, self._max_rss = now, cpu, rss, max_rss
+
+
+def _max_rss_bytes() -> int:
+    """The process's largest resident set so far (``getrusage``; kilobytes on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # -------------------------------------------------------------------------------- source reading
@@ -80,20 +130,50 @@ def is_bulk(spec: Mapping[str, Any]) -> bool:
     return spec["format"] == "parquet" and spec["table"] != CUSTOMER_TABLE
 
 
-def read_and_validate(
+def validate_customers(
     source_map: Mapping[str, Mapping[str, Any]], dataset_dir: Path, *, as_of: pd.Timestamp, default_region: str = "CN"
-) -> tuple[dict[str, validate.ValidatedSource], pd.DataFrame]:
-    """Read and validate every source that is not bulk; return ``{source: ValidatedSource}`` and the before/after profile."""
-    validated, profiles = {}, []
+) -> tuple[dict[str, validate.ValidatedSource], dict[str, pd.DataFrame]]:
+    """Read and validate every source of table ``customers`` (whole, in pandas).
+
+    Returns ``{source: ValidatedSource}`` (without the reason codes) and ``{source: before/after profile}``.
+    """
+    validated, profiles = {}, {}
     for name, spec in source_map.items():
-        if is_bulk(spec):
+        if spec["table"] != CUSTOMER_TABLE:
             continue
         raw = sources.read_source(name, dict(spec), dataset_dir)
         result = validate.validate_source(name, raw, spec, as_of=as_of, default_region=default_region)
-        profiles.append(quality.profile_before_after(raw.reset_index(drop=True), result.reasons, result.clean, source=name, table_name=spec["table"]))
-        validated[name] = result
-    profile = pd.concat(profiles, ignore_index=True) if profiles else pd.DataFrame()
-    return validated, profile
+        profiles[name] = quality.profile_before_after(raw.reset_index(drop=True), result.reasons, result.clean, source=name, table_name=spec["table"])
+        validated[name] = replace(result, reasons=pd.DataFrame())
+        del raw, result
+    return validated, profiles
+
+
+def stage_facts(
+    source_map: Mapping[str, Mapping[str, Any]],
+    dataset_dir: Path,
+    *,
+    as_of: pd.Timestamp,
+    id_lookup: pd.DataFrame,
+    work_dir: Path,
+    default_region: str = "CN",
+    chunk_rows: int = stream.CHUNK_ROWS,
+) -> dict[str, bulk.StagedSource]:
+    """Validate every source that is not ``customers``, link it to the customers, and stage its clean rows as Parquet.
+
+    Typed Parquet sources are validated inside DuckDB (``bulk``); CSV sources chunk by chunk,
+    Excel and SQL sources whole (``stream``). Memory stays bounded whatever the files' size.
+    """
+    staged = {}
+    for name, spec in source_map.items():
+        if spec["table"] == CUSTOMER_TABLE:
+            continue
+        if is_bulk(spec):
+            staged[name] = bulk.validate_parquet(name, spec, dataset_dir, as_of=as_of, id_lookup=id_lookup, work_dir=work_dir)
+        else:
+            staged[name] = stream.stage_source(name, spec, dataset_dir, as_of=as_of, work_dir=work_dir, id_lookup=id_lookup,
+                                               default_region=default_region, chunk_rows=chunk_rows)
+    return staged
 
 
 # ------------------------------------------------------------------------------------- customers
@@ -131,6 +211,9 @@ def map_customer_ids(frame: pd.DataFrame, lookup: pd.DataFrame) -> pd.Series:
     A row with a ``source`` column whose value is a customer system (``web``,
     ``store``) is looked up in that system's ids; other rows in all ids (the
     demo's ids carry a per-source prefix, so they never collide).
+
+    The build links file sources with the same rule in SQL (``stream``); this
+    pandas form states the rule for frames in memory and is the reference in the tests.
     """
     ids = frame["customer_id"].astype("string")
     anywhere = lookup.drop_duplicates("source_customer_id").set_index("source_customer_id")["customer_key"]
@@ -148,53 +231,9 @@ def map_customer_ids(frame: pd.DataFrame, lookup: pd.DataFrame) -> pd.Series:
 # ------------------------------------------------------------------------------------- the build
 
 
-def _row_counts(validated: Mapping[str, validate.ValidatedSource | bulk.BulkSource]) -> pd.DataFrame:
+def _row_counts(validated: Mapping[str, validate.ValidatedSource | bulk.StagedSource]) -> pd.DataFrame:
     rows = [(name, v.table, v.n_rows_in, v.n_rows_in - v.n_rows_quarantined, v.n_rows_quarantined) for name, v in validated.items()]
     return quality.row_accounting(pd.DataFrame(rows, columns=["source", "table_name", "rows_in", "rows_clean", "rows_quarantined"]))
-
-
-def _contract_select(relation: str, table: schema.Table, present: list[str]) -> str:
-    columns = [f'CAST("{c.name}" AS {c.duckdb_type}) AS "{c.name}"' if c.name in present else f'CAST(NULL AS {c.duckdb_type}) AS "{c.name}"' for c in table.columns]
-    return f"SELECT {', '.join(columns)} FROM {relation}"
-
-
-def _stage_tables(validated: Mapping[str, validate.ValidatedSource | bulk.BulkSource], unified: pd.DataFrame) -> dict[str, Any]:
-    """Canonical tables as Arrow tables in contract column order and types (customers as a frame)."""
-    import duckdb
-    import pyarrow as pa
-
-    parts: dict[str, list[pa.Table]] = {}
-    with duckdb.connect() as con:
-        con.execute("SET enable_progress_bar = false")
-        for v in validated.values():
-            if v.table == CUSTOMER_TABLE:
-                continue
-            table = schema.get_table(v.table)
-            if isinstance(v, bulk.BulkSource):
-                part, present = v.clean, v.columns
-            else:
-                present = [c for c in table.column_names if c in v.clean.columns]
-                part = v.clean[present]
-            con.register("part", part)
-            parts.setdefault(v.table, []).append(con.execute(_contract_select("part", table, present)).fetch_arrow_table())
-            con.unregister("part")
-    tables: dict[str, Any] = {name: pa.concat_tables(items) for name, items in parts.items()}
-    tables[CUSTOMER_TABLE] = unified
-    return tables
-
-
-def _link_facts(validated: dict[str, validate.ValidatedSource], lookup: pd.DataFrame) -> dict[str, validate.ValidatedSource]:
-    """Replace ``customer_id`` by the resolved key; rows whose customer is unknown go to quarantine."""
-    out = {}
-    for name, v in validated.items():
-        if v.table == CUSTOMER_TABLE or "customer_id" not in v.clean.columns:
-            out[name] = v
-            continue
-        keys = map_customer_ids(v.clean, lookup)
-        v = validate.quarantine_clean_rows(v, keys.isna().to_numpy(), column="customer_id", reason=validate.UNKNOWN_CUSTOMER)
-        v.clean["customer_id"] = keys.dropna().to_numpy()
-        out[name] = v
-    return out
 
 
 def load_ground_truth(dataset: str = paths.DEMO_DATASET) -> pd.DataFrame | None:
@@ -304,65 +343,99 @@ def build_clean_warehouse(
     -------
     CleansingResult
     """
-    timer = _Timer()
-    as_of = pd.Timestamp(as_of)
+    with _Timer() as timer:
+        target = paths.resolve(warehouse_path, paths.warehouse_path())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work_dir = target.with_name(f"{target.name}.staging-{os.getpid()}")
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir()
+        try:
+            result = _build(timer, target=target, work_dir=work_dir, sources_file=sources_file, dataset=dataset, as_of=pd.Timestamp(as_of),
+                            quarantine_threshold=quarantine_threshold, match_threshold=match_threshold, output_dir=output_dir,
+                            default_region=default_region, engine=engine)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        persist_outputs(result, output_dir)
+        timer.lap("persist_reports")
+        result.timings, result.cpu_timings, result.peak_rss_mb = timer.timings, timer.cpu, timer.peak_rss_mb
+        return result
+
+
+def _build(
+    timer: _Timer,
+    *,
+    target: Path,
+    work_dir: Path,
+    sources_file: str | Path | None,
+    dataset: str,
+    as_of: pd.Timestamp,
+    quarantine_threshold: float,
+    match_threshold: float,
+    output_dir: str | Path | None,
+    default_region: str,
+    engine: str,
+) -> CleansingResult:
+    """The steps of ``build_clean_warehouse``; large intermediates go to Parquet files in ``work_dir``."""
     source_map = sources.load_source_map(sources_file)
     dataset_dir = paths.raw_dir(dataset)
-    validated, profile = read_and_validate(source_map, dataset_dir, as_of=as_of, default_region=default_region)
-    timer.lap("read_standardise_validate")
+    validated, profiles = validate_customers(source_map, dataset_dir, as_of=as_of, default_region=default_region)
+    timer.lap("read_validate_customers")
 
     customers = _customer_frame(validated)
-    resolution = resolve.resolve_entities(customers, match_threshold=match_threshold, engine=engine)
+    validated = {name: replace(v, clean=v.clean.iloc[:0]) for name, v in validated.items()}  # counts and quarantine suffice now
+    resolution = resolve.resolve_entities(customers, match_threshold=match_threshold, engine=engine, work_dir=work_dir)
     unified = survive.survive(customers, resolution.keys)
+    lookup = _id_lookup(customers, resolution.keys)
+    accuracy = measure_accuracy(customers, resolution.keys, resolution.lineage, load_ground_truth(dataset))
+    lineage, model = resolution.lineage, resolution.model
+    del customers, resolution
     timer.lap("resolve_entities")
 
-    target = paths.resolve(warehouse_path, paths.warehouse_path())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lookup = _id_lookup(customers, resolution.keys)
-    linked: dict[str, validate.ValidatedSource | bulk.BulkSource] = dict(_link_facts(validated, lookup))
-    for name, spec in source_map.items():
-        if is_bulk(spec):
-            linked[name] = bulk.validate_parquet(name, spec, dataset_dir, as_of=as_of, id_lookup=lookup)
-    linked = {name: linked[name] for name in source_map}  # source-map order
-    timer.lap("bulk_validate_and_link")
+    staged = stage_facts(source_map, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir, default_region=default_region)
+    del lookup
+    profiles |= {name: s.profile for name, s in staged.items()}
+    timer.lap("validate_link_facts")
 
-    result = _result(linked, profile, customers, resolution, dataset)
+    linked = {name: validated[name] if name in validated else staged[name] for name in source_map}  # source-map order
+    order = [name for name in source_map if not is_bulk(source_map[name])] + [name for name in source_map if is_bulk(source_map[name])]
+    result = _result(linked, pd.concat([profiles[name] for name in order], ignore_index=True), lineage, accuracy, model)
     timer.lap("report")
     problem = _quarantine_share_check(result.row_counts, quarantine_threshold)
     if problem:
-        result.timings = timer.timings
+        result.timings, result.peak_rss_mb = timer.timings, timer.peak_rss_mb
         persist_outputs(result, output_dir)
         result.quarantine.to_parquet(target.with_name(target.name + ".quarantine.parquet"), index=False)
         raise QuarantineThresholdError(f"{problem}; the warehouse at {target} was not replaced (quarantine written beside it)")
 
-    tables = _stage_tables(linked, unified)
-    tables |= {"customer_lineage": resolution.lineage, "quarantine": result.quarantine} | _quality_tables(result)
-    timer.lap("stage_tables")
-    result.warehouse_path = warehouse.write_tables(tables, path=target)
-    result.table_rows = {name: (t.num_rows if hasattr(t, "num_rows") else len(t)) for name, t in tables.items()}
+    tables = _fact_tables(staged) | {CUSTOMER_TABLE: unified, "customer_lineage": lineage, "quarantine": result.quarantine} | _quality_tables(result)
+    result.warehouse_path = warehouse.write_tables(tables, path=target, memory_limit=duck.MEMORY_LIMIT)
+    result.table_rows = {name: n for name, n in warehouse.table_row_counts(target).items() if name in tables}
     timer.lap("write_warehouse")
-    persist_outputs(result, output_dir)
-    timer.lap("persist_reports")
-    result.timings = timer.timings
-    result.cpu_timings = timer.cpu
     return result
 
 
+def _fact_tables(staged: Mapping[str, bulk.StagedSource]) -> dict[str, str]:
+    """``{table: DuckDB SELECT}`` over the staged Parquet files of its sources (source-map order)."""
+    parts: dict[str, list[str]] = {}
+    for source in staged.values():
+        parts.setdefault(source.table, []).append(f"SELECT * FROM read_parquet({duck.quote(source.clean_path)})")
+    return {table: " UNION ALL ".join(selects) for table, selects in parts.items()}
+
+
 def _result(
-    linked: Mapping[str, validate.ValidatedSource | bulk.BulkSource],
+    linked: Mapping[str, validate.ValidatedSource | bulk.StagedSource],
     profile: pd.DataFrame,
-    customers: pd.DataFrame,
-    resolution: resolve.Resolution,
-    dataset: str,
+    lineage: pd.DataFrame,
+    accuracy: pd.DataFrame,
+    model: resolve.FellegiSunterModel | None,
 ) -> CleansingResult:
-    bulk_profiles = [v.profile for v in linked.values() if isinstance(v, bulk.BulkSource)]
     return CleansingResult(
         warehouse_path=None,
         row_counts=_row_counts(linked),
         quarantine=pd.concat([v.quarantine for v in linked.values()], ignore_index=True),
-        profile=pd.concat([profile, *bulk_profiles], ignore_index=True),
-        lineage=resolution.lineage,
-        duplicates=quality.duplicates_summary(resolution.lineage),
-        accuracy=measure_accuracy(customers, resolution.keys, resolution.lineage, load_ground_truth(dataset)),
-        model_weights=resolution.model.level_weights() if resolution.model is not None else pd.DataFrame(),
+        profile=profile,
+        lineage=lineage,
+        duplicates=quality.duplicates_summary(lineage),
+        accuracy=accuracy,
+        model_weights=model.level_weights() if model is not None else pd.DataFrame(),
     )

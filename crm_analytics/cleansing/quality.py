@@ -18,6 +18,9 @@ def _share(numerator: float, denominator: float) -> float:
     return float(numerator) / float(denominator) * 100.0 if denominator else float("nan")
 
 
+PROFILE_COUNTS = ["column_name", "stage", "n_rows", "n_present", "n_valid", "n_distinct"]
+
+
 def profile_before_after(raw: pd.DataFrame, reasons: pd.DataFrame, clean: pd.DataFrame, *, source: str, table_name: str) -> pd.DataFrame:
     """Completeness, validity and uniqueness of every canonical column of one source, before and after.
 
@@ -40,37 +43,64 @@ def profile_before_after(raw: pd.DataFrame, reasons: pd.DataFrame, clean: pd.Dat
         that are readable and on their canonical list) and ``uniqueness_pct`` (distinct values
         per non-missing value), all in percent.
     """
+    return profile_from_counts(profile_counts(raw, reasons, clean), source=source, table_name=table_name)
+
+
+def present_text(values: pd.Series) -> pd.Series:
+    """Raw values as text, stripped, with empty text as missing: what "present" means before cleansing."""
+    return values.astype("string").str.strip().replace("", pd.NA)
+
+
+def profile_counts(raw: pd.DataFrame, reasons: pd.DataFrame, clean: pd.DataFrame, *, distinct: bool = True) -> pd.DataFrame:
+    """The counts behind ``profile_before_after``: ``PROFILE_COUNTS`` per column and stage.
+
+    ``n_present``: non-missing values; ``n_valid``: present values that are readable (before)
+    or on the canonical list (after; all present values except for regions); ``n_distinct``:
+    distinct present values (missing unless ``distinct``). Columns absent from ``clean`` get
+    no ``after`` row. A source validated in chunks adds up its counts, except ``n_distinct``,
+    which it counts over all chunks at once.
+    """
     rows = []
     for column in reasons.columns:
-        before = raw[column].astype("string").str.strip().replace("", pd.NA)
+        before = present_text(raw[column])
         present = before.notna()
         invalid = present & reasons[column].fillna("").ne("").to_numpy()
-        rows.append((column, "before", len(raw), _share(present.sum(), len(raw)), _share(present.sum() - invalid.sum(), present.sum()),
-                     _share(before[present].nunique(), present.sum())))
+        n_distinct = before[present].nunique() if distinct else pd.NA
+        rows.append((column, "before", len(raw), int(present.sum()), int(present.sum() - invalid.sum()), n_distinct))
         if column in clean.columns:
             after = clean[column]
             kept = after.notna()
-            rows.append((column, "after", len(clean), _share(kept.sum(), len(clean)), _after_validity(clean, column),
-                         _share(after[kept].nunique(), kept.sum())))
+            rows.append((column, "after", len(clean), int(kept.sum()), _after_valid(after[kept], column), after[kept].nunique()))
+    return pd.DataFrame(rows, columns=PROFILE_COUNTS)
+
+
+def profile_from_counts(counts: pd.DataFrame, *, source: str, table_name: str) -> pd.DataFrame:
+    """Turn ``PROFILE_COUNTS`` into the profile of ``profile_before_after`` (same rows, in the same order)."""
+    rows = [
+        (r.column_name, r.stage, int(r.n_rows), _share(r.n_present, r.n_rows), _share(r.n_valid, r.n_present), _share(r.n_distinct, r.n_present))
+        for r in counts.itertuples()
+    ]
     out = pd.DataFrame(rows, columns=["column_name", "stage", "n_rows", "completeness_pct", "validity_pct", "uniqueness_pct"])
     out.insert(0, "table_name", table_name)
     out.insert(0, "source", source)
     return out
 
 
-def _after_validity(clean: pd.DataFrame, column: str) -> float:
-    """Validity after cleansing: 100 except for regions, where it is the share on the canonical list."""
-    if column not in ("province", "city"):
-        return 100.0 if clean[column].notna().any() else float("nan")
+def _after_valid(values: pd.Series, column: str) -> int:
+    """Present values after cleansing that count as valid: all, except regions not on the canonical list."""
+    if column not in ("province", "city") or values.empty:
+        return len(values)
+    distinct = pd.unique(values.astype(str))
+    known = set(distinct[known_regions(pd.Series(distinct), column).to_numpy()])
+    return int(values.astype(str).isin(known).sum())
+
+
+def known_regions(values: pd.Series, column: str) -> pd.Series:
+    """Whether each region name (``province`` or ``city`` per ``column``) is on the canonical list."""
     from crm_analytics import regions
 
     lookup = regions.lookup_province if column == "province" else regions.lookup_city
-    values = clean[column].dropna().astype(str)
-    if values.empty:
-        return float("nan")
-    known = pd.Series(pd.unique(values)).map(lambda v: lookup(v) is not None)
-    known_values = set(pd.unique(values)[known.to_numpy()])
-    return _share(values.isin(known_values).sum(), len(values))
+    return values.map(lambda v: lookup(v) is not None).astype(bool)
 
 
 def row_accounting(counts: pd.DataFrame) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -29,6 +30,8 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from crm_analytics.cleansing import duck
+from crm_analytics.engine import require_duckdb
 from crm_analytics.frames import require_columns
 
 RECORD_COLUMNS = ["record_id", "source", "source_customer_id", "email", "phone", "name_key", "birth_date", "gender", "city"]
@@ -139,50 +142,75 @@ def exact_links(records: pd.DataFrame, *, keys: Sequence[str] = ("email", "phone
 
 
 def _comparison_sql(pairs_relation: str) -> str:
-    levels = ",\n  ".join(f"({sql}) AS {name}" for name, sql in COMPARISONS.items())
-    return f"""SELECT p.left_id, p.right_id, {levels}
+    levels = ",\n  ".join(f"CAST(({sql}) AS TINYINT) AS {name}" for name, sql in COMPARISONS.items())
+    return f"""SELECT CAST(p.left_id AS INTEGER) AS left_id, CAST(p.right_id AS INTEGER) AS right_id, {levels}
 FROM {pairs_relation} p JOIN records l ON l.record_id = p.left_id JOIN records r ON r.record_id = p.right_id"""
 
 
-def _connection(records: pd.DataFrame) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
-    con.register("records", records)
+def _connection(records: pd.DataFrame, work_dir: str | Path | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection holding ``records`` as its own table (read from pandas once, then within the memory limit)."""
+    con = duck.connect(work_dir)
+    con.register("records_frame", duck.arrow(records))
+    con.execute("CREATE TEMP TABLE records AS SELECT * FROM records_frame")
+    con.unregister("records_frame")
     return con
 
 
-def candidate_pairs(records: pd.DataFrame, *, rules: Sequence[str] = BLOCKING_RULES, max_block_size: int = 200) -> pd.DataFrame:
+def candidate_pairs(
+    records: pd.DataFrame,
+    *,
+    rules: Sequence[str] = BLOCKING_RULES,
+    max_block_size: int = 200,
+    include: pd.DataFrame | None = None,
+    work_dir: str | Path | None = None,
+) -> pd.DataFrame:
     """Return the distinct record pairs that share at least one blocking key, with their comparison levels.
 
     Keys shared by more than ``max_block_size`` records (a default e-mail, a
     placeholder birth date) are skipped for that rule: they say nothing.
+    ``include`` (``left_id``, ``right_id``, ``match_rule``; left < right, each pair
+    once) adds pairs compared whatever their keys, and their ``match_rule``.
+    DuckDB works within ``duck.MEMORY_LIMIT``, spilling to ``work_dir``.
 
     Returns
     -------
     DataFrame
-        ``left_id``, ``right_id`` (left < right) and one integer level column per comparison.
+        ``left_id``, ``right_id`` (left < right, int32), one integer level column per
+        comparison (int8), and ``match_rule`` (categorical) when ``include`` is given (missing
+        for the other pairs). Rows in no particular order.
     """
-    con = _connection(records)
+    require_duckdb(records, operation="entity-resolution blocking (cleansing.resolve.candidate_pairs)")
+    con = _connection(records, work_dir)
     selects = []
     for rule in rules:
         columns = sorted({part.split(".")[1].split()[0] for part in rule.split() if part.startswith("l.")})
-        keys = ", ".join(columns)
-        small = f"(SELECT * FROM (SELECT *, count(*) OVER (PARTITION BY {keys}) AS _n FROM records) WHERE _n <= {max_block_size})"
+        keys, present = ", ".join(columns), " AND ".join(f"{c} IS NOT NULL" for c in columns)
+        # only the ids and keys go through the window and the join (a missing key never joins)
+        small = (f"(SELECT record_id, {keys} FROM (SELECT record_id, {keys}, count(*) OVER (PARTITION BY {keys}) AS _n "
+                 f"FROM records WHERE {present}) WHERE _n <= {max_block_size})")
         selects.append(f"SELECT l.record_id AS left_id, r.record_id AS right_id FROM {small} l JOIN {small} r ON {rule} AND l.record_id < r.record_id")
+    query = _comparison_sql("pairs")
+    if include is not None:
+        rules = pd.Categorical(include["match_rule"])  # carried as small integer codes, not as text per pair
+        con.register("included", pd.DataFrame({"left_id": include["left_id"], "right_id": include["right_id"], "rule_code": rules.codes}))
+        selects.append("SELECT left_id, right_id FROM included")
+        query = f"SELECT c.*, i.rule_code FROM ({query}) c LEFT JOIN included i ON i.left_id = c.left_id AND i.right_id = c.right_id"
     con.execute("CREATE TEMP TABLE pairs AS SELECT DISTINCT * FROM (" + " UNION ALL ".join(selects) + ")")
-    out = con.execute(_comparison_sql("pairs")).df()
+    out = con.execute(query).df()
     con.close()
+    if include is not None:
+        out["match_rule"] = pd.Categorical.from_codes(out.pop("rule_code").fillna(-1).astype("int8"), categories=rules.categories)
     return out
 
 
-def random_pairs(records: pd.DataFrame, *, n_pairs: int = 200_000, random_state: int = 0) -> pd.DataFrame:
+def random_pairs(records: pd.DataFrame, *, n_pairs: int = 200_000, random_state: int = 0, work_dir: str | Path | None = None) -> pd.DataFrame:
     """Return comparison levels of ``n_pairs`` uniformly random record pairs (almost all non-matches)."""
     rng = np.random.default_rng(random_state)
     n = len(records)
     left, right = rng.integers(0, n, n_pairs), rng.integers(0, n, n_pairs)
     keep = left != right
     pairs = pd.DataFrame({"left_id": np.minimum(left, right)[keep], "right_id": np.maximum(left, right)[keep]})
-    con = _connection(records)
+    con = _connection(records, work_dir)
     con.register("sampled", pairs)
     out = con.execute(_comparison_sql("sampled")).df()
     con.close()
@@ -276,26 +304,28 @@ def _level_shares(levels: pd.Series, default: Sequence[float], *, pseudo_count: 
     return counts / counts.sum()
 
 
-def score_pairs(records: pd.DataFrame, exact: pd.DataFrame, *, random_state: int = 0) -> tuple[pd.DataFrame, FellegiSunterModel]:
+MATCH_RULES = ("exact_email", "exact_phone", "probabilistic")
+
+
+def score_pairs(
+    records: pd.DataFrame, exact: pd.DataFrame, *, random_state: int = 0, work_dir: str | Path | None = None
+) -> tuple[pd.DataFrame, FellegiSunterModel]:
     """Compare blocked pairs and exact-key pairs and score them with a fitted ``FellegiSunterModel``.
 
     Returns
     -------
     (DataFrame, FellegiSunterModel)
         Pairs with ``left_id``, ``right_id``, the comparison levels, ``match_rule``
-        (``exact_email``, ``exact_phone`` or ``probabilistic``), ``match_weight``
+        (categorical: ``exact_email``, ``exact_phone`` or ``probabilistic``), ``match_weight``
         (log2 odds) and ``match_probability``; and the model.
     """
-    blocked = candidate_pairs(records)
-    exact_pairs = _levels_for(records, exact[["left_id", "right_id"]])
-    pairs = pd.concat([blocked, exact_pairs], ignore_index=True).drop_duplicates(["left_id", "right_id"])
-    pairs = pairs.merge(exact, on=["left_id", "right_id"], how="left")
+    pairs = candidate_pairs(records, include=exact, work_dir=work_dir)
     pairs["name_tf"] = name_frequencies(records)[pairs["left_id"].to_numpy()]
-    model = FellegiSunterModel().fit(pairs, random_pairs(records, random_state=random_state), n_records=len(records))
-    pairs["match_rule"] = pairs["match_rule"].fillna("probabilistic")
+    model = FellegiSunterModel().fit(pairs, random_pairs(records, random_state=random_state, work_dir=work_dir), n_records=len(records))
+    pairs["match_rule"] = pairs["match_rule"].cat.set_categories(MATCH_RULES).fillna("probabilistic")
     pairs["match_weight"] = model.match_weight(pairs)
     pairs["match_probability"] = model.match_probability(pairs)
-    return pairs.reset_index(drop=True), model
+    return pairs, model
 
 
 def name_frequencies(records: pd.DataFrame) -> np.ndarray:
@@ -310,14 +340,6 @@ def name_frequencies(records: pd.DataFrame) -> np.ndarray:
     counts = records["name_key"].map(records["name_key"].value_counts()).astype("float64")
     others = np.maximum(counts.fillna(2.0).to_numpy() - 2.0, 0.5)
     return np.where(counts.isna().to_numpy(), 0.0, others / n)
-
-
-def _levels_for(records: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    con = _connection(records)
-    con.register("given", pairs)
-    out = con.execute(_comparison_sql("given")).df()
-    con.close()
-    return out
 
 
 # --------------------------------------------------------------------------------------- Splink
@@ -414,6 +436,7 @@ def record_lineage(records: pd.DataFrame, keys: pd.Series, links: pd.DataFrame) 
         the record's strongest accepted link, ``single_record`` when it has none) and
         ``match_weight`` (that link's log2 match weight; missing for single records).
     """
+    links = links[["left_id", "right_id", "match_rule", "match_weight"]].astype({"match_rule": "string"})
     ends = pd.concat(
         [links[["left_id", "match_rule", "match_weight"]].rename(columns={"left_id": "record_id"}),
          links[["right_id", "match_rule", "match_weight"]].rename(columns={"right_id": "record_id"})],
@@ -440,6 +463,7 @@ def resolve_entities(
     match_threshold: float = 0.7,
     engine: str = "fellegi_sunter",
     random_state: int = 0,
+    work_dir: str | Path | None = None,
 ) -> "Resolution":
     """Resolve clean customer records of every source into persons.
 
@@ -453,6 +477,8 @@ def resolve_entities(
         The in-house blocked Fellegi-Sunter model, or Splink 5 on DuckDB.
     random_state : int
         Seed of the random pairs that estimate u.
+    work_dir : path, optional
+        Folder for DuckDB's spill files when the pairs outgrow ``duck.MEMORY_LIMIT``.
 
     Returns
     -------
@@ -461,6 +487,7 @@ def resolve_entities(
         with ``customers``), ``links`` (accepted links), ``pairs`` (all scored pairs),
         ``lineage`` and the fitted ``model`` (None for Splink).
     """
+    require_duckdb(customers, operation="entity resolution (cleansing.resolve_entities)")
     records = prepare_records(customers)
     exact = exact_links(records)
     if engine == "splink":
@@ -469,7 +496,7 @@ def resolve_entities(
         scored["match_rule"] = scored["match_rule"].fillna("probabilistic")
         model = None
     elif engine == "fellegi_sunter":
-        scored, model = score_pairs(records, exact, random_state=random_state)
+        scored, model = score_pairs(records, exact, random_state=random_state, work_dir=work_dir)
     else:
         raise ValueError(f"engine must be 'fellegi_sunter' or 'splink', got {engine!r}")
     accepted = scored[(scored["match_rule"] != "probabilistic") | (scored["match_probability"] >= match_threshold)]

@@ -383,14 +383,28 @@ def validate_source(
         ``clean`` (typed contract columns + helper and lineage columns),
         ``quarantine`` (``QUARANTINE_COLUMNS``) and ``n_rows_in``.
     """
+    return validate_source_typed(name, raw, spec, as_of=as_of, default_region=default_region)[0]
+
+
+def validate_source_typed(name: str, raw: pd.DataFrame, spec: Mapping[str, Any], **options: Any) -> tuple[ValidatedSource, pd.DataFrame]:
+    """``validate_source`` (same parameters), plus the standardised frame of every row before the split (``raw``'s order).
+
+    The standardised key values of quarantined rows matter when a source is
+    validated in chunks: a key's first occurrence may be a quarantined row.
+    """
     from crm_analytics.frames import require_columns
+
+    unknown = set(options) - {"as_of", "default_region"}
+    if unknown:
+        raise TypeError(f"validate_source_typed() got unexpected keyword arguments {sorted(unknown)}")
+    as_of, default_region = options["as_of"], options.get("default_region", "CN")
 
     require_columns(raw, LINEAGE, context=f"validate_source({name})")
     table = schema.get_table(spec["table"])
     raw = raw.reset_index(drop=True)
     typed, reasons = standardise_frame(raw, spec, default_region=default_region)
     failures = pd.concat([_parse_failures(reasons), contract_failures(typed, table, as_of=as_of)], ignore_index=True)
-    return replace(split_clean(name, raw, typed, failures, table), reasons=reasons.reset_index(drop=True))
+    return replace(split_clean(name, raw, typed, failures, table), reasons=reasons.reset_index(drop=True)), typed
 
 
 def quarantine_clean_rows(
