@@ -3,7 +3,7 @@
 Synthetic transactions are simulated from a BG/NBD process (day resolution, 78
 weeks), summarised with ``clv.summarize`` (timed), then each implementation fits
 the same summary in its own subprocess (median wall time of ``--repeats`` fits,
-peak memory above the interpreter's baseline). lifetimes is archived and does not
+peak resident memory above the process with the summary loaded, sampled). lifetimes is archived and does not
 import with pandas 3 / numpy 2: it runs from its own environment (``--lifetimes-python``,
 default ``.venv-bench/bin/python`` with lifetimes 0.11.3, pandas 2.0.3, numpy 1.26.4,
 scipy 1.11.4); when that is missing it is reported as unavailable, with the reason.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -105,15 +104,16 @@ def worker(engine: str, summary_path: str, repeats: int) -> None:
         sys.path.insert(0, str(ROOT))
         import crm_analytics.clv  # noqa: F401
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from _measure import PeakMemory
+
     summary = pd.read_parquet(summary_path)
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        params = _fit_once(engine, summary)
-        times.append(time.perf_counter() - start)
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024
-    print(json.dumps({"times": times, "peak_mib": peak, "params": params}))
+    with PeakMemory() as memory:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            params = _fit_once(engine, summary)
+            times.append(time.perf_counter() - start)
+    print(json.dumps({"times": times, "peak_mib": memory.peak_mb, "params": params}))
 
 
 def _run_engine(engine: str, python: str, summary_path: str, repeats: int) -> dict:
@@ -168,7 +168,7 @@ def main() -> None:
     ]
     ours = table.loc[0, "median_s"]
     table["speedup_of_crm_analytics"] = table.get("median_s") / ours if "median_s" in table else np.nan
-    print(f"BG/NBD fit, median of {args.repeats}; peak memory includes reading the summary; true parameters {TRUE_PARAMS}")
+    print(f"BG/NBD fit, median of {args.repeats}; peak memory is above the loaded summary; true parameters {TRUE_PARAMS}")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.round(4).to_string(index=False))
     _report_agreement(table)

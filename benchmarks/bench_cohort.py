@@ -3,8 +3,8 @@
 Every engine starts from the same Parquet file of synthetic orders and returns the
 same matrix (share of each monthly acquisition cohort active in each month since
 acquisition; refunds are not activity); the results are checked to agree. Each
-engine runs in its own subprocess, so peak memory (max RSS above the interpreter's
-baseline after imports) is measured per engine. Median wall time over ``--repeats``.
+engine runs in its own subprocess, so peak memory (resident set sampled every 2 ms,
+above the process after its imports) is measured per engine. Median wall time over ``--repeats``.
 
     python benchmarks/bench_cohort.py --orders 1000000          # quick
     python benchmarks/bench_cohort.py --orders 10000000         # the size
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -110,18 +109,19 @@ def worker(engine: str, path: str, repeats: int, result_path: str) -> None:
     import ibis  # noqa: F401  (imports count in the baseline, not in the peak)
     import polars  # noqa: F401
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from _measure import PeakMemory
+
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matrix = RUNNERS[engine](path)
-        times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline
+    with PeakMemory() as memory:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            matrix = RUNNERS[engine](path)
+            times.append(time.perf_counter() - start)
     matrix.index = pd.DatetimeIndex(matrix.index).astype("datetime64[us]")
     matrix.index.name = "cohort_date"
     matrix.columns = [str(c) for c in matrix.columns]
     matrix.to_parquet(result_path)
-    print(json.dumps({"engine": engine, "times": times, "peak_mib": peak / 1024}))
+    print(json.dumps({"engine": engine, "times": times, "peak_mib": memory.peak_mb}))
 
 
 def main() -> None:
