@@ -4,7 +4,9 @@ Every engine starts from the same Parquet file of synthetic orders and returns t
 same matrix (share of each monthly acquisition cohort active in each month since
 acquisition; refunds are not activity); the results are checked to agree. Each
 engine runs in its own subprocess, so peak memory (resident set sampled every 2 ms,
-above the process after its imports) is measured per engine. Median wall time over ``--repeats``.
+above the process after its imports and one warm-up run) is measured per engine. Engines run in
+``--rounds`` rounds in rotated order (a fresh process each time); the median wall
+time is over all ``--rounds`` x ``--repeats`` timed runs.
 
     python benchmarks/bench_cohort.py --orders 1000000          # quick
     python benchmarks/bench_cohort.py --orders 10000000         # the size
@@ -18,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -109,25 +110,22 @@ def worker(engine: str, path: str, repeats: int, result_path: str) -> None:
     import ibis  # noqa: F401  (imports count in the baseline, not in the peak)
     import polars  # noqa: F401
 
-    from _measure import PeakMemory
+    from _measure import time_repeats
 
-    times = []
-    with PeakMemory() as memory:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            matrix = RUNNERS[engine](path)
-            times.append(time.perf_counter() - start)
+    figures = time_repeats(lambda: RUNNERS[engine](path), repeats)  # one untimed warm-up first
+    matrix = figures["result"]
     matrix.index = pd.DatetimeIndex(matrix.index).astype("datetime64[us]")
     matrix.index.name = "cohort_date"
     matrix.columns = [str(c) for c in matrix.columns]
     matrix.to_parquet(result_path)
-    print(json.dumps({"engine": engine, "times": times, "peak_mib": memory.peak_mb}))
+    print(json.dumps({"engine": engine, "times": figures["times_s"], "peak_mib": figures["peak_mb"]}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine and round")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per engine, in rotated order")
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -139,20 +137,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "orders.parquet")
         make_orders(args.orders).to_parquet(path)
-        rows, matrices = [], {}
-        for engine in ENGINES:
-            result = str(Path(tmp) / f"{engine}.parquet")
-            cmd = [sys.executable, __file__, "--worker", engine, "--path", path, "--repeats", str(args.repeats), "--result", result]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
-            record = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append({"engine": engine, "median_s": statistics.median(record["times"]), "peak_mib": record["peak_mib"]})
-            matrices[engine] = pd.read_parquet(result)
+        times, peaks, matrices = {e: [] for e in ENGINES}, {e: [] for e in ENGINES}, {}
+        for round_number in range(args.rounds):
+            shift = round_number % len(ENGINES)  # rotate the order so a noisy moment hits every engine alike
+            for engine in ENGINES[shift:] + ENGINES[:shift]:
+                result = str(Path(tmp) / f"{engine}.parquet")
+                cmd = [sys.executable, __file__, "--worker", engine, "--path", path, "--repeats", str(args.repeats), "--result", result]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+                record = json.loads(out.stdout.strip().splitlines()[-1])
+                times[engine] += record["times"]
+                peaks[engine].append(record["peak_mib"])
+                matrices[engine] = pd.read_parquet(result)
+        rows = [{"engine": e, "median_s": statistics.median(times[e]), "peak_mib": max(peaks[e])} for e in ENGINES]
     for engine in ENGINES[1:]:
         pd.testing.assert_frame_equal(matrices["crm_analytics"], matrices[engine], check_dtype=False, check_names=False)
     table = pd.DataFrame(rows)
     polars_time = table.loc[table["engine"] == "polars", "median_s"].item()
     table["ratio_to_polars"] = table["median_s"] / polars_time
-    print(f"monthly retention matrix, {args.orders:,} orders, median of {args.repeats} runs (results identical)")
+    print(f"monthly retention matrix, {args.orders:,} orders, median of {args.rounds} rounds x {args.repeats} runs (results identical)")
     print(table.to_markdown(index=False, floatfmt=".2f") if _has_tabulate() else table.round(2).to_string(index=False))
 
 
