@@ -395,8 +395,8 @@ def filter_cube(cube: pd.DataFrame, *, segment: str = ALL, channel: str = ALL, m
     if channel != ALL:
         keep &= cube["channel"] == channel
     if months:
-        first = pd.to_datetime(cube["month_date"]).max() - pd.DateOffset(months=months - 1)
-        keep &= pd.to_datetime(cube["month_date"]) >= first
+        month = pd.to_datetime(cube["month_date"])  # a no-op on a prepared cube
+        keep &= month >= month.max() - pd.DateOffset(months=months - 1)
     return cube[keep]
 
 
