@@ -36,8 +36,7 @@ def contract_select(relation: str, table: schema.Table, present: list[str]) -> s
 
 def copy_to_parquet(con: duckdb.DuckDBPyConnection, select: str, path: Path) -> int:
     """Write the rows of ``select`` to a Parquet file; return how many."""
-    con.execute(f"COPY ({select}) TO {quote(path)} (FORMAT parquet)")
-    return int(con.execute(f"SELECT count(*) FROM read_parquet({quote(path)})").fetchone()[0])
+    return int(con.execute(f"COPY ({select}) TO {quote(path)} (FORMAT parquet)").fetchone()[0])  # COPY returns the row count
 
 
 def arrow(frame: pd.DataFrame) -> pa.Table:
