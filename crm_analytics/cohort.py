@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from crm_analytics import plots
+from crm_analytics.engine import backend_name
 from crm_analytics.frames import TableLike, as_ibis, require_columns
 
 PERIODS = {"D": "day", "W": "week", "M": "month", "Q": "quarter", "Y": "year"}
@@ -120,8 +121,48 @@ def cohort_table(
 
 def _cohort_cells(orders: TableLike, *, group_cols: list[str], period: str, with_revenue: bool = True, **columns: str) -> pd.DataFrame:
     """``cohort_table`` without the checks; ``with_revenue`` false leaves ``revenue_amount`` missing (NaN)."""
-    cells = _cohort_expr(as_ibis(orders), period=period, group_cols=group_cols, with_revenue=with_revenue, **columns)
-    return _complete_grid(cells.to_pandas(), group_cols, period)
+    table = as_ibis(orders)
+    long = None
+    if not with_revenue and not group_cols and backend_name(table) == "duckdb":
+        long = _active_cells_by_bitset(table, period=period, **columns)
+    if long is None:
+        long = _cohort_expr(table, period=period, group_cols=group_cols, with_revenue=with_revenue, **columns).to_pandas()
+    return _complete_grid(long, group_cols, period)
+
+
+_BITSET_PERIODS = 63  # periods one BIGINT bitset holds (the sign bit stays clear)
+
+
+def _active_cells_by_bitset(orders, *, customer_col: str, time_col: str, amount_col: str, period: str) -> pd.DataFrame | None:
+    """Active customers per cohort index and period number, with each customer's active periods as bits.
+
+    The purchases are grouped once, by customer, into the first period and a BIGINT whose bit k
+    says "active in period first + k"; summing each bit per cohort gives the counts. That avoids
+    grouping into (customer, period) pairs and joining them back to the first periods, which is
+    what makes the share-active matrix expensive at millions of orders. Returns None when the
+    purchases span more than ``_BITSET_PERIODS`` periods (the caller then takes the general path).
+    Columns: ``cohort_index, period_number, n_active`` (active cells only). DuckDB only: the
+    Ibis PySpark compiler has no bitwise OR aggregate.
+    """
+    purchases = orders.filter(orders[amount_col] > 0)
+    t = purchases.select(customer_col, period_index=_period_index(purchases[time_col].cast("timestamp"), period))
+    bounds = t.aggregate(first=t.period_index.min(), last=t.period_index.max()).to_pandas().iloc[0]
+    if pd.isna(bounds["first"]) or bounds["last"] - bounds["first"] >= _BITSET_PERIODS:
+        return None
+    first, n_periods = int(bounds["first"]), int(bounds["last"] - bounds["first"]) + 1
+    offset = t.period_index - first
+    per_customer = t.group_by(customer_col).aggregate(cohort_offset=offset.min(), bits=(ibis.literal(1, "int64") << offset).bit_or())
+    # shifted right by the cohort's offset, bit j of a customer's set is period number j
+    since_acquisition = per_customer.mutate(bits=per_customer.bits >> per_customer.cohort_offset)
+    bit_sums = {f"n{j}": ((since_acquisition.bits >> j) & 1).sum() for j in range(n_periods)}
+    wide = since_acquisition.group_by("cohort_offset").aggregate(**bit_sums).to_pandas()
+    long = wide.melt(id_vars="cohort_offset", var_name="period_number", value_name="n_active")
+    long = long[long["n_active"] > 0]
+    return pd.DataFrame({
+        "cohort_index": long["cohort_offset"].astype("int64") + first,
+        "period_number": long["period_number"].str[1:].astype("int64"),
+        "n_active": long["n_active"].astype("int64"),
+    })
 
 
 def _complete_grid(long: pd.DataFrame, group_cols: list[str], period: str) -> pd.DataFrame:

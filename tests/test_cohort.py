@@ -138,3 +138,32 @@ def test_share_active_matrix_agrees_with_the_cohort_table(period):
     expected = expected.pivot(index="cohort_date", columns="period_number", values="share")
     assert (orders["order_amount"] < 0).mean() > 0.15
     pd.testing.assert_frame_equal(matrix, expected, check_names=False)
+
+
+@pytest.mark.parametrize("n_weeks", [1, 63, 64])
+def test_active_periods_as_bits_match_the_pairs_and_join(n_weeks):
+    # The share-active matrix packs each customer's active periods into a 63-bit set when the data
+    # spans at most 63 periods, and takes the general path beyond; both give the same cells, including
+    # a customer active in the first and in the very last period (the highest bit).
+    rng = np.random.default_rng(n_weeks)
+    n = 3_000
+    start = pd.Timestamp("2024-01-01")  # a Monday
+    orders = pd.DataFrame({
+        "customer_id": rng.integers(0, 300, n).astype(str),
+        "order_time": start + pd.to_timedelta(rng.integers(0, n_weeks * 7 * 86400, n), unit="s"),
+        "order_amount": np.round(rng.normal(50, 60, n), 2),
+    })
+    edge = pd.DataFrame({"customer_id": ["edge", "edge"], "order_amount": [10.0, 20.0],
+                         "order_time": [start, start + pd.Timedelta(weeks=n_weeks) - pd.Timedelta(seconds=1)]})
+    orders = pd.concat([orders, edge], ignore_index=True)
+    columns = {"customer_col": "customer_id", "time_col": "order_time", "amount_col": "order_amount"}
+    by_bits = cohort._active_cells_by_bitset(ibis.memtable(orders), period="W", **columns)
+    assert (by_bits is None) == (n_weeks > 63)
+    by_pairs = cohort._cohort_expr(ibis.memtable(orders), period="W", group_cols=[], with_revenue=False, **columns).to_pandas()
+    if by_bits is not None:
+        keys = ["cohort_index", "period_number"]
+        pd.testing.assert_frame_equal(
+            by_bits.sort_values(keys).reset_index(drop=True),
+            by_pairs[[*keys, "n_active"]].astype("int64").sort_values(keys).reset_index(drop=True),
+        )
+        assert by_bits["period_number"].max() == n_weeks - 1
