@@ -188,7 +188,7 @@ def _run_all_with_progress(jobs: int, cell_timeout: float, run_timeout: float) -
     with progress:
         results = runner.run_all(
             jobs=jobs, on_progress=on_progress, cell_timeout=cell_timeout, run_timeout=run_timeout,
-            **_Folders.runner_options(),
+            preload_kernels=True, **_Folders.runner_options(),
         )
     return results
 

@@ -72,7 +72,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
-from crm_analytics import paths
+from crm_analytics import kernels, paths
 
 log = logging.getLogger(__name__)
 
@@ -516,6 +516,10 @@ def _child_main(spec: dict, conn: multiprocessing.connection.Connection) -> None
     run_dir = Path(spec["run_dir"])
     _isolate_child(run_dir, spec.get("lock_fd"))
     outcome: dict[str, Any] = {"kind": SUCCEEDED}
+    kernel_options = {}
+    if spec.get("prefork"):  # fork the kernel-to-be now, before papermill starts its event loop and sockets
+        kernels.PreforkedKernelManager.waiting = kernels.PreforkedKernel(close_fds=(conn.fileno(), spec.get("lock_fd")))
+        kernel_options["kernel_manager_class"] = kernels.PreforkedKernelManager
     try:
         with open(run_dir / "stdout.txt", "w", encoding="utf-8") as out, open(
             run_dir / "stderr.txt", "w", encoding="utf-8"
@@ -531,6 +535,7 @@ def _child_main(spec: dict, conn: multiprocessing.connection.Connection) -> None
                 stderr_file=err,
                 cwd=spec["cwd"],
                 execution_timeout=spec["cell_timeout"],
+                **kernel_options,
             )
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a record
         outcome = _classify(exc)
@@ -728,8 +733,11 @@ def _result(run: _Run, status: str, run_dir: Path | None, **extra: Any) -> RunRe
     )
 
 
-def _start(run: _Run) -> RunResult | None:
-    """Take the lock, create the run folder and fork the child; return a result when the run cannot start."""
+def _start(run: _Run, *, prefork_kernel: bool = False) -> RunResult | None:
+    """Take the lock, create the run folder and fork the child; return a result when the run cannot start.
+
+    With ``prefork_kernel`` (this process ran ``kernels.preload``) the child starts its kernel from a fork of itself.
+    """
     try:
         run.analysis_root.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(run.analysis_root / LOCK), timeout=0)
@@ -754,6 +762,7 @@ def _start(run: _Run) -> RunResult | None:
         "cwd": str(run.notebook.parent),
         "cell_timeout": max(1, math.ceil(run.cell_timeout)) if run.cell_timeout else None,
         "lock_fd": fd,
+        "prefork": prefork_kernel,
     }
     warm_up()
     context = multiprocessing.get_context("fork")
@@ -997,6 +1006,7 @@ def run_all(
     notebook_dir: str | Path | None = None,
     output_root: str | Path | None = None,
     parameters_root: str | Path | None = None,
+    preload_kernels: bool = False,
 ) -> list[RunResult]:
     """Run ``cleansing`` first (when present), then every other analysis with ``jobs`` parallel workers.
 
@@ -1005,6 +1015,11 @@ def run_all(
     result)`` is called from this thread with ``kind`` ``"started"``, ``"finished"`` (with the
     result) or ``"tick"`` (about twice a second, ``analysis`` empty) so a display can refresh
     without a thread of its own (forking next to other threads is best avoided).
+
+    With ``preload_kernels`` this process imports the analysis libraries once, while the first
+    run works, and later runs start their kernels from a fork of it (``crm_analytics.kernels``),
+    saving each notebook's interpreter start and imports. Leave it off in a long-lived process
+    whose code may change between batches: the kernels would inherit the modules loaded first.
 
     Returns
     -------
@@ -1026,14 +1041,14 @@ def run_all(
     results: list[RunResult] = []
     if CLEANSING in names:
         names.remove(CLEANSING)
-        first = _run_batch([CLEANSING], 1, by_analysis, common, notify)
+        first = _run_batch([CLEANSING], 1, by_analysis, common, notify, preload=preload_kernels)
         results.extend(first)
         if not first[0].ok:
             log.error("cleansing did not succeed (%s); the other analyses were not run", first[0].status)
             return results
     dependencies = run_order(names, parameters_root=parameters_root)
     queue = longest_first(names, output_root=output_root)
-    results.extend(_run_batch(queue, max(1, jobs), by_analysis, common, notify, dependencies))
+    results.extend(_run_batch(queue, max(1, jobs), by_analysis, common, notify, dependencies, preload=preload_kernels))
     return results
 
 
@@ -1071,11 +1086,14 @@ def _run_batch(
     common: dict,
     notify: ProgressCallback,
     dependencies: Mapping[str, set[str]] | None = None,
+    *,
+    preload: bool = False,
 ) -> list[RunResult]:
     """Run ``names`` with at most ``jobs`` children at a time, from this single thread.
 
     An analysis starts only when every analysis it depends on (``dependencies``) has finished,
-    successfully or not: a dependent run then uses whatever latest results exist.
+    successfully or not: a dependent run then uses whatever latest results exist. With
+    ``preload`` the kernel libraries are imported here once the first runs are under way.
     """
     queue = list(names)
     waits_for = {name: set((dependencies or {}).get(name, ())) for name in names}
@@ -1090,13 +1108,15 @@ def _run_batch(
             queue.remove(name)
             run = _prepare(name, parameters=by_analysis.get(name), parameters_file=None, **common)
             notify("started", name, None)
-            immediate = _start(run)
+            immediate = _start(run, prefork_kernel=preload and kernels.is_preloaded())
             if immediate is not None:
                 done.append(immediate)
                 notify("finished", name, immediate)
                 _refresh_index(common["output_root"])
             else:
                 running.append(run)
+        if preload and running and not kernels.is_preloaded():
+            kernels.preload()  # in this process, while the started runs use the other cores
         for run in [r for r in running if _poll(r)]:
             running.remove(run)
             result = _finish(run)

@@ -107,7 +107,7 @@ def test_unknown_analysis_lists_the_valid_ones():
 
 
 def test_list_analyses_is_sorted_top_level_notebooks():
-    assert runner.list_analyses(FIXTURES) == ["dies", "empty", "exits", "fails", "hangs", "ok", "sleeper"]
+    assert runner.list_analyses(FIXTURES) == ["dies", "empty", "exits", "fails", "hangs", "ok", "probe", "sleeper"]
 
 
 # ----------------------------------------------------------------------------- records and pointers

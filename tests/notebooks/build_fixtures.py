@@ -53,6 +53,18 @@ BODIES: dict[str, tuple[str, str, list[str]]] = {
         ],
     ),
     "empty": ("Nothing but parameters (measures the runner's overhead)", "", []),
+    "probe": (
+        "Records what its kernel inherited and draws a chart",
+        "",
+        [
+            "import json, logging, os, sys\nfrom pathlib import Path\nimport matplotlib.pyplot as plt\n"
+            'kernels = sys.modules.get("crm_analytics.kernels")\n'
+            'facts = {"pid": os.getpid(), "cwd": os.getcwd(), "preloaded": bool(kernels and kernels.is_preloaded()),\n'
+            '         "root_handlers": len(logging.getLogger().handlers), "backend": plt.get_backend()}\n'
+            'if output_dir:\n    (Path(output_dir) / "kernel.json").write_text(json.dumps(facts))',
+            "fig, ax = plt.subplots()\nax.plot([1, 2, 3])\nplt.show()",
+        ],
+    ),
 }
 
 
