@@ -1047,7 +1047,7 @@ def run_all(
             log.error("cleansing did not succeed (%s); the other analyses were not run", first[0].status)
             return results
     dependencies = run_order(names, parameters_root=parameters_root)
-    queue = longest_first(names, output_root=output_root)
+    queue = critical_path_first(names, dependencies, output_root=output_root)
     results.extend(_run_batch(queue, max(1, jobs), by_analysis, common, notify, dependencies, preload=preload_kernels))
     return results
 
@@ -1063,20 +1063,48 @@ def run_order(names: Iterable[str], *, parameters_root: str | Path | None = None
     return {name: set(declared.get(name, ())) & chosen for name in chosen}
 
 
-def longest_first(names: Iterable[str], *, output_root: str | Path | None = None) -> list[str]:
-    """``names`` ordered by the duration of their last successful run, longest first (never run: first).
+def critical_path_first(
+    names: Iterable[str], dependencies: Mapping[str, set[str]] | None = None, *, output_root: str | Path | None = None
+) -> list[str]:
+    """``names`` ordered by the length of the longest chain of runs each one starts, longest first.
 
-    Starting long runs first shortens the whole batch when several workers share the queue.
+    A chain's length is the sum of the last successful durations of the analysis and of those that
+    wait for it (``dependencies``: analysis -> what it waits for), so a run others depend on starts
+    early and workers are not left idle at the end. An analysis never run counts as long as the
+    longest one known (1 s when none is known). Ties go by name.
     """
+    names = list(names)
+    known = {name: _last_duration(name, output_root) for name in names}
+    fallback = max((d for d in known.values() if d is not None), default=1.0)
+    duration = {name: fallback if d is None else d for name, d in known.items()}
+    dependents: dict[str, set[str]] = {name: set() for name in names}
+    for name, waits_for in (dependencies or {}).items():
+        for other in waits_for & dependents.keys():
+            dependents[other].add(name)
 
-    def last_duration(name: str) -> float:
-        run = latest_run(name, output_root=output_root)
-        record = run / "run.json" if run else None
-        if record is None or not record.exists():
-            return math.inf
-        return float(json.loads(record.read_text(encoding="utf-8")).get("duration_s") or math.inf)
+    lengths: dict[str, float] = {}
+    visiting: list[str] = []
 
-    return sorted(names, key=lambda name: (-last_duration(name), name))
+    def chain(name: str) -> float:
+        if name in visiting:
+            raise RunnerError(f"parameters/run_order.yaml has a cycle among {sorted(visiting[visiting.index(name):])}")
+        if name not in lengths:
+            visiting.append(name)
+            lengths[name] = duration[name] + max((chain(d) for d in dependents[name]), default=0.0)
+            visiting.pop()
+        return lengths[name]
+
+    return sorted(names, key=lambda name: (-chain(name), name))
+
+
+def _last_duration(analysis: str, output_root: str | Path | None) -> float | None:
+    """Seconds the last successful run of ``analysis`` took; None when it never succeeded."""
+    run = latest_run(analysis, output_root=output_root)
+    record = run / "run.json" if run else None
+    if record is None or not record.exists():
+        return None
+    seconds = json.loads(record.read_text(encoding="utf-8")).get("duration_s")
+    return float(seconds) if seconds is not None else None
 
 
 def _run_batch(

@@ -369,11 +369,28 @@ def test_run_order_keeps_only_dependencies_that_run_and_refuses_cycles(tmp_path)
         runner.run_all(notebook_dir=notebooks, output_root=tmp_path / "outputs", parameters_root=tmp_path)
 
 
-def test_longest_first_orders_by_last_successful_duration(tmp_path):
-    output_root = tmp_path / "outputs"
-    for analysis, seconds in (("quick", 2.0), ("slow", 30.0)):
+def _write_durations(output_root: Path, seconds_by_analysis: dict[str, float]) -> None:
+    for analysis, seconds in seconds_by_analysis.items():
         run = output_root / analysis / "r1"
         run.mkdir(parents=True)
         (run / "run.json").write_text(json.dumps({"duration_s": seconds}))
         runner.move_latest(output_root / analysis, "r1")
-    assert runner.longest_first(["quick", "never_run", "slow"], output_root=output_root) == ["never_run", "slow", "quick"]
+
+
+def test_critical_path_first_orders_by_last_successful_duration(tmp_path):
+    output_root = tmp_path / "outputs"
+    _write_durations(output_root, {"quick": 2.0, "slow": 30.0})
+    order = runner.critical_path_first(["quick", "never_run", "slow"], output_root=output_root)
+    assert order == ["never_run", "slow", "quick"]  # never run counts as the longest known: ties go by name
+
+
+def test_critical_path_first_starts_what_others_wait_for(tmp_path):
+    # kpi (10 s) waits for segmentation (5 s): the chain segmentation -> kpi (15 s) outranks a lone 12 s run
+    output_root = tmp_path / "outputs"
+    _write_durations(output_root, {"segmentation": 5.0, "kpi": 10.0, "churn": 12.0, "cohort": 1.0})
+    dependencies = {"kpi": {"segmentation"}, "churn": set(), "cohort": set(), "segmentation": set()}
+    names = ["churn", "cohort", "kpi", "segmentation"]
+    assert runner.critical_path_first(names, dependencies, output_root=output_root) == ["segmentation", "churn", "kpi", "cohort"]
+    # in a fresh home every run counts 1 s, so the longest chains go first
+    fresh = runner.critical_path_first(names, {**dependencies, "cohort": {"kpi"}}, output_root=tmp_path / "none")
+    assert fresh == ["segmentation", "kpi", "churn", "cohort"]
