@@ -276,7 +276,9 @@ def _read_excel(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, 
     path = _existing_file(spec, dataset_dir)
     sheet = spec.get("sheet", 0)
     try:
-        raw = pd.read_excel(path, sheet_name=sheet, dtype=object, engine="openpyxl")
+        # calamine reads an export of tens of thousands of rows about ten times faster than openpyxl;
+        # cells come back as the same Python values, which _excel_cell_text turns into text.
+        raw = pd.read_excel(path, sheet_name=sheet, dtype=object, engine="calamine")
     except ValueError as error:  # unknown sheet name
         raise SourceError(f"{path}: {error}") from None
     raw.columns = [str(c).strip() for c in raw.columns]
