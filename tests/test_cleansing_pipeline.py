@@ -144,3 +144,28 @@ def test_demo_accuracy_and_invariant(demo_home, tmp_path):
     mangled = planted[planted["kind"] == "phone_scientific_notation"]
     quarantined = result.quarantine[result.quarantine["reason"] == "excel_mangled"]
     assert len(quarantined) == len(mangled)
+
+
+def test_sources_validated_in_worker_processes_give_the_same_warehouse(home):
+    root, _ = home
+    tables = ["customers", "customer_lineage", "orders", "touchpoints", "quarantine", "quality_row_counts", "quality_profile"]
+    build(home, warehouse_path=root / "serial.duckdb", output_dir=root / "serial")
+    build(home, warehouse_path=root / "parallel.duckdb", output_dir=root / "parallel", workers=2)
+    for table in tables:
+        frames = []
+        for name in ("serial", "parallel"):
+            with duckdb.connect(str(root / f"{name}.duckdb"), read_only=True) as con:
+                frame = con.execute(f'SELECT * FROM "{table}"').df()
+            frames.append(frame.sort_values(list(frame.columns)).reset_index(drop=True))
+        assert len(frames[0]) > 0, table
+        pd.testing.assert_frame_equal(frames[0], frames[1], obj=table)
+
+
+def test_an_error_in_a_worker_process_names_file_and_column(home):
+    (paths.raw_dir("mini") / "web_orders.csv").write_text(ORDERS.replace("order_time", "ordered"), encoding="utf-8")
+    with pytest.raises(sources.SourceError, match=r"web_orders\.csv.*order_time"):
+        build(home, workers=2)
+    (paths.raw_dir("mini") / "web_orders.csv").write_text(ORDERS, encoding="utf-8")
+    (paths.raw_dir("mini") / "store_members.csv").write_text(STORE.replace("会员号", "编号"), encoding="gb18030")
+    with pytest.raises(sources.SourceError, match=r"store_members\.csv.*会员号"):
+        build(home, workers=2)

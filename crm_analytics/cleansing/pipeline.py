@@ -17,12 +17,16 @@ and memory grows with the customers, not with orders or events.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -131,22 +135,65 @@ def is_bulk(spec: Mapping[str, Any]) -> bool:
 
 
 def validate_customers(
-    source_map: Mapping[str, Mapping[str, Any]], dataset_dir: Path, *, as_of: pd.Timestamp, default_region: str = "CN"
+    source_map: Mapping[str, Mapping[str, Any]],
+    dataset_dir: Path,
+    *,
+    as_of: pd.Timestamp,
+    default_region: str = "CN",
+    pool: Executor | None = None,
 ) -> tuple[dict[str, validate.ValidatedSource], dict[str, pd.DataFrame]]:
-    """Read and validate every source of table ``customers`` (whole, in pandas).
+    """Read and validate every source of table ``customers`` (whole, in pandas; in ``pool`` when given).
 
     Returns ``{source: ValidatedSource}`` (without the reason codes) and ``{source: before/after profile}``.
     """
-    validated, profiles = {}, {}
-    for name, spec in source_map.items():
-        if spec["table"] != CUSTOMER_TABLE:
-            continue
-        raw = sources.read_source(name, dict(spec), dataset_dir)
-        result = validate.validate_source(name, raw, spec, as_of=as_of, default_region=default_region)
-        profiles[name] = quality.profile_before_after(raw.reset_index(drop=True), result.reasons, result.clean, source=name, table_name=spec["table"])
-        validated[name] = replace(result, reasons=pd.DataFrame())
-        del raw, result
-    return validated, profiles
+    names = [name for name, spec in source_map.items() if spec["table"] == CUSTOMER_TABLE]
+    outcomes = _map_sources(pool, _validate_customer_source, names, source_map, dataset_dir, as_of=as_of, default_region=default_region)
+    return {name: outcomes[name][0] for name in names}, {name: outcomes[name][1] for name in names}
+
+
+def _validate_customer_source(
+    name: str, spec: Mapping[str, Any], dataset_dir: Path, *, as_of: pd.Timestamp, default_region: str
+) -> tuple[validate.ValidatedSource, pd.DataFrame]:
+    """One customer source: the validated rows (without reason codes) and its before/after profile."""
+    raw = sources.read_source(name, dict(spec), dataset_dir)
+    result = validate.validate_source(name, raw, spec, as_of=as_of, default_region=default_region)
+    profile = quality.profile_before_after(raw.reset_index(drop=True), result.reasons, result.clean, source=name, table_name=spec["table"])
+    return replace(result, reasons=pd.DataFrame()), profile
+
+
+def _map_sources(pool: Executor | None, function, names: list[str], source_map: Mapping[str, Mapping[str, Any]],
+                 dataset_dir: Path, **options: Any) -> dict[str, Any]:
+    """``{name: function(name, spec, dataset_dir, **options)}``, in ``pool`` largest file first, else one by one.
+
+    An error in a worker is raised here as it was raised there (the first in ``names`` order).
+    """
+    if pool is None or len(names) < 2:
+        return {name: function(name, source_map[name], dataset_dir, **options) for name in names}
+    by_size = sorted(names, key=lambda name: -_source_bytes(source_map[name], dataset_dir))
+    futures = {name: pool.submit(function, name, dict(source_map[name]), dataset_dir, **options) for name in by_size}
+    return {name: futures[name].result() for name in names}
+
+
+def _source_bytes(spec: Mapping[str, Any], dataset_dir: Path) -> int:
+    """Size of a file source on disk (0 for a database table or a missing file): the work it will take."""
+    path = Path(dataset_dir) / str(spec.get("file", ""))
+    return path.stat().st_size if spec.get("file") and path.is_file() else 0
+
+
+@contextlib.contextmanager
+def source_pool(workers: int) -> Iterator[Executor | None]:
+    """Worker processes validating sources side by side, or None for ``workers`` <= 1.
+
+    They come from a fork server (a clean process, not a fork of this possibly threaded one,
+    such as a notebook kernel) with the cleansing modules loaded once.
+    """
+    if workers <= 1:
+        yield None
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield pool
 
 
 def stage_facts(
@@ -158,22 +205,39 @@ def stage_facts(
     work_dir: Path,
     default_region: str = "CN",
     chunk_rows: int = stream.CHUNK_ROWS,
+    pool: Executor | None = None,
 ) -> dict[str, bulk.StagedSource]:
     """Validate every source that is not ``customers``, link it to the customers, and stage its clean rows as Parquet.
 
     Typed Parquet sources are validated inside DuckDB (``bulk``); CSV sources chunk by chunk,
-    Excel and SQL sources whole (``stream``). Memory stays bounded whatever the files' size.
+    Excel and SQL sources whole (``stream``). Memory stays bounded whatever the files' size
+    (with a ``pool``, per worker: the workers read the id lookup from a Parquet file in ``work_dir``).
     """
-    staged = {}
-    for name, spec in source_map.items():
-        if spec["table"] == CUSTOMER_TABLE:
-            continue
-        if is_bulk(spec):
-            staged[name] = bulk.validate_parquet(name, spec, dataset_dir, as_of=as_of, id_lookup=id_lookup, work_dir=work_dir)
-        else:
-            staged[name] = stream.stage_source(name, spec, dataset_dir, as_of=as_of, work_dir=work_dir, id_lookup=id_lookup,
-                                               default_region=default_region, chunk_rows=chunk_rows)
-    return staged
+    names = [name for name, spec in source_map.items() if spec["table"] != CUSTOMER_TABLE]
+    lookup: pd.DataFrame | Path = id_lookup
+    if pool is not None and len(names) > 1:
+        lookup = Path(work_dir) / "id_lookup.parquet"
+        id_lookup.to_parquet(lookup, index=False)
+    return _map_sources(pool, _stage_fact_source, names, source_map, dataset_dir, as_of=as_of, id_lookup=lookup,
+                        work_dir=work_dir, default_region=default_region, chunk_rows=chunk_rows)
+
+
+def _stage_fact_source(
+    name: str, spec: Mapping[str, Any], dataset_dir: Path, *, as_of: pd.Timestamp, id_lookup: pd.DataFrame | Path,
+    work_dir: Path, default_region: str, chunk_rows: int,
+) -> bulk.StagedSource:
+    """One fact source validated, linked and staged; ``id_lookup`` may be the Parquet file holding it."""
+    lookup = _read_lookup(id_lookup) if isinstance(id_lookup, Path) else id_lookup
+    if is_bulk(spec):
+        return bulk.validate_parquet(name, spec, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir)
+    return stream.stage_source(name, spec, dataset_dir, as_of=as_of, work_dir=work_dir, id_lookup=lookup,
+                               default_region=default_region, chunk_rows=chunk_rows)
+
+
+@lru_cache(maxsize=1)
+def _read_lookup(path: Path) -> pd.DataFrame:
+    """The id lookup a worker process reads once for all the sources it stages."""
+    return pd.read_parquet(path)
 
 
 # ------------------------------------------------------------------------------------- customers
@@ -312,6 +376,7 @@ def build_clean_warehouse(
     output_dir: str | Path | None = None,
     default_region: str = "CN",
     engine: str = "fellegi_sunter",
+    workers: int = 1,
 ) -> CleansingResult:
     """Build the warehouse from the raw sources with full cleansing and entity resolution.
 
@@ -338,6 +403,11 @@ def build_clean_warehouse(
         Region for phone numbers written without a country code.
     engine : {"fellegi_sunter", "splink"}
         Probabilistic matching engine.
+    workers : int
+        Processes validating sources side by side (1: one after another in this process).
+        Each holds one source at a time, so memory grows with the number of workers. They start
+        from a fork server, which imports the main module: a script calling this with
+        ``workers > 1`` needs the ``if __name__ == "__main__":`` guard.
 
     Returns
     -------
@@ -352,7 +422,7 @@ def build_clean_warehouse(
         try:
             result = _build(timer, target=target, work_dir=work_dir, sources_file=sources_file, dataset=dataset, as_of=pd.Timestamp(as_of),
                             quarantine_threshold=quarantine_threshold, match_threshold=match_threshold, output_dir=output_dir,
-                            default_region=default_region, engine=engine)
+                            default_region=default_region, engine=engine, workers=workers)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
         persist_outputs(result, output_dir)
@@ -374,27 +444,29 @@ def _build(
     output_dir: str | Path | None,
     default_region: str,
     engine: str,
+    workers: int,
 ) -> CleansingResult:
     """The steps of ``build_clean_warehouse``; large intermediates go to Parquet files in ``work_dir``."""
     source_map = sources.load_source_map(sources_file)
     dataset_dir = paths.raw_dir(dataset)
-    validated, profiles = validate_customers(source_map, dataset_dir, as_of=as_of, default_region=default_region)
-    timer.lap("read_validate_customers")
+    with source_pool(workers) as pool:
+        validated, profiles = validate_customers(source_map, dataset_dir, as_of=as_of, default_region=default_region, pool=pool)
+        timer.lap("read_validate_customers")
 
-    customers = _customer_frame(validated)
-    validated = {name: replace(v, clean=v.clean.iloc[:0]) for name, v in validated.items()}  # counts and quarantine suffice now
-    resolution = resolve.resolve_entities(customers, match_threshold=match_threshold, engine=engine, work_dir=work_dir)
-    unified = survive.survive(customers, resolution.keys)
-    lookup = _id_lookup(customers, resolution.keys)
-    accuracy = measure_accuracy(customers, resolution.keys, resolution.lineage, load_ground_truth(dataset))
-    lineage, model = resolution.lineage, resolution.model
-    del customers, resolution
-    timer.lap("resolve_entities")
+        customers = _customer_frame(validated)
+        validated = {name: replace(v, clean=v.clean.iloc[:0]) for name, v in validated.items()}  # counts and quarantine suffice now
+        resolution = resolve.resolve_entities(customers, match_threshold=match_threshold, engine=engine, work_dir=work_dir)
+        unified = survive.survive(customers, resolution.keys)
+        lookup = _id_lookup(customers, resolution.keys)
+        accuracy = measure_accuracy(customers, resolution.keys, resolution.lineage, load_ground_truth(dataset))
+        lineage, model = resolution.lineage, resolution.model
+        del customers, resolution
+        timer.lap("resolve_entities")
 
-    staged = stage_facts(source_map, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir, default_region=default_region)
-    del lookup
-    profiles |= {name: s.profile for name, s in staged.items()}
-    timer.lap("validate_link_facts")
+        staged = stage_facts(source_map, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir, default_region=default_region, pool=pool)
+        del lookup
+        profiles |= {name: s.profile for name, s in staged.items()}
+        timer.lap("validate_link_facts")
 
     linked = {name: validated[name] if name in validated else staged[name] for name in source_map}  # source-map order
     order = [name for name in source_map if not is_bulk(source_map[name])] + [name for name in source_map if is_bulk(source_map[name])]
