@@ -64,9 +64,13 @@ def preload(modules: tuple[str, ...] | None = None) -> list[str]:
 
     Matplotlib is imported with the inline backend selected (what ipykernel selects), without
     drawing anything. Returns the modules that failed to import (they are imported by the
-    notebook as usual; a warning is logged).
+    notebook as usual; a warning is logged). When matplotlib was loaded before, with whatever
+    backend, nothing is imported and kernels keep being launched: a fork would inherit that backend.
     """
     global _preloaded
+    if "matplotlib" in sys.modules and not _preloaded:
+        log.warning("matplotlib was loaded before the preload; kernels are launched as usual")
+        return []
     os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
     failed = []
     for name in PRELOAD_MODULES if modules is None else modules:

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 
 import ipywidgets as widgets
 import matplotlib.dates as mdates
@@ -38,26 +35,12 @@ import pandas as pd
 import pyarrow.parquet  # noqa: F401  (loaded with the page, so a preheated kernel reads tables at once)
 from matplotlib.ticker import StrMethodFormatter
 
-
-def _import_seaborn_without_scipy() -> ModuleType:
-    """Import seaborn without loading ``scipy.stats`` and ``scipy.cluster`` (0.7 s of every page visit).
-
-    seaborn imports them for kernel densities (falling back to its bundled copy of ``gaussian_kde``)
-    and for ``clustermap`` dendrograms; pages draw lines and bars. Where scipy or seaborn is already
-    loaded (an analysis kernel), this is a plain import.
-    """
-    if "seaborn" in sys.modules or "scipy" in sys.modules:
-        return importlib.import_module("seaborn")
-    hidden = ("scipy.stats", "scipy.cluster")
-    sys.modules.update(dict.fromkeys(hidden))  # `from scipy.stats import ...` now raises ImportError
-    try:
-        return importlib.import_module("seaborn")
-    finally:
-        for name in hidden:
-            del sys.modules[name]
+from crm_analytics.imports import import_without
 
 
-sns = _import_seaborn_without_scipy()
+# seaborn loads scipy.stats and scipy.cluster (0.7 s of every page visit) for kernel densities (it has
+# a bundled fallback) and clustermap dendrograms; pages draw lines and bars.
+sns = import_without("seaborn", hidden=("scipy.stats", "scipy.cluster"))
 
 from crm_analytics import paths, plots, results, scheduler
 from crm_analytics.widgets import frontend_available

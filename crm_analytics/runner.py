@@ -64,7 +64,14 @@ from pathlib import Path
 from typing import Any
 
 import filelock
-import nbformat
+
+from crm_analytics.imports import import_without
+
+# jsonschema (under nbformat) loads rfc3987_syntax, which builds a parser for the "iri" format at
+# import (2-3 s); notebook validation never uses that format.
+import_without("jsonschema", hidden=("rfc3987_syntax",))
+
+import nbformat  # noqa: E402
 import papermill
 import psutil
 import yaml

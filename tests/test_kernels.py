@@ -1,10 +1,14 @@
-"""Tests of crm_analytics.kernels: batch runs whose kernels start from a fork of the preloaded runner."""
+"""Tests of crm_analytics.kernels: batch runs whose kernels start from a fork of the preloaded runner.
+
+The batches run through the command line, in a process of their own, as `make demo` runs them.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,9 +16,10 @@ import nbformat
 import psutil
 import pytest
 
-from crm_analytics import kernels, runner
+from crm_analytics import kernels
 
 FIXTURES = Path(__file__).resolve().parent / "notebooks"
+CLI = str(Path(sys.executable).parent / "crm-analytics")
 
 
 def test_launcher_arguments_accept_this_interpreter_with_options_only():
@@ -27,56 +32,68 @@ def test_launcher_arguments_accept_this_interpreter_with_options_only():
     assert kernels.launcher_arguments([]) is None
 
 
-def test_preload_reports_what_failed_and_marks_the_process(monkeypatch):
-    monkeypatch.setattr(kernels, "_preloaded", False)
-    assert kernels.preload(("json", "no_such_module_here")) == ["no_such_module_here"]
-    assert kernels.is_preloaded()
+def _preload_in_fresh_process(before: str) -> list:
+    code = f"{before}\nimport json\nfrom crm_analytics import kernels\nprint(json.dumps([kernels.preload(('json', 'no_such_module_here')), kernels.is_preloaded()]))"
+    return json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
-def _batch(tmp_path: Path, names: dict[str, str], **options) -> dict[str, runner.RunResult]:
+def test_preload_reports_what_failed_and_refuses_after_matplotlib():
+    assert _preload_in_fresh_process("") == [["no_such_module_here"], True]
+    # a process that loaded matplotlib itself would hand its backend to every forked kernel
+    assert _preload_in_fresh_process("import matplotlib") == [[], False]
+
+
+def _batch(tmp_path: Path, names: dict[str, str], *options: str) -> dict[str, dict]:
+    """Run ``names`` (analysis -> fixture notebook) with ``crm-analytics run-all``; return their run records."""
     notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
+    notebooks.mkdir(parents=True)
     for analysis, fixture in names.items():
         shutil.copy(FIXTURES / f"{fixture}.ipynb", notebooks / f"{analysis}.ipynb")
-    results = runner.run_all(notebook_dir=notebooks, output_root=tmp_path / "outputs", parameters_root=tmp_path, **options)
-    return {r.analysis: r for r in results}
+    command = [CLI, "--notebook-dir", str(notebooks), "--output-root", str(tmp_path / "outputs"), "--parameters-dir", str(tmp_path),
+               "run-all", "--jobs", "2", *options]
+    subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CRM_ANALYTICS_HOME": str(tmp_path)}, timeout=300)
+    records = {}
+    for record in (tmp_path / "outputs").glob("*/*/run.json"):
+        if record.parent.name != "latest":
+            records[record.parent.parent.name] = json.loads(record.read_text()) | {"run_dir": record.parent}
+    return records
 
 
 @pytest.mark.slow
-def test_preloaded_batch_runs_kernels_forked_from_the_runner(tmp_path, monkeypatch):
-    monkeypatch.setattr(kernels, "_preloaded", False)
-    monkeypatch.setattr(kernels, "PRELOAD_MODULES", ("pandas", "matplotlib.pyplot"))
-    results = _batch(tmp_path, {"cleansing": "empty", "probe": "probe", "ok": "ok"}, jobs=2, preload_kernels=True)
-    assert {a: r.status for a, r in results.items()} == {"cleansing": "succeeded", "probe": "succeeded", "ok": "succeeded"}
-    facts = json.loads((results["probe"].run_dir / "kernel.json").read_text())
+def test_batch_kernels_are_forked_from_the_preloaded_runner(tmp_path):
+    records = _batch(tmp_path, {"cleansing": "empty", "probe": "probe", "ok": "ok"})
+    assert {a: r["status"] for a, r in records.items()} == {"cleansing": "succeeded", "probe": "succeeded", "ok": "succeeded"}
+    facts = json.loads((records["probe"]["run_dir"] / "kernel.json").read_text())
     assert facts["preloaded"]  # the kernel holds the runner's modules: it was forked, not launched
     assert facts["cwd"] == str(tmp_path / "notebooks")  # the notebook's folder, as for a launched kernel
     assert facts["root_handlers"] == 0  # the runner's logging is not inherited
     assert facts["backend"].endswith("backend_inline")
-    executed = nbformat.read(results["probe"].run_dir / "probe.ipynb", as_version=4)
+    executed = nbformat.read(records["probe"]["run_dir"] / "probe.ipynb", as_version=4)
     assert any("image/png" in output.get("data", {}) for output in executed.cells[-1].outputs)
-    assert (results["ok"].run_dir / "tables" / "summary.parquet").exists()
-    assert not psutil.pid_exists(facts["pid"]) or psutil.Process(facts["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert (records["ok"]["run_dir"] / "tables" / "summary.parquet").exists()
+    assert not psutil.pid_exists(facts["pid"])
 
 
 @pytest.mark.slow
-def test_without_preload_kernels_are_launched(tmp_path, monkeypatch):
-    monkeypatch.setattr(kernels, "_preloaded", False)
-    results = _batch(tmp_path, {"probe": "probe"})
-    assert results["probe"].status == "succeeded"
-    assert not json.loads((results["probe"].run_dir / "kernel.json").read_text())["preloaded"]
+def test_a_single_run_launches_its_kernel(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    shutil.copy(FIXTURES / "probe.ipynb", notebooks / "probe.ipynb")
+    command = [CLI, "--notebook-dir", str(notebooks), "--output-root", str(tmp_path / "outputs"), "--parameters-dir", str(tmp_path), "run", "probe"]
+    subprocess.run(command, capture_output=True, check=True, env={**os.environ, "CRM_ANALYTICS_HOME": str(tmp_path)}, timeout=300)
+    assert not json.loads((tmp_path / "outputs" / "probe" / "latest" / "kernel.json").read_text())["preloaded"]
 
 
 @pytest.mark.slow
-def test_forked_kernels_fail_time_out_and_die_like_launched_ones(tmp_path, monkeypatch):
-    monkeypatch.setattr(kernels, "_preloaded", False)
-    monkeypatch.setattr(kernels, "PRELOAD_MODULES", ("pandas",))
+def test_forked_kernels_fail_time_out_and_die_like_launched_ones(tmp_path):
     names = {"cleansing": "empty", "fails": "fails", "hangs": "hangs", "dies": "dies", "exits": "exits"}
-    results = _batch(tmp_path, names, jobs=2, preload_kernels=True, cell_timeout=3)
-    assert results["fails"].status == "failed" and results["fails"].error_name == "ValueError"
-    assert results["hangs"].status == "timeout" and results["hangs"].error_name == "CellTimeoutError"
-    assert results["dies"].status == "kernel_died"
-    assert results["exits"].status == "truncated"
-    assert (results["fails"].run_dir / "before.txt").read_text() == "partial"
-    leftovers = [p for p in psutil.Process(os.getpid()).children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
-    assert leftovers == []
+    records = _batch(tmp_path / "cells", names, "--cell-timeout", "3")
+    records |= _batch(tmp_path / "runs", {"cleansing": "empty", "sleeper": "sleeper"}, "--run-timeout", "8")
+    assert (records["fails"]["status"], records["fails"]["error_name"]) == ("failed", "ValueError")
+    assert (records["hangs"]["status"], records["hangs"]["error_name"]) == ("timeout", "CellTimeoutError")
+    assert records["dies"]["status"] == "kernel_died"
+    assert records["exits"]["status"] == "truncated"
+    assert (records["sleeper"]["status"], records["sleeper"]["error_name"]) == ("timeout", "RunTimeout")
+    assert (records["fails"]["run_dir"] / "before.txt").read_text() == "partial"
+    sleeper_kernel = int((records["sleeper"]["run_dir"] / "kernel.pid").read_text())
+    assert not psutil.pid_exists(sleeper_kernel)  # the run timeout took the forked kernel with it
