@@ -1054,7 +1054,7 @@ def run_all(
             log.error("cleansing did not succeed (%s); the other analyses were not run", first[0].status)
             return results
     dependencies = run_order(names, parameters_root=parameters_root)
-    queue = critical_path_first(names, dependencies, output_root=output_root)
+    queue = critical_path_first(names, dependencies, output_root=output_root, typical=typical_durations(parameters_root=parameters_root))
     results.extend(_run_batch(queue, max(1, jobs), by_analysis, common, notify, dependencies, preload=preload_kernels))
     return results
 
@@ -1064,26 +1064,42 @@ def run_order(names: Iterable[str], *, parameters_root: str | Path | None = None
 
     Dependencies outside ``names`` are ignored (their latest results are used as they are).
     """
-    path = Path(parameters_root or paths.parameters_dir()) / "run_order.yaml"
-    declared = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("after", {}) if path.exists() else {}
+    declared = _run_order_file(parameters_root).get("after") or {}
     chosen = set(names)
     return {name: set(declared.get(name, ())) & chosen for name in chosen}
 
 
+def typical_durations(*, parameters_root: str | Path | None = None) -> dict[str, float]:
+    """Seconds each analysis usually takes, from ``parameters/run_order.yaml`` (``typical_seconds:``).
+
+    Used to order runs that have never succeeded here (a fresh checkout); empty when not given.
+    """
+    return {name: float(seconds) for name, seconds in (_run_order_file(parameters_root).get("typical_seconds") or {}).items()}
+
+
+def _run_order_file(parameters_root: str | Path | None) -> dict:
+    path = Path(parameters_root or paths.parameters_dir()) / "run_order.yaml"
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+
+
 def critical_path_first(
-    names: Iterable[str], dependencies: Mapping[str, set[str]] | None = None, *, output_root: str | Path | None = None
+    names: Iterable[str],
+    dependencies: Mapping[str, set[str]] | None = None,
+    *,
+    output_root: str | Path | None = None,
+    typical: Mapping[str, float] | None = None,
 ) -> list[str]:
     """``names`` ordered by the length of the longest chain of runs each one starts, longest first.
 
     A chain's length is the sum of the last successful durations of the analysis and of those that
     wait for it (``dependencies``: analysis -> what it waits for), so a run others depend on starts
-    early and workers are not left idle at the end. An analysis never run counts as long as the
-    longest one known (1 s when none is known). Ties go by name.
+    early and workers are not left idle at the end. An analysis never run here counts its
+    ``typical`` seconds, else as long as the longest one known (1 s when none is known). Ties go by name.
     """
     names = list(names)
     known = {name: _last_duration(name, output_root) for name in names}
     fallback = max((d for d in known.values() if d is not None), default=1.0)
-    duration = {name: fallback if d is None else d for name, d in known.items()}
+    duration = {name: (typical or {}).get(name, fallback) if d is None else d for name, d in known.items()}
     dependents: dict[str, set[str]] = {name: set() for name in names}
     for name, waits_for in (dependencies or {}).items():
         for other in waits_for & dependents.keys():

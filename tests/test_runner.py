@@ -394,3 +394,12 @@ def test_critical_path_first_starts_what_others_wait_for(tmp_path):
     # in a fresh home every run counts 1 s, so the longest chains go first
     fresh = runner.critical_path_first(names, {**dependencies, "cohort": {"kpi"}}, output_root=tmp_path / "none")
     assert fresh == ["segmentation", "kpi", "churn", "cohort"]
+
+
+def test_typical_durations_order_a_first_batch(tmp_path):
+    (tmp_path / "run_order.yaml").write_text("after:\n  kpi: [segmentation]\ntypical_seconds:\n  kpi: 20\n  segmentation: 5\n  churn: 18\n")
+    typical = runner.typical_durations(parameters_root=tmp_path)
+    assert typical == {"kpi": 20.0, "segmentation": 5.0, "churn": 18.0}
+    dependencies = runner.run_order(["kpi", "segmentation", "churn", "cohort"], parameters_root=tmp_path)
+    order = runner.critical_path_first(["cohort", "churn", "kpi", "segmentation"], dependencies, output_root=tmp_path / "none", typical=typical)
+    assert order == ["segmentation", "kpi", "churn", "cohort"]  # chains of 25, 20 and 18 s; cohort counts 1 s (nothing known)
