@@ -68,7 +68,9 @@ def preload(modules: tuple[str, ...] | None = None) -> list[str]:
     backend, nothing is imported and kernels keep being launched: a fork would inherit that backend.
     """
     global _preloaded
-    if "matplotlib" in sys.modules and not _preloaded:
+    if _preloaded:
+        return []
+    if "matplotlib" in sys.modules:
         log.warning("matplotlib was loaded before the preload; kernels are launched as usual")
         return []
     os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
@@ -195,7 +197,7 @@ def _wait_and_run(request_fd: int, ready_fd: int) -> None:
         _become_kernel_process(request["argv"], request["cwd"], request["env"])
         os.write(ready_fd, b"ok")
         os.close(ready_fd)
-        code = _run_launcher(request["argv"])
+        code = _run_launcher()
     except BaseException:  # noqa: BLE001 - report, never return into the parent's code
         traceback.print_exc()
     finally:
@@ -224,8 +226,8 @@ def _become_kernel_process(argv: list[str], cwd: str | None, env: dict[str, str]
             logger.setLevel(logging.NOTSET)
 
 
-def _run_launcher(argv: list[str]) -> int:
-    """Run ``ipykernel_launcher`` as ``python -m`` would; return the exit code."""
+def _run_launcher() -> int:
+    """Run ``ipykernel_launcher`` as ``python -m`` would (with ``sys.argv`` already set); return the exit code."""
     import runpy
 
     try:

@@ -1123,10 +1123,7 @@ def critical_path_first(
 def _last_duration(analysis: str, output_root: str | Path | None) -> float | None:
     """Seconds the last successful run of ``analysis`` took; None when it never succeeded."""
     run = latest_run(analysis, output_root=output_root)
-    record = run / "run.json" if run else None
-    if record is None or not record.exists():
-        return None
-    seconds = json.loads(record.read_text(encoding="utf-8")).get("duration_s")
+    seconds = (read_run_record(run) or {}).get("duration_s") if run else None
     return float(seconds) if seconds is not None else None
 
 
