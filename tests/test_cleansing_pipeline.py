@@ -169,3 +169,14 @@ def test_an_error_in_a_worker_process_names_file_and_column(home):
     (paths.raw_dir("mini") / "store_members.csv").write_text(STORE.replace("会员号", "编号"), encoding="gb18030")
     with pytest.raises(sources.SourceError, match=r"store_members\.csv.*会员号"):
         build(home, workers=2)
+
+
+def test_workers_take_the_largest_source_file_first(home):
+    from crm_analytics.cleansing.pipeline import _source_bytes
+
+    root, sources_file = home
+    source_map = sources.load_source_map(sources_file)
+    raw = paths.raw_dir("mini")
+    assert _source_bytes(source_map["web_orders"], raw) == (raw / "web_orders.csv").stat().st_size > 0
+    assert _source_bytes({**source_map["web_orders"], "path": "absent.csv"}, raw) == 0
+    assert _source_bytes({"table": "orders", "format": "sql", "url": "sqlite://"}, raw) == 0

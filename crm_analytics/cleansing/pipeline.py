@@ -176,8 +176,10 @@ def _map_sources(pool: Executor | None, function, names: list[str], source_map: 
 
 def _source_bytes(spec: Mapping[str, Any], dataset_dir: Path) -> int:
     """Size of a file source on disk (0 for a database table or a missing file): the work it will take."""
-    path = Path(dataset_dir) / str(spec.get("file", ""))
-    return path.stat().st_size if spec.get("file") and path.is_file() else 0
+    if "path" not in spec:
+        return 0
+    path = sources.source_path(dict(spec), dataset_dir)
+    return path.stat().st_size if path.is_file() else 0
 
 
 @contextlib.contextmanager
