@@ -83,6 +83,12 @@ def _as_string_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFr
 _PLAIN_ASCII = r"[!-~]+(?: [!-~]+)*"
 
 
+def _is_plain(text: pd.Series) -> pd.Series:
+    """True where a string value is already what ``clean_text`` returns: printable ASCII with single inner spaces,
+    not a null token (NFKC and whitespace rules leave such text unchanged, so it can skip the per-value rule)."""
+    return text.str.fullmatch(_PLAIN_ASCII).fillna(False).astype(bool) & ~text.str.lower().isin(_NULL_TOKENS)
+
+
 def standardise_text(values: pd.Series, *, max_length: int = MAX_TEXT_LENGTH) -> pd.DataFrame:
     """Standardise free text: NFKC, collapsed whitespace, null tokens to missing, over-long values flagged.
 
@@ -100,8 +106,7 @@ def standardise_text(values: pd.Series, *, max_length: int = MAX_TEXT_LENGTH) ->
     """
 
     text = values.astype("string")
-    # plain printable ASCII with single spaces is already standard: only the rest goes through NFKC
-    plain = text.str.fullmatch(_PLAIN_ASCII).fillna(False) & ~text.str.lower().isin(_NULL_TOKENS) & (text.str.len() <= max_length)
+    plain = _is_plain(text) & (text.str.len() <= max_length)
     out = pd.DataFrame({"value": text.where(plain), "reason": pd.Series("", index=values.index, dtype="string")})
     rest = ~plain & text.notna()
     if rest.any():
@@ -351,7 +356,14 @@ _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 
 
 def _clean_date_text(values: pd.Series) -> pd.Series:
-    return _map_unique(values, lambda raw: (clean_text(raw),), ["text"])["text"].astype("object")
+    """``clean_text`` of every value, as strings (missing where it gives ``None``)."""
+    text = values.astype("string")
+    plain = _is_plain(text)
+    rest = ~plain & text.notna()
+    out = text.where(plain)
+    if rest.any():
+        out[rest] = _map_unique(text[rest], lambda raw: (clean_text(raw),), ["text"])["text"].astype("string")
+    return out
 
 
 def _parse_iso(text: pd.Series, time_zone: str, business_time_zone: str) -> pd.Series:
@@ -454,6 +466,7 @@ _CURRENCY_TOKENS = [
     ("USD", "USD"), ("US$", "USD"), ("$", "USD"), ("EUR", "EUR"), ("€", "EUR"), ("HKD", "HKD"), ("HK$", "HKD"),
 ]
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$", re.IGNORECASE)
+_PLAIN_NUMBER = r"-?\d{1,15}(?:\.\d{1,15})?"  # read by float() exactly as parse_amount would
 
 
 @lru_cache(maxsize=400_000)
@@ -506,10 +519,21 @@ def parse_amounts(values: pd.Series) -> pd.DataFrame:
         number = number.where(np.isfinite(number.fillna(0).astype("float64")))
         empty = pd.Series(pd.NA, index=values.index, dtype="string")
         return pd.DataFrame({"value": number, "currency": empty, "reason": pd.Series("", index=values.index, dtype="string")})
-    frame = _map_unique(values, lambda raw: parse_amount(None if raw is None else str(raw)), ["value", "currency", "reason"])
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype("Float64")
-    frame["reason"] = frame["reason"].replace(MISSING, "")
-    return _as_string_columns(frame, ["currency", "reason"])
+    text = values.astype("string")
+    plain = text.str.fullmatch(_PLAIN_NUMBER).fillna(False).astype(bool)  # no currency, separator or sign convention to read
+    frame = pd.DataFrame(
+        {"value": pd.Series(np.nan, index=values.index, dtype="Float64"),
+         "currency": pd.Series(pd.NA, index=values.index, dtype="string"),
+         "reason": pd.Series("", index=values.index, dtype="string")}
+    )
+    frame.loc[plain, "value"] = text[plain].astype("float64")
+    rest = ~plain
+    if rest.any():
+        parsed = _map_unique(values[rest], lambda raw: parse_amount(None if raw is None else str(raw)), ["value", "currency", "reason"])
+        frame.loc[rest, "value"] = pd.to_numeric(parsed["value"], errors="coerce").astype("Float64")
+        frame.loc[rest, "currency"] = parsed["currency"].astype("string")
+        frame.loc[rest, "reason"] = parsed["reason"].replace(MISSING, "").astype("string")
+    return frame
 
 
 # ------------------------------------------------------------------------- integers and flags
