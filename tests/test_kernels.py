@@ -97,3 +97,17 @@ def test_forked_kernels_fail_time_out_and_die_like_launched_ones(tmp_path):
     assert (records["fails"]["run_dir"] / "before.txt").read_text() == "partial"
     sleeper_kernel = int((records["sleeper"]["run_dir"] / "kernel.pid").read_text())
     assert not psutil.pid_exists(sleeper_kernel)  # the run timeout took the forked kernel with it
+
+
+@pytest.mark.slow
+def test_demo_generates_its_data_while_preloading_so_cleansing_is_forked_too(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    shutil.copy(FIXTURES / "probe.ipynb", notebooks / "cleansing.ipynb")
+    command = [CLI, "--notebook-dir", str(notebooks), "--output-root", str(tmp_path / "outputs"), "--parameters-dir", str(tmp_path),
+               "demo", "--customers", "300"]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CRM_ANALYTICS_HOME": str(tmp_path)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    raw = tmp_path / "data" / "raw" / "demo"
+    assert (raw / "web_events.parquet").exists() and (raw / "ground_truth" / "persons.parquet").exists()
+    assert json.loads((tmp_path / "outputs" / "cleansing" / "latest" / "kernel.json").read_text())["preloaded"]

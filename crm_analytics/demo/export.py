@@ -54,7 +54,7 @@ def write_parquet(path: Path, tables: pa.Table | Iterable[pa.Table], *, unique_c
         for table in tables:
             if writer is None:
                 dictionary = [c for c in table.column_names if c not in unique]
-                writer = pq.ParquetWriter(path, table.schema, compression="zstd", use_dictionary=dictionary, store_schema=False)
+                writer = pq.ParquetWriter(path, table.schema, compression="snappy", use_dictionary=dictionary, store_schema=False)
             writer.write_table(table, row_group_size=1_000_000)
             rows += table.num_rows
     finally:
