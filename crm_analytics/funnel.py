@@ -28,6 +28,7 @@ funnel: every session is its own journey.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import ibis
 import ibis.expr.types as ir
@@ -85,12 +86,16 @@ def _check_arguments(steps: Sequence[str], mode: str) -> list[str]:
     return steps
 
 
-def _step_tables(events: ir.Table, steps: list[str], by: list[str], window, mode: str) -> list[ir.Table]:
-    """Per step, one row per user who reached it: user, groups, first time, previous time, reached time."""
+def _step_tables(events: ir.Table, steps: list[str], by: list[str], window, mode: str, *, cache: bool = False) -> list[ir.Table]:
+    """Per step, one row per user who reached it: user, groups, first time, previous time, reached time.
+
+    With ``cache`` each step's table is materialised in the engine before the next one is built on it.
+    """
+    keep = (lambda table: table.cache()) if cache else (lambda table: table)
     first = events.filter(events[_EVENT] == steps[0])
     group_values = {b: first[b].argmin(first[_TIME]) for b in by}
     entered = first.group_by(_USER).aggregate(**group_values, **{_FIRST: first[_TIME].min()})
-    stage = entered.mutate(**{_PREVIOUS: entered[_FIRST], _TIME: entered[_FIRST]})
+    stage = keep(entered.mutate(**{_PREVIOUS: entered[_FIRST], _TIME: entered[_FIRST]}))
     tables = [stage]
     interval = _as_interval(window)
     for step in steps[1:]:
@@ -102,7 +107,7 @@ def _step_tables(events: ir.Table, steps: list[str], by: list[str], window, mode
         if interval is not None:
             conditions += [joined[_TIME] >= joined[_FIRST], joined[_TIME] <= joined[_FIRST] + interval]
         kept = joined.filter(*conditions) if conditions else joined
-        stage = kept.group_by([_USER, *by, _FIRST, _PREVIOUS]).aggregate(**{_TIME: kept[_TIME].min()})
+        stage = keep(kept.group_by([_USER, *by, _FIRST, _PREVIOUS]).aggregate(**{_TIME: kept[_TIME].min()}))
         tables.append(stage)
     return tables
 
@@ -136,8 +141,13 @@ def funnel_expression(
     table = _normalised_events(
         events, user_col=user_col, time_col=time_col, event_col=event_col, by=by, context="funnel(events)"
     )
+    return _summary(_step_tables(table, steps, by, window, mode), by, mode)
+
+
+def _summary(stages: list[ir.Table], by: list[str], mode: str) -> ir.Table:
+    """Users per step and ``by`` group, with the median and p90 seconds from the previous step (ordered mode)."""
     parts = []
-    for number, stage in enumerate(_step_tables(table, steps, by, window, mode), start=1):
+    for number, stage in enumerate(stages, start=1):
         grouped = stage.group_by(by) if by else stage
         if number == 1 or mode != "ordered":
             missing = ibis.null("float64")
@@ -238,16 +248,84 @@ def funnel(
         (minutes between reaching the previous step and this one, among users
         who reached this one; missing for step 1 and in ``any_order`` mode).
     """
+    options = dict(user_col=user_col, time_col=time_col, event_col=event_col, window=window, mode=mode)
+    return _journeys(events, steps, by=_as_list(by), context="funnel(events)", **options).funnel(by=by)
+
+
+@dataclass(frozen=True)
+class Journeys:
+    """Every user's step times in one funnel, ready to be summarised overall or by any of its ``by`` columns.
+
+    Made by ``journeys``. ``funnel(by=...)`` and ``time_to_convert(by=...)`` give what the module
+    functions of those names give for the same events and options.
+    """
+
+    steps: list[str]
+    by: list[str]
+    mode: str
+    stages: list[ir.Table]  # per step, one row per user who reached it (see _step_tables)
+    user_col: str
+    events: ir.Table
+    event_col: str
+
+    def _groups(self, by: str | Sequence[str] | None) -> list[str]:
+        wanted = _as_list(by)
+        unknown = [b for b in wanted if b not in self.by]
+        if unknown:
+            raise ValueError(f"breakdown(s) {unknown} were not computed; these journeys have by={self.by}")
+        return wanted
+
+    def funnel(self, by: str | Sequence[str] | None = None) -> pd.DataFrame:
+        """The funnel overall or by some of the ``by`` columns; the columns of ``funnel``'s result."""
+        by = self._groups(by)
+        raw = _summary(self.stages, by, self.mode).to_pandas()
+        reached = set(raw.loc[raw["users"] > 0, "step_number"])
+        if len(reached) < len(self.steps):
+            _check_steps_exist(self.events, self.steps, self.event_col)
+        return _add_rates(_complete_grid(raw, self.steps, by), by, self.mode)
+
+    def time_to_convert(self, by: str | Sequence[str] | None = None) -> pd.DataFrame:
+        """Per user who completed the funnel: ``user_col``, ``by`` columns, ``minutes_to_convert``, ``days_to_convert``."""
+        by = self._groups(by)
+        last = self.stages[-1]
+        seconds = last[_TIME].epoch_seconds() - last[_FIRST].epoch_seconds()
+        out = last.select(_USER, *by, minutes_to_convert=seconds / 60).to_pandas()
+        out["days_to_convert"] = out["minutes_to_convert"] / (60 * 24)
+        return out.rename(columns={_USER: self.user_col}).sort_values(self.user_col).reset_index(drop=True)
+
+
+def journeys(
+    events: frames.TableLike,
+    steps: Sequence[str],
+    *,
+    user_col: str = "customer_id",
+    time_col: str = "event_time",
+    event_col: str = "event_name",
+    window=None,
+    by: str | Sequence[str] | None = None,
+    mode: str = "ordered",
+) -> Journeys:
+    """Work out each user's funnel steps once, to summarise them overall and by several columns.
+
+    Arguments as for ``funnel``; ``by`` lists every column a summary may break down by (a user's
+    value in each is the one on their first step-1 event, as in ``funnel``). The step tables are
+    materialised in the engine (temporary tables, dropped with the returned object), so
+    ``journeys(events, steps, by=["a", "b"]).funnel(by="a")`` equals ``funnel(events, steps, by="a")``
+    while the event log is read once for all the summaries instead of once per summary.
+
+    Returns
+    -------
+    Journeys
+    """
+    options = dict(user_col=user_col, time_col=time_col, event_col=event_col, window=window, mode=mode)
+    return _journeys(events, steps, by=_as_list(by), context="journeys(events)", cache=True, **options)
+
+
+def _journeys(events, steps, *, user_col, time_col, event_col, window, by: list[str], mode, context: str, cache: bool = False) -> Journeys:
     steps = _check_arguments(steps, mode)
-    by = _as_list(by)
-    expression = funnel_expression(
-        events, steps, user_col=user_col, time_col=time_col, event_col=event_col, window=window, by=by, mode=mode
-    )
-    raw = expression.to_pandas()
-    reached = set(raw.loc[raw["users"] > 0, "step_number"])
-    if len(reached) < len(steps):
-        _check_steps_exist(events, steps, event_col)
-    return _add_rates(_complete_grid(raw, steps, by), by, mode)
+    table = _normalised_events(events, user_col=user_col, time_col=time_col, event_col=event_col, by=by, context=context)
+    stages = _step_tables(table, steps, by, window, mode, cache=cache)
+    return Journeys(steps, by, mode, stages, user_col, frames.as_ibis(events), event_col)
 
 
 def session_funnel(events: frames.TableLike, steps: Sequence[str], *, session_col: str = "session_id", **options) -> pd.DataFrame:
@@ -321,16 +399,8 @@ def time_to_convert(
     pandas.DataFrame
         ``user_col``, ``by`` columns, ``minutes_to_convert`` and ``days_to_convert``.
     """
-    steps = _check_arguments(steps, mode)
-    by = _as_list(by)
-    table = _normalised_events(
-        events, user_col=user_col, time_col=time_col, event_col=event_col, by=by, context="time_to_convert(events)"
-    )
-    last = _step_tables(table, steps, by, window, mode)[-1]
-    seconds = last[_TIME].epoch_seconds() - last[_FIRST].epoch_seconds()
-    out = last.select(_USER, *by, minutes_to_convert=seconds / 60).to_pandas()
-    out["days_to_convert"] = out["minutes_to_convert"] / (60 * 24)
-    return out.rename(columns={_USER: user_col}).sort_values(user_col).reset_index(drop=True)
+    options = dict(user_col=user_col, time_col=time_col, event_col=event_col, window=window, mode=mode)
+    return _journeys(events, steps, by=_as_list(by), context="time_to_convert(events)", **options).time_to_convert(by=by)
 
 
 def compare_groups(result: pd.DataFrame, *, by: str) -> pd.DataFrame:

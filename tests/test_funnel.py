@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from crm_analytics import frames
-from crm_analytics.funnel import compare_groups, funnel, reached_times, session_funnel, time_to_convert
+from crm_analytics.funnel import compare_groups, funnel, journeys, reached_times, session_funnel, time_to_convert
 
 STEPS = ["visit", "view", "buy"]
 T0 = pd.Timestamp("2024-03-01 10:00")
@@ -194,6 +194,27 @@ def test_matches_hand_written_sql_on_random_logs(seed):
     np.testing.assert_allclose(ours["median_minutes_from_previous"].to_numpy(), theirs["median_seconds"].to_numpy(float) / 60, equal_nan=True)
     np.testing.assert_allclose(ours["p90_minutes_from_previous"].to_numpy(), theirs["p90_seconds"].to_numpy(float) / 60, equal_nan=True)
     assert users(bench.pandas_funnel(events, bench.STEPS)) == ours["users"].tolist()
+
+
+@pytest.mark.parametrize(("window", "mode"), [(None, "ordered"), ("90min", "ordered"), ("90min", "any_order")])
+def test_journeys_summarise_like_separate_funnels(window, mode):
+    rng = np.random.default_rng(5)
+    n = 4000
+    events = pd.DataFrame({
+        "customer_id": rng.integers(0, 300, n).astype(str),
+        "event_time": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 600, n), unit="min"),
+        "event_name": rng.choice(STEPS, n, p=[0.5, 0.3, 0.2]),
+        "platform": rng.choice(["app", "web"], n),
+        "channel": rng.choice(["ads", "email", "seo"], n),
+    })
+    options = dict(window=window, mode=mode)
+    once = journeys(ibis.memtable(events), STEPS, by=["platform", "channel"], **options)
+    pd.testing.assert_frame_equal(once.funnel(), funnel(events, STEPS, **options))
+    for column in ("platform", "channel"):
+        pd.testing.assert_frame_equal(once.funnel(by=column), funnel(events, STEPS, by=column, **options))
+    pd.testing.assert_frame_equal(once.time_to_convert(by="channel"), time_to_convert(events, STEPS, by="channel", **options))
+    with pytest.raises(ValueError, match=r"\['region'\] were not computed"):
+        once.funnel(by="region")
 
 
 @pytest.mark.slow
