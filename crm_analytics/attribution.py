@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import ibis
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from crm_analytics import frames, plots
 
@@ -126,13 +128,20 @@ def journey_paths(touches: pd.DataFrame) -> pd.DataFrame:
     grouped = ordered.groupby("journey_id", sort=False)
     out = grouped.agg(
         customer_id=("customer_id", "first"),
-        path=("channel", " > ".join),
         n_touches=("channel", "size"),
         n_channels=("channel", "nunique"),
         is_converted=("is_converted", "first"),
         conversion_amount=("conversion_amount", "first"),
     )
+    out.insert(1, "path", _joined_runs(ordered["channel"], out["n_touches"].to_numpy(), " > "))
     return out.reset_index()
+
+
+def _joined_runs(values: pd.Series, lengths: np.ndarray, separator: str) -> np.ndarray:
+    """Join consecutive runs of ``values`` (run ``i`` has ``lengths[i]`` rows) into one string per run, in Arrow."""
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int64())
+    runs = pa.LargeListArray.from_arrays(offsets, pa.array(values.astype("string").to_numpy(dtype=object), pa.large_string()))
+    return pc.binary_join(runs, pa.scalar(separator, pa.large_string())).to_numpy(zero_copy_only=False)
 
 
 def top_paths(paths: pd.DataFrame, *, n: int = 10) -> pd.DataFrame:
@@ -162,7 +171,7 @@ def channel_mix(touches: pd.DataFrame, *, customer_col: str = "customer_id", cha
     """
     frames.require_columns(touches, [customer_col, channel_col], context="channel_mix(touches)")
     df = frames.to_pandas(touches)
-    wide = pd.crosstab(df[customer_col], df[channel_col])
+    wide = df.groupby([customer_col, channel_col], observed=True).size().unstack(fill_value=0)
     wide.columns = [str(c) for c in wide.columns]
     wide["n_touches"] = wide.sum(axis=1)
     wide["n_channels"] = (wide.drop(columns="n_touches") > 0).sum(axis=1)
@@ -240,11 +249,12 @@ def path_counts(touches: pd.DataFrame) -> pd.DataFrame:
         convert), ``revenue_amount`` (CNY of the conversions).
     """
     paths = journey_paths(touches)
-    paths["path"] = paths["path"].str.split(" > ").map(tuple)
     paths["revenue"] = paths["conversion_amount"].astype(float).where(paths["is_converted"], 0.0)
     grouped = paths.groupby("path").agg(
         n_conversions=("is_converted", "sum"), n_journeys=("is_converted", "size"), revenue_amount=("revenue", "sum")
     )
+    grouped.index = pd.Index([tuple(path.split(" > ")) for path in grouped.index], name="path", tupleize_cols=False)
+    grouped = grouped.sort_index()
     grouped["n_null"] = grouped["n_journeys"] - grouped["n_conversions"]
     return grouped.reset_index()[["path", "n_conversions", "n_null", "revenue_amount"]]
 
