@@ -110,6 +110,29 @@ def test_model_on_synthetic_data_is_calibrated_and_ranked():
     assert importance["feature"].iloc[0] == "days_since_last_order"
 
 
+def test_permutation_importance_is_sklearns_exactly():
+    """The shortcut (re-scoring only the trees that split on the shuffled feature) gives sklearn's numbers."""
+    from sklearn.inspection import permutation_importance
+
+    rng = np.random.default_rng(1)
+    n = 1200
+    features = pd.DataFrame({"days_since_last_order": rng.exponential(60, n), "noise": rng.normal(size=n),
+                             "unused": np.zeros(n), "n_orders": rng.poisson(3, n).astype(float)},
+                            index=[f"c{i}" for i in range(n)])
+    features.loc[features.index[::7], "n_orders"] = np.nan
+    labels = pd.Series(rng.random(n) < 1 / (1 + np.exp(-(features["days_since_last_order"] - 60) / 20)), index=features.index)
+    model = churn.fit_churn_model(features, labels, random_state=0)
+    shortcut = churn._boosted_permutation_drops(model, features, labels, n_repeats=1, max_samples=500, random_state=0)
+    assert shortcut is not None, "the shortcut must reproduce the model's predictions, else it falls back to sklearn"
+    for max_samples, random_state in [(500, 3), (5_000, 0)]:  # a subset of the customers, then all of them
+        table = churn.permutation_importance_table(model, features, labels, n_repeats=3, max_samples=max_samples,
+                                                   random_state=random_state).set_index("feature")
+        expected = permutation_importance(model, features, labels, scoring="roc_auc", n_repeats=3,
+                                          max_samples=min(max_samples, n), random_state=random_state)
+        assert np.array_equal(table.loc[features.columns, "importance"].to_numpy(), expected.importances_mean)
+        assert np.array_equal(table.loc[features.columns, "importance_std"].to_numpy(), expected.importances_std)
+
+
 def test_single_class_labels_are_refused():
     features = pd.DataFrame({"x": [1.0, 2.0, 3.0]}, index=["a", "b", "c"])
     with pytest.raises(ValueError, match="single class"):
