@@ -42,6 +42,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from crm_analytics import paths
@@ -136,10 +137,15 @@ def _is_blank(value) -> bool:
 
 
 def _map_values(values: pd.Series, func: Callable[[str], str]) -> pd.Series:
-    """Apply ``func`` to every non-blank value as a string; blanks become ``<NA>``. Returns a string Series."""
+    """Apply ``func`` to every non-blank value as a string; blanks become ``<NA>``. Returns a string Series.
+
+    ``func`` runs once per distinct value (a customer id repeated on many rows is hashed once).
+    """
     if not isinstance(values, pd.Series):
         raise TypeError(f"expected a pandas Series, got {type(values).__name__}")
-    out = [pd.NA if _is_blank(v) else func(str(v)) for v in values.tolist()]
+    codes, distinct = pd.factorize(values, use_na_sentinel=True)
+    mapped = pd.array([pd.NA if _is_blank(v) else func(str(v)) for v in distinct.tolist()] + [pd.NA], dtype="string")
+    out = mapped.take(np.where(codes < 0, len(mapped) - 1, codes))
     return pd.Series(out, index=values.index, name=values.name, dtype="string")
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "ItemCF",
     "Popularity",
     "also_bought",
+    "combine_purchases",
     "evaluate",
     "holdout_split",
     "plot_evaluation",
@@ -84,6 +85,22 @@ def purchases(
     return pairs.to_pandas().sort_values(["customer_id", "product_id"]).reset_index(drop=True)
 
 
+def combine_purchases(*parts: pd.DataFrame) -> pd.DataFrame:
+    """Merge ``purchases`` results of disjoint periods into the ``purchases`` result of their union.
+
+    E.g. ``purchases(..., end=t)`` and ``purchases(..., start=t, end=u)`` give ``purchases(..., end=u)``
+    without querying the engine again: ``n_orders`` add up (an order falls in one period only),
+    ``first_time`` is the earliest and ``last_time`` the latest. Same columns, same sort order.
+    """
+    for part in parts:
+        frames.require_columns(part, ["customer_id", "product_id", "n_orders", "first_time", "last_time"], context="combine_purchases(parts)")
+    both = pd.concat(parts, ignore_index=True)
+    pairs = both.groupby(["customer_id", "product_id"], sort=True, dropna=False).agg(
+        n_orders=("n_orders", "sum"), first_time=("first_time", "min"), last_time=("last_time", "max")
+    )
+    return pairs.reset_index()
+
+
 @dataclass(frozen=True)
 class InteractionMatrix:
     """A binary customer x product CSR matrix with its row and column labels."""
@@ -99,10 +116,12 @@ def interaction_matrix(pairs: pd.DataFrame, *, products: Sequence[str] | None = 
     ``products`` fixes the columns (e.g. the whole catalogue); pairs with other products are dropped.
     """
     frames.require_columns(pairs, ["customer_id", "product_id"], context="interaction_matrix(pairs)")
-    customers = pd.Index(pd.unique(pairs.customer_id.astype(str)), name="customer_id")
-    product_index = pd.Index(sorted(set(pairs.product_id.astype(str))) if products is None else list(dict.fromkeys(map(str, products))), name="product_id")
-    rows = customers.get_indexer(pairs.customer_id.astype(str))
-    cols = product_index.get_indexer(pairs.product_id.astype(str))
+    # factorize once per column; labels are looked up on the few distinct values, not on every pair
+    rows, customers = pd.factorize(pairs.customer_id.astype(str), use_na_sentinel=False)
+    customers = pd.Index(customers, name="customer_id")
+    product_codes, product_values = pd.factorize(pairs.product_id.astype(str), use_na_sentinel=False)
+    product_index = pd.Index(sorted(product_values) if products is None else list(dict.fromkeys(map(str, products))), name="product_id")
+    cols = product_index.get_indexer(product_values)[product_codes]
     keep = cols >= 0
     data = np.ones(keep.sum(), dtype=np.float32)
     matrix = sparse.csr_matrix((data, (rows[keep], cols[keep])), shape=(len(customers), len(product_index)))
@@ -288,6 +307,15 @@ def also_bought(model: ItemCF, *, n: int = 5, min_customers: int = 5) -> pd.Data
     )
 
 
+def _isin(values: pd.Series, candidates) -> np.ndarray:
+    """Boolean mask of ``values`` found in ``candidates``, by hash lookup.
+
+    Same result as ``values.isin(candidates)``, which for Arrow-backed strings builds one Python
+    object per candidate (seconds for tens of thousands of customers).
+    """
+    return pd.Index(pd.unique(pd.Series(candidates))).get_indexer(values) >= 0
+
+
 def holdout_split(pairs_before: pd.DataFrame, pairs_after: pd.DataFrame) -> pd.DataFrame:
     """The holdout truth: products each known customer bought after the split but never before.
 
@@ -306,12 +334,11 @@ def holdout_split(pairs_before: pd.DataFrame, pairs_after: pd.DataFrame) -> pd.D
     """
     frames.require_columns(pairs_before, ["customer_id", "product_id"], context="holdout_split(pairs_before)")
     frames.require_columns(pairs_after, ["customer_id", "product_id"], context="holdout_split(pairs_after)")
-    known = set(pairs_before.customer_id.astype(str))
+    before = pairs_before[["customer_id", "product_id"]].astype(str)
     after = pairs_after[["customer_id", "product_id"]].astype(str).drop_duplicates()
-    after = after[after.customer_id.isin(known)]
-    seen = pairs_before[["customer_id", "product_id"]].astype(str).drop_duplicates().assign(_seen=True)
-    merged = after.merge(seen, on=["customer_id", "product_id"], how="left")
-    return merged[merged._seen.isna()].drop(columns="_seen").sort_values(["customer_id", "product_id"]).reset_index(drop=True)
+    after = after[_isin(after.customer_id, before.customer_id)]
+    is_new = ~pd.MultiIndex.from_frame(after).isin(pd.MultiIndex.from_frame(before))
+    return after[is_new].sort_values(["customer_id", "product_id"]).reset_index(drop=True)
 
 
 def evaluate(recommendations: pd.DataFrame, truth: pd.DataFrame, *, k: int = 10, n_products: int) -> pd.DataFrame:
@@ -342,7 +369,7 @@ def evaluate(recommendations: pd.DataFrame, truth: pd.DataFrame, *, k: int = 10,
         raise ValueError("n_products must be positive")
     truth = truth[["customer_id", "product_id"]].astype(str).drop_duplicates()
     customers = truth.customer_id.unique()
-    top = recommendations[(recommendations["rank"] <= k) & recommendations.customer_id.astype(str).isin(customers)]
+    top = recommendations[(recommendations["rank"] <= k) & _isin(recommendations.customer_id.astype(str), customers)]
     top = top[["customer_id", "product_id"]].astype(str)
     hits = top.merge(truth, on=["customer_id", "product_id"], how="inner").groupby("customer_id").size()
     relevant = truth.groupby("customer_id").size()

@@ -39,6 +39,21 @@ def test_purchases_from_orders_and_items():
     assert len(rec.purchases(orders, items, end="2024-01-10")) == 2
 
 
+def test_combine_purchases_equals_purchases_over_the_union():
+    orders = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3", "o4", "o5"],
+            "customer_id": ["c1", "c1", "c2", "c2", "c1"],
+            "order_time": [T("2024-01-01"), T("2024-02-01"), T("2024-01-15"), T("2024-03-01"), T("2024-03-05")],
+        }
+    )
+    items = pd.DataFrame({"order_id": ["o1", "o1", "o2", "o3", "o4", "o5"], "product_id": ["A", "B", "A", "C", "C", "D"]})
+    split = "2024-01-20"
+    combined = rec.combine_purchases(rec.purchases(orders, items, end=split), rec.purchases(orders, items, start=split))
+    pd.testing.assert_frame_equal(combined, rec.purchases(orders, items))
+    assert combined.set_index(["customer_id", "product_id"]).loc[("c1", "A"), "n_orders"] == 2
+
+
 def test_cosine_similarity_by_hand():
     model = rec.ItemCF(shrinkage=0).fit(PAIRS)
     sim = pd.DataFrame(model.similarity_.toarray(), index=model.interactions_.products, columns=model.interactions_.products)
