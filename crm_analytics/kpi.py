@@ -260,6 +260,34 @@ def _with_group(t: ir.Table, scope: Scope, *, customer_col: str, channel_col: st
     return joined.mutate(group=joined._seg.fill_null("unknown")).drop("_seg_customer", "_seg")
 
 
+def _in_window(
+    tables: Mapping[str, ir.Table],
+    scope: Scope,
+    *,
+    table: str,
+    time_col: str,
+    where: Mapping | None = None,
+    columns: Sequence[str | None] = (),
+    lookback: int = 0,
+    context: str = "kpi",
+) -> ir.Table:
+    """Rows of ``table`` in the scope's window (plus ``lookback`` earlier periods) that pass ``where``, with ``period_start``.
+
+    ``columns`` are further columns the caller needs (``None`` entries are ignored); a missing one raises naming it.
+    """
+    t = _table(tables, table, [time_col, *(where or {}), *columns], context)
+    start = scope.start
+    if lookback:
+        start = (pd.Period(scope.start, _PERIOD_FREQ[scope.grain]) - lookback).start_time
+    t = t.filter(t[time_col] >= start, t[time_col] < scope.end, *_predicates(t, where))
+    return t.mutate(period_start=t[time_col].truncate(scope.unit))
+
+
+def _group_columns(scope: Scope, *, customer_col: str, channel_col: str | None) -> list[str | None]:
+    """The column the scope's breakdown reads: ``[customer_col]`` (segment), ``[channel_col]`` (channel) or ``[]``."""
+    return {"segment": [customer_col], "channel": [channel_col]}.get(scope.by, [])
+
+
 def _periodised(
     tables: Mapping[str, ir.Table],
     scope: Scope,
@@ -274,14 +302,8 @@ def _periodised(
     context: str = "kpi",
 ) -> ir.Table:
     """Rows of ``table`` in the scope's window (plus ``lookback`` earlier periods), filtered, with ``period_start`` and ``group``."""
-    needs_customer = scope.by == "segment"
-    columns = [time_col, *(where or {}), *extra, customer_col if needs_customer else None, channel_col if scope.by == "channel" else None]
-    t = _table(tables, table, columns, context)
-    start = scope.start
-    if lookback:
-        start = (pd.Period(scope.start, _PERIOD_FREQ[scope.grain]) - lookback).start_time
-    t = t.filter(t[time_col] >= start, t[time_col] < scope.end, *_predicates(t, where))
-    t = t.mutate(period_start=t[time_col].truncate(scope.unit))
+    columns = [*extra, *_group_columns(scope, customer_col=customer_col, channel_col=channel_col)]
+    t = _in_window(tables, scope, table=table, time_col=time_col, where=where, columns=columns, lookback=lookback, context=context)
     return _with_group(t, scope, customer_col=customer_col, channel_col=channel_col)
 
 
@@ -347,12 +369,20 @@ def row_share(tables, scope, *, table: str, time_col: str, numerator: Mapping, w
 
 
 @register("distinct_share", tables=(), dimensions=("segment", "channel"))
-def distinct_share(tables, scope, *, table: str, time_col: str, key_col: str, numerator: Mapping, where: Mapping | None = None, channel_col: str | None = None):
+def distinct_share(
+    tables, scope, *, table: str, time_col: str, key_col: str, numerator: Mapping, where: Mapping | None = None,
+    channel_col: str | None = None, customer_col: str = "customer_id",
+):
     """Percentage of distinct ``key_col`` values with at least one row satisfying ``numerator``,
     e.g. sessions that reach a purchase (funnel conversion). Unit: pct."""
-    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, channel_col=channel_col, extra=[key_col, *numerator], context="distinct_share")
-    t = t.mutate(_hit=_flag(t, numerator).fill_null(False).cast("int8"))
-    per_key = t.group_by(["period_start", "group", key_col]).aggregate(_hit=t._hit.max().cast("float64"))
+    group_cols = _group_columns(scope, customer_col=customer_col, channel_col=channel_col)
+    t = _in_window(tables, scope, table=table, time_col=time_col, where=where, columns=[key_col, *numerator, *group_cols], context="distinct_share")
+    # Collapse the (large) table to one row per key first, by every column a breakdown may read, so the
+    # collapsed table is the same for all breakdowns (the engine computes it once) and the segment join is small.
+    sources = [c for c in dict.fromkeys([customer_col, channel_col]) if c and c != key_col and c in t.columns]
+    hits = t.group_by(["period_start", key_col, *sources]).aggregate(_hit=_flag(t, numerator).fill_null(False).cast("int8").max())
+    hits = _with_group(hits, scope, customer_col=customer_col, channel_col=channel_col)
+    per_key = hits.group_by(["period_start", "group", key_col]).aggregate(_hit=hits._hit.max().cast("float64"))
     return _by_period(per_key, value=per_key._hit.mean() * 100)
 
 

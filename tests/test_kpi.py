@@ -201,6 +201,25 @@ def test_funnel_conversion_counts_sessions():
     assert _series(result, channel="email") == {"2024-01": 100.0}
 
 
+
+def test_funnel_conversion_breakdowns_judge_each_group_on_its_own_rows():
+    # Session s4 has rows of two customers (segments A and B) and two channels; only the B/direct row purchases.
+    tables = _tables()
+    s4 = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2"],
+            "session_id": ["s4", "s4"],
+            "event_time": [T("2024-02-05 10:00"), T("2024-02-05 10:05")],
+            "event_name": ["visit", "purchase"],
+            "traffic_channel": ["email", "direct"],
+        }
+    )
+    tables["web_events"] = pd.concat([tables["web_events"], s4], ignore_index=True)
+    params = {"table": "web_events", "time_col": "event_time", "key_col": "session_id", "numerator": {"event_name": "purchase"}, "channel_col": "traffic_channel"}
+    result = _values("distinct_share", params, tables=tables, unit="pct", dimensions=("segment", "channel"))
+    february = result[result.period_start == T("2024-02-01")].set_index(["segment", "channel"]).value.to_dict()
+    assert february == {("all", "all"): 100.0, ("A", "all"): 0.0, ("B", "all"): 100.0, ("all", "email"): 0.0, ("all", "direct"): 100.0}
+
 def test_sales_pipeline_kpis():
     opp = {"table": "opportunities", "time_col": "closed_time"}
     win = _values("row_share", {**opp, "where": {"status": ["won", "lost"]}, "numerator": {"status": "won"}}, unit="pct")
