@@ -2,7 +2,7 @@
 
 A run folder (``outputs/<analysis>/<run-id>/``) holds ``tables/`` (Parquet and
 CSV of every result table) and ``figures/`` (PNG). Notebooks call
-``save_table`` and ``save_figure`` with the ``output_dir`` parameter the runner
+``save_table`` and ``save_figure`` (or ``show_figure``) with the ``output_dir`` parameter the runner
 injects; with an empty ``output_dir`` (an analyst iterating in JupyterLab)
 nothing is written. Stakeholder pages read the last successful run's tables
 with ``load_latest_table``.
@@ -10,7 +10,9 @@ with ``load_latest_table``.
 
 from __future__ import annotations
 
+import io
 import re
+import struct
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +20,7 @@ import pandas as pd
 from crm_analytics import paths
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+FIGURE_DPI = 110  # resolution of the PNG files (dots per inch)
 
 
 class SavedPath(type(Path())):
@@ -51,15 +54,43 @@ def save_table(df: pd.DataFrame, name: str, *, output_dir: str | Path | None) ->
     return SavedPath(parquet_path)
 
 
-def save_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = 110) -> Path | None:
+def save_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = FIGURE_DPI) -> Path | None:
     """Write a matplotlib figure as ``figures/<name>.png`` under ``output_dir``; ``None`` when not persisting."""
+    path = _figure_path(name, output_dir)
+    if path is not None:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def show_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = FIGURE_DPI) -> Path | None:
+    """Show a matplotlib figure in the notebook and write the same image as ``figures/<name>.png`` under ``output_dir``.
+
+    Replaces ``plt.show()`` followed by ``save_figure``: the figure is drawn once for both. It appears
+    at the size ``plt.show()`` gives (``figure.dpi``) and is then closed, like ``plt.show()`` closes
+    it (the object stays usable). Returns the file's path, or ``None`` when not persisting.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    path = _figure_path(name, output_dir)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    png = buffer.getvalue()
+    width_px = struct.unpack(">I", png[16:20])[0]  # the PNG header's width field
+    display(Image(data=png, format="png", width=round(width_px * fig.dpi / dpi)))
+    plt.close(fig)
+    if path is not None:
+        path.write_bytes(png)
+    return path
+
+
+def _figure_path(name: str, output_dir: str | Path | None) -> SavedPath | None:
+    """``<output_dir>/figures/<name>.png`` with its folder created; ``None`` when ``output_dir`` is empty."""
     if not output_dir:
         return None
     folder = Path(output_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{_checked_name(name)}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return SavedPath(path)
+    return SavedPath(folder / f"{_checked_name(name)}.png")
 
 
 def load_latest_table(analysis: str, name: str) -> pd.DataFrame:

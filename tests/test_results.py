@@ -46,6 +46,22 @@ def test_figure_is_written_as_png(tmp_path):
     assert saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_shown_figure_is_the_written_png_at_the_inline_size_and_is_closed(tmp_path, monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objects, **_: shown.extend(objects))
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.plot([1, 2, 3], [3, 1, 2])
+    path = results.show_figure(fig, "trend", output_dir=tmp_path, dpi=150)
+    assert path == tmp_path / "figures" / "trend.png"
+    (image,) = shown
+    assert image.data == path.read_bytes()
+    assert image.width == round(int.from_bytes(image.data[16:20], "big") * 100 / 150)  # the PNG width, shown at 100 dpi
+    assert fig.number not in plt.get_fignums()
+    assert results.show_figure(fig, "trend", output_dir="") is None and len(shown) == 2
+
+
 def test_result_names_become_safe_file_names(tmp_path):
     with pytest.raises(ValueError, match="file name"):
         results.save_table(pd.DataFrame({"a": [1]}), "../escape", output_dir=tmp_path)
