@@ -1094,17 +1094,17 @@ def latest_values(tracked: pd.DataFrame) -> pd.DataFrame:
     return latest.round({"value": 2, "target": 2, "change_pct": 1, "change_yoy_pct": 1})
 
 
-def render_dashboard(tracked: pd.DataFrame, filters, *, n_cols: int = 4) -> dict:
+def render_dashboard(tracked: pd.DataFrame, filters, *, n_cols: int = 4, output_dir: str | Path | None = None) -> dict:
     """Display the KPI dashboard for one filter selection: tiles, the latest values, a trend per KPI.
 
     Returns the (closed, still savable) figures ``{"kpi_tiles": Figure, "kpi_trends": Figure}``,
-    or an empty dict when nothing was drawn.
+    or an empty dict when nothing was drawn. With ``output_dir`` they are also written there
+    (``figures/kpi_tiles.png``, ``figures/kpi_trends.png``), drawn once for the page and the file.
 
     ``filters`` has ``grain``, ``start_date``, ``end_date``, ``segment`` and ``channel``
     (``crm_analytics.widgets.FilterValues``). Segment and channel breakdowns are computed
     one at a time, so choosing both shows a note instead of charts.
     """
-    import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
 
     if filters.segment != ALL and filters.channel != ALL:
@@ -1115,10 +1115,8 @@ def render_dashboard(tracked: pd.DataFrame, filters, *, n_cols: int = 4) -> dict
         display(Markdown(f"No KPI values for {filters.describe() if hasattr(filters, 'describe') else filters} (breakdowns may not be computed at this grain)."))
         return {}
     tiles = plot_kpi_tiles(selection, n_cols=n_cols)
-    plt.show()
-    plt.close(tiles)
+    results.show_figure(tiles, "kpi_tiles", output_dir=output_dir)
     display(latest_values(selection))
     trends = plot_kpi_trends(selection, n_cols=3)
-    plt.show()
-    plt.close(trends)
+    results.show_figure(trends, "kpi_trends", output_dir=output_dir)
     return {"kpi_tiles": tiles, "kpi_trends": trends}
