@@ -542,6 +542,10 @@ def _child_main(spec: dict, conn: multiprocessing.connection.Connection) -> None
                 stderr_file=err,
                 cwd=spec["cwd"],
                 execution_timeout=spec["cell_timeout"],
+                # Every output has arrived when the last cell ends. A graceful shutdown would then wait
+                # seconds for helper processes that ignore SIGTERM (multiprocessing's resource tracker);
+                # the kernel's process group is killed instead.
+                shutdown_kernel="immediate",
                 **kernel_options,
             )
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a record
