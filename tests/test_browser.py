@@ -99,7 +99,9 @@ def page_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(page_home, tmp_path_factory):
     port = free_port()
-    process = start_server(page_home, port, "--pool-size", "1", log=tmp_path_factory.mktemp("serve") / "serve.log")
+    # the default configuration, a kernel per visit: Voilà's preheated pool (--pool-size 1) now and then
+    # leaves a page stream waiting forever (benchmarks/README.md), which is why it is not the default
+    process = start_server(page_home, port, log=tmp_path_factory.mktemp("serve") / "serve.log")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(base + "/", process)
