@@ -104,24 +104,23 @@ def standardise_text(values: pd.Series, *, max_length: int = MAX_TEXT_LENGTH) ->
     DataFrame
         Same index; ``value`` (string) and ``reason`` (string, empty when valid or merely missing).
     """
+    cleaned = _clean_texts(values)
+    too_long = (cleaned.str.len() > max_length).fillna(False).astype(bool)
+    reason = pd.Series(np.where(too_long, TOO_LONG, ""), index=values.index, dtype="string")
+    return pd.DataFrame({"value": cleaned.mask(too_long), "reason": reason})
 
+
+def _clean_texts(values: pd.Series) -> pd.Series:
+    """``clean_text`` of every value, as strings (missing where it gives ``None``).
+
+    Values that are already plain skip the per-value rule; the rest go through it once per distinct value.
+    """
     text = values.astype("string")
-    plain = _is_plain(text) & (text.str.len() <= max_length)
-    out = pd.DataFrame({"value": text.where(plain), "reason": pd.Series("", index=values.index, dtype="string")})
+    plain = _is_plain(text)
     rest = ~plain & text.notna()
+    out = text.where(plain)
     if rest.any():
-
-        def rule(raw: object) -> tuple:
-            cleaned = clean_text(raw)
-            if cleaned is None:
-                return None, ""
-            if len(cleaned) > max_length:
-                return None, TOO_LONG
-            return cleaned, ""
-
-        slow = _as_string_columns(_map_unique(text[rest], rule, ["value", "reason"]), ["value", "reason"])
-        out.loc[rest, "value"] = slow["value"]
-        out.loc[rest, "reason"] = slow["reason"]
+        out[rest] = _map_unique(text[rest], lambda raw: (clean_text(raw),), ["text"])["text"].astype("string")
     return out
 
 
@@ -355,17 +354,6 @@ _SERIAL = re.compile(r"^\d{1,6}(?:\.\d+)?$")
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 
 
-def _clean_date_text(values: pd.Series) -> pd.Series:
-    """``clean_text`` of every value, as strings (missing where it gives ``None``)."""
-    text = values.astype("string")
-    plain = _is_plain(text)
-    rest = ~plain & text.notna()
-    out = text.where(plain)
-    if rest.any():
-        out[rest] = _map_unique(text[rest], lambda raw: (clean_text(raw),), ["text"])["text"].astype("string")
-    return out
-
-
 def _parse_iso(text: pd.Series, time_zone: str, business_time_zone: str) -> pd.Series:
     aware = text.str.contains(_OFFSET, na=False)
     out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
@@ -434,7 +422,7 @@ def parse_datetimes(
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         typed = _to_business(values, time_zone, business_time_zone)
         return _date_result(typed, typed.isna() & False)
-    text = _clean_date_text(values)
+    text = _clean_texts(values)
     present = text.notna()
     out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
     for fmt in formats:
