@@ -276,7 +276,7 @@ def demo(
 
     started = time.monotonic()
     _generate_while_preloading(customers, seed)
-    console.print(f"demo data: {customers:,} customers (seed {seed}) in {time.monotonic() - started:.1f} s", highlight=False)
+    console.print(f"demo data: {customers:,} customers (seed {seed}) in {time.monotonic() - started:.1f} s, kernel libraries loaded alongside", highlight=False)
     results = _run_all_command(jobs, 600, 3600)
     index = report_index.write_index(_Folders.output_root or paths.outputs_dir())
     console.print(f"report index: {index}", highlight=False)
