@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 HOME_ENV = "CRM_ANALYTICS_HOME"
+DATASET_ENV = "CRM_ANALYTICS_DATASET"
 DEMO_DATASET = "demo"
 
 
@@ -52,28 +53,57 @@ def external_dir() -> Path:
     return code_root() / "data" / "external"
 
 
-def warehouse_path() -> Path:
-    """Return the DuckDB warehouse file, ``data/warehouse/crm.duckdb``."""
-    return data_dir() / "warehouse" / "crm.duckdb"
+def default_dataset() -> str:
+    """Return the dataset used when none is given.
+
+    ``CRM_ANALYTICS_DATASET`` when set, else ``dataset:`` of ``parameters/project.yaml``, else ``demo``.
+    """
+    configured = os.environ.get(DATASET_ENV, "").strip()
+    if configured:
+        return configured
+    project = parameters_dir() / "project.yaml"
+    if project.is_file():
+        import yaml
+
+        with open(project, encoding="utf-8") as handle:
+            name = (yaml.safe_load(handle) or {}).get("dataset")
+        if name:
+            return str(name)
+    return DEMO_DATASET
 
 
-def outputs_dir() -> Path:
-    """Return ``outputs/``, where runs leave their folders."""
+def datasets_dir() -> Path:
+    """Return ``parameters/datasets/``: one YAML file per dataset."""
+    return parameters_dir() / "datasets"
+
+
+def warehouse_path(dataset: str | None = None) -> Path:
+    """Return one dataset's DuckDB warehouse file, ``data/warehouse/<dataset>.duckdb`` (default dataset when ``None``)."""
+    return data_dir() / "warehouse" / f"{dataset or default_dataset()}.duckdb"
+
+
+def outputs_dir(dataset: str | None = None) -> Path:
+    """Return ``outputs/<dataset>/``, where the runs of one dataset leave their folders (default dataset when ``None``)."""
+    return outputs_root() / (dataset or default_dataset())
+
+
+def outputs_root() -> Path:
+    """Return ``outputs/``: one folder per dataset and the index of them all."""
     return project_root() / "outputs"
 
 
-def analysis_dir(analysis: str) -> Path:
-    """Return ``outputs/<analysis>/``: every run of one analysis."""
-    return outputs_dir() / analysis
+def analysis_dir(analysis: str, dataset: str | None = None) -> Path:
+    """Return ``outputs/<dataset>/<analysis>/``: every run of one analysis on one dataset."""
+    return outputs_dir(dataset) / analysis
 
 
-def latest_run_dir(analysis: str) -> Path:
-    """Return the folder of the last successful run of ``analysis`` (``outputs/<analysis>/latest``).
+def latest_run_dir(analysis: str, dataset: str | None = None) -> Path:
+    """Return the folder of the last successful run of ``analysis`` (``outputs/<dataset>/<analysis>/latest``).
 
     ``latest`` is a symlink, or, where links are unavailable, a small file holding the run id;
     both resolve to the run folder. Without a successful run the returned path does not exist.
     """
-    return read_latest_pointer(analysis_dir(analysis))
+    return read_latest_pointer(analysis_dir(analysis, dataset))
 
 
 def read_latest_pointer(analysis_root: Path) -> Path:
@@ -96,9 +126,9 @@ def parameters_dir() -> Path:
     return code_root() / "parameters"
 
 
-def sources_file() -> Path:
-    """Return the default source map, ``parameters/sources.yaml``."""
-    return parameters_dir() / "sources.yaml"
+def sources_file(dataset: str | None = None) -> Path:
+    """Return the file holding a dataset's source map: its dataset file ``parameters/datasets/<dataset>.yaml``."""
+    return datasets_dir() / f"{dataset or default_dataset()}.yaml"
 
 
 def resolve(path: str | os.PathLike | None, default: Path) -> Path:

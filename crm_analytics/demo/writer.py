@@ -27,10 +27,10 @@ ENCODINGS = {
 
 
 def load_source_map() -> dict[str, dict]:
-    """The ``sources`` mapping of ``parameters/sources.yaml``."""
+    """The ``sources`` mapping of the demo dataset file, ``parameters/datasets/demo.yaml``."""
     from crm_analytics import paths
 
-    with open(paths.sources_file(), encoding="utf-8") as handle:
+    with open(paths.sources_file(paths.DEMO_DATASET), encoding="utf-8") as handle:
         return yaml.safe_load(handle)["sources"]
 
 

@@ -1,0 +1,242 @@
+"""Datasets: one YAML file per body of data, saying where its files are and what market it describes.
+
+A dataset file ``parameters/datasets/<name>.yaml`` declares:
+
+``description``           one line for people.
+``data_dir``              folder of its files, relative to the project root (default ``data/raw/<name>``).
+``time_zone``             IANA business time zone; every ``*_time`` of the warehouse is a naive local time there.
+``currency``              ISO 4217 code of every money amount (``*_amount``).
+``country``               ISO 3166 alpha-2 code: default phone region and public holidays.
+``locale``                how numbers and money are written for people (default ``en_<country>``).
+``languages``             languages of the free text, e.g. ``[en]`` or ``[zh, en]``.
+``calendar_events``       named yearly days that move sales (``{name: MM-DD}``), beside the public holidays.
+``targets_file``          KPI targets of this dataset (relative to the project root).
+``non_merchandise_codes`` product ids that are not merchandise (postage, fees, adjustments, vouchers).
+``exchange_rates``        optional table of rates into ``currency`` (see ``crm_analytics.money``).
+``ground_truth_dir``      folder of known true answers (the generated demo has one; real data has none).
+``inputs``                named input files that derived sources query with SQL (``crm_analytics.sources``).
+``sources``               how each canonical table is read (the source map, see ``crm_analytics.sources``).
+
+``parameters/project.yaml`` names the dataset used when none is given (``dataset: demo``); the
+environment variable ``CRM_ANALYTICS_DATASET`` overrides it. Problems raise ``DatasetError`` naming
+the file and the key, with close matches where a name was mistyped.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crm_analytics import paths
+
+TODO = "TODO"
+KEYS = {
+    "description", "data_dir", "time_zone", "currency", "country", "locale", "languages", "calendar_events",
+    "targets_file", "non_merchandise_codes", "exchange_rates", "ground_truth_dir", "inputs", "sources",
+    "value_maps", "earliest_date",
+}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+_MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing or inconsistent. The message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset as declared in its file; paths are absolute."""
+
+    name: str
+    file: Path
+    data_dir: Path
+    time_zone: str
+    currency: str
+    country: str
+    locale: str
+    description: str = ""
+    languages: tuple[str, ...] = ("en",)
+    calendar_events: dict[str, tuple[int, int]] = field(default_factory=dict)
+    targets_file: Path | None = None
+    non_merchandise_codes: tuple[str, ...] = ()
+    exchange_rates: dict[str, Any] | None = None
+    ground_truth_dir: Path | None = None
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    value_maps: dict[str, Any] = field(default_factory=dict)
+    earliest_date: str | None = None
+
+    @property
+    def phone_region(self) -> str:
+        """The region phone numbers without a country code are read in (the dataset's country)."""
+        return self.country
+
+    def describe(self) -> str:
+        """One line for reports: name, zone, currency and country."""
+        return f"{self.name} ({self.time_zone}, {self.currency}, {self.country})"
+
+
+def default_dataset_name() -> str:
+    """Return the dataset used when none is given: ``CRM_ANALYTICS_DATASET``, else ``parameters/project.yaml``."""
+    return paths.default_dataset()
+
+
+def dataset_file(name: str) -> Path:
+    """Return ``parameters/datasets/<name>.yaml`` (whether or not it exists)."""
+    return paths.datasets_dir() / f"{name}.yaml"
+
+
+def list_datasets() -> list[str]:
+    """Return the names of the declared datasets, sorted."""
+    return sorted(p.stem for p in paths.datasets_dir().glob("*.yaml"))
+
+
+def load_dataset(name: str | Path | None = None) -> Dataset:
+    """Read and check one dataset: a name under ``parameters/datasets/``, a YAML path, or ``None`` for the default.
+
+    Raises ``DatasetError`` for an unknown dataset (listing the known ones), an unknown key, a time
+    zone, currency or country that does not exist (with close matches), or a value left ``TODO``.
+    """
+    if name is None or str(name) == "":
+        name = default_dataset_name()
+    path = Path(name) if str(name).endswith((".yaml", ".yml")) else dataset_file(str(name))
+    if not path.is_file():
+        known = list_datasets()
+        hint = _close(str(name), known)
+        raise DatasetError(f"no dataset {str(name)!r}: {path} does not exist{hint}; known datasets: {known}")
+    return _load_file(path.resolve(), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_file(path: Path, _mtime_ns: int) -> Dataset:
+    """Parse one dataset file (cached per file version)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        raise DatasetError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise DatasetError(f"{path}: expected a mapping of keys, got {type(document).__name__}")
+    return parse_dataset(document, name=path.stem, where=path)
+
+
+def parse_dataset(document: dict[str, Any], *, name: str, where: Path) -> Dataset:
+    """Check a dataset document (the parsed YAML) and return the ``Dataset``; ``DatasetError`` names ``where`` and the key."""
+    if not _NAME.match(name):
+        raise DatasetError(f"{where}: dataset name {name!r} must be lower-case letters, digits, '_' or '-'")
+    unknown = sorted(set(document) - KEYS)
+    if unknown:
+        hints = "".join(_close(key, KEYS) for key in unknown)
+        raise DatasetError(f"{where}: unknown key(s) {unknown}{hints}; allowed: {sorted(KEYS)}")
+    todo = [key for key, value in document.items() if isinstance(value, str) and value.strip().upper() == TODO]
+    if todo:
+        raise DatasetError(f"{where}: set {todo} before building (each is still {TODO}); see the comments in the file")
+    for key in ("time_zone", "currency", "country"):
+        if not document.get(key):
+            raise DatasetError(f"{where}: `{key}` is required ({_EXAMPLES[key]})")
+    country = check_country(document["country"], where=where)
+    return Dataset(
+        name=name,
+        file=where,
+        description=str(document.get("description") or ""),
+        data_dir=paths.resolve(document.get("data_dir"), paths.raw_dir(name)),
+        time_zone=check_time_zone(document["time_zone"], where=where),
+        currency=check_currency(document["currency"], where=where),
+        country=country,
+        locale=check_locale(document.get("locale") or f"en_{country}", where=where),
+        languages=tuple(str(x) for x in (document.get("languages") or ["en"])),
+        calendar_events=_calendar_events(document.get("calendar_events") or {}, where=where),
+        targets_file=paths.resolve(document["targets_file"], Path()) if document.get("targets_file") else None,
+        non_merchandise_codes=tuple(str(x) for x in (document.get("non_merchandise_codes") or [])),
+        exchange_rates=document.get("exchange_rates"),
+        ground_truth_dir=paths.resolve(document["ground_truth_dir"], Path()) if document.get("ground_truth_dir") else None,
+        inputs=dict(document.get("inputs") or {}),
+        sources=dict(document.get("sources") or {}),
+        value_maps=dict(document.get("value_maps") or {}),
+        earliest_date=str(document["earliest_date"]) if document.get("earliest_date") else None,
+    )
+
+
+_EXAMPLES = {
+    "time_zone": "an IANA name such as Europe/London, America/Sao_Paulo or Asia/Shanghai",
+    "currency": "an ISO 4217 code such as GBP, BRL, USD or CNY",
+    "country": "an ISO 3166 alpha-2 code such as GB, BR, US or CN",
+}
+
+
+def _close(word: str, candidates) -> str:
+    """`` (did you mean 'X'?)`` for the closest candidates, or an empty string."""
+    matches = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    import zoneinfo
+
+    return frozenset(zoneinfo.available_timezones())
+
+
+def check_time_zone(value: Any, *, where: Path | str = "dataset") -> str:
+    """Return ``value`` if it is an IANA time zone; ``DatasetError`` with close matches otherwise."""
+    zone = str(value).strip()
+    if zone not in _time_zones():
+        matches = difflib.get_close_matches(zone, sorted(_time_zones()), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
+        raise DatasetError(f"{where}: time_zone {zone!r} is not an IANA time zone{hint}; use {_EXAMPLES['time_zone']}")
+    return zone
+
+
+def check_currency(value: Any, *, where: Path | str = "dataset") -> str:
+    """Return ``value`` upper-cased if it is an ISO 4217 code (aliases such as RMB are refused with the code to use)."""
+    from crm_analytics import money
+
+    code = str(value).strip().upper()
+    if code in money.CURRENCY_ALIASES and money.CURRENCY_ALIASES[code] != code:
+        raise DatasetError(f"{where}: currency {value!r} is an alias; write the ISO 4217 code {money.CURRENCY_ALIASES[code]!r}")
+    if code not in money.iso_currencies():
+        raise DatasetError(f"{where}: currency {value!r} is not an ISO 4217 code{_close(code, money.iso_currencies())}; use {_EXAMPLES['currency']}")
+    return code
+
+
+def check_country(value: Any, *, where: Path | str = "dataset") -> str:
+    """Return ``value`` upper-cased if it is an ISO 3166 alpha-2 country code."""
+    import babel
+
+    code = str(value).strip().upper()
+    territories = {t for t in babel.Locale("en").territories if len(t) == 2 and t.isalpha()}
+    if code not in territories:
+        raise DatasetError(f"{where}: country {value!r} is not an ISO 3166 alpha-2 code{_close(code, territories)}; use {_EXAMPLES['country']}")
+    return code
+
+
+def check_locale(value: Any, *, where: Path | str = "dataset") -> str:
+    """Return ``value`` if Babel knows the locale (e.g. ``en_GB``, ``pt_BR``, ``zh_CN``)."""
+    import babel
+
+    text = str(value).strip()
+    try:
+        babel.Locale.parse(text)
+    except (ValueError, babel.UnknownLocaleError):
+        raise DatasetError(f"{where}: locale {text!r} is unknown; use a locale such as en_GB, pt_BR or zh_CN") from None
+    return text
+
+
+def _calendar_events(events: Any, *, where: Path) -> dict[str, tuple[int, int]]:
+    """Parse ``{name: "MM-DD"}`` into ``{name: (month, day)}``."""
+    if not isinstance(events, dict):
+        raise DatasetError(f"{where}: calendar_events must map a name to a yearly day 'MM-DD', got {events!r}")
+    parsed: dict[str, tuple[int, int]] = {}
+    for event, day in events.items():
+        match = _MONTH_DAY.match(str(day).strip())
+        if not match or not (1 <= int(match[1]) <= 12 and 1 <= int(match[2]) <= 31):
+            raise DatasetError(f"{where}: calendar_events.{event}: expected a yearly day 'MM-DD' such as '11-11', got {day!r}")
+        parsed[str(event)] = (int(match[1]), int(match[2]))
+    return parsed
