@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crm_analytics import frames, plots
+from crm_analytics import frames, money, plots
 
 MODELS = ("first_touch", "last_touch", "linear", "time_decay", "position_based", "markov")
 _START, _CONVERSION, _NULL = "(start)", "(conversion)", "(null)"
@@ -51,7 +51,7 @@ def build_touch_journeys(
     touchpoints : pandas.DataFrame or ibis Table
         ``customer_col``, ``channel_col``, ``touch_time_col`` (timestamp).
     orders : pandas.DataFrame or ibis Table
-        ``customer_col``, ``order_time_col``, ``amount_col`` (CNY); rows with a
+        ``customer_col``, ``order_time_col``, ``amount_col`` (dataset currency); rows with a
         non-positive amount (refunds) are ignored.
     journey_gap_days, conversion_window_days : float
         Days of silence that end a journey; days after the last touch in which
@@ -65,7 +65,7 @@ def build_touch_journeys(
         One row per touch: ``customer_id``, ``journey_id`` (customer and
         journey number), ``channel``, ``touch_time``, ``position`` (0-based),
         ``n_touches`` (touches in the journey), ``is_converted``,
-        ``conversion_time`` and ``conversion_amount`` (CNY; missing when not converted).
+        ``conversion_time`` and ``conversion_amount`` (dataset currency; missing when not converted).
     """
     frames.require_columns(touchpoints, [customer_col, channel_col, touch_time_col], context="build_touch_journeys(touchpoints)")
     frames.require_columns(orders, [customer_col, order_time_col, amount_col], context="build_touch_journeys(orders)")
@@ -214,7 +214,7 @@ def heuristic_attribution(touches: pd.DataFrame, *, half_life_days: float = 7.0)
     pandas.DataFrame
         Long format, one row per model and channel: ``model``, ``channel``,
         ``conversions`` (credited, may be fractional), ``revenue_amount``
-        (credited CNY), ``share_pct`` (percent of all conversions).
+        (credited, dataset currency), ``share_pct`` (percent of all conversions).
     """
     frames.require_columns(
         touches, ["journey_id", "channel", "touch_time", "position", "n_touches", "is_converted", "conversion_time", "conversion_amount"],
@@ -246,7 +246,7 @@ def path_counts(touches: pd.DataFrame) -> pd.DataFrame:
     -------
     pandas.DataFrame
         ``path`` (tuple of channels), ``n_conversions``, ``n_null`` (journeys that did not
-        convert), ``revenue_amount`` (CNY of the conversions).
+        convert), ``revenue_amount`` (dataset currency, of the conversions).
     """
     paths = journey_paths(touches)
     paths["revenue"] = paths["conversion_amount"].astype(float).where(paths["is_converted"], 0.0)
@@ -386,7 +386,7 @@ def markov_attribution(
     -------
     pandas.DataFrame
         One row per channel: ``channel``, ``removal_effect`` (0-1),
-        ``conversions`` (credited), ``revenue_amount`` (credited CNY),
+        ``conversions`` (credited), ``revenue_amount`` (credited, dataset currency),
         ``share_pct`` with ``share_low_pct`` / ``share_high_pct`` and
         ``conversions_low`` / ``conversions_high`` (bootstrap percentile interval), ``rank``.
     """
@@ -464,14 +464,14 @@ def channel_economics(attribution: pd.DataFrame, campaigns: frames.TableLike, *,
     attribution : pandas.DataFrame
         Output of ``compare_models`` (``model``, ``channel``, ``conversions``, ``revenue_amount``).
     campaigns : pandas.DataFrame or ibis Table
-        ``channel_col`` and ``spend_col`` (CNY); spend is summed per channel.
+        ``channel_col`` and ``spend_col`` (dataset currency); spend is summed per channel.
         Filter it to the period of the touches first.
 
     Returns
     -------
     pandas.DataFrame
-        ``model``, ``channel``, ``spend_amount`` (CNY), ``conversions``, ``revenue_amount``,
-        ``cac_amount`` (spend per credited conversion, CNY), ``roi_pct``
+        ``model``, ``channel``, ``spend_amount`` (dataset currency), ``conversions``, ``revenue_amount``,
+        ``cac_amount`` (spend per credited conversion, dataset currency), ``roi_pct``
         ((revenue - spend) / spend, percent); missing where undefined.
     """
     frames.require_columns(attribution, ["model", "channel", "conversions", "revenue_amount"], context="channel_economics(attribution)")
@@ -510,8 +510,9 @@ def plot_attribution(comparison: pd.DataFrame, *, ax=None):
     return ax
 
 
-def plot_channel_economics(economics: pd.DataFrame, *, model: str = "markov", ax=None):
-    """Bars of CAC (CNY per credited conversion) per channel under one model, labelled with ROI; returns the Axes."""
+def plot_channel_economics(economics: pd.DataFrame, *, model: str = "markov", ax=None, currency: str | None = None):
+    """Bars of CAC (spend per credited conversion, in ``currency``: the dataset's, by default the default
+    dataset's) per channel under one model, labelled with ROI; returns the Axes."""
     frames.require_columns(economics, ["model", "channel", "cac_amount", "roi_pct"], context="plot_channel_economics(economics)")
     plots.set_style()
     ax = plots.new_axes(ax)
@@ -520,6 +521,6 @@ def plot_channel_economics(economics: pd.DataFrame, *, model: str = "markov", ax
     for x, (cac, roi) in enumerate(zip(part["cac_amount"], part["roi_pct"], strict=True)):
         if pd.notna(cac):
             ax.text(x, cac, f"ROI {roi:,.0f}%" if pd.notna(roi) else "", ha="center", va="bottom", fontsize="small")
-    ax.set_ylabel("CAC (CNY per conversion)")
+    ax.set_ylabel(money.axis_label("CAC per conversion", money.currency_and_locale(currency)[0]))
     ax.set_title(f"Cost per acquired conversion and ROI by channel ({model})")
     return ax

@@ -81,7 +81,7 @@ def weekday_hour(
     -------
     pandas.DataFrame
         All 168 cells: ``day_of_week`` (0 = Monday), ``day_name``, ``hour`` (0-23),
-        ``n_orders``, ``revenue_amount`` (CNY), ``order_pct`` (% of all purchases).
+        ``n_orders``, ``revenue_amount`` (dataset currency), ``order_pct`` (% of all purchases).
     """
     purchases = _purchases(orders, as_of=as_of, columns=[time_col, amount_col], time_col=time_col,
                            amount_col=amount_col, context="weekday_hour(orders)")

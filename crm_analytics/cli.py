@@ -6,6 +6,11 @@ are reported as one line on stderr, without a traceback.
 
 Heavy imports (papermill, the demo generator, the warehouse builder, Voilà) happen
 inside the commands, so ``--help`` stays fast.
+
+Every command that reads data takes ``--dataset/-d NAME`` (a file ``parameters/datasets/<NAME>.yaml``;
+default: the project default of ``parameters/project.yaml`` or ``CRM_ANALYTICS_DATASET``). A relative
+path given on the command line is taken from the current directory; relative paths inside parameter
+files are taken from the project root.
 """
 
 from __future__ import annotations
@@ -18,9 +23,14 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 from rich.console import Console
 
+_PATHS_HELP = (
+    "A relative path on the command line (-f FILE, -p x_path=...) is resolved from the current directory; "
+    "relative paths inside parameter files are resolved from the project root."
+)
+
 app = typer.Typer(
     name="crm-analytics",
-    help="Run, schedule and serve the crm-analytics notebooks.",
+    help=f"Run, schedule and serve the crm-analytics notebooks on a dataset. {_PATHS_HELP}",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -32,7 +42,19 @@ console = Console()
 err_console = Console(stderr=True)
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
-_STATUS_STYLE = {"succeeded": "green", "skipped_locked": "yellow"}
+_PATH_SUFFIXES = ("_path", "_dir", "_file")
+
+DatasetOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dataset", "-d",
+        help="Dataset: a name under parameters/datasets/ (default: the project default of parameters/project.yaml).",
+    ),
+]
+ParameterOption = Annotated[
+    Optional[list[str]], typer.Option("--parameter", "-p", help="key=value (repeatable); the value is read as YAML.")
+]
+_STATUS_STYLE = {"succeeded": "green", "skipped_locked": "yellow", "not_applicable": "bright_black"}
 
 
 class _Folders:
@@ -54,10 +76,10 @@ class _Folders:
 @app.callback()
 def main(
     notebook_dir: Annotated[Optional[Path], typer.Option(help="Notebooks folder (default: notebooks/).")] = None,
-    output_root: Annotated[Optional[Path], typer.Option(help="Outputs folder (default: outputs/).")] = None,
+    output_root: Annotated[Optional[Path], typer.Option(help="Outputs folder of every dataset (default: outputs/); runs go to <it>/<dataset>/<analysis>/.")] = None,
     parameters_dir: Annotated[Optional[Path], typer.Option(help="Parameters folder (default: parameters/).")] = None,
 ) -> None:
-    """Run, schedule and serve the crm-analytics notebooks."""
+    """Run, schedule and serve the crm-analytics notebooks on a dataset."""
     _Folders.notebook_dir = notebook_dir.resolve() if notebook_dir else None
     _Folders.output_root = output_root.resolve() if output_root else None
     _Folders.parameters_root = parameters_dir.resolve() if parameters_dir else None
@@ -69,7 +91,11 @@ def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def _parse_assignments(pairs: list[str]) -> dict[str, Any]:
-    """Turn ``key=value`` strings into a dict; values are YAML (typed numbers and booleans, dates kept as text)."""
+    """Turn ``key=value`` strings into a dict; values are YAML (typed numbers and booleans, dates kept as text).
+
+    A relative path given to a key ending in ``_path``, ``_dir`` or ``_file`` is made absolute from the
+    current directory (the runner would otherwise read it from the project root, as in parameter files).
+    """
     from crm_analytics.runner import parse_value
 
     values: dict[str, Any] = {}
@@ -81,7 +107,13 @@ def _parse_assignments(pairs: list[str]) -> dict[str, Any]:
             values[key.strip()] = parse_value(text)
         except Exception as exc:  # noqa: BLE001 - a YAML error is a usage error
             _fail(f"cannot parse the value of {key.strip()!r}: {exc}")
-    return values
+    return {key: _from_working_directory(key, value) for key, value in values.items()}
+
+
+def _from_working_directory(key: str, value: Any) -> Any:
+    if key.endswith(_PATH_SUFFIXES) and isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+        return str(Path.cwd() / Path(value).expanduser())
+    return value
 
 
 def _style(status: str) -> str:
@@ -100,19 +132,17 @@ def _print_result(result) -> None:
         )
 
 
-@app.command()
+@app.command(short_help="Run one analysis notebook on a dataset.", help=f"Run one analysis notebook on a dataset into outputs/<dataset>/<analysis>/<run-id>/. {_PATHS_HELP}")
 def run(
     analysis: Annotated[str, typer.Argument(help="The analysis (a notebook in notebooks/).")],
     parameters_file: Annotated[
         Optional[Path], typer.Option("--parameters-file", "-f", help="A YAML parameter set.")
     ] = None,
-    parameter: Annotated[
-        Optional[list[str]], typer.Option("--parameter", "-p", help="key=value (repeatable); the value is read as YAML.")
-    ] = None,
+    parameter: ParameterOption = None,
+    dataset: DatasetOption = None,
     cell_timeout: Annotated[float, typer.Option(help="Seconds one cell may take.")] = 600,
     run_timeout: Annotated[float, typer.Option(help="Seconds the whole run may take.")] = 3600,
 ) -> None:
-    """Run one analysis notebook into outputs/<analysis>/<run-id>/."""
     from crm_analytics import runner
 
     values = _parse_assignments(parameter or [])
@@ -120,9 +150,10 @@ def run(
         result = runner.run_analysis(
             analysis,
             parameters=values,
-            parameters_file=parameters_file,
+            parameters_file=parameters_file.resolve() if parameters_file else None,
             cell_timeout=cell_timeout,
             run_timeout=run_timeout,
+            dataset=dataset,
             **_Folders.runner_options(),
         )
     except runner.RunnerError as exc:
@@ -141,6 +172,8 @@ def _results_table(results) -> Any:
         detail = result.error_name or "" if not result.ok else str(result.run_dir or "")
         if not result.ok and result.error_message:
             detail = f"{detail}: {result.error_message}"
+        if result.reason:
+            detail = result.reason
         table.add_row(
             result.analysis,
             f"[{_style(result.status)}]{result.status}[/]",
@@ -151,7 +184,7 @@ def _results_table(results) -> Any:
     return table
 
 
-def _run_all_with_progress(jobs: int, cell_timeout: float, run_timeout: float) -> list:
+def _run_all_with_progress(jobs: int, cell_timeout: float, run_timeout: float, **batch: Any) -> list:
     """Run every analysis with a progress bar refreshed from the runner's own thread (no display thread)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -160,6 +193,9 @@ def _run_all_with_progress(jobs: int, cell_timeout: float, run_timeout: float) -
     names = runner.list_analyses(_Folders.notebook_dir)
     if not names:
         _fail(f"no notebooks found in {_Folders.notebook_dir or 'notebooks/'}")
+    # usage errors first, so that they are not printed under a progress bar
+    runner.choose_dataset(explicit=(batch.get("common_parameters") or {}).get("dataset"), given=batch.get("dataset"))
+    runner.spread_parameters(batch.get("common_parameters") or {}, names, notebook_dir=_Folders.notebook_dir)
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -188,17 +224,18 @@ def _run_all_with_progress(jobs: int, cell_timeout: float, run_timeout: float) -
     with progress:
         results = runner.run_all(
             jobs=jobs, on_progress=on_progress, cell_timeout=cell_timeout, run_timeout=run_timeout,
-            preload_kernels=True, **_Folders.runner_options(),
+            preload_kernels=True, **batch, **_Folders.runner_options(),
         )
     return results
 
 
-def _run_all_command(jobs: int, cell_timeout: float, run_timeout: float) -> list:
+def _run_all_command(jobs: int, cell_timeout: float, run_timeout: float, **batch: Any) -> list:
+    """Run every analysis; ``batch`` holds ``dataset``, ``common_parameters`` and ``parameters_file`` of ``runner.run_all``."""
     from crm_analytics import runner
 
     started = time.monotonic()
     try:
-        results = _run_all_with_progress(jobs, cell_timeout, run_timeout)
+        results = _run_all_with_progress(jobs, cell_timeout, run_timeout, **batch)
     except runner.RunnerError as exc:
         _fail(str(exc))
     console.print(_results_table(results))
@@ -207,20 +244,36 @@ def _run_all_command(jobs: int, cell_timeout: float, run_timeout: float) -> list
     if not_run:
         err_console.print(f"[red]not run (cleansing did not succeed):[/] {', '.join(not_run)}", highlight=False)
     failed = [r for r in results if not r.ok]
+    inapplicable = sum(r.reason is not None for r in results)
     console.print(
-        f"{len(results) - len(failed)} of {len(names)} succeeded in {time.monotonic() - started:.1f} s", highlight=False
+        f"{len(results) - len(failed) - inapplicable} of {len(names)} succeeded, {inapplicable} not applicable to the data,"
+        f" in {time.monotonic() - started:.1f} s",
+        highlight=False,
     )
     return results
 
 
-@app.command("run-all")
+@app.command(
+    "run-all",
+    short_help="Run cleansing, then every other analysis, on one dataset.",
+    help="Run cleansing, then every other analysis in parallel, on one dataset; print a table of results. "
+    "-p and -f values go to every analysis whose notebook declares the key (a key none declares is an error). "
+    + _PATHS_HELP,
+)
 def run_all(
+    dataset: DatasetOption = None,
+    parameter: ParameterOption = None,
+    parameters_file: Annotated[
+        Optional[Path], typer.Option("--parameters-file", "-f", help="A YAML parameter set applied to every analysis declaring its keys.")
+    ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Notebooks run in parallel.")] = 2,
     cell_timeout: Annotated[float, typer.Option(help="Seconds one cell may take.")] = 600,
     run_timeout: Annotated[float, typer.Option(help="Seconds one notebook may take.")] = 3600,
 ) -> None:
-    """Run cleansing, then every other analysis in parallel; print a table of results."""
-    results = _run_all_command(jobs, cell_timeout, run_timeout)
+    results = _run_all_command(
+        jobs, cell_timeout, run_timeout, dataset=dataset, common_parameters=_parse_assignments(parameter or []),
+        parameters_file=parameters_file.resolve() if parameters_file else None,
+    )
     raise typer.Exit(EXIT_OK if results and all(r.ok for r in results) and _all_ran(results) else EXIT_RUN_FAILED)
 
 
@@ -231,16 +284,17 @@ def _all_ran(results) -> bool:
 
 
 @app.command("list")
-def list_command() -> None:
-    """List the analyses and their last successful run."""
+def list_command(dataset: DatasetOption = None) -> None:
+    """List the analyses and their last successful run on the dataset."""
     from crm_analytics import runner
 
+    dataset = _load_dataset(dataset).name
     names = runner.list_analyses(_Folders.notebook_dir)
     if not names:
         err_console.print("no notebooks found")
         return
     for name in names:
-        latest = runner.latest_run(name, output_root=_Folders.output_root)
+        latest = runner.latest_run(name, output_root=_Folders.output_root, dataset=dataset)
         console.print(f"{name:<20} {'latest: ' + latest.name if latest else 'never succeeded'}", highlight=False)
 
 
@@ -257,12 +311,70 @@ def demo_data(
 
 
 @app.command("build-warehouse")
-def build_warehouse() -> None:
-    """Build data/warehouse/crm.duckdb from the raw sources."""
-    from crm_analytics import warehouse
+def build_warehouse(
+    dataset: DatasetOption = None,
+    as_of: Annotated[
+        Optional[str], typer.Option(help="The build's today, ISO date (default: today in the dataset's time zone).")
+    ] = None,
+) -> None:
+    """Build the dataset's warehouse (data/warehouse/<dataset>.duckdb) with full cleansing and entity resolution.
 
-    path = warehouse.build()
-    console.print(f"warehouse built: {path}", highlight=False)
+    Bad rows go to the quarantine, never dropped; a failed build leaves the previous warehouse in place.
+    """
+    from crm_analytics import datasets, paths, sources
+    from crm_analytics.cleansing import QuarantineThresholdError, build_clean_warehouse
+
+    loaded = _load_dataset(dataset)
+    today = as_of or _today_in(loaded.time_zone)
+    try:
+        result = build_clean_warehouse(dataset=loaded.name, as_of=today, warehouse_path=paths.warehouse_path(loaded.name))
+    except (datasets.DatasetError, sources.SourceError) as exc:
+        _fail(_one_line(exc))
+    except QuarantineThresholdError as exc:
+        _fail(_one_line(exc), EXIT_RUN_FAILED)
+    console.print(f"warehouse built: {result.warehouse_path} (dataset {loaded.describe()}, as of {today})", highlight=False)
+    console.print(_build_tables(result))
+
+
+def _load_dataset(name: str | None):
+    from crm_analytics import datasets
+
+    try:
+        return datasets.load_dataset(name or None)
+    except datasets.DatasetError as exc:
+        _fail(_one_line(exc))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _today_in(zone: str) -> str:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.now(ZoneInfo(zone)).date().isoformat()
+
+
+def _build_tables(result) -> Any:
+    """Rows per source (in, clean, quarantined) and rows per warehouse table of a cleansing build."""
+    from rich.console import Group
+    from rich.table import Table
+
+    per_source = Table(title="Sources")
+    for column in ("source", "table", "rows in", "clean", "quarantined", "quarantined %"):
+        per_source.add_column(column, justify="left" if column in ("source", "table") else "right")
+    for row in result.row_counts.itertuples(index=False):
+        per_source.add_row(
+            str(row.source), str(row.table_name), f"{row.rows_in:,}", f"{row.rows_clean:,}",
+            f"{row.rows_quarantined:,}", f"{row.quarantined_pct:.1f}",
+        )
+    per_table = Table(title="Warehouse tables")
+    per_table.add_column("table")
+    per_table.add_column("rows", justify="right")
+    for name, rows in sorted(result.table_rows.items()):
+        per_table.add_row(name, f"{rows:,}")
+    return Group(per_source, per_table)
 
 
 @app.command()
@@ -271,14 +383,14 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Notebooks run in parallel.")] = 2,
 ) -> None:
-    """Generate demo data, run every analysis, and print where the report index is."""
+    """Generate the demo data, run every analysis on the demo dataset, and print where the report index is."""
     from crm_analytics import paths, report_index
 
     started = time.monotonic()
     _generate_while_preloading(customers, seed)
     console.print(f"demo data: {customers:,} customers (seed {seed}) in {time.monotonic() - started:.1f} s, kernel libraries loaded alongside", highlight=False)
-    results = _run_all_command(jobs, 600, 3600)
-    index = report_index.write_index(_Folders.output_root or paths.outputs_dir())
+    results = _run_all_command(jobs, 600, 3600, dataset=paths.DEMO_DATASET)
+    index = report_index.write_index(_Folders.output_root, dataset=paths.DEMO_DATASET)
     console.print(f"report index: {index}", highlight=False)
     raise typer.Exit(EXIT_OK if results and all(r.ok for r in results) and _all_ran(results) else EXIT_RUN_FAILED)
 
@@ -304,17 +416,91 @@ def _generate_while_preloading(customers: int, seed: int) -> None:
         _fail(f"generating the demo data failed (exit code {child.exitcode}); its error is printed above", EXIT_RUN_FAILED)
 
 
+_INIT_HELP = (
+    "Propose parameters/datasets/NAME.yaml from a sample of the files, for you to check and complete. "
+    "Reads the header and 2,000 rows of each file (every sheet of a workbook), recognises columns from their names "
+    "(English, Portuguese, Chinese) and values (dates and their format, amounts with a decimal point or comma, "
+    "e-mails, phones, ids) and writes a commented dataset file. Time zone, currency and country are never guessed: "
+    "without the options they are written TODO, and the dataset cannot be used until they are set. "
+    "Relative paths are taken from the current directory."
+)
+_CHECK_HELP = (
+    "Print a readiness report: rows and date range per canonical table, unmapped required columns, mapped columns "
+    "that came out empty, and the analyses the data supports. Reads the dataset's warehouse when it is built, else "
+    "its sources. Exit code 0 when every source reads and every required column is mapped, 1 otherwise, 2 for an "
+    "unknown or unfinished dataset file."
+)
+
+
+@app.command("init-dataset", short_help="Propose a dataset file from a sample of its files.", help=_INIT_HELP)
+def init_dataset(
+    name: Annotated[str, typer.Argument(help="The new dataset's name (lower-case letters, digits, _ or -).")],
+    from_files: Annotated[
+        list[Path], typer.Option("--from", help="An export to read (CSV, Excel or Parquet); repeat for several files.")
+    ],
+    time_zone: Annotated[Optional[str], typer.Option(help="Business time zone (IANA, e.g. Europe/London); default: TODO.")] = None,
+    currency: Annotated[Optional[str], typer.Option(help="ISO 4217 currency of the amounts (e.g. GBP); default: TODO.")] = None,
+    country: Annotated[Optional[str], typer.Option(help="ISO 3166 alpha-2 country of the business (e.g. GB); default: TODO.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing dataset file.")] = False,
+) -> None:
+    from crm_analytics import dataset_init, datasets
+
+    try:
+        path = dataset_init.init_dataset(
+            name, [p.resolve() for p in from_files], time_zone=time_zone, currency=currency, country=country,
+            force=force, datasets_dir=_datasets_dir(),
+        )
+    except (dataset_init.InitError, datasets.DatasetError) as exc:
+        _fail(_one_line(exc))
+    todo = [key for key, given in (("time_zone", time_zone), ("currency", currency), ("country", country)) if not given]
+    console.print(f"dataset file written: {path}", highlight=False)
+    if todo:
+        console.print(f"set {', '.join(todo)} in it (still TODO), then check it with `crm-analytics check-dataset {name}`", highlight=False)
+    else:
+        console.print(f"check it, then run `crm-analytics check-dataset {name}`", highlight=False)
+
+
+@app.command("check-dataset", short_help="Print what a dataset holds and which analyses it supports.", help=_CHECK_HELP)
+def check_dataset(
+    name: Annotated[str, typer.Argument(help="A dataset name (parameters/datasets/NAME.yaml) or a dataset file.")],
+) -> None:
+    from crm_analytics import datasets, readiness, sources
+
+    target = _dataset_reference(name)
+    try:
+        report = readiness.check_dataset(target)
+    except (datasets.DatasetError, sources.SourceError) as exc:
+        _fail(_one_line(exc))
+    sys.stdout.write(readiness.format_report(report))
+    raise typer.Exit(EXIT_OK if report.ready else EXIT_RUN_FAILED)
+
+
+def _datasets_dir() -> Path | None:
+    """``<--parameters-dir>/datasets`` when the parameters folder is overridden."""
+    return _Folders.parameters_root / "datasets" if _Folders.parameters_root else None
+
+
+def _dataset_reference(name: str) -> str:
+    """A dataset name, or its file under ``--parameters-dir`` when that folder is overridden."""
+    folder = _datasets_dir()
+    if folder is not None and not name.endswith((".yaml", ".yml")) and (folder / f"{name}.yaml").is_file():
+        return str(folder / f"{name}.yaml")
+    return name
+
+
 @app.command()
 def index(
     pages_url: Annotated[
         Optional[str], typer.Option(help="Base URL of the Voilà server for live-page links.")
     ] = None,
+    dataset: DatasetOption = None,
 ) -> None:
-    """Rewrite outputs/index.html."""
+    """Rewrite outputs/<dataset>/index.html and outputs/index.html (the list of datasets)."""
     from crm_analytics import report_index, runner
 
     path = report_index.write_index(
-        _Folders.output_root, pages_url=pages_url, analyses=runner.list_analyses(_Folders.notebook_dir)
+        _Folders.output_root, pages_url=pages_url, analyses=runner.list_analyses(_Folders.notebook_dir),
+        dataset=_load_dataset(dataset).name,
     )
     console.print(str(path), highlight=False)
 
@@ -324,18 +510,19 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (keep 127.0.0.1 unless behind a proxy).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8866,
     token: Annotated[Optional[str], typer.Option(help="Access token required by the server.")] = None,
+    dataset: DatasetOption = None,
 ) -> None:
-    """Serve the notebooks read-only as Voilà pages."""
+    """Serve the notebooks read-only as Voilà pages showing the dataset's latest results."""
     from crm_analytics import serve as serve_module
 
-    serve_module.serve(host=host, port=port, token=token)
+    serve_module.serve(host=host, port=port, token=token, dataset=_load_dataset(dataset).name)
 
 
-def _load_schedule(path: Optional[Path]):
+def _load_schedule(path: Optional[Path], dataset: str | None = None):
     from crm_analytics import scheduler
 
     try:
-        return scheduler.load_schedule(path)
+        return scheduler.load_schedule(path, dataset=dataset)
     except scheduler.ScheduleError as exc:
         _fail(str(exc))
 
@@ -349,11 +536,12 @@ def schedule_run(
     jobstore: Annotated[
         Optional[str], typer.Option(help="SQLAlchemy URL of the job store, or 'memory' (default: SQLite in outputs/).")
     ] = None,
+    dataset: DatasetOption = None,
 ) -> None:
     """Run the schedule in the foreground (one long-lived process; stop with Ctrl-C)."""
     from crm_analytics import scheduler
 
-    config = _load_schedule(schedule_file)
+    config = _load_schedule(schedule_file, dataset)
     err_console.print(f"scheduler started with {len(config.jobs)} job(s); log: {scheduler.default_log_path(_Folders.output_root)}")
     options = {k: v for k, v in _Folders.runner_options().items() if v is not None}
     scheduler.run_schedule(config, jobstore_url=jobstore, runner_options=options)
@@ -363,21 +551,22 @@ def schedule_run(
 def schedule_list(
     schedule_file: _ScheduleFile = None,
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Fire times shown per job.")] = 3,
+    dataset: DatasetOption = None,
 ) -> None:
-    """Print every job with its next fire times (in the job's zone, and in UTC)."""
+    """Print every job with its dataset and next fire times (in the job's zone, and in UTC)."""
     from datetime import timezone
 
     from rich.table import Table
 
-    from crm_analytics import scheduler
+    from crm_analytics import paths, scheduler
 
-    config = _load_schedule(schedule_file)
+    config = _load_schedule(schedule_file, dataset)
     table = Table(title=f"Schedule ({config.source})", show_lines=True)
-    for column in ("job", "analysis", "cron", "zone", "retries", "next runs"):
+    for column in ("job", "analysis", "dataset", "cron", "zone", "retries", "next runs"):
         table.add_column(column, overflow="fold")
     for job, times in scheduler.next_fire_times(config, count=count):
         shown = "\n".join(f"{t:%Y-%m-%d %H:%M %Z} ({t.astimezone(timezone.utc):%H:%M} UTC)" for t in times)
-        table.add_row(job.id, job.analysis, job.cron, job.timezone, str(job.retries), shown)
+        table.add_row(job.id, job.analysis, job.dataset or paths.default_dataset(), job.cron, job.timezone, str(job.retries), shown)
     Console(width=max(console.width, 120)).print(table)
 
 
@@ -385,11 +574,12 @@ def schedule_list(
 def schedule_crontab(
     schedule_file: _ScheduleFile = None,
     root: Annotated[Optional[Path], typer.Option(help="Project folder the cron lines cd into.")] = None,
+    dataset: DatasetOption = None,
 ) -> None:
     """Print crontab lines equivalent to the schedule (with CRON_TZ lines for the zones)."""
     from crm_analytics import scheduler
 
-    config = _load_schedule(schedule_file)
+    config = _load_schedule(schedule_file, dataset)
     sys.stdout.write(scheduler.crontab_lines(config, root=root))
 
 

@@ -3,17 +3,21 @@
 A dataset file ``parameters/datasets/<name>.yaml`` declares:
 
 ``description``           one line for people.
-``data_dir``              folder of its files, relative to the project root (default ``data/raw/<name>``).
+``data_dir``              folder of its files, relative to the project root (default ``data/raw/<name>``);
+                          data shipped with the code (``data/external/...``) is found in the checkout.
 ``time_zone``             IANA business time zone; every ``*_time`` of the warehouse is a naive local time there.
 ``currency``              ISO 4217 code of every money amount (``*_amount``).
 ``country``               ISO 3166 alpha-2 code: default phone region and public holidays.
-``locale``                how numbers and money are written for people (default ``en_<country>``).
+``locale``                how numbers and money are written for people (default ``en_<country>`` where Babel
+                          knows it, else the country's most likely locale, e.g. ``pt_BR``).
 ``languages``             languages of the free text, e.g. ``[en]`` or ``[zh, en]``.
 ``calendar_events``       named yearly days that move sales (``{name: MM-DD}``), beside the public holidays.
-``targets_file``          KPI targets of this dataset (relative to the project root).
+``targets_file``          KPI targets of this dataset (relative to ``parameters/``, e.g. ``targets/demo.yaml``).
 ``non_merchandise_codes`` product ids that are not merchandise (postage, fees, adjustments, vouchers).
 ``exchange_rates``        optional table of rates into ``currency`` (see ``crm_analytics.money``).
 ``ground_truth_dir``      folder of known true answers (the generated demo has one; real data has none).
+``export_date``           the day the export was taken (ISO date): the cleansing build's "today", after which
+                          dates are quarantined as future-dated (default: the day of the build).
 ``inputs``                named input files that derived sources query with SQL (``crm_analytics.sources``).
 ``sources``               how each canonical table is read (the source map, see ``crm_analytics.sources``).
 
@@ -24,6 +28,7 @@ the file and the key, with close matches where a name was mistyped.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import os
@@ -40,7 +45,7 @@ TODO = "TODO"
 KEYS = {
     "description", "data_dir", "time_zone", "currency", "country", "locale", "languages", "calendar_events",
     "targets_file", "non_merchandise_codes", "exchange_rates", "ground_truth_dir", "inputs", "sources",
-    "value_maps", "earliest_date",
+    "value_maps", "earliest_date", "export_date",
 }
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
@@ -72,6 +77,7 @@ class Dataset:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     value_maps: dict[str, Any] = field(default_factory=dict)
     earliest_date: str | None = None
+    export_date: str | None = None  # the day the export was taken: the cleansing build's default "today" (ISO date)
 
     @property
     def phone_region(self) -> str:
@@ -111,12 +117,14 @@ def load_dataset(name: str | Path | None = None) -> Dataset:
         known = list_datasets()
         hint = _close(str(name), known)
         raise DatasetError(f"no dataset {str(name)!r}: {path} does not exist{hint}; known datasets: {known}")
-    return _load_file(path.resolve(), path.stat().st_mtime_ns)
+    status = path.stat()
+    document = _read_document(path.resolve(), (status.st_mtime_ns, status.st_size))
+    return parse_dataset(copy.deepcopy(document), name=path.stem, where=path.resolve())
 
 
 @functools.lru_cache(maxsize=32)
-def _load_file(path: Path, _mtime_ns: int) -> Dataset:
-    """Parse one dataset file (cached per file version)."""
+def _read_document(path: Path, _version: tuple[int, int]) -> dict[str, Any]:
+    """Parse one dataset file's YAML (cached per file version; paths are resolved later, per call)."""
     try:
         with open(path, encoding="utf-8") as handle:
             document = yaml.safe_load(handle) or {}
@@ -124,7 +132,7 @@ def _load_file(path: Path, _mtime_ns: int) -> Dataset:
         raise DatasetError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(document, dict):
         raise DatasetError(f"{path}: expected a mapping of keys, got {type(document).__name__}")
-    return parse_dataset(document, name=path.stem, where=path)
+    return document
 
 
 def parse_dataset(document: dict[str, Any], *, name: str, where: Path) -> Dataset:
@@ -146,21 +154,22 @@ def parse_dataset(document: dict[str, Any], *, name: str, where: Path) -> Datase
         name=name,
         file=where,
         description=str(document.get("description") or ""),
-        data_dir=paths.resolve(document.get("data_dir"), paths.raw_dir(name)),
+        data_dir=paths.resolve_data(document.get("data_dir"), paths.raw_dir(name)),
         time_zone=check_time_zone(document["time_zone"], where=where),
         currency=check_currency(document["currency"], where=where),
         country=country,
-        locale=check_locale(document.get("locale") or f"en_{country}", where=where),
+        locale=check_locale(document.get("locale") or default_locale(country), where=where),
         languages=tuple(str(x) for x in (document.get("languages") or ["en"])),
         calendar_events=_calendar_events(document.get("calendar_events") or {}, where=where),
-        targets_file=paths.resolve(document["targets_file"], Path()) if document.get("targets_file") else None,
+        targets_file=paths.resolve_parameters_file(document["targets_file"]) if document.get("targets_file") else None,
         non_merchandise_codes=tuple(str(x) for x in (document.get("non_merchandise_codes") or [])),
         exchange_rates=document.get("exchange_rates"),
-        ground_truth_dir=paths.resolve(document["ground_truth_dir"], Path()) if document.get("ground_truth_dir") else None,
+        ground_truth_dir=paths.resolve_data(document["ground_truth_dir"], Path()) if document.get("ground_truth_dir") else None,
         inputs=dict(document.get("inputs") or {}),
         sources=dict(document.get("sources") or {}),
         value_maps=dict(document.get("value_maps") or {}),
         earliest_date=str(document["earliest_date"]) if document.get("earliest_date") else None,
+        export_date=str(document["export_date"]) if document.get("export_date") else None,
     )
 
 
@@ -215,6 +224,18 @@ def check_country(value: Any, *, where: Path | str = "dataset") -> str:
     if code not in territories:
         raise DatasetError(f"{where}: country {value!r} is not an ISO 3166 alpha-2 code{_close(code, territories)}; use {_EXAMPLES['country']}")
     return code
+
+
+def default_locale(country: str) -> str:
+    """The locale reports use when a dataset names none: English for the country, else its most likely language."""
+    import babel
+
+    for candidate in (f"en_{country}", f"und_{country}"):
+        try:
+            return str(babel.Locale.parse(candidate))
+        except (ValueError, babel.UnknownLocaleError):
+            continue
+    return "en"
 
 
 def check_locale(value: Any, *, where: Path | str = "dataset") -> str:

@@ -75,6 +75,7 @@ def connect(
     warehouse_path: str | Path | None = None,
     spark_master: str = "local[2]",
     spark_database: str | None = None,
+    dataset: str | None = None,
 ):
     """Open the warehouse tables on the chosen engine; return an Ibis backend.
 
@@ -85,7 +86,7 @@ def connect(
         ``spark_master`` (an existing session of this process is reused when its
         master is the same).
     warehouse_path : str or Path, optional
-        The DuckDB warehouse; empty or ``None`` means ``data/warehouse/crm.duckdb``.
+        The DuckDB warehouse; empty or ``None`` means the dataset's, ``data/warehouse/<dataset>.duckdb``.
         On Spark it is the source of the Parquet export (unless ``spark_database`` is set).
     spark_master : str
         Spark master URL, e.g. ``local[2]``, ``spark://host:7077``, ``yarn``.
@@ -93,6 +94,8 @@ def connect(
         Read the tables from this database of the Spark catalog (Hive metastore,
         Unity catalog...) instead of exporting the warehouse. Empty or ``None``:
         the environment variable ``CRM_ANALYTICS_SPARK_DATABASE`` when set.
+    dataset : str, optional
+        The dataset whose warehouse is read when ``warehouse_path`` is empty (default: the project's).
 
     Returns
     -------
@@ -104,13 +107,13 @@ def connect(
     if name == "duckdb":
         from crm_analytics import warehouse  # imported here: warehouse imports the cleansing, which may import this module
 
-        return warehouse.connect(warehouse_path)
+        return warehouse.connect(warehouse_path, dataset=dataset)
     database = spark_database or os.environ.get(SPARK_DATABASE_ENV) or None
     session = spark_session(spark_master)
     if database:
         session.catalog.setCurrentDatabase(database)
     else:
-        register_views(session, export_parquet(warehouse_path))
+        register_views(session, export_parquet(warehouse_path or paths.warehouse_path(dataset or None)))
     import ibis
 
     return ibis.pyspark.connect(session)

@@ -137,7 +137,7 @@ def revenue_test(
     -------
     pandas.DataFrame
         One row: ``n_control``, ``n_treatment``, ``revenue_per_user_control_amount``,
-        ``revenue_per_user_treatment_amount``, ``difference_amount`` (CNY per participant)
+        ``revenue_per_user_treatment_amount``, ``difference_amount`` (dataset currency per participant)
         with the Welch interval ``welch_low_amount`` / ``welch_high_amount`` and the
         bootstrap interval ``bootstrap_low_amount`` / ``bootstrap_high_amount``,
         ``relative_lift_pct``, ``t``, ``dof``, ``p_value``, ``is_significant``.

@@ -2,15 +2,20 @@
 
 Series are built in the Ibis backend (revenue and orders per day), then resampled
 in pandas. SARIMAX carries yearly seasonality as Fourier terms, weekly seasonality
-as day-of-week dummies (daily series) and the promotion days 618 (June 18) and
-Double 11 (November 11) as regressors. ETS carries the weekly cycle of a daily
-series. The baseline is the seasonal naive forecast (same day last week for daily
-series, same week last year for weekly ones).
+as day-of-week dummies (daily series) and the dataset's calendar as regressors: its
+calendar events (``Dataset.calendar_events``, yearly days such as a retailer's sales
+days) and its country's public holidays (the ``holidays`` package). The caller passes
+both (``events=``, ``country=``); nothing here knows a market. ETS carries the weekly
+cycle of a daily series. The baseline is the seasonal naive forecast (same day last
+week for daily series, same week last year for weekly ones).
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 import warnings
+from collections.abc import Iterable, Mapping
 
 import ibis
 import numpy as np
@@ -21,8 +26,12 @@ from crm_analytics.frames import TableLike, as_ibis, require_columns
 
 FREQUENCIES = {"D": "D", "W": "W-SUN", "M": "MS"}
 SEASON = {"D": 7, "W": 52, "M": 12}
-PROMOTION_DAYS = {"is_618": (6, 18), "is_double11": (11, 11)}
 YEAR_DAYS = 365.25
+# Days before the first and after the last period that are read so that the first week or month
+# and the last month of a weekly or monthly index count all of their days.
+_CALENDAR_MARGIN = pd.Timedelta(days=40)
+# Dates inside holiday names ("Day off (substituted from 02/04/2024)") would make a new name every year.
+_DATE_IN_NAME = re.compile(r"\s*\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}\s*")
 
 
 def sales_series(
@@ -71,14 +80,153 @@ def sales_series(
     return out.astype({"revenue_amount": "float64", "n_orders": "int64"})
 
 
-def promotion_regressors(index: pd.DatetimeIndex, *, freq: str = "D") -> pd.DataFrame:
-    """Promotion-day indicators (daily) or counts of promotion days in the period (weekly, monthly)."""
-    days = pd.date_range(index.min() - pd.Timedelta(days=40), index.max() + pd.Timedelta(days=1), freq="D")
-    flags = pd.DataFrame({name: (days.month == m) & (days.day == d) for name, (m, d) in PROMOTION_DAYS.items()}, index=days)
-    flags = flags.astype("float64")
+def regressor_name(name: str) -> str:
+    """Column name of a calendar day: ``"New Year's Day"`` -> ``"is_new_years_day"``, ``"618"`` -> ``"is_618"``."""
+    slug = re.sub(r"\W+", "_", re.sub(r"['’]", "", name.casefold())).strip("_")
+    return f"is_{slug or 'unnamed'}"
+
+
+def public_holidays(country: str, years: Iterable[int]) -> dict[str, list[pd.Timestamp]]:
+    """Public holidays of ``country`` in ``years``, by holiday name (English where the package has it).
+
+    Parameters
+    ----------
+    country : str
+        ISO 3166 alpha-2 code (``Dataset.country``), e.g. ``"GB"``, ``"BR"``, ``"CN"``.
+    years : iterable of int
+
+    Returns
+    -------
+    dict
+        Holiday name -> the days it falls on. Days are the holidays themselves, not substitutes
+        observed on another weekday; names that carry a date (bridge days off) are merged under
+        one name without the date, so that each regressor recurs from year to year.
+
+    Raises
+    ------
+    ValueError
+        If the ``holidays`` package has no calendar for ``country``.
+    """
+    import holidays
+
+    supported = holidays.list_supported_countries()
+    if country not in supported:
+        close = difflib.get_close_matches(str(country).upper(), list(supported), n=3)
+        raise ValueError(f"public_holidays: no public-holiday calendar for country {country!r} in the holidays package"
+                         + (f"; did you mean {close}?" if close else f" (it knows {len(supported)} country codes)"))
+    languages = getattr(holidays.country_holidays(country), "supported_languages", ()) or ()
+    calendar = holidays.country_holidays(country, years=list(years), observed=False,
+                                         language="en_US" if "en_US" in languages else None)
+    found: dict[str, list[pd.Timestamp]] = {}
+    for day, names in sorted(calendar.items()):
+        for name in names.split("; "):  # several holidays on one day are joined by "; "
+            found.setdefault(_DATE_IN_NAME.sub(" ", name).strip(), []).append(pd.Timestamp(day))
+    return found
+
+
+def calendar_days(
+    start: str | pd.Timestamp,
+    end: str | pd.Timestamp,
+    *,
+    events: Mapping[str, tuple[int, int]] | None = None,
+    country: str | None = None,
+) -> pd.DataFrame:
+    """Daily 0/1 indicators of the calendar events and public holidays between ``start`` and ``end``.
+
+    Parameters
+    ----------
+    start, end : date-like
+        First and last day (inclusive).
+    events : mapping, optional
+        Event name -> ``(month, day)``, recurring every year (``Dataset.calendar_events``).
+    country : str, optional
+        ISO 3166 alpha-2 code whose public holidays are added (``Dataset.country``); ``None``: none.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by day; one float column per event and per holiday name (``regressor_name``), 1.0 on
+        its days. An event and a holiday with the same column name share the column.
+    """
+    days = pd.date_range(pd.Timestamp(start).floor("D"), pd.Timestamp(end).floor("D"), freq="D")
+    flags: dict[str, np.ndarray] = {}
+
+    def mark(name: str, is_day: np.ndarray) -> None:
+        column = regressor_name(name)
+        flags[column] = flags.get(column, np.zeros(len(days), dtype=bool)) | is_day
+
+    for name, (month, day) in (events or {}).items():
+        mark(str(name), np.asarray((days.month == month) & (days.day == day)))
+    if country and len(days):
+        for name, dates in public_holidays(country, range(days[0].year, days[-1].year + 1)).items():
+            mark(name, np.asarray(days.isin(pd.DatetimeIndex(dates))))
+    return pd.DataFrame(flags, index=days, dtype="float64")
+
+
+def calendar_regressors(
+    index: pd.DatetimeIndex,
+    *,
+    freq: str = "D",
+    events: Mapping[str, tuple[int, int]] | None = None,
+    country: str | None = None,
+) -> pd.DataFrame:
+    """Calendar indicators (daily) or counts of calendar days in each period (weekly, monthly).
+
+    Parameters
+    ----------
+    index : pandas.DatetimeIndex
+        Periods of a ``sales_series`` (days, week-ending Sundays or month starts).
+    freq : {"D", "W", "M"}
+    events, country :
+        As in ``calendar_days``: the dataset's calendar events and its country's public holidays.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed like ``index``, one float column per event and holiday name (``is_<name>``): 1/0 for a
+        daily index, the number of such days in the period otherwise. Columns may be all zero; the
+        fit leaves those out.
+    """
+    days = calendar_days(index.min() - _CALENDAR_MARGIN, index.max() + _CALENDAR_MARGIN, events=events, country=country)
     if freq != "D":
-        flags = flags.resample(FREQUENCIES[freq]).sum()
-    return flags.reindex(index, fill_value=0.0)
+        days = days.resample(FREQUENCIES[freq]).sum()
+    return days.reindex(index, fill_value=0.0)
+
+
+def promotion_regressors(
+    index: pd.DatetimeIndex,
+    *,
+    freq: str = "D",
+    events: Mapping[str, tuple[int, int]] | None = None,
+    country: str | None = None,
+) -> pd.DataFrame:
+    """Former name of ``calendar_regressors`` (same parameters and result)."""
+    return calendar_regressors(index, freq=freq, events=events, country=country)
+
+
+def calendar_for_fit(
+    index: pd.DatetimeIndex,
+    future: pd.DatetimeIndex,
+    *,
+    freq: str = "D",
+    events: Mapping[str, tuple[int, int]] | None = None,
+    country: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Calendar regressors of a fitted window and of the periods forecast from it, with the same columns.
+
+    A calendar day that never occurs inside ``index`` is left out of both: its effect cannot be
+    estimated, and an all-zero column only makes the fit singular.
+
+    Returns
+    -------
+    (pandas.DataFrame, pandas.DataFrame)
+        ``calendar_regressors`` of ``index`` and of ``future``, restricted to the columns that are
+        non-zero somewhere in ``index``.
+    """
+    fitted = calendar_regressors(index, freq=freq, events=events, country=country)
+    fitted = fitted.loc[:, fitted.ne(0).any()]
+    ahead = calendar_regressors(future, freq=freq, events=events, country=country)
+    return fitted, ahead.reindex(columns=fitted.columns, fill_value=0.0)
 
 
 def fourier_terms(index: pd.DatetimeIndex, *, order: int = 3, period_days: float = YEAR_DAYS) -> pd.DataFrame:
@@ -91,10 +239,10 @@ def fourier_terms(index: pd.DatetimeIndex, *, order: int = 3, period_days: float
     return pd.DataFrame(columns, index=index)
 
 
-def _exog(index: pd.DatetimeIndex, freq: str) -> pd.DataFrame:
-    parts = [fourier_terms(index), promotion_regressors(index, freq=freq)]
+def _exog(index: pd.DatetimeIndex, freq: str, calendar: pd.DataFrame) -> pd.DataFrame:
+    parts = [fourier_terms(index), calendar]
     if freq == "D":
-        dow = pd.get_dummies(pd.Categorical(index.dayofweek, categories=range(7)), prefix="dow", drop_first=True, dtype="float64")
+        dow = pd.get_dummies(pd.Categorical(index.day_of_week, categories=range(7)), prefix="dow", drop_first=True, dtype="float64")
         parts.append(dow.set_index(index))
     return pd.concat(parts, axis=1)
 
@@ -112,7 +260,15 @@ def _interval_frame(index, mean, frames: dict[int, pd.DataFrame]) -> pd.DataFram
     return out
 
 
-def fit_forecast(series: pd.Series, *, horizon: int, model: str = "sarimax", freq: str = "D") -> pd.DataFrame:
+def fit_forecast(
+    series: pd.Series,
+    *,
+    horizon: int,
+    model: str = "sarimax",
+    freq: str = "D",
+    events: Mapping[str, tuple[int, int]] | None = None,
+    country: str | None = None,
+) -> pd.DataFrame:
     """Forecast ``horizon`` periods ahead with 80% and 95% prediction intervals.
 
     Parameters
@@ -120,11 +276,17 @@ def fit_forecast(series: pd.Series, *, horizon: int, model: str = "sarimax", fre
     series : pandas.Series
         Regular series indexed by period (a ``sales_series`` column), e.g. revenue.
     model : {"sarimax", "ets"}
-        ``sarimax``: ARIMA(1,1,1) errors with Fourier yearly terms, promotion regressors and
+        ``sarimax``: ARIMA(1,1,1) errors with Fourier yearly terms, calendar regressors and
         (daily) day-of-week dummies. ``ets``: additive damped-trend ETS with the seasonal cycle
         of ``freq`` (7 days for daily series; weekly and monthly series use no seasonal term).
     freq : {"D", "W", "M"}
         Frequency of ``series``.
+    events : mapping, optional
+        The dataset's calendar events, name -> ``(month, day)`` (``Dataset.calendar_events``).
+    country : str, optional
+        ISO 3166 alpha-2 code whose public holidays are regressors (``Dataset.country``).
+        A calendar day that never occurs inside the fitted series is left out (it cannot be estimated).
+        ``ets`` uses neither.
 
     Returns
     -------
@@ -143,8 +305,9 @@ def fit_forecast(series: pd.Series, *, horizon: int, model: str = "sarimax", fre
         if model == "sarimax":
             from statsmodels.tsa.statespace.sarimax import SARIMAX
 
-            result = SARIMAX(y, exog=_exog(y.index, freq), order=(1, 1, 1), trend="n").fit(disp=False, maxiter=200)
-            prediction = result.get_forecast(horizon, exog=_exog(future, freq))
+            calendar, future_calendar = calendar_for_fit(y.index, future, freq=freq, events=events, country=country)
+            result = SARIMAX(y, exog=_exog(y.index, freq, calendar), order=(1, 1, 1), trend="n").fit(disp=False, maxiter=200)
+            prediction = result.get_forecast(horizon, exog=_exog(future, freq, future_calendar))
             frames = {level: prediction.conf_int(alpha=1 - level / 100) for level in (80, 95)}
             return _interval_frame(future, prediction.predicted_mean, frames)
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
@@ -177,8 +340,19 @@ def forecast_errors(actual, predicted) -> dict[str, float]:
     return {"mape_pct": float(mape), "smape_pct": float(smape)}
 
 
-def backtest(series: pd.Series, *, horizon: int, n_origins: int = 4, model: str = "sarimax", freq: str = "D") -> pd.DataFrame:
+def backtest(
+    series: pd.Series,
+    *,
+    horizon: int,
+    n_origins: int = 4,
+    model: str = "sarimax",
+    freq: str = "D",
+    events: Mapping[str, tuple[int, int]] | None = None,
+    country: str | None = None,
+) -> pd.DataFrame:
     """Rolling-origin evaluation: refit at ``n_origins`` origins, each ``horizon`` periods apart, ending at the data's end.
+
+    ``events`` and ``country`` are passed to ``fit_forecast`` (the dataset's calendar).
 
     Returns
     -------
@@ -190,7 +364,7 @@ def backtest(series: pd.Series, *, horizon: int, n_origins: int = 4, model: str 
     rows = []
     for k in range(n_origins, 0, -1):
         train, test = series.iloc[: len(series) - k * horizon], series.iloc[len(series) - k * horizon:][:horizon]
-        fitted = fit_forecast(train, horizon=horizon, model=model, freq=freq)
+        fitted = fit_forecast(train, horizon=horizon, model=model, freq=freq, events=events, country=country)
         inside = (test.to_numpy() >= fitted["lower_80"].to_numpy()) & (test.to_numpy() <= fitted["upper_80"].to_numpy())
         rows.append({"origin_date": train.index[-1], "method": model, **forecast_errors(test, fitted["forecast"]),
                      "coverage_80_pct": 100 * inside.mean()})

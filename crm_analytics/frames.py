@@ -2,6 +2,13 @@
 
 Analysis functions accept either an Ibis table (from the warehouse) or a pandas
 DataFrame, check the columns they need at the top, and return pandas.
+
+Timestamps are naive local times in the dataset's business time zone. A DataFrame
+handed to an analysis may hold time-zone-aware timestamps instead: ``as_ibis`` and
+``to_pandas`` convert them to naive business-zone time (``business_time_zone``: the
+zone set with ``use_time_zone``, which a notebook calls once from its dataset, else
+the default dataset's), so that an order at 00:00+08:00 counts on the day it was in
+the business's own calendar, not on its UTC day.
 """
 
 from __future__ import annotations
@@ -13,6 +20,68 @@ import pandas as pd
 
 # Ibis loads on first use, not on import: stakeholder pages check columns of persisted tables only.
 TableLike = Union[pd.DataFrame, "ibis.expr.types.Table"]
+
+_time_zone: str | None = None  # set by use_time_zone; None: the default dataset's zone
+
+
+def use_time_zone(zone: str | None) -> None:
+    """Make ``zone`` (IANA, the dataset's business time zone) the zone aware input is converted to; ``None`` resets.
+
+    A notebook calls it once, with ``datasets.load_dataset(dataset or None).time_zone``.
+    """
+    global _time_zone
+    if zone:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(zone)  # an unknown zone fails here, not in the middle of an analysis
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {zone!r}; use an IANA name such as Europe/London or America/Sao_Paulo") from None
+    _time_zone = zone or None
+
+
+def business_time_zone() -> str:
+    """The business time zone: the one set with ``use_time_zone``, else the default dataset's."""
+    if _time_zone:
+        return _time_zone
+    from crm_analytics import datasets
+
+    return datasets.load_dataset(None).time_zone
+
+
+def naive_business_times(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` with its time-zone-aware timestamp columns as naive local times in ``business_time_zone()``.
+
+    Columns of aware timestamps (any zone, or a mix of zones in an object column) are converted;
+    naive timestamps are taken to be business-zone time already and left alone. The input is not
+    mutated; it is returned as is when nothing is aware.
+
+    Raises
+    ------
+    ValueError
+        A column mixes aware and naive timestamps (naming it): its naive values cannot be placed in time.
+    """
+    converted: dict[str, pd.Series] = {}
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.DatetimeTZDtype):
+            converted[name] = _to_business_zone(column)
+        elif column.dtype == object and pd.api.types.infer_dtype(column, skipna=True).startswith("datetime"):
+            is_aware = column.dropna().map(lambda value: getattr(value, "tzinfo", None) is not None)
+            if is_aware.all():
+                converted[name] = _to_business_zone(pd.to_datetime(column, utc=True))
+            elif is_aware.any():
+                raise ValueError(
+                    f"column {name!r} mixes time-zone-aware and naive timestamps ({int(is_aware.sum())} aware, "
+                    f"{int((~is_aware).sum())} naive); give them all an offset or none (naive means {business_time_zone()} time)"
+                )
+    if not converted:
+        return frame
+    return frame.assign(**converted)
+
+
+def _to_business_zone(column: pd.Series) -> pd.Series:
+    return column.dt.tz_convert(business_time_zone()).dt.tz_localize(None)
 
 
 class MissingColumnError(KeyError):
@@ -46,26 +115,31 @@ def as_ibis(table: TableLike) -> ir.Table:
     import ibis.expr.types as ir
 
     if isinstance(table, pd.DataFrame):
-        return ibis.memtable(table)
+        return ibis.memtable(naive_business_times(table))
     if isinstance(table, ir.Table):
         return table
     raise TypeError(f"expected a pandas DataFrame or an Ibis table, got {type(table).__name__}")
 
 
 def to_pandas(table: TableLike) -> pd.DataFrame:
-    """Return ``table`` as a pandas DataFrame (an Ibis table is executed; a DataFrame is returned as is)."""
+    """Return ``table`` as a pandas DataFrame (an Ibis table is executed; a DataFrame is returned as is,
+    its time-zone-aware timestamps as naive business-zone time, see ``naive_business_times``)."""
     import ibis.expr.types as ir
 
     if isinstance(table, pd.DataFrame):
-        return table
+        return naive_business_times(table)
     if isinstance(table, ir.Table):
         return table.to_pandas()
     raise TypeError(f"expected a pandas DataFrame or an Ibis table, got {type(table).__name__}")
 
 
 def as_timestamp(value: str | pd.Timestamp) -> pd.Timestamp:
-    """Parse an ISO date or timestamp (as notebooks receive it from YAML) into a naive ``pd.Timestamp``."""
+    """Parse an ISO date or timestamp (as notebooks receive it from YAML) into a naive ``pd.Timestamp``.
+
+    A naive value is business-zone time already; one with an offset (``2024-03-01T00:00+08:00``)
+    is converted to naive local time in ``business_time_zone()``.
+    """
     stamp = pd.Timestamp(value)
     if stamp.tzinfo is not None:
-        raise ValueError(f"expected a naive local time in the business time zone, got {value!r}")
+        return stamp.tz_convert(business_time_zone()).tz_localize(None)
     return stamp

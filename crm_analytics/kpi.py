@@ -17,7 +17,11 @@ The pipeline is::
 
 Conventions: periods are complete calendar periods inside ``[start, end)``
 (weeks start on Monday); rates are percentages (0-100); durations are in the
-unit the KPI names; money is CNY. A ``segment`` breakdown needs a frame of
+unit the KPI names; money (unit ``money``) is in the dataset's currency, and is
+written with the dataset's currency and locale (``currency=``, ``locale=`` of the
+plots and alerts; ``crm_analytics.money``). Targets come from the dataset's
+targets file (``load_catalogue(targets_file=...)``); a KPI without one has the
+status ``"no target"`` and is drawn in grey. A ``segment`` breakdown needs a frame of
 ``customer_id`` and ``segment``; a ``channel`` breakdown uses the column named
 by the computation's ``channel_col`` parameter.
 
@@ -41,8 +45,8 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from crm_analytics import frames, paths, plots, privacy, results
-from crm_analytics.kpi_catalogue import GRAINS, CatalogueError, KpiDefinition, read_catalogue
+from crm_analytics import frames, money, paths, plots, privacy, results
+from crm_analytics.kpi_catalogue import GRAINS, CatalogueError, KpiDefinition, read_catalogue, read_targets, with_targets
 
 __all__ = [
     "COMPUTATIONS",
@@ -75,7 +79,8 @@ _PERIOD_STEP = {"day": {"days": 1}, "week": {"days": 7}, "month": {"months": 1},
 NOMINAL_DAYS = {"day": 1.0, "week": 7.0, "month": 30.4375, "quarter": 91.3125}
 _YEAR_BACK = {"day": pd.Timedelta(days=364), "week": pd.Timedelta(weeks=52), "month": pd.DateOffset(years=1), "quarter": pd.DateOffset(years=1)}
 ALL = "all"
-STATUSES = ("green", "amber", "red", "grey")
+NO_TARGET = "no target"
+STATUSES = ("green", "amber", "red", "grey", NO_TARGET)
 
 # --------------------------------------------------------------------------------------------
 # Registry
@@ -118,13 +123,17 @@ def register(name: str, *, tables: Sequence[str], dimensions: Sequence[str] = ()
     return decorate
 
 
-def load_catalogue(path: str | Path | None = None) -> list[KpiDefinition]:
-    """Read and validate the KPI catalogue (default ``parameters/kpi/catalogue.yaml``).
+def load_catalogue(path: str | Path | None = None, *, targets_file: str | Path | None = None) -> list[KpiDefinition]:
+    """Read and validate the KPI catalogue (default ``parameters/kpi/catalogue.yaml``), with a dataset's targets.
 
-    Raises ``CatalogueError`` naming the entry and field of the first invalid entry,
-    e.g. an unknown computation, unit or parameter, or thresholds on the wrong side of the target.
+    ``targets_file`` is the dataset's targets file (``datasets.Dataset.targets_file``); without
+    one no KPI has a target (every status is ``"no target"``). Raises ``CatalogueError`` naming
+    the file, the entry and the field of the first invalid entry, e.g. an unknown computation,
+    unit or parameter, a target for a KPI the catalogue lacks, or thresholds on the wrong side
+    of the target.
     """
-    return read_catalogue(path or paths.parameters_dir() / "kpi" / "catalogue.yaml", COMPUTATIONS)
+    catalogue = read_catalogue(path or paths.parameters_dir() / "kpi" / "catalogue.yaml", COMPUTATIONS)
+    return with_targets(catalogue, read_targets(targets_file, catalogue) if targets_file else {})
 
 
 def required_tables(catalogue: Sequence[KpiDefinition]) -> list[str]:
@@ -439,7 +448,7 @@ def cumulative_value_per_customer(
     tables, scope, *, table: str = "orders", time_col: str = "order_time", value_col: str = "order_amount", customer_col: str = "customer_id"
 ):
     """Realised (historical) customer lifetime value at each period end: net revenue of all orders
-    up to the period end divided by the customers who had ordered by then. Unit: CNY."""
+    up to the period end divided by the customers who had ordered by then. Unit: money."""
     source = _table(tables, table, [time_col, value_col, customer_col], "cumulative_value_per_customer")
     t = source.filter(source[time_col] < scope.end)
     t = t.mutate(period_start=t[time_col].truncate(scope.unit))
@@ -462,7 +471,7 @@ def cumulative_value_per_customer(
 @register("spend_per_row", tables=("campaigns",), dimensions=(), scaling="none")
 def spend_per_row(tables, scope, *, table: str, time_col: str, where: Mapping | None = None, spend_table: str = "campaigns"):
     """Campaign spend in the period (spread evenly over campaign days) divided by the rows of
-    ``table`` in the period, e.g. CAC (per new customer) or cost per lead (per new opportunity). Unit: CNY."""
+    ``table`` in the period, e.g. CAC (per new customer) or cost per lead (per new opportunity). Unit: money."""
     rows = row_count(tables, scope, table=table, time_col=time_col, where=where)
     spend = _spend_by_period(tables, scope, spend_table=spend_table, by_channel=False)
     joined = spend.join(rows, [spend.period_start == rows.period_start, spend.group == rows.group])
@@ -543,7 +552,7 @@ def open_value_at_period_end(
     tables, scope, *, table: str = "opportunities", created_col: str = "created_time", closed_col: str = "closed_time", value_col: str = "expected_amount", customer_col: str = "customer_id"
 ):
     """Open pipeline value at each period end: expected value of opportunities created before the
-    period end and not closed by then. Unit: CNY."""
+    period end and not closed by then. Unit: money."""
     opps = _table(tables, table, [created_col, closed_col, value_col, customer_col], "open_value_at_period_end")
     calendar = ibis.memtable(period_calendar(scope.start, scope.end, scope.grain)[["period_start", "period_end"]])
     snap = opps.join(calendar, [opps[created_col] < calendar.period_end, opps[closed_col].isnull() | (opps[closed_col] >= calendar.period_end)])
@@ -678,9 +687,10 @@ def _catalogue_frame(catalogue: Sequence[KpiDefinition]) -> pd.DataFrame:
                 "unit": k.unit,
                 "direction": k.direction,
                 "kpi_grain": k.grain,
-                "_target": k.target,
-                "_amber": k.amber,
-                "_red": k.red,
+                "_target": np.nan if k.target is None else k.target,
+                "_amber": np.nan if k.amber is None else k.amber,
+                "_red": np.nan if k.red is None else k.red,
+                "_has_target": k.has_target,
                 "_scaling": COMPUTATIONS[k.computation].scaling,
             }
             for k in catalogue
@@ -748,7 +758,9 @@ def track(values: pd.DataFrame, catalogue: Sequence[KpiDefinition], *, window: i
         ``attainment_pct`` (value / target x 100), ``previous_value``, ``change_pct`` (vs the
         previous period), ``last_year_value``, ``change_yoy_pct``, ``centre``, ``lower_limit``,
         ``upper_limit``, ``is_significant`` (outside the control limits of the past periods),
-        ``is_adverse`` (a significant change in the bad direction) and ``status``.
+        ``is_adverse`` (a significant change in the bad direction) and ``status`` (``green``,
+        ``amber``, ``red``; ``no target`` for a KPI the dataset set no target for; ``grey`` where
+        its target does not carry to the row's grain or breakdown).
     """
     frames.require_columns(values, ["grain", "period_start", "period_end", "kpi_id", "segment", "channel", "value"], context="track(values)")
     if window < 2 or min_periods < 2:
@@ -776,7 +788,8 @@ def track(values: pd.DataFrame, catalogue: Sequence[KpiDefinition], *, window: i
     worse = np.where(df.direction == "higher", df.value < df.centre, df.value > df.centre)
     df["is_adverse"] = df.is_significant & worse
     df["status"] = status_of(df.value, amber=df.amber, red=df.red, higher_is_better=df.direction == "higher")
-    return df.drop(columns=["_target", "_amber", "_red", "_scaling"])
+    df["status"] = df.status.where(df._has_target.astype(bool), NO_TARGET)
+    return df.drop(columns=["_target", "_amber", "_red", "_scaling", "_has_target"])
 
 
 def _last_year(df: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -799,18 +812,24 @@ ALERT_COLUMNS = [
 ]
 
 
-def _alert_message(row) -> str:
+def _alert_message(row, *, currency: str | None = None, locale: str | None = None) -> str:
+    def written(value: float) -> str:
+        return _format_value(value, row.unit, currency=currency, locale=locale)
+
     parts = []
     if row.status in ("amber", "red"):
-        parts.append(f"{row['name']} is {row.value:,.2f} {row.unit}, {row.status} against target {row.target:,.2f}")
+        parts.append(f"{row['name']} is {written(row.value)}, {row.status} against target {written(row.target)}")
     if row.is_adverse:
         parts.append(
-            f"{row['name']} moved from {row.previous_value:,.2f} to {row.value:,.2f}, outside the usual range {row.lower_limit:,.2f}-{row.upper_limit:,.2f}"
+            f"{row['name']} moved from {written(row.previous_value)} to {written(row.value)}, "
+            f"outside the usual range {written(row.lower_limit)} to {written(row.upper_limit)}"
         )
     return "; ".join(parts)
 
 
-def find_alerts(tracked: pd.DataFrame, *, latest_only: bool = True, include_breakdowns: bool = False) -> pd.DataFrame:
+def find_alerts(
+    tracked: pd.DataFrame, *, latest_only: bool = True, include_breakdowns: bool = False, currency: str | None = None, locale: str | None = None
+) -> pd.DataFrame:
     """Return the alerts of a tracked KPI table.
 
     An alert is raised for a threshold breach (status amber or red) or a significant
@@ -825,6 +844,8 @@ def find_alerts(tracked: pd.DataFrame, *, latest_only: bool = True, include_brea
         Only the latest period of each KPI (what a report shows); otherwise every period.
     include_breakdowns : bool
         Also the segment and channel rows (totals only by default).
+    currency, locale : str, optional
+        How money is written in the messages (the dataset's; default: the default dataset's).
 
     Returns
     -------
@@ -848,7 +869,7 @@ def find_alerts(tracked: pd.DataFrame, *, latest_only: bool = True, include_brea
     kinds = [("+".join(k for k in (a, "significant_change" if b else "") if k)) for a, b in zip(kinds, df.is_adverse)]
     df["alert_type"] = kinds
     df["severity"] = np.where(df.status == "red", "red", "amber")
-    df["message"] = [_alert_message(row) for _, row in df.iterrows()]
+    df["message"] = [_alert_message(row, currency=currency, locale=locale) for _, row in df.iterrows()]
     df = df.sort_values(["severity", "kpi_id"], key=lambda s: s.map({"red": 0, "amber": 1}) if s.name == "severity" else s)
     return df[ALERT_COLUMNS].reset_index(drop=True)
 
@@ -901,7 +922,7 @@ def sales_cube(
 
     Parameters
     ----------
-    orders : needs ``customer_col``, ``time_col``, ``amount_col`` (CNY, refunds negative), ``channel_col``.
+    orders : needs ``customer_col``, ``time_col``, ``amount_col`` (dataset currency, refunds negative), ``channel_col``.
     segments : ``customer_id`` and ``segment`` (``customer_segments``); customers without one count as "unknown".
     start, end : orders with ``start <= time < end`` are counted.
 
@@ -909,7 +930,7 @@ def sales_cube(
     -------
     DataFrame with ``month_date`` (first day of the month), ``segment``, ``channel``, ``n_customers``
     (distinct buyers), ``n_orders`` (purchases, refunds excluded) and ``revenue_amount`` (net of
-    refunds, CNY); one row per month, segment and channel with any order. Small cells are not
+    refunds, dataset currency); one row per month, segment and channel with any order. Small cells are not
     suppressed here: whatever displays the cube does that (``privacy.suppress_small_groups``).
     """
     frames.require_columns(orders, [customer_col, time_col, amount_col, channel_col], context="sales_cube(orders)")
@@ -975,13 +996,14 @@ def customer_segments(
 # --------------------------------------------------------------------------------------------
 
 
-def _format_value(value: float, unit: str) -> str:
+def _format_value(value: float, unit: str, *, currency: str | None = None, locale: str | None = None) -> str:
+    """A KPI value written for people in its unit; money in ``currency`` and ``locale`` (e.g. ``£86,161``)."""
     if pd.isna(value):
         return "n/a"
     if unit == "pct":
         return f"{value:.1f}%"
-    if unit == "CNY":
-        return f"¥{value:,.0f}" if abs(value) >= 100 else f"¥{value:,.2f}"
+    if unit == "money":
+        return money.format_money(value, *money.currency_and_locale(currency, locale))
     if unit in ("days", "hours"):
         return f"{value:.1f} {unit[0]}"
     if unit == "score":
@@ -999,11 +1021,14 @@ def select_series(tracked: pd.DataFrame, *, grain: str, segment: str = ALL, chan
     return df
 
 
-def plot_kpi_tiles(tracked: pd.DataFrame, *, n_cols: int = 4, n_spark: int = 12, fig=None):
+def plot_kpi_tiles(
+    tracked: pd.DataFrame, *, n_cols: int = 4, n_spark: int = 12, fig=None, currency: str | None = None, locale: str | None = None
+):
     """KPI tiles: latest value, status colour and a sparkline of the last ``n_spark`` periods.
 
-    ``tracked`` holds one series per KPI (filter with ``select_series`` first).
-    Returns the matplotlib Figure (a grid of tiles has many Axes).
+    ``tracked`` holds one series per KPI (filter with ``select_series`` first). Money is written in
+    ``currency`` with ``locale`` (the dataset's; default: the default dataset's). A KPI without a
+    target is drawn in grey and says "no target". Returns the matplotlib Figure (a grid of tiles has many Axes).
     """
     import matplotlib.pyplot as plt
 
@@ -1026,7 +1051,9 @@ def plot_kpi_tiles(tracked: pd.DataFrame, *, n_cols: int = 4, n_spark: int = 12,
         for spine in ax.spines.values():
             spine.set_visible(True), spine.set_color(colour), spine.set_linewidth(2.5)
         ax.set_title(last["name"], fontsize=9, loc="left")
-        ax.text(0.02, 0.95, _format_value(last.value, last.unit), transform=ax.transAxes, va="top", fontsize=12, fontweight="bold")
+        ax.text(0.02, 0.95, _format_value(last.value, last.unit, currency=currency, locale=locale), transform=ax.transAxes, va="top", fontsize=12, fontweight="bold")
+        if last.status == NO_TARGET:
+            ax.text(0.02, 0.05, NO_TARGET, transform=ax.transAxes, va="bottom", fontsize=7, color=colour)
         if pd.notna(last.change_pct):
             ax.text(0.98, 0.95, f"{last.change_pct:+.1f}%", transform=ax.transAxes, va="top", ha="right", fontsize=8, color="dimgrey")
         ax.margins(y=0.5)
@@ -1034,9 +1061,10 @@ def plot_kpi_tiles(tracked: pd.DataFrame, *, n_cols: int = 4, n_spark: int = 12,
     return fig
 
 
-def plot_kpi_trend(tracked: pd.DataFrame, *, kpi_id: str, ax=None, legend: bool = True):
+def plot_kpi_trend(tracked: pd.DataFrame, *, kpi_id: str, ax=None, legend: bool = True, currency: str | None = None):
     """Trend of one KPI against its target: values coloured by status, target line, amber/red lines,
-    and the usual range (control limits) shaded. ``tracked`` holds one series (filter with ``select_series``)."""
+    and the usual range (control limits) shaded. ``tracked`` holds one series (filter with ``select_series``).
+    The title names the unit; money as ``currency`` (the dataset's; default: the default dataset's)."""
     ax = plots.new_axes(ax, figsize=(7, 3))
     series = tracked[tracked.kpi_id == kpi_id].sort_values("period_start")
     if series.empty:
@@ -1052,15 +1080,16 @@ def plot_kpi_trend(tracked: pd.DataFrame, *, kpi_id: str, ax=None, legend: bool 
     if series.upper_limit.notna().any():
         ax.fill_between(x, series.lower_limit.to_numpy(), series.upper_limit.to_numpy(), color="#9e9e9e", alpha=0.15, linewidth=0, label="usual range")
     last = series.iloc[-1]
-    ax.set_title(f"{last['name']} ({last.unit})", loc="left")
+    unit = money.currency_and_locale(currency, None)[0] if last.unit == "money" else last.unit
+    ax.set_title(f"{last['name']} ({unit})", loc="left")
     ax.set_xlabel("")
     if legend:
         ax.legend(loc="best", fontsize=7, frameon=False)
     return ax
 
 
-def plot_kpi_trends(tracked: pd.DataFrame, *, n_cols: int = 3, fig=None):
-    """A trend chart per KPI against its target (``plot_kpi_trend`` in a grid, one legend). Returns the Figure."""
+def plot_kpi_trends(tracked: pd.DataFrame, *, n_cols: int = 3, fig=None, currency: str | None = None):
+    """A trend chart per KPI against its target (``plot_kpi_trend`` in a grid, one legend; money in ``currency``). Returns the Figure."""
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
@@ -1070,7 +1099,7 @@ def plot_kpi_trends(tracked: pd.DataFrame, *, n_cols: int = 3, fig=None):
     fig = fig or plt.figure(figsize=(4.2 * n_cols, 2.3 * n_rows))
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     for i, (ax, kpi_id) in enumerate(zip(axes, kpi_ids)):
-        plot_kpi_trend(tracked, kpi_id=kpi_id, ax=ax, legend=i == 0)
+        plot_kpi_trend(tracked, kpi_id=kpi_id, ax=ax, legend=i == 0, currency=currency)
         ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=2, maxticks=5))
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
         ax.tick_params(labelsize=7)
@@ -1094,7 +1123,9 @@ def latest_values(tracked: pd.DataFrame) -> pd.DataFrame:
     return latest.round({"value": 2, "target": 2, "change_pct": 1, "change_yoy_pct": 1})
 
 
-def render_dashboard(tracked: pd.DataFrame, filters, *, n_cols: int = 4, output_dir: str | Path | None = None) -> dict:
+def render_dashboard(
+    tracked: pd.DataFrame, filters, *, n_cols: int = 4, output_dir: str | Path | None = None, currency: str | None = None, locale: str | None = None
+) -> dict:
     """Display the KPI dashboard for one filter selection: tiles, the latest values, a trend per KPI.
 
     Returns the (closed, still savable) figures ``{"kpi_tiles": Figure, "kpi_trends": Figure}``,
@@ -1103,7 +1134,8 @@ def render_dashboard(tracked: pd.DataFrame, filters, *, n_cols: int = 4, output_
 
     ``filters`` has ``grain``, ``start_date``, ``end_date``, ``segment`` and ``channel``
     (``crm_analytics.widgets.FilterValues``). Segment and channel breakdowns are computed
-    one at a time, so choosing both shows a note instead of charts.
+    one at a time, so choosing both shows a note instead of charts. Money is written in ``currency``
+    with ``locale`` (the dataset's; default: the default dataset's).
     """
     from IPython.display import Markdown, display
 
@@ -1114,9 +1146,9 @@ def render_dashboard(tracked: pd.DataFrame, filters, *, n_cols: int = 4, output_
     if selection.empty:
         display(Markdown(f"No KPI values for {filters.describe() if hasattr(filters, 'describe') else filters} (breakdowns may not be computed at this grain)."))
         return {}
-    tiles = plot_kpi_tiles(selection, n_cols=n_cols)
+    tiles = plot_kpi_tiles(selection, n_cols=n_cols, currency=currency, locale=locale)
     results.show_figure(tiles, "kpi_tiles", output_dir=output_dir)
     display(latest_values(selection))
-    trends = plot_kpi_trends(selection, n_cols=3)
+    trends = plot_kpi_trends(selection, n_cols=3, currency=currency)
     results.show_figure(trends, "kpi_trends", output_dir=output_dir)
     return {"kpi_tiles": tiles, "kpi_trends": trends}

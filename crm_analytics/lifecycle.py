@@ -105,7 +105,7 @@ def lifecycle_stages(
     Parameters
     ----------
     orders
-        ``customer_col``, ``time_col`` (timestamp), ``amount_col`` (CNY; negative for refunds).
+        ``customer_col``, ``time_col`` (timestamp), ``amount_col`` (dataset currency; negative for refunds).
     as_of
         Date or timestamp (ISO string accepted).
     customers

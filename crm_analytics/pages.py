@@ -42,11 +42,10 @@ from crm_analytics.imports import import_without
 # a bundled fallback) and clustermap dendrograms; pages draw lines and bars.
 sns = import_without("seaborn", hidden=("scipy.stats", "scipy.cluster"))
 
-from crm_analytics import paths, plots, results, scheduler
+from crm_analytics import money, paths, plots, results, scheduler
 from crm_analytics.widgets import frontend_available
 from crm_analytics.frames import require_columns
 from crm_analytics.privacy import suppress_small_groups
-from crm_analytics.schema import BUSINESS_TIME_ZONE
 
 RUN_RECORD = "run.json"
 SCHEDULE_ENV = "CRM_ANALYTICS_SCHEDULE"
@@ -198,10 +197,21 @@ def next_due_time(
 # freshness
 
 
+def display_time_zone() -> str:
+    """The zone times are shown in on the pages: the business time zone of the dataset they show (UTC when it has none)."""
+    from crm_analytics import datasets
+
+    try:
+        return datasets.load_dataset(None).time_zone
+    except datasets.DatasetError:
+        return "UTC"
+
+
 def _fmt_time(stamp: pd.Timestamp | None) -> str:
     if stamp is None:
         return "an unknown time"
-    return stamp.tz_convert(BUSINESS_TIME_ZONE).strftime("%Y-%m-%d %H:%M") + f" {BUSINESS_TIME_ZONE}"
+    zone = display_time_zone()
+    return stamp.tz_convert(zone).strftime("%Y-%m-%d %H:%M") + f" {zone}"
 
 
 def page_status(
@@ -357,7 +367,7 @@ def prepare_cube(cube: pd.DataFrame, *, k: int = 5) -> pd.DataFrame:
     """Return the cube with cells of fewer than ``k`` customers suppressed and ``month_date`` as timestamps.
 
     Input columns: ``month_date`` (first day of the month), ``segment``, ``channel``, ``n_customers``
-    (distinct customers in the cell), ``n_orders``, ``revenue_amount`` (CNY). Output: the same plus
+    (distinct customers in the cell), ``n_orders``, ``revenue_amount`` (dataset currency). Output: the same plus
     ``is_suppressed`` (see ``privacy.suppress_small_groups``).
     """
     require_columns(cube, CUBE_COLUMNS, context="prepare_cube(cube)")
@@ -384,7 +394,7 @@ def filter_cube(cube: pd.DataFrame, *, segment: str = ALL, channel: str = ALL, m
 
 
 def cube_totals(cube: pd.DataFrame) -> dict[str, float]:
-    """Return revenue (CNY), orders, average order value (CNY) and hidden cells of the visible cube rows.
+    """Return revenue, orders, average order value (money in the dataset currency) and hidden cells of the visible cube rows.
 
     Suppressed cells (``is_suppressed``) are left out of every total; ``avg_order_amount`` is NaN without orders.
     """
@@ -400,8 +410,10 @@ def cube_totals(cube: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def plot_monthly_revenue(cube: pd.DataFrame, *, ax=None, palette: dict[str, str] | None = None):
-    """Line chart of visible revenue (CNY) per month, one line per channel. Returns the Axes.
+def plot_monthly_revenue(cube: pd.DataFrame, *, ax=None, palette: dict[str, str] | None = None, currency: str | None = None):
+    """Line chart of visible revenue per month, one line per channel. Returns the Axes.
+
+    The axis names ``currency`` (the dataset's; default: the default dataset's).
 
     ``palette`` maps channel to colour, so a channel keeps its colour whatever the filters (see
     ``channel_palette``); default: seaborn's order of the channels present.
@@ -413,7 +425,7 @@ def plot_monthly_revenue(cube: pd.DataFrame, *, ax=None, palette: dict[str, str]
     ax.xaxis.set_major_locator(mdates.MonthLocator())
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
     ax.yaxis.set_major_formatter(_THOUSANDS)
-    ax.set(title="Revenue per month by channel", xlabel="month", ylabel="revenue (CNY)")
+    ax.set(title="Revenue per month by channel", xlabel="month", ylabel=money.axis_label("revenue", money.currency_and_locale(currency)[0]))
     return ax
 
 
@@ -423,28 +435,31 @@ def channel_palette(channels) -> dict[str, str]:
     return dict(zip(names, sns.color_palette("colorblind", len(names)).as_hex()))
 
 
-def plot_segment_revenue(cube: pd.DataFrame, *, ax=None):
-    """Bar chart of visible revenue (CNY) per customer segment, largest first. Returns the Axes."""
+def plot_segment_revenue(cube: pd.DataFrame, *, ax=None, currency: str | None = None):
+    """Bar chart of visible revenue per customer segment, largest first; the axis names ``currency``
+    (the dataset's; default: the default dataset's). Returns the Axes."""
     ax = plots.new_axes(ax)
     visible = cube[~cube["is_suppressed"]] if "is_suppressed" in cube else cube
     by_segment = visible.groupby("segment", as_index=False)["revenue_amount"].sum().sort_values("revenue_amount", ascending=False)
     sns.barplot(data=by_segment, y="segment", x="revenue_amount", ax=ax, color=sns.color_palette(plots.PALETTE)[3])
     ax.xaxis.set_major_formatter(_THOUSANDS)
-    ax.set(title="Revenue by segment", xlabel="revenue (CNY)", ylabel="")
+    ax.set(title="Revenue by segment", xlabel=money.axis_label("revenue", money.currency_and_locale(currency)[0]), ylabel="")
     return ax
 
 
-def _money(value: float) -> str:
-    return "—" if value != value else f"¥{value:,.0f}"
+def totals_html(totals: dict[str, float], *, k: int, currency: str | None = None, locale: str | None = None) -> str:
+    """Return the number tiles of ``cube_totals`` as HTML; money in whole units of ``currency``, written for
+    ``locale`` (the dataset's; default: the default dataset's), e.g. ``£86,161``."""
+    currency, locale = money.currency_and_locale(currency, locale)
 
+    def written(value: float) -> str:
+        return money.format_money(value, currency, locale, decimals=0)
 
-def totals_html(totals: dict[str, float], *, k: int) -> str:
-    """Return the number tiles of ``cube_totals`` as HTML."""
     return "".join(
         [
-            tile_html("Revenue", _money(totals["revenue_amount"])),
+            tile_html("Revenue", written(totals["revenue_amount"])),
             tile_html("Orders", f"{totals['n_orders']:,.0f}"),
-            tile_html("Average order value", _money(totals["avg_order_amount"])),
+            tile_html("Average order value", written(totals["avg_order_amount"])),
             tile_html("Hidden small groups", f"{totals['n_hidden_cells']:,}", note=f"cells of fewer than {k} customers"),
         ]
     )
@@ -494,21 +509,22 @@ def _embedded_png(fig) -> str:
     return f'<img class="crm-figure" style="max-width:100%" src="data:image/png;base64,{encoded}">'
 
 
-def static_cube(cube: pd.DataFrame, *, k: int = 5):
+def static_cube(cube: pd.DataFrame, *, k: int = 5, currency: str | None = None, locale: str | None = None):
     """The sales section without filters, for reports (no frontend runs widgets there): all segments and
-    channels over the last 12 months, the same tiles and charts as the live page's default view."""
+    channels over the last 12 months, the same tiles and charts as the live page's default view; money in
+    ``currency`` written for ``locale`` (the dataset's; default: the default dataset's)."""
     from IPython.display import HTML
 
     plots.set_style()
     prepared = prepare_cube(cube, k=k)
     frame = filter_cube(prepared, segment=ALL, channel=ALL, months=PERIODS["Last 12 months"])
     palette = channel_palette(prepared["channel"].dropna())
-    charts = [_chart(partial(plot_monthly_revenue, palette=palette), frame), _chart(plot_segment_revenue, frame)]
+    charts = [_chart(partial(plot_monthly_revenue, palette=palette, currency=currency), frame), _chart(partial(plot_segment_revenue, currency=currency), frame)]
     note = "<p><em>All segments and channels, last 12 months. The live page has filters.</em></p>"
-    return HTML(note + totals_html(cube_totals(frame), k=k) + "".join(_embedded_png(fig) for fig in charts))
+    return HTML(note + totals_html(cube_totals(frame), k=k, currency=currency, locale=locale) + "".join(_embedded_png(fig) for fig in charts))
 
 
-def interactive_cube(cube: pd.DataFrame, *, k: int = 5):
+def interactive_cube(cube: pd.DataFrame, *, k: int = 5, currency: str | None = None, locale: str | None = None):
     """Return the interactive sales section: segment, period and channel filters, number tiles and two charts.
 
     Without a frontend (a scheduled run's report) it returns ``static_cube`` instead: widgets would render empty.
@@ -519,7 +535,7 @@ def interactive_cube(cube: pd.DataFrame, *, k: int = 5):
     ``crm-chart-trend``, ``crm-chart-segments``.
     """
     if not frontend_available():
-        return static_cube(cube, k=k)
+        return static_cube(cube, k=k, currency=currency, locale=locale)
     plots.set_style()
     prepared = prepare_cube(cube, k=k)
     segment = _dropdown("Segment", [ALL, *sorted(prepared["segment"].dropna().unique())], "crm-filter-segment")
@@ -532,9 +548,9 @@ def interactive_cube(cube: pd.DataFrame, *, k: int = 5):
 
     def redraw(_change=None) -> None:
         frame = filter_cube(prepared, segment=segment.value, channel=channel.value, months=period.value)
-        tiles.value = totals_html(cube_totals(frame), k=k)
-        _draw(trend, partial(plot_monthly_revenue, palette=palette), frame)
-        _draw(segments, plot_segment_revenue, frame)
+        tiles.value = totals_html(cube_totals(frame), k=k, currency=currency, locale=locale)
+        _draw(trend, partial(plot_monthly_revenue, palette=palette, currency=currency), frame)
+        _draw(segments, partial(plot_segment_revenue, currency=currency), frame)
 
     for control in (segment, period, channel):
         control.observe(redraw, names="value")

@@ -141,3 +141,25 @@ def resolve(path: str | os.PathLike | None, default: Path) -> Path:
         return default
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else project_root() / candidate
+
+
+def resolve_data(path: str | os.PathLike | None, default: Path) -> Path:
+    """Return a data path from a dataset file as an absolute path, or ``default`` when ``path`` is empty.
+
+    Relative paths are taken from the project root (the data home, ``CRM_ANALYTICS_HOME``); when
+    nothing is there but the checkout holds the path (data shipped with the code, ``data/external/``),
+    the checkout's copy is used.
+    """
+    resolved = resolve(path, default)
+    if path and not Path(path).expanduser().is_absolute() and not resolved.exists():
+        shipped = code_root() / Path(path).expanduser()
+        if shipped.exists():
+            return shipped
+    return resolved
+
+
+def resolve_parameters_file(path: str | os.PathLike) -> Path:
+    """Return a file named in a dataset file relative to ``parameters/`` (e.g. ``targets/demo.yaml``) as an absolute path."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else parameters_dir() / candidate
+

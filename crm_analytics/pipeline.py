@@ -65,7 +65,7 @@ def win_rates(opportunities: frames.TableLike, *, by: str | None = None, alpha: 
     -------
     pandas.DataFrame
         ``by`` (when given), ``n_closed``, ``n_won``, ``n_lost``, ``n_open``, ``win_rate_pct``,
-        ``win_rate_low_pct``, ``win_rate_high_pct``, ``won_amount`` (CNY of won deals).
+        ``win_rate_low_pct``, ``win_rate_high_pct``, ``won_amount`` (dataset currency, of won deals).
     """
     frames.require_columns(opportunities, ["status", "expected_amount", *([by] if by else [])], context="win_rates(opportunities)")
     t = frames.as_ibis(opportunities)
@@ -131,8 +131,8 @@ def pipeline_velocity(opportunities: frames.TableLike, *, by: str | None = None)
     Returns
     -------
     pandas.DataFrame
-        ``by`` (when given), ``n_open``, ``win_rate_pct``, ``average_won_amount`` (CNY),
-        ``mean_cycle_days`` (won deals), ``velocity_amount_per_day`` (CNY of expected wins per day).
+        ``by`` (when given), ``n_open``, ``win_rate_pct``, ``average_won_amount`` (dataset currency),
+        ``mean_cycle_days`` (won deals), ``velocity_amount_per_day`` (dataset currency of expected wins per day).
     """
     rates = win_rates(opportunities, by=by)
     cycle = sales_cycle(opportunities, by=by)
@@ -153,7 +153,7 @@ def weighted_pipeline(opportunities: frames.TableLike, stage_history: frames.Tab
     Returns
     -------
     pandas.DataFrame
-        ``stage``, ``n_open``, ``open_amount`` (CNY), ``win_probability`` (0-1), ``weighted_amount`` (CNY).
+        ``stage``, ``n_open``, ``open_amount`` (dataset currency), ``win_probability`` (0-1), ``weighted_amount`` (dataset currency).
     """
     frames.require_columns(opportunities, ["opportunity_id", "status", "expected_amount"], context="weighted_pipeline(opportunities)")
     furthest = _furthest_stage(stage_history, stages).to_pandas()
@@ -183,7 +183,7 @@ def lead_features(opportunities: frames.TableLike) -> pd.DataFrame:
     -------
     pandas.DataFrame
         ``opportunity_id``, ``created_time``, ``status``, ``lead_source``, ``owner``,
-        ``log_expected_amount`` (log1p of CNY), ``created_month`` (1-12), ``created_weekday`` (0 Monday),
+        ``log_expected_amount`` (log1p of the amount), ``created_month`` (1-12), ``created_weekday`` (0 Monday),
         ``is_won`` (True / False for closed, missing for open).
     """
     frames.require_columns(opportunities, OPPORTUNITY_COLUMNS, context="lead_features(opportunities)")

@@ -1,4 +1,8 @@
-"""Build ``outputs/index.html``: one row per analysis with its latest run and report.
+"""Build the report index: ``outputs/<dataset>/index.html`` per dataset and ``outputs/index.html`` over them.
+
+A dataset's page has one row per analysis with its latest run and report, under a heading naming
+the dataset, its business time zone and its currency. The top page lists the datasets that have
+outputs, with a link to each one's page.
 
 The page is a single self-contained HTML file (inline CSS, no scripts, no external
 assets) with relative links, so it works when opened from disk, copied elsewhere,
@@ -23,6 +27,7 @@ PAGES_URL_ENV = "CRM_ANALYTICS_PAGES_URL"
 INDEX_NAME = "index.html"
 _GOOD = "succeeded"
 _NOT_RUN = "skipped_locked"
+_NOT_FAILED = (_GOOD, "not_applicable")  # a run the data cannot support is shown grey, never as a failure
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", "Helvetica Neue", Arial, "Noto Sans CJK SC", sans-serif;
@@ -37,7 +42,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .status { display: inline-block; padding: .1rem .5rem; border-radius: .8rem; font-size: .8rem; font-weight: 600; }
 .succeeded { background: #e3f9e5; color: #1f6b2c; }
 .failed, .timeout, .kernel_died, .truncated, .crashed { background: #ffe3e3; color: #8a1c1c; }
-.skipped_locked, .running, .never { background: #eef2f7; color: #52606d; }
+.skipped_locked, .not_applicable, .running, .never { background: #eef2f7; color: #52606d; }
 .alert { color: #8a1c1c; font-weight: 600; }
 .warn { border-left: 3px solid #d64545; padding-left: .5rem; }
 a { color: #0b69a3; }
@@ -85,7 +90,7 @@ def summarise(analysis_dir: Path) -> AnalysisSummary:
     if good is None:
         good = next((r for r in reversed(records) if r.get("status") == _GOOD), None)
     last = records[-1] if records else None
-    failure = next((r for r in reversed(records) if r.get("status") != _GOOD), None)
+    failure = next((r for r in reversed(records) if r.get("status") not in _NOT_FAILED), None)
     if failure is not None and good is not None and failure["_dir"] < good["_dir"]:
         failure = None
     return AnalysisSummary(analysis_dir.name, last, good, failure)
@@ -139,7 +144,7 @@ def _row(summary: AnalysisSummary, pages_url: str | None) -> str:
     live = _link(f"{pages_url.rstrip('/')}/voila/render/{name}.ipynb", "live page") if pages_url and is_page else ""
     cells = [
         f"<strong>{_esc(name)}</strong>",
-        _badge((last or {}).get("status")),
+        _badge((last or {}).get("status")) + (f"<br><small>{_esc(last['reason'])}</small>" if (last or {}).get("reason") else ""),
         _esc(_when(last)),
         f'<span class="num">{_esc(_duration(last))}</span>',
         alert_cell,
@@ -152,22 +157,89 @@ def _row(summary: AnalysisSummary, pages_url: str | None) -> str:
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
-def render_index(summaries: list[AnalysisSummary], *, pages_url: str | None = None, generated_at: datetime | None = None) -> str:
-    """Return the index page for ``summaries`` as an HTML string."""
+def dataset_facts(dataset: str) -> str:
+    """Return ``"<time zone>, <currency>"`` of a dataset, or ``""`` when its file cannot be read."""
+    from crm_analytics import datasets
+
+    try:
+        loaded = datasets.load_dataset(dataset)
+    except datasets.DatasetError:
+        return ""
+    return f"{loaded.time_zone}, {loaded.currency}"
+
+
+def dataset_heading(dataset: str | None) -> str:
+    """Return the page heading of one dataset's reports: its name, business time zone and currency."""
+    if not dataset:
+        return "crm-analytics reports"
+    facts = dataset_facts(dataset)
+    return f"crm-analytics reports: {dataset}" + (f" ({facts})" if facts else "")
+
+
+def _page(title: str, heading: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<h1>{_esc(heading)}</h1>\n{body}</body>\n</html>\n"
+    )
+
+
+def render_index(
+    summaries: list[AnalysisSummary],
+    *,
+    pages_url: str | None = None,
+    generated_at: datetime | None = None,
+    dataset: str | None = None,
+) -> str:
+    """Return the index page of one dataset's ``summaries`` as an HTML string (``dataset`` names it in the heading)."""
     generated = (generated_at or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%S UTC")
     headers = ["Analysis", "Last run", "Started", "Duration", "Alerts", "Latest good report", "Run folder", "Newer failure"]
     if pages_url:
         headers.append("Live")
     head = "".join(f"<th>{h}</th>" for h in headers)
     rows = "\n".join(_row(s, pages_url) for s in summaries) or f'<tr><td colspan="{len(headers)}">No runs yet.</td></tr>'
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        f"<title>crm-analytics reports</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        "<h1>crm-analytics reports</h1>\n"
+    up = '<p class="meta"><a href="../index.html">All datasets</a></p>\n' if dataset else ""
+    body = (
+        f"{up}"
         f'<p class="meta">Generated {_esc(generated)}. Alerts count rows of the latest good run\'s alerts table. '
         "A failure newer than the latest good run is shown in red; the good report stays available.</p>\n"
-        f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n</body>\n</html>\n"
+        f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
+    )
+    return _page(dataset_heading(dataset), dataset_heading(dataset), body)
+
+
+def render_root_index(dataset_names: list[str], *, generated_at: datetime | None = None) -> str:
+    """Return ``outputs/index.html``: one row per dataset (name, zone, currency) linking to its page."""
+    generated = (generated_at or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    rows = "\n".join(
+        f"<tr><td>{_link(f'{name}/{INDEX_NAME}', name)}</td><td>{_esc(dataset_facts(name))}</td></tr>"
+        for name in dataset_names
+    ) or '<tr><td colspan="2">No runs yet.</td></tr>'
+    body = (
+        f'<p class="meta">Generated {_esc(generated)}. Each dataset has its own runs and reports.</p>\n'
+        f"<table>\n<thead><tr><th>Dataset</th><th>Time zone, currency</th></tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
+    )
+    return _page("crm-analytics reports", "crm-analytics reports by dataset", body)
+
+
+def _write_atomic(target: Path, text: str) -> Path:
+    staging = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, target)
+    return target
+
+
+def dataset_folders(output_root: Path) -> list[str]:
+    """Return the datasets with outputs under ``output_root``: sub-folders holding an index or named like a dataset."""
+    from crm_analytics import datasets
+
+    if not output_root.is_dir():
+        return []
+    known = set(datasets.list_datasets())
+    return sorted(
+        p.name for p in output_root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p.name in known or (p / INDEX_NAME).is_file())
     )
 
 
@@ -176,27 +248,35 @@ def write_index(
     *,
     pages_url: str | None = None,
     analyses: list[str] | None = None,
+    dataset: str | None = None,
 ) -> Path:
-    """Rewrite ``<output_root>/index.html`` (atomically) and return its path.
+    """Rewrite one dataset's ``index.html`` and ``<output_root>/index.html`` (each atomically).
 
     Parameters
     ----------
     output_root : str or Path, optional
-        The outputs folder (default ``outputs/``).
+        The folder of every dataset's outputs (default ``outputs/``).
     pages_url : str, optional
         Base URL of a Voilà server; adds a "live page" link per analysis. Defaults to the
         ``CRM_ANALYTICS_PAGES_URL`` environment variable when set.
     analyses : list of str, optional
         Names to list even when they have never run (e.g. every notebook).
+    dataset : str, optional
+        The dataset whose page is rewritten (default: the project's default dataset).
+
+    Returns
+    -------
+    Path
+        ``<output_root>/<dataset>/index.html``.
     """
-    root = Path(output_root) if output_root else paths.outputs_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    root = Path(output_root) if output_root else paths.outputs_root()
+    name = dataset or paths.default_dataset()
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
     pages_url = pages_url if pages_url is not None else os.environ.get(PAGES_URL_ENV) or None
-    names = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    names = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
     names.update(analyses or [])
-    summaries = [summarise(root / name) for name in sorted(names)]
-    target = root / INDEX_NAME
-    staging = root / f".{INDEX_NAME}.{secrets.token_hex(4)}.tmp"
-    staging.write_text(render_index(summaries, pages_url=pages_url), encoding="utf-8")
-    os.replace(staging, target)
-    return target
+    summaries = [summarise(folder / analysis) for analysis in sorted(names)]
+    page = _write_atomic(folder / INDEX_NAME, render_index(summaries, pages_url=pages_url, dataset=name))
+    _write_atomic(root / INDEX_NAME, render_root_index(dataset_folders(root)))
+    return page

@@ -1,7 +1,15 @@
 """Run analysis notebooks with papermill and leave an immutable record of each run.
 
-A run of ``notebooks/<analysis>.ipynb`` writes into ``outputs/<analysis>/<run_id>.tmp/``
-and is renamed to ``outputs/<analysis>/<run_id>/`` when it ends, whatever the outcome.
+Every run reads one dataset (``parameters/datasets/<name>.yaml``): the explicit parameter
+``dataset``, else the ``dataset`` argument (the command line's ``--dataset``), else the project
+default (:func:`crm_analytics.paths.default_dataset`). The runner checks that the dataset exists,
+injects its name into notebooks that declare ``dataset``, defaults ``warehouse_path`` to the
+dataset's warehouse and sets ``CRM_ANALYTICS_DATASET`` for the kernel, so whatever the notebook
+reads by default (another analysis's latest results included) belongs to the same dataset.
+
+A run of ``notebooks/<analysis>.ipynb`` on dataset ``<dataset>`` writes into
+``outputs/<dataset>/<analysis>/<run_id>.tmp/`` and is renamed to
+``outputs/<dataset>/<analysis>/<run_id>/`` when it ends, whatever the outcome.
 The folder holds:
 
 - ``<analysis>.ipynb``: the executed notebook (partial when a cell failed);
@@ -13,14 +21,20 @@ The folder holds:
   the kernel's own messages);
 - ``run.json``: the run record (see :func:`run_analysis`).
 
-``outputs/<analysis>/latest`` points at the last successful run and moves only
-after a success, atomically. A failed run keeps its partial notebook and error;
+``outputs/<dataset>/<analysis>/latest`` points at the last successful run of that
+dataset and moves only after a success, atomically (runs of different datasets never
+move each other's pointer). A failed run keeps its partial notebook and error;
 the previous good report stays where it was.
 
 The runner decides success itself: papermill returns normally for ``sys.exit(0)``
 and marks cells ``completed`` after a cell timeout, so a run succeeds only when
 papermill returned normally and every non-empty code cell has an execution count
 and no cell is ``pending``, ``running`` or ``failed``.
+
+Before a kernel starts, the warehouse's row counts are checked against what the analysis
+needs (:mod:`crm_analytics.requirements`): when a required table is missing or empty the
+run is recorded ``not_applicable`` with the reason in ``run.json`` (``"reason": "needs
+web_events"``), no kernel starts, and :attr:`RunResult.ok` is true (nothing failed).
 
 Each notebook executes in a child process forked from the runner (which has
 already imported papermill and nbconvert, so a run costs a kernel start rather
@@ -79,12 +93,13 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
-from crm_analytics import kernels, paths
+from crm_analytics import datasets, kernels, paths
 
 log = logging.getLogger(__name__)
 
 KERNEL_NAME = "python3"
 CLEANSING = "cleansing"
+DATASET_PARAMETER = "dataset"
 REQUIRED_PARAMETERS = ("output_dir",)
 
 SUCCEEDED = "succeeded"
@@ -93,7 +108,8 @@ TIMEOUT = "timeout"
 KERNEL_DIED = "kernel_died"
 TRUNCATED = "truncated"
 SKIPPED_LOCKED = "skipped_locked"
-STATUSES = (SUCCEEDED, FAILED, TIMEOUT, KERNEL_DIED, TRUNCATED, SKIPPED_LOCKED)
+NOT_APPLICABLE = "not_applicable"
+STATUSES = (SUCCEEDED, FAILED, TIMEOUT, KERNEL_DIED, TRUNCATED, SKIPPED_LOCKED, NOT_APPLICABLE)
 
 RUN_RECORD = "run.json"
 REPORT = "report.html"
@@ -129,6 +145,10 @@ class ParameterError(RunnerError, ValueError):
     """A parameter is not declared by the notebook, or a parameter file is unreadable."""
 
 
+class UnknownDatasetError(RunnerError, LookupError):
+    """The dataset of a run has no usable file under ``parameters/datasets/``."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RunResult:
     """The outcome of one run, mirroring its ``run.json``.
@@ -151,6 +171,10 @@ class RunResult:
         Index of the failing cell in the executed notebook.
     alert_count : int or None
         Rows of ``tables/alerts.csv`` when the notebook wrote it.
+    dataset : str or None
+        The dataset the run read.
+    reason : str or None
+        Why a ``not_applicable`` run did not start (``"needs web_events"``).
     """
 
     analysis: str
@@ -165,11 +189,13 @@ class RunResult:
     error_message: str | None = None
     error_cell_index: int | None = None
     alert_count: int | None = None
+    dataset: str | None = None
+    reason: str | None = None
 
     @property
     def ok(self) -> bool:
-        """True when the run succeeded."""
-        return self.status == SUCCEEDED
+        """True when the run succeeded, or was not applicable to the data (nothing failed; exit code 0)."""
+        return self.status in (SUCCEEDED, NOT_APPLICABLE)
 
     @property
     def report_path(self) -> Path | None:
@@ -280,6 +306,38 @@ def check_parameters(analysis: str, values: Mapping[str, Any], declared: Iterabl
         )
 
 
+def choose_dataset(*, explicit: Any = None, given: str | None = None, from_files: Any = None) -> str:
+    """Return the dataset a run reads and check that it exists.
+
+    Parameters
+    ----------
+    explicit : str, optional
+        ``dataset`` among the explicit parameters (``-p dataset=...``); wins when non-empty.
+    given : str, optional
+        The run's dataset argument (``--dataset``).
+    from_files : str, optional
+        ``dataset`` of a parameter file or ``default.yaml``; used when neither of the above is given.
+
+    Returns
+    -------
+    str
+        The dataset name; the project default (:func:`crm_analytics.paths.default_dataset`) when
+        nothing is given.
+
+    Raises
+    ------
+    UnknownDatasetError
+        The dataset file is missing or unusable (the message lists the known datasets).
+    """
+    name = next((str(v).strip() for v in (explicit, given, from_files) if v not in (None, "") and str(v).strip()), "")
+    name = name or paths.default_dataset()
+    try:
+        datasets.load_dataset(name)
+    except datasets.DatasetError as exc:
+        raise UnknownDatasetError(str(exc)) from None
+    return name
+
+
 def resolve_parameters(
     analysis: str,
     *,
@@ -287,13 +345,32 @@ def resolve_parameters(
     parameters: Mapping[str, Any] | None = None,
     parameters_file: str | Path | None = None,
     parameters_root: str | Path | None = None,
+    dataset: str | None = None,
 ) -> dict:
     """Merge ``parameters/<analysis>/default.yaml``, then ``parameters_file``, then ``parameters``; check the keys.
 
     Non-empty relative values of keys ending in ``_path`` or ``_dir`` are made absolute against the
-    project root, and an empty or absent ``warehouse_path`` (when declared) becomes the absolute
-    default warehouse, so the run record says which file was read. ``output_dir`` is added later.
+    project root (parameter files name project files). The dataset is chosen by :func:`choose_dataset`
+    (``parameters["dataset"]``, else ``dataset``, else a file's value, else the project default) and
+    injected when the notebook declares ``dataset``; an empty or absent ``warehouse_path`` (when
+    declared) becomes that dataset's warehouse, so the run record says which file was read.
+    ``output_dir`` is added later.
     """
+    merged, _ = _resolve(analysis, notebook=notebook, parameters=parameters, parameters_file=parameters_file,
+                         parameters_root=parameters_root, dataset=dataset)
+    return merged
+
+
+def _resolve(
+    analysis: str,
+    *,
+    notebook: Path,
+    parameters: Mapping[str, Any] | None,
+    parameters_file: str | Path | None,
+    parameters_root: str | Path | None,
+    dataset: str | None,
+) -> tuple[dict, str]:
+    """:func:`resolve_parameters` plus the chosen dataset (also for notebooks that do not declare it)."""
     root = Path(parameters_root) if parameters_root else paths.parameters_dir()
     merged: dict[str, Any] = {}
     default = root / analysis / "default.yaml"
@@ -301,15 +378,42 @@ def resolve_parameters(
         merged.update(load_parameters_file(default))
     if parameters_file:
         merged.update(load_parameters_file(parameters_file))
-    merged.update(dict(parameters or {}))
+    explicit = dict(parameters or {})
+    chosen = choose_dataset(
+        explicit=explicit.get(DATASET_PARAMETER), given=dataset, from_files=merged.get(DATASET_PARAMETER)
+    )
+    merged.update(explicit)
     declared = declared_parameters(notebook)
     check_parameters(analysis, merged, declared)
     for key, value in merged.items():
         if key.endswith(("_path", "_dir")) and isinstance(value, str) and value:
             merged[key] = str(paths.resolve(value, Path(value)))
+    if DATASET_PARAMETER in declared:
+        merged[DATASET_PARAMETER] = chosen
     if "warehouse_path" in declared and not merged.get("warehouse_path"):
-        merged["warehouse_path"] = str(paths.warehouse_path())
-    return merged
+        merged["warehouse_path"] = str(paths.warehouse_path(chosen))
+    return merged, chosen
+
+
+def spread_parameters(
+    common: Mapping[str, Any],
+    analyses: Iterable[str],
+    *,
+    notebook_dir: str | Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Give each analysis the keys of ``common`` its notebook declares (``run-all -p key=value``).
+
+    Returns ``{analysis: {key: value}}``. A key that no notebook declares raises
+    :class:`ParameterError` naming it with the closest declared name.
+    """
+    names = list(analyses)
+    declared = {name: set(declared_parameters(notebook_path(name, notebook_dir))) for name in names}
+    everywhere = set().union(*declared.values()) if declared else set()
+    unknown = [key for key in common if key not in everywhere]
+    if unknown:
+        hints = "; ".join(f"{key!r}{_did_you_mean(key, everywhere)}" for key in unknown)
+        raise ParameterError(f"no analysis declares the parameter {hints}")
+    return {name: {k: v for k, v in common.items() if k in declared[name]} for name in names}
 
 
 # ----------------------------------------------------------------------------- run records
@@ -407,16 +511,24 @@ def read_run_record(run_dir: str | Path) -> dict | None:
 # ----------------------------------------------------------------------------- latest pointer
 
 
-def _analysis_root(analysis: str, output_root: str | Path | None) -> Path:
-    return (Path(output_root) if output_root else paths.outputs_dir()).resolve() / analysis
+def dataset_outputs(output_root: str | Path | None = None, dataset: str | None = None) -> Path:
+    """Return ``<output_root>/<dataset>/`` (default ``outputs/`` and the project's default dataset), absolute."""
+    root = Path(output_root) if output_root else paths.outputs_root()
+    return root.resolve() / (dataset or paths.default_dataset())
 
 
-def latest_run(analysis: str, *, output_root: str | Path | None = None) -> Path | None:
-    """Return the folder of the last successful run of ``analysis``, or ``None``.
+def _analysis_root(analysis: str, output_root: str | Path | None, dataset: str | None = None) -> Path:
+    return dataset_outputs(output_root, dataset) / analysis
 
-    ``latest`` is a relative symlink; where symlinks are unavailable it is a small file holding the run id.
+
+def latest_run(analysis: str, *, output_root: str | Path | None = None, dataset: str | None = None) -> Path | None:
+    """Return the folder of the last successful run of ``analysis`` on ``dataset``, or ``None``.
+
+    ``output_root`` is the folder of every dataset's outputs (default ``outputs/``); ``dataset``
+    defaults to the project's default dataset. ``latest`` is a relative symlink; where symlinks
+    are unavailable it is a small file holding the run id.
     """
-    target = paths.read_latest_pointer(_analysis_root(analysis, output_root))
+    target = paths.read_latest_pointer(_analysis_root(analysis, output_root, dataset))
     return target if target.is_dir() and target.name != LATEST else None
 
 
@@ -461,11 +573,16 @@ def write_report(notebook: Path, html: Path) -> None:
     html.write_text(body, encoding="utf-8")
 
 
-def _isolate_child(run_dir: Path, own_lock_fd: int | None) -> None:
-    """First steps of a forked run: own session, quiet fds, no foreign lock files, logging into the run folder."""
+def _isolate_child(run_dir: Path, own_lock_fd: int | None, dataset: str | None = None) -> None:
+    """First steps of a forked run: own session, quiet fds, no foreign lock files, logging into the run folder.
+
+    The kernel inherits ``CRM_ANALYTICS_DATASET``: what the notebook reads by default is the run's dataset.
+    """
     os.setsid()
     code_root = str(paths.code_root())
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH", "")) if p)
+    if dataset:
+        os.environ[paths.DATASET_ENV] = dataset
     for fd in list(_held_lock_fds):
         if fd != own_lock_fd:
             with contextlib.suppress(OSError):
@@ -521,7 +638,7 @@ def _kill_descendants() -> None:
 def _child_main(spec: dict, conn: multiprocessing.connection.Connection) -> None:
     """Body of the forked run: execute the notebook with papermill, write the report, send the outcome."""
     run_dir = Path(spec["run_dir"])
-    _isolate_child(run_dir, spec.get("lock_fd"))
+    _isolate_child(run_dir, spec.get("lock_fd"), spec.get("dataset"))
     outcome: dict[str, Any] = {"kind": SUCCEEDED}
     kernel_options = {}
     if spec.get("prefork"):  # fork the kernel-to-be now, before papermill starts its event loop and sockets
@@ -662,6 +779,7 @@ class _Run:
     cell_timeout: float
     run_timeout: float
     started: float
+    dataset: str
     lock: filelock.BaseFileLock | None = None
     process: multiprocessing.process.BaseProcess | None = None
     conn: multiprocessing.connection.Connection | None = None
@@ -677,6 +795,7 @@ class _Run:
         return {
             "analysis": self.analysis,
             "run_id": self.run_id,
+            "dataset": self.dataset,
             "notebook": str(self.notebook),
             "parameters": self.parameters,
             "status": "running",
@@ -702,18 +821,20 @@ def _prepare(
     notebook_dir: str | Path | None,
     output_root: str | Path | None,
     parameters_root: str | Path | None,
+    dataset: str | None = None,
 ) -> _Run:
-    """Validate the analysis and its parameters (raising before anything is written) and describe the run."""
+    """Validate the analysis, its dataset and its parameters (raising before anything is written) and describe the run."""
     notebook = notebook_path(analysis, notebook_dir)
-    values = resolve_parameters(
+    values, chosen = _resolve(
         analysis,
         notebook=notebook,
         parameters=parameters,
         parameters_file=parameters_file,
         parameters_root=parameters_root,
+        dataset=dataset,
     )
     run_id = new_run_id()
-    analysis_root = _analysis_root(analysis, output_root)
+    analysis_root = _analysis_root(analysis, output_root, chosen)
     tmp_dir = analysis_root / f"{run_id}{TMP_SUFFIX}"
     values["output_dir"] = str(tmp_dir)
     return _Run(
@@ -726,6 +847,7 @@ def _prepare(
         cell_timeout=cell_timeout,
         run_timeout=run_timeout,
         started=time.time(),
+        dataset=chosen,
     )
 
 
@@ -740,6 +862,7 @@ def _result(run: _Run, status: str, run_dir: Path | None, **extra: Any) -> RunRe
         started_at=_utc_iso(run.started),
         ended_at=_utc_iso(ended),
         duration_s=round(ended - run.started, 3),
+        dataset=run.dataset,
         **extra,
     )
 
@@ -748,7 +871,11 @@ def _start(run: _Run, *, prefork_kernel: bool = False) -> RunResult | None:
     """Take the lock, create the run folder and fork the child; return a result when the run cannot start.
 
     With ``prefork_kernel`` (this process ran ``kernels.preload``) the child starts its kernel from a fork of itself.
+    An analysis the warehouse cannot support is recorded ``not_applicable`` without a kernel.
     """
+    reason = inapplicable_reason(run.analysis, run.parameters.get("warehouse_path") or paths.warehouse_path(run.dataset))
+    if reason:
+        return _record_not_applicable(run, reason)
     try:
         run.analysis_root.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(run.analysis_root / LOCK), timeout=0)
@@ -774,6 +901,7 @@ def _start(run: _Run, *, prefork_kernel: bool = False) -> RunResult | None:
         "cell_timeout": max(1, math.ceil(run.cell_timeout)) if run.cell_timeout else None,
         "lock_fd": fd,
         "prefork": prefork_kernel,
+        "dataset": run.dataset,
     }
     warm_up()
     context = multiprocessing.get_context("fork")
@@ -812,14 +940,51 @@ def _lock_fd_of(lock: filelock.BaseFileLock) -> int | None:
 def _record_skipped(run: _Run) -> RunResult:
     """Another process holds the analysis lock: leave a run folder holding only ``run.json``."""
     result = _result(run, SKIPPED_LOCKED, run.final_dir, error_message="another process is running this analysis")
+    recorded = _record_without_kernel(run, result)
+    if recorded.status == SKIPPED_LOCKED:
+        log.info("run %s skipped: locked by another process", run.analysis)
+    return recorded
+
+
+def _record_not_applicable(run: _Run, reason: str) -> RunResult:
+    """The data lacks what the analysis needs: leave a run folder holding only ``run.json`` (with the reason)."""
+    result = _result(run, NOT_APPLICABLE, run.final_dir, reason=reason)
+    recorded = _record_without_kernel(run, result)
+    if recorded.status == NOT_APPLICABLE:
+        log.info("run %s not applicable: %s", run.analysis, reason)
+    return recorded
+
+
+def _record_without_kernel(run: _Run, result: RunResult) -> RunResult:
+    """Write ``run.json`` for a run that starts no kernel and move its folder into place."""
     try:
+        run.analysis_root.mkdir(parents=True, exist_ok=True)
         run.tmp_dir.mkdir()
         write_json_atomic(run.tmp_dir / RUN_RECORD, _final_record(run, result))
         os.rename(run.tmp_dir, run.final_dir)
     except OSError as exc:
         return _setup_failure(run, exc)
-    log.info("run %s skipped: locked by another process", run.analysis)
     return result
+
+
+def inapplicable_reason(analysis: str, warehouse: str | Path) -> str | None:
+    """Why ``analysis`` cannot run on the warehouse file ``warehouse`` (``"needs web_events"``), else None.
+
+    None also when it cannot be told: cleansing (it builds the warehouse), an analysis without a
+    declaration in :mod:`crm_analytics.requirements`, a warehouse that does not exist yet or cannot
+    be read (the notebook then reports the problem itself).
+    """
+    from crm_analytics import requirements, warehouse as warehouse_module  # ibis loads only when a run starts
+
+    if analysis == CLEANSING or not requirements.is_declared(analysis) or not Path(warehouse).is_file():
+        return None
+    try:
+        rows = warehouse_module.table_row_counts(warehouse)
+    except Exception as exc:  # noqa: BLE001 - an unreadable warehouse is the notebook's error to report
+        log.warning("could not read the tables of %s: %s", warehouse, exc)
+        return None
+    verdict = requirements.check(analysis, rows)
+    return None if verdict.applicable else verdict.reason
 
 
 def _setup_failure(run: _Run, exc: OSError) -> RunResult:
@@ -897,6 +1062,8 @@ def _final_record(run: _Run, result: RunResult) -> dict:
         error_cell_index=result.error_cell_index,
         alert_count=result.alert_count,
     )
+    if result.reason:
+        record["reason"] = result.reason
     return record
 
 
@@ -925,11 +1092,11 @@ def _finish(run: _Run) -> RunResult:
         _release(run)
 
 
-def _refresh_index(output_root: str | Path | None) -> None:
+def _refresh_index(output_root: str | Path | None, dataset: str | None = None) -> None:
     try:
         from crm_analytics import report_index
 
-        report_index.write_index(output_root)
+        report_index.write_index(output_root, dataset=dataset)
     except Exception as exc:  # noqa: BLE001 - the index must never fail a run
         log.warning("could not rewrite the report index: %s", exc)
 
@@ -945,6 +1112,7 @@ def run_analysis(
     output_root: str | Path | None = None,
     parameters_root: str | Path | None = None,
     write_index: bool = True,
+    dataset: str | None = None,
 ) -> RunResult:
     """Execute ``notebooks/<analysis>.ipynb`` once and return its result.
 
@@ -960,9 +1128,12 @@ def run_analysis(
     cell_timeout, run_timeout : float
         Seconds one cell, and the whole run, may take (0 or ``None``: no limit).
     notebook_dir, output_root, parameters_root : str or Path, optional
-        Override ``notebooks/``, ``outputs/`` and ``parameters/``.
+        Override ``notebooks/``, ``outputs/`` (the folder of every dataset's outputs) and ``parameters/``.
     write_index : bool
-        Rewrite ``outputs/index.html`` afterwards.
+        Rewrite the dataset's ``index.html`` and ``outputs/index.html`` afterwards.
+    dataset : str, optional
+        The dataset to read (``--dataset``); an explicit ``parameters["dataset"]`` wins, and the
+        project default is used when neither is given. The run goes to ``outputs/<dataset>/<analysis>/``.
 
     Returns
     -------
@@ -972,7 +1143,7 @@ def run_analysis(
 
     Raises
     ------
-    UnknownAnalysisError, ParameterError
+    UnknownAnalysisError, UnknownDatasetError, ParameterError
         Before anything is executed or written.
     """
     run = _prepare(
@@ -984,6 +1155,7 @@ def run_analysis(
         notebook_dir=notebook_dir,
         output_root=output_root,
         parameters_root=parameters_root,
+        dataset=dataset,
     )
     result = _start(run)
     if result is None:
@@ -991,7 +1163,7 @@ def run_analysis(
             _wait([run], 0.5)
         result = _finish(run)
     if write_index:
-        _refresh_index(output_root)
+        _refresh_index(output_root, run.dataset)
     return result
 
 
@@ -1018,8 +1190,16 @@ def run_all(
     output_root: str | Path | None = None,
     parameters_root: str | Path | None = None,
     preload_kernels: bool = False,
+    dataset: str | None = None,
+    common_parameters: Mapping[str, Any] | None = None,
+    parameters_file: str | Path | None = None,
 ) -> list[RunResult]:
     """Run ``cleansing`` first (when present), then every other analysis with ``jobs`` parallel workers.
+
+    Every run reads ``dataset`` (default: the project's default dataset). ``parameters_file`` and
+    ``common_parameters`` (the latter winning) go to every analysis whose notebook declares the
+    key; a key no analysis declares is a :class:`ParameterError`. ``parameters_by_analysis`` wins
+    over both.
 
     If ``cleansing`` does not succeed the others are not started (it builds the warehouse they read).
     Every analysis's parameters are checked before anything runs. ``on_progress(kind, analysis,
@@ -1038,13 +1218,20 @@ def run_all(
         In the order the runs finished.
     """
     names = list(analyses) if analyses is not None else list_analyses(notebook_dir)
-    by_analysis = parameters_by_analysis or {}
+    chosen = choose_dataset(explicit=(common_parameters or {}).get(DATASET_PARAMETER), given=dataset)
+    shared = dict(load_parameters_file(parameters_file)) if parameters_file else {}
+    shared.update(common_parameters or {})
+    spread = spread_parameters(shared, names, notebook_dir=notebook_dir) if shared else {}
+    by_analysis = {
+        name: {**spread.get(name, {}), **dict((parameters_by_analysis or {}).get(name) or {})} for name in names
+    }
     common = {
         "cell_timeout": cell_timeout,
         "run_timeout": run_timeout,
         "notebook_dir": notebook_dir,
         "output_root": output_root,
         "parameters_root": parameters_root,
+        "dataset": chosen,
     }
     for name in names:  # fail fast, before any run
         _prepare(name, parameters=by_analysis.get(name), parameters_file=None, **common)
@@ -1058,7 +1245,9 @@ def run_all(
             log.error("cleansing did not succeed (%s); the other analyses were not run", first[0].status)
             return results
     dependencies = run_order(names, parameters_root=parameters_root)
-    queue = critical_path_first(names, dependencies, output_root=output_root, typical=typical_durations(parameters_root=parameters_root))
+    queue = critical_path_first(
+        names, dependencies, output_root=output_root, typical=typical_durations(parameters_root=parameters_root), dataset=chosen
+    )
     results.extend(_run_batch(queue, max(1, jobs), by_analysis, common, notify, dependencies, preload=preload_kernels))
     return results
 
@@ -1092,6 +1281,7 @@ def critical_path_first(
     *,
     output_root: str | Path | None = None,
     typical: Mapping[str, float] | None = None,
+    dataset: str | None = None,
 ) -> list[str]:
     """``names`` ordered by the length of the longest chain of runs each one starts, longest first.
 
@@ -1101,7 +1291,7 @@ def critical_path_first(
     ``typical`` seconds, else as long as the longest one known (1 s when none is known). Ties go by name.
     """
     names = list(names)
-    known = {name: _last_duration(name, output_root) for name in names}
+    known = {name: _last_duration(name, output_root, dataset) for name in names}
     fallback = max((d for d in known.values() if d is not None), default=1.0)
     duration = {name: (typical or {}).get(name, fallback) if d is None else d for name, d in known.items()}
     dependents: dict[str, set[str]] = {name: set() for name in names}
@@ -1124,9 +1314,9 @@ def critical_path_first(
     return sorted(names, key=lambda name: (-chain(name), name))
 
 
-def _last_duration(analysis: str, output_root: str | Path | None) -> float | None:
-    """Seconds the last successful run of ``analysis`` took; None when it never succeeded."""
-    run = latest_run(analysis, output_root=output_root)
+def _last_duration(analysis: str, output_root: str | Path | None, dataset: str | None = None) -> float | None:
+    """Seconds the last successful run of ``analysis`` on ``dataset`` took; None when it never succeeded."""
+    run = latest_run(analysis, output_root=output_root, dataset=dataset)
     seconds = (read_run_record(run) or {}).get("duration_s") if run else None
     return float(seconds) if seconds is not None else None
 
@@ -1164,7 +1354,7 @@ def _run_batch(
             if immediate is not None:
                 done.append(immediate)
                 notify("finished", name, immediate)
-                _refresh_index(common["output_root"])
+                _refresh_index(common["output_root"], common["dataset"])
             else:
                 running.append(run)
         if preload and running and not kernels.is_preloaded():
@@ -1174,7 +1364,7 @@ def _run_batch(
             result = _finish(run)
             done.append(result)
             notify("finished", run.analysis, result)
-            _refresh_index(common["output_root"])
+            _refresh_index(common["output_root"], common["dataset"])
         if running:
             _wait(running, 0.5)
             notify("tick", "", None)

@@ -3,15 +3,20 @@
 ``parameters/schedule.yaml``::
 
     misfire_grace_time: 300        # seconds a late run may still start (default 300)
-    timezone: Asia/Shanghai        # default zone of the jobs
+    dataset: online_retail_ii      # optional: dataset of the jobs (default: the project's default dataset)
+    timezone: Europe/London        # optional: default zone of the jobs (default: the dataset's time zone)
     jobs:
       - id: kpi-daily              # unique
         analysis: kpi              # notebooks/kpi.ipynb
+        dataset: demo              # optional, overrides the schedule's dataset
         parameters: parameters/kpi/default.yaml   # optional, relative to the project
         cron: "0 7 * * *"          # minute hour day month day-of-week (crontab meaning: 0 = Sunday)
-        timezone: Asia/Shanghai    # optional, overrides the default
+        timezone: Asia/Shanghai    # optional, overrides the default zone
         retries: 1                 # extra attempts after a failed run (default 0)
         retry_delay_s: 60          # pause before a retry (default 60)
+
+A job's zone is its ``timezone``, else the schedule's ``timezone``, else the business time zone
+of the job's dataset (its ``dataset``, else the schedule's, else the project default), else UTC.
 
 One long-lived scheduler process runs the jobs (coalesce, one instance at a time, a
 misfire grace time). Its job store is a SQLite file (``outputs/.scheduler/jobs.sqlite``)
@@ -49,11 +54,11 @@ if TYPE_CHECKING:  # the schedulers load only when one is built: pages read cron
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEZONE = "Asia/Shanghai"
+DEFAULT_TIMEZONE = "UTC"  # only when no zone is given and the dataset's cannot be read
 DEFAULT_MISFIRE_GRACE_S = 300
 LOG_NAME = "scheduler.log.jsonl"
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_JOB_KEYS = {"id", "analysis", "parameters", "cron", "timezone", "retries", "retry_delay_s"}
+_JOB_KEYS = {"id", "analysis", "dataset", "parameters", "cron", "timezone", "retries", "retry_delay_s"}
 _RETRYABLE = {"failed", "timeout", "kernel_died", "truncated"}
 
 
@@ -72,6 +77,7 @@ class ScheduledJob:
     parameters: str | None = None
     retries: int = 0
     retry_delay_s: float = 60.0
+    dataset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class ScheduleConfig:
     misfire_grace_time: int = DEFAULT_MISFIRE_GRACE_S
     timezone: str = DEFAULT_TIMEZONE
     source: Path | None = field(default=None, compare=False)
+    dataset: str | None = None
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -96,7 +103,7 @@ def _zone(name: str, where: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(f"{where}: unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
+        raise ScheduleError(f"{where}: unknown time zone {name!r} (use an IANA name such as Europe/London)") from None
 
 
 def _day_numbers(part: str, where: str) -> set[int]:
@@ -163,7 +170,23 @@ def cron_trigger(expr: str, tz: str, *, where: str = "cron") -> CronTrigger:
         raise ScheduleError(f"{where}: bad cron {expr!r}: {exc}") from None
 
 
-def _parse_job(raw: Any, index: int, default_zone: str) -> ScheduledJob:
+def dataset_zone(dataset: str | None, *, where: str = "schedule", required: bool = True) -> str:
+    """Return the business time zone of ``dataset`` (``None``: the project default).
+
+    An unreadable dataset raises :class:`ScheduleError` naming ``where``; with ``required=False``
+    the default dataset may be absent and :data:`DEFAULT_TIMEZONE` (UTC) is returned instead.
+    """
+    from crm_analytics import datasets
+
+    try:
+        return datasets.load_dataset(dataset or None).time_zone
+    except datasets.DatasetError as exc:
+        if required:
+            raise ScheduleError(f"{where}: {exc}") from None
+        return DEFAULT_TIMEZONE
+
+
+def _parse_job(raw: Any, index: int, default_zone: str | None, default_dataset: str | None = None) -> ScheduledJob:
     where = f"schedule job #{index + 1}"
     if not isinstance(raw, Mapping):
         raise ScheduleError(f"{where}: expected a mapping with id, analysis and cron")
@@ -174,11 +197,18 @@ def _parse_job(raw: Any, index: int, default_zone: str) -> ScheduledJob:
     missing = [key for key in ("id", "analysis", "cron") if not raw.get(key)]
     if missing:
         raise ScheduleError(f"{where}: missing {', '.join(missing)}")
+    dataset = str(raw.get("dataset") or default_dataset or "") or None
+    zone = raw.get("timezone") or default_zone
+    if not zone:
+        zone = dataset_zone(dataset, where=where, required=dataset is not None)
+    elif raw.get("dataset"):
+        dataset_zone(dataset, where=where)  # the named dataset must exist
     job = ScheduledJob(
         id=str(raw["id"]),
         analysis=str(raw["analysis"]),
+        dataset=dataset,
         cron=str(raw["cron"]).strip(),
-        timezone=str(raw.get("timezone") or default_zone),
+        timezone=str(zone),
         parameters=str(raw["parameters"]) if raw.get("parameters") else None,
         retries=int(raw.get("retries", 0)),
         retry_delay_s=float(raw.get("retry_delay_s", 60.0)),
@@ -189,27 +219,36 @@ def _parse_job(raw: Any, index: int, default_zone: str) -> ScheduledJob:
     return job
 
 
-def parse_schedule(raw: Any, *, source: Path | None = None) -> ScheduleConfig:
-    """Validate a loaded ``schedule.yaml`` document and return it as a :class:`ScheduleConfig`."""
+def parse_schedule(raw: Any, *, source: Path | None = None, dataset: str | None = None) -> ScheduleConfig:
+    """Validate a loaded ``schedule.yaml`` document and return it as a :class:`ScheduleConfig`.
+
+    ``dataset`` (the command line's ``--dataset``) replaces the schedule's own ``dataset:`` as the
+    dataset of jobs that do not name one.
+    """
     raw = raw or {}
     if not isinstance(raw, Mapping):
         raise ScheduleError("schedule: expected a mapping with a 'jobs' list")
-    zone = str(raw.get("timezone") or DEFAULT_TIMEZONE)
-    _zone(zone, "schedule")
+    default_dataset = str(dataset or raw.get("dataset") or "") or None
+    declared_zone = str(raw["timezone"]) if raw.get("timezone") else None
+    if declared_zone:
+        _zone(declared_zone, "schedule")
+    zone = declared_zone or dataset_zone(default_dataset, required=default_dataset is not None)
+    if declared_zone and default_dataset:
+        dataset_zone(default_dataset)  # the named dataset must exist
     entries = raw.get("jobs") or []
     if not isinstance(entries, list):
         raise ScheduleError("schedule: 'jobs' must be a list")
-    jobs = tuple(_parse_job(entry, i, zone) for i, entry in enumerate(entries))
+    jobs = tuple(_parse_job(entry, i, declared_zone, default_dataset) for i, entry in enumerate(entries))
     ids = [job.id for job in jobs]
     duplicated = sorted({i for i in ids if ids.count(i) > 1})
     if duplicated:
         raise ScheduleError(f"schedule: duplicate job id(s) {', '.join(duplicated)}")
     grace = int(raw.get("misfire_grace_time", DEFAULT_MISFIRE_GRACE_S))
-    return ScheduleConfig(jobs=jobs, misfire_grace_time=grace, timezone=zone, source=source)
+    return ScheduleConfig(jobs=jobs, misfire_grace_time=grace, timezone=zone, source=source, dataset=default_dataset)
 
 
-def load_schedule(path: str | Path | None = None) -> ScheduleConfig:
-    """Read and validate ``schedule.yaml`` (default ``parameters/schedule.yaml``)."""
+def load_schedule(path: str | Path | None = None, *, dataset: str | None = None) -> ScheduleConfig:
+    """Read and validate ``schedule.yaml`` (default ``parameters/schedule.yaml``); ``dataset`` as in :func:`parse_schedule`."""
     path = Path(path) if path else schedule_file()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -217,7 +256,7 @@ def load_schedule(path: str | Path | None = None) -> ScheduleConfig:
         raise ScheduleError(f"schedule file not found: {path}") from None
     except yaml.YAMLError as exc:
         raise ScheduleError(f"schedule file {path} is not valid YAML: {exc}") from None
-    return parse_schedule(raw, source=path)
+    return parse_schedule(raw, source=path, dataset=dataset)
 
 
 # ----------------------------------------------------------------------------- the run log
@@ -248,8 +287,8 @@ class RunLog:
 
 
 def default_log_path(output_root: str | Path | None = None) -> Path:
-    """Return ``outputs/scheduler.log.jsonl``."""
-    return (Path(output_root) if output_root else paths.outputs_dir()) / LOG_NAME
+    """Return ``outputs/scheduler.log.jsonl`` (one log for every dataset's jobs)."""
+    return (Path(output_root) if output_root else paths.outputs_root()) / LOG_NAME
 
 
 # ----------------------------------------------------------------------------- executing a job
@@ -264,8 +303,9 @@ def execute_job(
     retry_delay_s: float = 60.0,
     log_path: str,
     runner_options: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
 ) -> str:
-    """Run one scheduled job: the analysis, then up to ``retries`` more attempts while it fails.
+    """Run one scheduled job on ``dataset``: the analysis, then up to ``retries`` more attempts while it fails.
 
     Returns the final status. A ``skipped_locked`` run (another process runs the analysis) is
     logged as a skip and not retried. Everything is logged to ``log_path``.
@@ -274,7 +314,9 @@ def execute_job(
 
     run_log = RunLog(log_path)
     options = dict(runner_options or {})
-    run_log.write("trigger", job_id=job_id, analysis=analysis, parameters_file=parameters_file)
+    if dataset:
+        options["dataset"] = dataset
+    run_log.write("trigger", job_id=job_id, analysis=analysis, dataset=options.get("dataset"), parameters_file=parameters_file)
     status = "failed"
     for attempt in range(1, retries + 2):
         try:
@@ -286,6 +328,7 @@ def execute_job(
         fields = {
             "job_id": job_id,
             "analysis": analysis,
+            "dataset": result.dataset,
             "attempt": attempt,
             "run_id": result.run_id,
             "status": status,
@@ -307,20 +350,25 @@ def execute_job(
 # ----------------------------------------------------------------------------- crashed runs
 
 
+def _folders(parent: Path) -> list[Path]:
+    return sorted(p for p in parent.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+
+
 def find_unfinished_runs(output_root: str | Path | None = None) -> list[Path]:
     """Return run folders that started and never ended: ``*.tmp`` folders, or a ``run.json`` without ``ended_at``.
 
-    Folders whose analysis lock is held right now (a run in progress) are left out.
+    Runs live in ``<output_root>/<dataset>/<analysis>/<run_id>/``. Folders whose analysis lock is
+    held right now (a run in progress) are left out.
     """
     import filelock
 
-    root = Path(output_root) if output_root else paths.outputs_dir()
+    root = Path(output_root) if output_root else paths.outputs_root()
     found: list[Path] = []
     if not root.is_dir():
         return found
-    for analysis_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for analysis_dir in (a for d in _folders(root) for a in _folders(d)):
         candidates = []
-        for run_dir in sorted(p for p in analysis_dir.iterdir() if p.is_dir() and not p.is_symlink()):
+        for run_dir in _folders(analysis_dir):
             record = _read_record(run_dir)
             if run_dir.name.endswith(".tmp") or (
                 record is not None and not record.get("ended_at") and record.get("status") != "crashed"
@@ -389,6 +437,7 @@ def _job_kwargs(job: ScheduledJob, log_path: Path, runner_options: Mapping[str, 
     return {
         "job_id": job.id,
         "analysis": job.analysis,
+        "dataset": job.dataset,
         "parameters_file": parameters,
         "retries": job.retries,
         "retry_delay_s": job.retry_delay_s,
@@ -411,7 +460,7 @@ def sync_jobs(scheduler: BaseScheduler, config: ScheduleConfig, *, log_path: Pat
         trigger = cron_trigger(job.cron, job.timezone, where=f"schedule job {job.id!r}")
         options = {
             "kwargs": _job_kwargs(job, log_path, runner_options),
-            "name": f"{job.analysis} ({job.cron} {job.timezone})",
+            "name": f"{job.analysis}{f' on {job.dataset}' if job.dataset else ''} ({job.cron} {job.timezone})",
             "misfire_grace_time": config.misfire_grace_time,
             "coalesce": True,
             "max_instances": 1,
@@ -425,7 +474,7 @@ def sync_jobs(scheduler: BaseScheduler, config: ScheduleConfig, *, log_path: Pat
 
 def default_jobstore_url(output_root: str | Path | None = None) -> str:
     """Return the SQLite job store URL, ``outputs/.scheduler/jobs.sqlite``."""
-    folder = (Path(output_root) if output_root else paths.outputs_dir()) / ".scheduler"
+    folder = (Path(output_root) if output_root else paths.outputs_root()) / ".scheduler"
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(folder / 'jobs.sqlite').resolve()}"
 
@@ -567,6 +616,8 @@ def crontab_lines(config: ScheduleConfig, *, root: str | Path | None = None, com
             zone = job.timezone
             lines.append(f"CRON_TZ={zone}")
         run = f"{command} run {shlex.quote(job.analysis)}"
+        if job.dataset:
+            run += f" --dataset {shlex.quote(job.dataset)}"
         if job.parameters:
             run += f" -f {shlex.quote(job.parameters)}"
         lines.append(f"{job.cron} cd {shlex.quote(str(root))} && {run}  # {job.id}")

@@ -1,11 +1,11 @@
 """The canonical tables of the warehouse and their column contracts.
 
-Every source is mapped onto these names (see ``parameters/sources.yaml``) and
-every analysis reads them. Conventions: identifiers end in ``_id`` and are
-strings; timestamps end in ``_time`` and are naive local times in the business
-time zone (``BUSINESS_TIME_ZONE``); calendar days end in ``_date``; money ends
-in ``_amount`` and is in the row's ``currency`` (CNY unless stated); booleans
-start with ``is_``; scores end in ``_score``.
+Every source of a dataset is mapped onto these names (see the ``sources:`` block of
+``parameters/datasets/<name>.yaml``) and every analysis reads them. Conventions:
+identifiers end in ``_id`` and are strings; timestamps end in ``_time`` and are
+naive local times in the dataset's business time zone (``Dataset.time_zone``);
+calendar days end in ``_date``; money ends in ``_amount`` and is in the dataset's
+currency (``Dataset.currency``); booleans start with ``is_``; scores end in ``_score``.
 
 Types are logical: ``string``, ``int64``, ``float64``, ``bool``, ``timestamp``,
 ``date``. ``duckdb_type`` and ``pandas_dtype`` translate them.
@@ -14,8 +14,6 @@ Types are logical: ``string``, ``int64``, ``float64``, ``bool``, ``timestamp``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-BUSINESS_TIME_ZONE = "Asia/Shanghai"
 
 _DUCKDB_TYPES = {
     "string": "VARCHAR",
@@ -109,8 +107,11 @@ CUSTOMERS = Table(
         _c("phone", "string", "Phone number; personal data"),
         _c("gender", "string", "F, M or unknown"),
         _c("birth_date", "date", "Date of birth"),
-        _c("province", "string", "Province (canonical English name, e.g. Guangdong)"),
+        _c("province", "string", "Province or state (canonical English name, e.g. Guangdong)"),
         _c("city", "string", "City (canonical English name, e.g. Shenzhen)"),
+        _c("country", "string", "Country as the source writes it (e.g. France, EIRE); never a province"),
+        _c("person_key", "string", "A person identifier known to the source (e.g. a customer number shared by several exports): "
+           "records sharing it are one customer, whatever their other fields"),
         _c("acquisition_channel", "string", "Channel that brought the customer (organic_search, paid_search, social, referral, store, call_centre)"),
         _c("signup_time", "timestamp", "When the customer record was created", required=True),
         _c("source", "string", "Source system the record came from (web, store, call_centre)", required=True),
@@ -124,7 +125,7 @@ PRODUCTS = Table(
         _c("product_id", "string", "Product identifier", key=True),
         _c("product_name", "string", "Product name", required=True),
         _c("category", "string", "Product category", required=True),
-        _c("list_price_amount", "float64", "List price, CNY", required=True),
+        _c("list_price_amount", "float64", "List price, in the dataset's currency", required=True),
     ),
 )
 
@@ -136,7 +137,7 @@ ORDERS = Table(
         _c("customer_id", "string", "Buyer", required=True),
         _c("order_time", "timestamp", "When the order was placed", required=True),
         _c("order_amount", "float64", "Amount paid after discount, in currency; negative for refunds", required=True),
-        _c("currency", "string", "ISO 4217 currency code (CNY)"),
+        _c("currency", "string", "ISO 4217 currency code (the dataset's currency)"),
         _c("discount_amount", "float64", "Discount granted on the order, in currency"),
         _c("channel", "string", "Sales channel (web, app, mini_program, store, call_centre)", required=True),
         _c("is_refund", "bool", "True for a refund row"),
@@ -152,7 +153,7 @@ ORDER_ITEMS = Table(
         _c("line_number", "int64", "Line number within the order, from 1", required=True),
         _c("product_id", "string", "Product bought", required=True),
         _c("quantity", "int64", "Units bought", required=True),
-        _c("unit_price_amount", "float64", "Price per unit before order-level discount, CNY", required=True),
+        _c("unit_price_amount", "float64", "Price per unit before order-level discount, in the dataset's currency", required=True),
     ),
 )
 
@@ -180,7 +181,7 @@ OPPORTUNITIES = Table(
         _c("lead_source", "string", "Where the lead came from (web_form, trade_show, referral, outbound, partner)", required=True),
         _c("owner", "string", "Sales representative", required=True),
         _c("created_time", "timestamp", "When the lead was created", required=True),
-        _c("expected_amount", "float64", "Expected deal value, CNY", required=True),
+        _c("expected_amount", "float64", "Expected deal value, in the dataset's currency", required=True),
         _c("status", "string", "open, won or lost", required=True),
         _c("closed_time", "timestamp", "When it was won or lost; empty while open"),
     ),
@@ -205,7 +206,7 @@ CAMPAIGNS = Table(
         _c("channel", "string", "Marketing channel (email, sms, wechat, paid_search, social, display)", required=True),
         _c("start_date", "date", "First day", required=True),
         _c("end_date", "date", "Last day", required=True),
-        _c("spend_amount", "float64", "Total spend, CNY", required=True),
+        _c("spend_amount", "float64", "Total spend, in the dataset's currency", required=True),
     ),
 )
 
@@ -259,7 +260,7 @@ EXPERIMENT_ASSIGNMENTS = Table(
         _c("variant", "string", "control or treatment", required=True),
         _c("assigned_time", "timestamp", "When the customer was assigned", required=True),
         _c("is_converted", "bool", "Whether the customer converted within the experiment window", required=True),
-        _c("revenue_amount", "float64", "Revenue from the customer within the window, CNY", required=True),
+        _c("revenue_amount", "float64", "Revenue from the customer within the window, in the dataset's currency", required=True),
     ),
 )
 
@@ -312,16 +313,64 @@ def markdown_table(table: Table) -> str:
     return "\n".join(lines)
 
 
+TIME_SECTION = (
+    "## Time",
+    "",
+    "Every timestamp is stored as a naive local time in the dataset's business time zone (`time_zone` of the",
+    "dataset file): a day, a month or an hour of the day in an analysis is then the day, month or hour the",
+    "business lives in, with no conversion at query time. The zone is recorded beside the tables",
+    "(`dataset_info`), so the instant can always be recovered.",
+    "",
+    "- A value with an offset (`2024-03-01T00:00:00+08:00`, `...Z`) or a time-zone-aware column is converted",
+    "  into the business zone.",
+    "- A naive value is read in its source's `time_zone` (default: the business zone) and converted when the",
+    "  two differ; in the business zone it is kept as written.",
+    "- Daylight-saving changes never reject a value. A local time that occurs twice (the repeated hour in",
+    "  autumn) is its first occurrence, still in daylight time: Europe/London `2024-10-27 01:30` is",
+    "  `00:30` UTC, America/Sao_Paulo `2017-02-18 23:41:47` is `2017-02-19 01:41:47` UTC. A local time that",
+    "  never occurs (the skipped hour in spring) is read with the offset before the change, which moves it",
+    "  forward by the gap: Europe/London `2024-03-31 01:30` is `01:30` UTC, `02:30` local; America/Sao_Paulo",
+    "  `2016-10-16 00:41` is `03:41` UTC, `01:41` local. (This is Python's `fold=0`; see",
+    "  `crm_analytics.parsing.localize`.)",
+    "- Time-zone-aware data handed to an analysis function is converted to the business zone",
+    "  (`frames.use_time_zone`); a column mixing aware and naive values is an error naming the column.",
+    "",
+)
+
+
+MONEY_SECTION = (
+    "## Money",
+    "",
+    "Every amount (`*_amount`) is in the dataset's currency (`currency` of the dataset file, an ISO 4217 code).",
+    "Cleansing writes it into the `currency` column of `orders`, whatever the source spelled (`RMB`, `人民币`,",
+    "`¥` become `CNY`; `£` becomes `GBP`); a currency text that names no currency sends the row to quarantine",
+    "(`unknown_currency`).",
+    "",
+    "- A source holding amounts in another currency is an error naming the currencies and their row counts,",
+    "  unless the dataset declares `exchange_rates`: rows of `currency`, `date`, `rate` (units of the dataset",
+    "  currency for one unit of `currency`), inline or as a CSV/YAML file under the dataset folder.",
+    "- Rate date rule: an amount is converted with the **latest rate of its currency dated on or before the",
+    "  day of its row** (the order's calendar day in the business time zone). A rate dated later is never",
+    "  used; a row with no rate on or before its day goes to quarantine (`no_exchange_rate`). See",
+    "  `crm_analytics.money.convert_amounts`.",
+    "- Reports, pages and KPI tiles write money with the dataset's currency and `locale` (`£86,161` in",
+    "  `en_GB`, `R$ 86.161` in `pt_BR`); KPIs measured in money have the unit `money`.",
+    "",
+)
+
+
 def data_model_markdown() -> str:
     """Return the documentation page of the whole data model (``docs/data_model.md``)."""
     header = [
         "# The data model",
         "",
-        "The canonical tables of the warehouse (`data/warehouse/crm.duckdb`), defined in `crm_analytics/schema.py`.",
-        f"Timestamps (`*_time`) are naive local times in the business time zone, {BUSINESS_TIME_ZONE}; money",
-        "(`*_amount`) is in CNY unless a `currency` column says otherwise; identifiers (`*_id`) are text.",
-        "Every source is mapped onto these names in `parameters/sources.yaml`.",
+        "The canonical tables of a dataset's warehouse (`data/warehouse/<dataset>.duckdb`), defined in",
+        "`crm_analytics/schema.py`. Timestamps (`*_time`) are naive local times in the dataset's business time",
+        "zone; money (`*_amount`) is in the dataset's currency; identifiers (`*_id`) are text. Every source of a",
+        "dataset is mapped onto these names in the `sources:` block of `parameters/datasets/<name>.yaml`.",
         "",
+        *TIME_SECTION,
+        *MONEY_SECTION,
     ]
     return "\n".join(header + [markdown_table(t) + "\n" for t in TABLES.values()])
 

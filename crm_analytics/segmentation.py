@@ -12,7 +12,7 @@ frequency
     same-day orders count separately). Refund rows are not purchases.
 monetary
     Net revenue at or before ``as_of``: the sum of ``order_amount`` over purchases
-    *and* refunds (refunds are negative amounts), in the orders' currency (CNY).
+    *and* refunds (refunds are negative amounts), in the dataset currency.
 purchase / refund
     A row with ``order_amount >= 0`` is a purchase; a row with a negative amount
     is a refund. The sign is used, not ``is_refund``, so sources without that
@@ -116,7 +116,7 @@ def rfm_totals(
     -------
     ibis.Table
         ``customer_col``, ``last_order_time`` (timestamp of the last purchase),
-        ``frequency`` (purchase orders), ``monetary`` (net revenue, CNY).
+        ``frequency`` (purchase orders), ``monetary`` (net revenue, dataset currency).
     """
     require_columns(orders, [customer_col, time_col, amount_col], context="rfm(orders)")
     table = as_ibis(orders)
@@ -251,7 +251,7 @@ def rfm(
     ----------
     orders
         pandas DataFrame or Ibis table with ``customer_col`` (string id),
-        ``time_col`` (timestamp) and ``amount_col`` (money, CNY; negative for refunds).
+        ``time_col`` (timestamp) and ``amount_col`` (money in the dataset currency; negative for refunds).
     as_of
         Date or timestamp (ISO string accepted); the snapshot moment. Orders with
         ``time_col <= as_of`` count.
@@ -263,7 +263,7 @@ def rfm(
     pandas.DataFrame
         One row per customer with a purchase, sorted by ``customer_col``:
         ``customer_col``, ``recency_days`` (int, days), ``frequency`` (int, orders),
-        ``monetary`` (float, CNY), ``r_score``, ``f_score``, ``m_score`` (int 1..n_bins),
+        ``monetary`` (float, dataset currency), ``r_score``, ``f_score``, ``m_score`` (int 1..n_bins),
         ``rfm_segment`` (categorical, ``SEGMENTS``).
     """
     _check_n_bins(n_bins)
@@ -332,8 +332,8 @@ def segment_summary(
     pandas.DataFrame
         One row per segment (every category, empty ones included): ``segment_col``,
         ``n_customers``, ``customer_pct`` (% of customers), ``revenue_amount``
-        (sum of ``amount_col``, CNY), ``revenue_pct`` (% of total revenue),
-        ``revenue_per_customer_amount`` (CNY; 0 for an empty segment).
+        (sum of ``amount_col``, dataset currency), ``revenue_pct`` (% of total revenue),
+        ``revenue_per_customer_amount`` (dataset currency; 0 for an empty segment).
     """
     require_columns(customers, [segment_col, amount_col], context="segment_summary(customers)")
     grouped = customers.groupby(segment_col, observed=False)[amount_col]
@@ -510,8 +510,8 @@ def customer_features(
     Parameters
     ----------
     orders
-        ``order_id``, ``customer_col``, ``time_col``, ``amount_col`` (CNY),
-        ``discount_col`` (CNY, may be missing per row), ``channel_col``.
+        ``order_id``, ``customer_col``, ``time_col``, ``amount_col`` (dataset currency),
+        ``discount_col`` (dataset currency, may be missing per row), ``channel_col``.
     order_items, products
         Optional; together they add the category mix, the average unit price and
         items per order. ``order_items``: ``order_id``, ``product_id``, ``quantity``,
@@ -524,11 +524,11 @@ def customer_features(
     pandas.DataFrame
         One row per customer with a purchase, sorted by ``customer_col``:
         ``recency_days`` (days since the last purchase), ``frequency`` (purchase
-        orders), ``monetary`` (net revenue, CNY), ``tenure_days`` (days since the
-        first purchase), ``avg_order_amount`` (CNY per purchase),
+        orders), ``monetary`` (net revenue, dataset currency), ``tenure_days`` (days since the
+        first purchase), ``avg_order_amount`` (dataset currency per purchase),
         ``discounted_order_pct`` (% of purchases with a discount), ``discount_pct``
         (discount as % of the pre-discount amount), ``channel_<name>_pct`` (% of
-        purchases per sales channel); with items: ``avg_unit_price_amount`` (CNY),
+        purchases per sales channel); with items: ``avg_unit_price_amount`` (dataset currency),
         ``items_per_order`` (units), ``category_<name>_pct`` (% of item revenue);
         with tickets: ``n_support_tickets``.
     """
@@ -862,9 +862,9 @@ def segment_mix(
     -------
     pandas.DataFrame
         One row per (``by``, segment) present: ``n_customers``, ``group_pct``
-        (% of the group's customers in the segment), ``revenue_amount`` (CNY),
+        (% of the group's customers in the segment), ``revenue_amount`` (dataset currency),
         and per group ``group_customers``, ``group_revenue_amount`` and
-        ``revenue_per_customer_amount`` (CNY).
+        ``revenue_per_customer_amount`` (dataset currency).
     """
     require_columns(customers, [by, segment_col, amount_col], context="segment_mix(customers)")
     frame = customers[[by, segment_col, amount_col]].copy()

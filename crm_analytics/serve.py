@@ -26,7 +26,9 @@ Voilà 0.5 finds templates only in the Jupyter data directories (``<dir>/voila/t
 which must stay the installed one.
 
 Every visit starts a kernel and runs the page notebook, so pages read results persisted by the scheduled
-runs (see ``crm_analytics.pages``) instead of recomputing.
+runs (see ``crm_analytics.pages``) instead of recomputing. One server shows one dataset: page kernels
+inherit ``CRM_ANALYTICS_DATASET``, so they read ``outputs/<dataset>/`` (the project default unless
+``dataset`` is given).
 
 Run ``python -m crm_analytics.serve --help`` (the ``crm-analytics serve`` command calls ``serve``).
 """
@@ -152,10 +154,12 @@ def use_page_template(environ: MutableMapping[str, str] = os.environ) -> None:
     environ["JUPYTER_PATH"] = os.pathsep.join([root, *others])
 
 
-def _kernel_environment(host: str) -> None:
-    """Prepare what page kernels inherit: the package importable from the staging folder, and the address a
-    preheated kernel calls back to when its visitor arrives."""
+def _kernel_environment(host: str, dataset: str | None = None) -> None:
+    """Prepare what page kernels inherit: the package importable from the staging folder, the address a
+    preheated kernel calls back to when its visitor arrives, and the dataset whose outputs the pages read."""
     os.environ["VOILA_APP_IP"] = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    if dataset:
+        os.environ[paths.DATASET_ENV] = dataset
     code = str(paths.code_root())
     current = os.environ.get("PYTHONPATH", "")
     if code not in current.split(os.pathsep):
@@ -173,6 +177,7 @@ def serve(
     cull_idle_timeout: int = 1800,
     pool_size: int = 0,
     allow_remote_without_token: bool = False,
+    dataset: str | None = None,
 ) -> None:
     """Serve the stakeholder pages with Voilà until interrupted (blocking).
 
@@ -194,12 +199,19 @@ def serve(
         Preheated kernels kept ready per page (default 0: start a kernel per visit, the reliable mode).
     allow_remote_without_token : bool
         Accept a non-local host without a token (behind an authenticating reverse proxy only).
+    dataset : str, optional
+        The dataset whose persisted results the pages show (default: the project's default dataset).
+        An unknown dataset raises ``crm_analytics.datasets.DatasetError`` before the server starts.
 
     The pages are at ``http://<host>:<port>/voila/render/<notebook>.ipynb``; the root lists them.
     """
     check_exposure(host, token, allow_remote_without_token=allow_remote_without_token)
+    if dataset:
+        from crm_analytics import datasets
+
+        datasets.load_dataset(dataset)
     pages = resolve_notebooks(notebooks)
-    _kernel_environment(host)
+    _kernel_environment(host, dataset)
     use_page_template()
     from voila.app import Voila
 
@@ -229,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--open-browser", action="store_true")
     parser.add_argument("--execution-timeout", type=int, default=120)
     parser.add_argument("--pool-size", type=int, default=0, help="preheated kernels per page (default 0: none)")
+    parser.add_argument("--dataset", "-d", default=None, help="dataset whose results the pages show (default: the project default)")
     args = parser.parse_args(argv)
     serve(
         host=args.host,
@@ -238,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         open_browser=args.open_browser,
         execution_timeout=args.execution_timeout,
         pool_size=args.pool_size,
+        dataset=args.dataset,
     )
 
 

@@ -1,8 +1,9 @@
 """Read raw source exports onto the canonical column names.
 
-A source is declared in ``parameters/sources.yaml`` (format, encoding, column
-map, constants; see the comments there). ``read_source`` returns the rows as
-read, with canonical column names and three lineage columns:
+A source is declared in the ``sources:`` block of a dataset file
+(``parameters/datasets/<name>.yaml``: format, encoding, column map, constants;
+see the comments there). ``read_source`` returns the rows as read, with
+canonical column names and three lineage columns:
 
 ``_source``
     the source's name in the map, e.g. ``store_members``;
@@ -15,6 +16,19 @@ Values of CSV and Excel sources stay text (standardisation is the cleansing
 step's job), so nothing is lost or guessed here. Parquet and SQL sources keep
 their types. Problems that make a whole file unreadable raise
 ``SourceError`` naming the file and, where it applies, the column.
+
+Derived sources. A dataset may declare named ``inputs:`` (``path`` relative to
+its ``data_dir``, ``format`` csv / excel / parquet / sql, ``sheet`` a name, a
+list or ``all``, ``encoding``, ``delimiter``; ``url`` and ``query`` for sql).
+Each is read by the readers below and registered in an in-memory DuckDB under
+its name, with the lineage columns ``_source_file`` (``file#sheet`` for a
+workbook), ``_source_sheet`` and ``_source_row`` (1-based row within that file
+or sheet). A source with ``query:`` (and no ``url``) is then a DuckDB SELECT
+over those inputs whose result columns are canonical names plus the
+passed-through ``_source_file`` and ``_source_row``; an aggregated row carries
+the lineage of its first line, e.g.
+``arg_min(_source_file, (_source_file, _source_row))``. So a row that fails
+validation after a query is still quarantined with its file, sheet and row.
 """
 
 from __future__ import annotations
@@ -22,7 +36,11 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
-from collections.abc import Iterator
+import difflib
+import functools
+import json
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,21 +52,41 @@ import yaml
 from crm_analytics import paths, schema
 
 FORMATS = ("csv", "excel", "parquet", "sql")
+DERIVED = "query"  # the format of a source derived by a DuckDB query over the dataset's inputs
 ENCODING_CASCADE = ("utf-8-sig", "gb18030")
 LINEAGE_COLUMNS = ("_source", "_source_file", "_source_row")
-_SPEC_KEYS = {"table", "path", "format", "encoding", "sheet", "time_zone", "date_formats", "columns", "constants", "url", "query", "delimiter"}
+INPUT_LINEAGE = ("_source_file", "_source_sheet", "_source_row")  # columns of every registered input
+_SPEC_KEYS = {"table", "path", "format", "encoding", "sheet", "time_zone", "date_formats", "columns", "constants", "url", "query",
+              "delimiter", "inputs"}
+INPUT_KEYS = {"path", "format", "sheet", "encoding", "delimiter", "url", "query", "description"}
+ALL_SHEETS = "all"
 
 
 class SourceError(ValueError):
     """A source cannot be read as declared. The message names the file and, where it applies, the column."""
 
 
-def load_source_map(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """Read and check a source map (default ``parameters/sources.yaml``).
+def load_source_map(
+    path: str | Path | None = None, *, inputs: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Read and check a source map: a dataset file's ``sources:`` block (default: the default dataset's file).
 
-    Returns ``{source name: spec}``. Raises ``SourceError`` naming the source and
-    the field for an unknown table, format, canonical column or key, and for a
-    required column that is neither mapped nor a constant.
+    Parameters
+    ----------
+    path : path, optional
+        A dataset file (or an older stand-alone source map) holding ``sources:`` and, optionally, ``inputs:``.
+    inputs : mapping, optional
+        Named inputs added to (and overriding) the file's own ``inputs:`` block, e.g. a dataset's
+        inputs for a source map kept in another file.
+
+    Returns
+    -------
+    dict
+        ``{source name: spec}``. A derived source (``query`` without ``url``) gets ``format: query`` and
+        ``inputs``: the declared inputs it may read (all of them, or those it names in a list).
+
+    Raises ``SourceError`` naming the file, the source and the key for an unknown table, format,
+    canonical column, key or input name, and for a required column that is neither mapped nor a constant.
     """
     map_path = Path(path) if path else paths.sources_file()
     with open(map_path, encoding="utf-8") as handle:
@@ -56,19 +94,72 @@ def load_source_map(path: str | Path | None = None) -> dict[str, dict[str, Any]]
     sources = document.get("sources")
     if not isinstance(sources, dict) or not sources:
         raise SourceError(f"{map_path}: no `sources:` mapping found")
-    for name, spec in sources.items():
-        check_spec(name, spec, where=str(map_path))
-    return sources
+    declared = check_inputs(dict(document.get("inputs") or {}) | dict(inputs or {}), where=str(map_path))
+    return {name: _attach_inputs(name, spec, declared, where=str(map_path)) for name, spec in sources.items()}
+
+
+def check_inputs(inputs: Mapping[str, Any], *, where: str = "dataset file") -> dict[str, dict[str, Any]]:
+    """Check named inputs; return them as ``{name: spec}``. ``SourceError`` names the file, the input and the key."""
+    if not isinstance(inputs, Mapping):
+        raise SourceError(f"{where}: `inputs` must map a name to an input (path, format, ...), got {inputs!r}")
+    checked = {}
+    for name, spec in inputs.items():
+        prefix = f"{where}: input {name!r}"
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
+            raise SourceError(f"{prefix}: an input name must be a SQL identifier (letters, digits, '_'), as queries name it")
+        if not isinstance(spec, Mapping):
+            raise SourceError(f"{prefix}: expected a mapping with `path` and `format`, got {spec!r}")
+        unknown = sorted(set(spec) - INPUT_KEYS)
+        if unknown:
+            raise SourceError(f"{prefix}: unknown key(s) {unknown}{_close_hint(unknown[0], INPUT_KEYS)}; allowed: {sorted(INPUT_KEYS)}")
+        if spec.get("format") not in (*FORMATS, DERIVED):
+            raise SourceError(f"{prefix}: format must be one of {(*FORMATS, DERIVED)}, got {spec.get('format')!r}")
+        if spec["format"] == "sql" and not spec.get("url"):
+            raise SourceError(f"{prefix}: a sql input needs `url` (a SQLAlchemy URL) and `query` or `path` (a table name)")
+        if spec["format"] == DERIVED and not spec.get("query"):
+            raise SourceError(f"{prefix}: a query input needs `query` (DuckDB SQL over the inputs declared before it)")
+        if spec["format"] not in ("sql", DERIVED) and not spec.get("path"):
+            raise SourceError(f"{prefix}: `path` is required (relative to the dataset's data_dir)")
+        checked[str(name)] = dict(spec)
+    return checked
+
+
+def is_derived(spec: Mapping[str, Any]) -> bool:
+    """Whether a source is derived by a DuckDB query over the dataset's inputs (``query`` without ``url``)."""
+    return spec.get("format") == DERIVED or (bool(spec.get("query")) and not spec.get("url") and spec.get("format") in (None, DERIVED))
+
+
+def _attach_inputs(name: str, spec: Any, declared: dict[str, dict[str, Any]], *, where: str) -> dict[str, Any]:
+    """Check one source; a derived one gets ``format: query`` and the inputs it may read."""
+    if not isinstance(spec, Mapping):
+        raise SourceError(f"{where}: source {name!r}: expected a mapping (table, format, path or query, columns), got {spec!r}")
+    spec = dict(spec)
+    if is_derived(spec):
+        spec["format"] = DERIVED
+        own = spec.get("inputs")
+        if isinstance(own, list):
+            unknown = [n for n in own if n not in declared]
+            if unknown:
+                raise SourceError(f"{where}: source {name!r}: unknown input(s) {unknown}{_close_hint(str(unknown[0]), declared)}; "
+                                  f"the declared inputs are {sorted(declared)}")
+            spec["inputs"] = {n: declared[n] for n in own}
+        else:
+            spec["inputs"] = declared | check_inputs(own or {}, where=f"{where}: source {name!r}")
+        spec["_where"] = where
+    check_spec(name, spec, where=where)
+    return spec
 
 
 def check_spec(name: str, spec: dict[str, Any], *, where: str = "source map") -> None:
     """Raise ``SourceError`` if one source's spec is inconsistent with the schema."""
     prefix = f"{where}: source {name!r}"
-    unknown_keys = set(spec) - _SPEC_KEYS
+    unknown_keys = {key for key in spec if not str(key).startswith("_")} - _SPEC_KEYS
     if unknown_keys:
-        raise SourceError(f"{prefix}: unknown key(s) {sorted(unknown_keys)}; allowed: {sorted(_SPEC_KEYS)}")
-    if spec.get("format") not in FORMATS:
-        raise SourceError(f"{prefix}: format must be one of {FORMATS}, got {spec.get('format')!r}")
+        hint = _close_hint(sorted(unknown_keys)[0], _SPEC_KEYS)
+        raise SourceError(f"{prefix}: unknown key(s) {sorted(unknown_keys)}{hint}; allowed: {sorted(_SPEC_KEYS)}")
+    derived = spec.get("format") == DERIVED
+    if not derived and spec.get("format") not in FORMATS:
+        raise SourceError(f"{prefix}: format must be one of {FORMATS}, got {spec.get('format')!r} (or give `query` over the dataset's inputs)")
     try:
         table = schema.get_table(spec.get("table", ""))
     except KeyError as error:
@@ -77,11 +168,28 @@ def check_spec(name: str, spec: dict[str, Any], *, where: str = "source map") ->
     unknown = [c for c in mapped if c not in table.column_names]
     if unknown:
         raise SourceError(f"{prefix}: {unknown} are not columns of table {table.name!r} ({table.column_names})")
+    if derived:
+        if not spec.get("query"):
+            raise SourceError(f"{prefix}: a derived source needs `query` (DuckDB SQL over the dataset's inputs)")
+        if not isinstance(spec.get("inputs"), Mapping):
+            raise SourceError(f"{prefix}: a derived source needs its inputs; read it through load_source_map or a Dataset")
+        return  # required columns are checked on the query's result
     unmapped = [c for c in table.required_columns if c not in mapped]
     if unmapped:
         raise SourceError(f"{prefix}: required column(s) {unmapped} of table {table.name!r} are neither mapped nor constant")
     if spec["format"] == "sql" and not spec.get("url"):
         raise SourceError(f"{prefix}: a sql source needs `url` (a SQLAlchemy URL) and `query` or `path` (a table name)")
+
+
+def _close_hint(word: str, candidates) -> str:
+    """`` (did you mean 'X'?)`` for the closest candidates, or an empty string."""
+    matches = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
+
+
+def _where(name: str, spec: Mapping[str, Any]) -> str:
+    """``<dataset file>: source '<name>'`` for error messages."""
+    return f"{spec.get('_where', 'source map')}: source {name!r}"
 
 
 def read_source(name: str, spec: dict[str, Any], dataset_dir: str | Path | None = None) -> pd.DataFrame:
@@ -102,8 +210,10 @@ def read_source(name: str, spec: dict[str, Any], dataset_dir: str | Path | None 
     (mapped optional columns the file lacks; they read as missing values).
     """
     check_spec(name, spec)
-    reader = {"csv": _read_csv, "excel": _read_excel, "parquet": _read_parquet, "sql": _read_sql}[spec["format"]]
-    raw, location, attrs = reader(spec, Path(dataset_dir) if dataset_dir else paths.raw_dir())
+    folder = Path(dataset_dir) if dataset_dir else paths.raw_dir()
+    if spec["format"] == DERIVED:
+        return read_derived(name, spec, folder)
+    raw, location, attrs = _READERS[spec["format"]](spec, folder)
     return _mapped_with_lineage(raw, name, spec, location, attrs)
 
 
@@ -137,14 +247,21 @@ def read_source_chunks(
 
 
 def _mapped_with_lineage(raw: pd.DataFrame, name: str, spec: dict[str, Any], location: str, attrs: dict, *, first_row: int = 1) -> pd.DataFrame:
-    """Map ``raw`` onto canonical names and add the ``attrs`` and lineage columns (rows numbered from ``first_row``)."""
+    """Map ``raw`` onto canonical names and add the ``attrs`` and lineage columns (rows numbered from ``first_row``).
+
+    A ``raw`` frame that carries its own ``_source_file`` and ``_source_row`` (several sheets) keeps them.
+    """
     frame = _map_columns(raw, spec, location)
     frame.attrs.update(attrs)
-    frame.attrs["unknown_columns"] = [c for c in raw.columns if c not in set(spec["columns"].values())]
+    frame.attrs["unknown_columns"] = [c for c in raw.columns if c not in set(spec["columns"].values()) and c not in INPUT_LINEAGE]
     frame.attrs["missing_optional_columns"] = [c for c in spec["columns"].values() if c not in raw.columns]
     frame["_source"] = name
-    frame["_source_file"] = location
-    frame["_source_row"] = pd.RangeIndex(first_row, first_row + len(frame)).to_numpy()
+    if "_source_file" in raw.columns and "_source_row" in raw.columns:
+        frame["_source_file"] = raw["_source_file"].to_numpy()
+        frame["_source_row"] = raw["_source_row"].to_numpy()
+    else:
+        frame["_source_file"] = location
+        frame["_source_row"] = pd.RangeIndex(first_row, first_row + len(frame)).to_numpy()
     return frame
 
 
@@ -175,7 +292,7 @@ def _existing_file(spec: dict[str, Any], dataset_dir: Path) -> Path:
 
 
 def _missing_columns_error(location: str, missing: dict[str, str], present: list[str]) -> SourceError:
-    named = ", ".join(f"{source!r} (for {canonical!r})" for canonical, source in missing.items())
+    named = ", ".join(f"{source!r} (for {canonical!r}){_close_hint(source, present)}" for canonical, source in missing.items())
     return SourceError(f"{location}: missing required column {named}; the file has columns {present}")
 
 
@@ -184,7 +301,8 @@ def _map_columns(raw: pd.DataFrame, spec: dict[str, Any], location: str) -> pd.D
     column_map: dict[str, str] = spec["columns"]
     missing = {c: column_map[c] for c in table.required_columns if c in column_map and column_map[c] not in raw.columns}
     if missing:
-        raise _missing_columns_error(location, missing, list(raw.columns))
+        present = [c for c in raw.columns if c not in INPUT_LINEAGE]
+        raise _missing_columns_error(location, missing, present)
     frame = pd.DataFrame(index=raw.index)
     for canonical in table.column_names:
         if canonical in column_map and column_map[canonical] in raw.columns:
@@ -223,7 +341,7 @@ def _decodes(path: str | Path, encoding: str, *, chunk_bytes: int = 1 << 24) -> 
 def _sniff_delimiter(header_line: str, expected: list[str]) -> str:
     """Return the delimiter that splits the header into the expected names (',' when it already does)."""
     for delimiter in (",", ";", "\t", "|"):
-        if all(name in next(csv.reader([header_line], delimiter=delimiter)) for name in expected):
+        if expected and all(name in next(csv.reader([header_line], delimiter=delimiter)) for name in expected):
             return delimiter
     try:
         return csv.Sniffer().sniff(header_line, delimiters=",;\t|").delimiter
@@ -241,7 +359,7 @@ def _csv_options(spec: dict[str, Any], dataset_dir: Path) -> tuple[Path, dict[st
         header_line = handle.readline().rstrip("\r\n")
     if not header_line.strip():
         raise SourceError(f"{path}: empty input (no header line)")
-    delimiter = spec.get("delimiter") or _sniff_delimiter(header_line, list(spec["columns"].values()))
+    delimiter = spec.get("delimiter") or _sniff_delimiter(header_line, list((spec.get("columns") or {}).values()))
     return path, {"encoding": encoding, "sep": delimiter, "dtype": str, "keep_default_na": False, "na_values": [""], "engine": "c"}
 
 
@@ -273,17 +391,35 @@ def _excel_cell_text(value: Any) -> Any:
 
 
 def _read_excel(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, str, dict]:
+    """One sheet as text; for ``sheet`` a list or ``all``, the sheets stacked with ``_source_file`` (``file#sheet``),
+    ``_source_sheet`` and ``_source_row`` (row within its sheet)."""
     path = _existing_file(spec, dataset_dir)
     sheet = spec.get("sheet", 0)
+    several = sheet == ALL_SHEETS or isinstance(sheet, (list, tuple))
     try:
         # calamine reads an export of tens of thousands of rows about ten times faster than openpyxl;
         # cells come back as the same Python values, which _excel_cell_text turns into text.
-        raw = pd.read_excel(path, sheet_name=sheet, dtype=object, engine="calamine")
+        read = pd.read_excel(path, sheet_name=None if sheet == ALL_SHEETS else (list(sheet) if several else sheet), dtype=object, engine="calamine")
     except ValueError as error:  # unknown sheet name
         raise SourceError(f"{path}: {error}") from None
+    if not several:
+        return _excel_text(read), f"{path}#{sheet}", {}
+    parts = []
+    for name, frame in read.items():
+        text = _excel_text(frame)
+        text["_source_file"], text["_source_sheet"] = f"{path}#{name}", str(name)
+        text["_source_row"] = pd.RangeIndex(1, len(text) + 1).to_numpy()
+        parts.append(text)
+    headers = {name: [c for c in part.columns if c not in INPUT_LINEAGE] for name, part in zip(read, parts)}
+    if len({tuple(h) for h in headers.values()}) > 1:
+        raise SourceError(f"{path}: the sheets {list(headers)} do not share one header ({headers}); read them as separate inputs")
+    return pd.concat(parts, ignore_index=True), str(path), {"sheets": list(read)}
+
+
+def _excel_text(raw: pd.DataFrame) -> pd.DataFrame:
+    """A sheet's cells as the text a person sees, headers stripped."""
     raw.columns = [str(c).strip() for c in raw.columns]
-    raw = raw.apply(lambda column: column.map(_excel_cell_text)).astype("string")
-    return raw, f"{path}#{sheet}", {}
+    return raw.apply(lambda column: column.map(_excel_cell_text)).astype("string")
 
 
 def _read_parquet(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, str, dict]:
@@ -291,7 +427,7 @@ def _read_parquet(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame
     import pyarrow.parquet as pq
 
     present = pq.read_schema(path).names
-    wanted = [c for c in spec["columns"].values() if c in present]
+    wanted = [c for c in spec["columns"].values() if c in present] if spec.get("columns") else None
     return pd.read_parquet(path, columns=wanted), str(path), {}
 
 
@@ -311,18 +447,171 @@ def _read_sql(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, st
     return raw, location, {}
 
 
-def parquet_select_sql(name: str, spec: dict[str, Any], dataset_dir: str | Path) -> str:
+_READERS = {"csv": _read_csv, "excel": _read_excel, "parquet": _read_parquet, "sql": _read_sql}
+
+
+# ------------------------------------------------------------------------------ derived sources
+
+
+def read_input(name: str, spec: Mapping[str, Any], dataset_dir: str | Path) -> pd.DataFrame:
+    """Read one named input whole, as a query sees it.
+
+    Returns
+    -------
+    DataFrame
+        The input's own columns (text for CSV and Excel, typed for Parquet and SQL) plus
+        ``_source_file`` (the file, ``file#sheet`` for a workbook), ``_source_sheet`` (the sheet
+        name, missing for other formats) and ``_source_row`` (1-based data row in that file or sheet).
+        File inputs are cached per file version: several queries over one workbook read it once.
+    """
+    spec = dict(spec)
+    if spec["format"] == "sql":
+        return _with_input_lineage(*_read_sql(spec, Path(dataset_dir))[:2], sheet=None)
+    path = _existing_file(spec | {"table": f"input {name}"}, Path(dataset_dir))
+    status = path.stat()
+    return _cached_input(str(path), status.st_mtime_ns, status.st_size, json.dumps(spec, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_input(path: str, _mtime_ns: int, _size: int, spec_json: str) -> pd.DataFrame:
+    """``read_input`` of a file input (cached per file version and spec; callers never modify the frame)."""
+    spec = json.loads(spec_json)
+    folder, spec["path"] = Path(path).parent, Path(path).name
+    raw, location, _ = _READERS[spec["format"]](spec, folder)
+    if "_source_row" in raw.columns:  # several sheets: lineage per row already
+        return raw
+    sheet = spec.get("sheet", 0) if spec["format"] == "excel" else None
+    return _with_input_lineage(raw, location, sheet=sheet)
+
+
+def _with_input_lineage(raw: pd.DataFrame, location: str, *, sheet: Any) -> pd.DataFrame:
+    out = raw.copy()
+    out["_source_file"] = location
+    out["_source_sheet"] = pd.Series(None if sheet is None else str(sheet), index=out.index, dtype="string")
+    out["_source_row"] = pd.RangeIndex(1, len(out) + 1).to_numpy()
+    return out
+
+
+def _referenced_inputs(query: str, inputs: Mapping[str, Any]) -> list[str]:
+    """The declared inputs ``query`` names as a word, and those the query inputs among them name (only those are read).
+
+    In declaration order, so a query input comes after the inputs it reads.
+    """
+    used: set[str] = set()
+    pending = [query]
+    while pending:
+        text = pending.pop()
+        for name in inputs:
+            if name not in used and re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text, flags=re.IGNORECASE):
+                used.add(name)
+                if inputs[name].get("format") == DERIVED:
+                    pending.append(inputs[name]["query"])
+    return [name for name in inputs if name in used]
+
+
+def run_query(name: str, spec: Mapping[str, Any], dataset_dir: str | Path) -> pd.DataFrame:
+    """Run a derived source's ``query`` over its inputs registered in an in-memory DuckDB; return the result as is.
+
+    Raises ``SourceError`` naming the dataset file, the source and the key: DuckDB's message for a
+    query that fails, or the unknown name (with close matches) for a table that is not a declared input.
+    """
+    where, inputs = _where(name, spec), spec["inputs"]
+    used = _referenced_inputs(spec["query"], inputs)
+    with duckdb.connect() as con:
+        con.execute("SET python_enable_replacements = false")  # never read a Python variable as a table
+        con.execute("SET enable_progress_bar = false")
+        try:
+            for input_name in used:
+                if inputs[input_name]["format"] == DERIVED:  # an intermediate step, e.g. de-duplicated lines
+                    con.execute(f'CREATE TEMP VIEW "{input_name}" AS {inputs[input_name]["query"]}')
+                else:
+                    con.register(input_name, read_input(input_name, inputs[input_name], dataset_dir))
+            return con.execute(spec["query"]).df()
+        except duckdb.CatalogException as error:
+            unknown = re.search(r"Table with name (\S+) does not exist", str(error))
+            if unknown:
+                missing = unknown[1]
+                raise SourceError(f"{where}: key `query`: {missing!r} is not a declared input{_close_hint(missing, inputs)}; "
+                                  f"the dataset's inputs are {sorted(inputs)}") from None
+            raise SourceError(f"{where}: key `query` failed: {error}") from None
+        except duckdb.Error as error:
+            raise SourceError(f"{where}: key `query` failed: {error}") from None
+
+
+def read_derived(name: str, spec: Mapping[str, Any], dataset_dir: str | Path) -> pd.DataFrame:
+    """Read a derived source: its query's result on canonical names, with the lineage of the input rows.
+
+    Returns
+    -------
+    DataFrame
+        Like ``read_source``: the canonical columns (in contract order; ``columns`` may rename result
+        columns, ``constants`` add fixed values), ``_source``, and ``_source_file`` / ``_source_row`` as
+        the query passed them through. ``attrs["inputs"]`` lists the inputs read.
+
+    Raises ``SourceError`` naming the dataset file, the source and the key when the result lacks a
+    required column (listing what it has), a mapped column, or the lineage columns, or has a column
+    that is not in the table's contract (with close matches).
+    """
+    where, table = _where(name, spec), schema.get_table(spec["table"])
+    result = run_query(name, spec, dataset_dir)
+    has = list(result.columns)
+    lineage_missing = [c for c in ("_source_file", "_source_row") if c not in has]
+    if lineage_missing:
+        raise SourceError(
+            f"{where}: key `query`: the result lacks the lineage column(s) {lineage_missing} (it has {has}); select "
+            "`_source_file, _source_row` from the input so that a rejected row can be traced to its file, sheet and row "
+            "(for a row aggregated from several input rows, take its first one's: "
+            "`arg_min(_source_file, (_source_file, _source_row)) AS _source_file, "
+            "arg_min(_source_row, (_source_file, _source_row)) AS _source_row`)"
+        )
+    column_map = dict(spec.get("columns") or {})
+    unmapped = {canonical: column for canonical, column in column_map.items() if column not in has}
+    if unmapped:
+        named = ", ".join(f"{column!r} (for {canonical!r}){_close_hint(column, has)}" for canonical, column in unmapped.items())
+        raise SourceError(f"{where}: key `columns`: the query's result has no column {named}; it has {has}")
+    renamed = result.rename(columns={column: canonical for canonical, column in column_map.items()})
+    extra = [c for c in renamed.columns if c not in table.column_names and c not in INPUT_LINEAGE]
+    if extra:
+        raise SourceError(f"{where}: key `query`: result column(s) {extra}{_close_hint(extra[0], table.column_names)} are not "
+                          f"columns of table {table.name!r} ({table.column_names}); rename them with AS or leave them out")
+    constants = dict(spec.get("constants") or {})
+    missing = [c for c in table.required_columns if c not in renamed.columns and c not in constants]
+    if missing:
+        raise SourceError(f"{where}: key `query`: the result lacks required column(s) {missing} of table {table.name!r}; "
+                          f"it has {has}")
+    frame = pd.DataFrame(index=renamed.index)
+    for canonical in table.column_names:
+        if canonical in renamed.columns:
+            frame[canonical] = renamed[canonical]
+        elif canonical in constants:
+            frame[canonical] = constants[canonical]
+    frame = frame.reset_index(drop=True)
+    frame.attrs["inputs"] = _referenced_inputs(spec["query"], spec["inputs"])
+    frame.attrs["unknown_columns"], frame.attrs["missing_optional_columns"] = [], []
+    frame["_source"] = name
+    if renamed["_source_row"].isna().any() or renamed["_source_file"].isna().any():
+        raise SourceError(f"{where}: key `query`: {int(renamed['_source_row'].isna().sum())} result row(s) have no `_source_row` "
+                          "(or `_source_file`); every row must name the input row it comes from")
+    frame["_source_file"] = renamed["_source_file"].astype("string").to_numpy()
+    frame["_source_row"] = renamed["_source_row"].astype("int64").to_numpy()
+    return frame
+
+
+def parquet_select_sql(name: str, spec: dict[str, Any], dataset_dir: str | Path, *, business_time_zone: str | None = None) -> str:
     """Return a DuckDB SELECT reading a Parquet source onto canonical names, for tables too large for pandas.
 
-    Timestamps stored with a time zone are converted to the business zone;
-    naive ones are taken to be in the source's ``time_zone`` (default: business zone).
+    Timestamps stored with a time zone are converted to ``business_time_zone`` (the
+    dataset's; default: the default dataset's); naive ones are taken to be in the
+    source's ``time_zone`` (default: the business zone). Local times made ambiguous or
+    non-existent by daylight saving follow the rule of ``crm_analytics.parsing.localize``.
     """
+    business = business_time_zone or _default_business_time_zone()
     import pyarrow.parquet as pq
 
     path = _existing_file(spec, Path(dataset_dir))
     file_schema = pq.read_schema(path)
     table = schema.get_table(spec["table"])
-    zone = spec.get("time_zone", schema.BUSINESS_TIME_ZONE)
+    zone = spec.get("time_zone") or business
     selected = []
     for column in table.columns:
         source_column = spec["columns"].get(column.name)
@@ -334,27 +623,45 @@ def parquet_select_sql(name: str, spec: dict[str, Any], dataset_dir: str | Path)
         expression = f'"{source_column}"'
         if column.dtype == "timestamp":
             is_aware = getattr(file_schema.field(source_column).type, "tz", None) is not None
-            expression = _to_business_zone_sql(expression, "UTC" if is_aware else zone, path)
+            expression = _to_business_zone_sql(expression, "UTC" if is_aware else zone, path, business_time_zone=business)
         selected.append(f'CAST({expression} AS {column.duckdb_type}) AS "{column.name}"')
     source_path_sql = str(path).replace("'", "''")
     return f"SELECT {', '.join(selected)} FROM read_parquet('{source_path_sql}')"
 
 
-def _to_business_zone_sql(column_sql: str, zone: str, path: Path) -> str:
-    """SQL turning a Parquet timestamp column in ``zone`` into naive business-zone time.
+def _default_business_time_zone() -> str:
+    from crm_analytics.parsing import default_business_time_zone
+
+    return default_business_time_zone()
+
+
+def _to_business_zone_sql(column_sql: str, zone: str, path: Path, *, business_time_zone: str) -> str:
+    """SQL turning a Parquet timestamp column in ``zone`` into naive time in ``business_time_zone``.
 
     When the two zones keep one offset over every day the column spans (e.g. UTC
     and Asia/Shanghai since 1992), adding that offset is exact and about ten
     times cheaper than DuckDB's per-row zone conversion; otherwise the general
     conversion is used.
     """
-    business = schema.BUSINESS_TIME_ZONE
     with duckdb.connect() as con:
         first, last = con.execute(f"SELECT min({column_sql}), max({column_sql}) FROM read_parquet(?)", [str(path)]).fetchone()
-    offset = constant_offset(zone, business, first, last) if first is not None else None
+    offset = constant_offset(zone, business_time_zone, first, last) if first is not None else None
     if offset is not None:
         return f"(CAST({column_sql} AS TIMESTAMP) + INTERVAL {int(offset.total_seconds())} SECOND)"
-    return f"timezone('{business}', timezone('{zone}', CAST({column_sql} AS TIMESTAMP)))"
+    return f"timezone('{business_time_zone}', {local_to_instant_sql(f'CAST({column_sql} AS TIMESTAMP)', zone)})"
+
+
+def local_to_instant_sql(local_sql: str, zone: str) -> str:
+    """DuckDB SQL reading a naive local time of ``zone`` as an instant (``TIMESTAMPTZ``), by the project's rule.
+
+    DuckDB reads a local time that occurs twice as its later occurrence; the rule
+    (``crm_analytics.parsing.localize``) takes the first. That one is the local time
+    read with the offset of six hours earlier, when it reads back as the same local
+    time. A local time that never occurs (the spring gap) is read with the offset
+    before the change by DuckDB as by the rule.
+    """
+    earlier = f"(timezone('{zone}', {local_sql} - INTERVAL 6 HOUR) + INTERVAL 6 HOUR)"
+    return f"(CASE WHEN timezone('{zone}', {earlier}) = {local_sql} THEN {earlier} ELSE timezone('{zone}', {local_sql}) END)"
 
 
 def constant_offset(from_zone: str, to_zone: str, first: dt.datetime, last: dt.datetime) -> dt.timedelta | None:

@@ -22,21 +22,22 @@ import duckdb
 import ibis
 import pandas as pd
 
-from crm_analytics import paths, schema, sources
-from crm_analytics.cleansing.standardise import ISO8601, parse_amounts, parse_datetimes
+from crm_analytics import datasets, paths, schema, sources
+from crm_analytics.parsing import ISO8601, parse_amounts, parse_datetimes
 
 
 class WarehouseMissingError(FileNotFoundError):
     """The warehouse file does not exist yet."""
 
 
-def connect(path: str | Path | None = None, *, read_only: bool = True):
+def connect(path: str | Path | None = None, *, read_only: bool = True, dataset: str | None = None):
     """Open the warehouse as an Ibis DuckDB backend; ``con.table("orders")`` is an Ibis table.
 
-    ``path`` empty or ``None`` means ``data/warehouse/crm.duckdb``. Read-only by
-    default, so several notebooks can read at once.
+    ``path`` empty or ``None`` means the dataset's warehouse, ``data/warehouse/<dataset>.duckdb``
+    (``dataset`` empty: the project's default dataset). Read-only by default, so several
+    notebooks can read at once.
     """
-    location = paths.resolve(path, paths.warehouse_path())
+    location = paths.resolve(path, paths.warehouse_path(dataset or None))
     if read_only and not location.exists():
         raise WarehouseMissingError(
             f"no warehouse at {location}; build it with `crm-analytics build-warehouse` or run the cleansing notebook"
@@ -50,6 +51,24 @@ def table_row_counts(path: str | Path | None = None) -> dict[str, int]:
     with duckdb.connect(str(location), read_only=True) as con:
         names = [row[0] for row in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
         return {name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in names}
+
+
+def dataset_info(path: str | Path | None = None) -> dict[str, Any]:
+    """Return the warehouse's ``dataset_info`` row: ``name``, ``time_zone``, ``currency``, ``country``, ``locale``, ``built_at``.
+
+    The cleansing build writes it (``built_at``: a naive UTC timestamp). ``path`` empty: the default
+    dataset's warehouse. Returns an empty dict for a warehouse built before the table existed;
+    ``WarehouseMissingError`` when there is no warehouse.
+    """
+    location = paths.resolve(path, paths.warehouse_path())
+    if not location.exists():
+        raise WarehouseMissingError(f"no warehouse at {location}; build it with `crm-analytics build-warehouse` or run the cleansing notebook")
+    with duckdb.connect(str(location), read_only=True) as con:
+        present = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'dataset_info'").fetchone()[0]
+        if not present:
+            return {}
+        frame = con.execute("SELECT * FROM dataset_info LIMIT 1").df()
+    return {column: (None if pd.isna(value) else value) for column, value in frame.iloc[0].items()} if len(frame) else {}
 
 
 def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path | None = None, memory_limit: str | None = None) -> Path:
@@ -107,16 +126,18 @@ def build(
 
     Values that do not parse as their column's type become missing (the
     cleansing step quarantines them instead). Parquet sources go straight from
-    file to DuckDB; CSV, Excel and SQL sources through pandas.
+    file to DuckDB; CSV, Excel and SQL sources through pandas. Timestamps are
+    stored in the dataset's business time zone.
     """
     source_map = sources.load_source_map(sources_file)
+    zone = datasets.load_dataset(dataset).time_zone
     dataset_dir = paths.raw_dir(dataset)
     parts: dict[str, list[pd.DataFrame | str]] = {}
     for name, spec in source_map.items():
         if spec["format"] == "parquet":
-            part: pd.DataFrame | str = sources.parquet_select_sql(name, spec, dataset_dir)
+            part: pd.DataFrame | str = sources.parquet_select_sql(name, spec, dataset_dir, business_time_zone=zone)
         else:
-            part = coerce_to_contract(sources.read_source(name, spec, dataset_dir), spec)
+            part = coerce_to_contract(sources.read_source(name, spec, dataset_dir), spec, business_time_zone=zone)
         parts.setdefault(spec["table"], []).append(part)
     tables = {table: _union(items) for table, items in parts.items()}
     write_tables(tables, path=path)
@@ -133,27 +154,28 @@ def _union(parts: list[pd.DataFrame | str]) -> pd.DataFrame | str:
     return " UNION ALL ".join(f"({s})" for s in selects)
 
 
-def coerce_to_contract(frame: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataFrame:
+def coerce_to_contract(frame: pd.DataFrame, spec: Mapping[str, Any], *, business_time_zone: str | None = None) -> pd.DataFrame:
     """Return ``frame`` with every canonical column cast to its contract type; unparsable values become missing.
 
     Timestamps are parsed with the source's ``date_formats`` and moved from its
-    ``time_zone`` into the business time zone (naive local time). Lineage
-    columns are kept.
+    ``time_zone`` into ``business_time_zone`` (naive local time; default: the
+    default dataset's zone). Lineage columns are kept.
     """
+    business_time_zone = business_time_zone or datasets.load_dataset(None).time_zone
     contract = schema.get_table(spec["table"])
     out = pd.DataFrame(index=frame.index)
     for column in contract.columns:
         if column.name not in frame.columns:
             out[column.name] = pd.Series(pd.NA, index=frame.index, dtype=column.pandas_dtype)
             continue
-        out[column.name] = _coerce(frame[column.name], column.dtype, spec)
+        out[column.name] = _coerce(frame[column.name], column.dtype, spec, business_time_zone)
     for lineage in sources.LINEAGE_COLUMNS:
         if lineage in frame.columns:
             out[lineage] = frame[lineage]
     return out
 
 
-def _coerce(values: pd.Series, dtype: str, spec: Mapping[str, Any]) -> pd.Series:
+def _coerce(values: pd.Series, dtype: str, spec: Mapping[str, Any], business_time_zone: str) -> pd.Series:
     """Cast one column with the cleansing standardisers' parsers; what they cannot read becomes missing."""
     if dtype == "string":
         return values.astype("string").str.strip()
@@ -166,7 +188,8 @@ def _coerce(values: pd.Series, dtype: str, spec: Mapping[str, Any]) -> pd.Series
     parsed = parse_datetimes(
         values,
         formats=spec.get("date_formats") or [ISO8601],
-        time_zone=spec.get("time_zone") or schema.BUSINESS_TIME_ZONE,
+        time_zone=spec.get("time_zone") or business_time_zone,
+        business_time_zone=business_time_zone,
         date_only=dtype == "date",
     )
     return parsed["value"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pandas as pd
 import pytest
@@ -30,8 +32,13 @@ O4,W3,2024-03-05T10:00:00Z,10,CNY,0,web,false
 """
 
 
+MINI_DATASET = {"description": "a hand-made mini export", "data_dir": "data/raw/mini", "time_zone": "Asia/Shanghai",
+                "currency": "CNY", "country": "CN", "locale": "zh_CN"}
+
+
 @pytest.fixture()
 def home(tmp_path, monkeypatch):
+    """A project home with the mini exports; returns it and the mini dataset file (its sources: four of the demo's)."""
     monkeypatch.setenv(paths.HOME_ENV, str(tmp_path))
     raw = paths.raw_dir("mini")
     raw.mkdir(parents=True)
@@ -44,20 +51,19 @@ def home(tmp_path, monkeypatch):
         "touch_time": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2031-01-01"]).tz_localize("UTC"),
     }).to_parquet(raw / "touchpoints.parquet")
     source_map = {name: spec for name, spec in sources.load_source_map().items() if name in ("web_signups", "store_members", "web_orders", "touchpoints")}
-    sources_file = tmp_path / "sources.yaml"
-    sources_file.write_text(yaml.safe_dump({"sources": source_map}, allow_unicode=True), encoding="utf-8")
-    return tmp_path, sources_file
+    dataset_file = tmp_path / "mini.yaml"
+    dataset_file.write_text(yaml.safe_dump(MINI_DATASET | {"sources": source_map}, allow_unicode=True), encoding="utf-8")
+    return tmp_path, dataset_file
 
 
 def build(home, **overrides):
-    root, sources_file = home
-    arguments = dict(sources_file=sources_file, dataset="mini", as_of=AS_OF, quarantine_threshold=0.6, match_threshold=0.9,
-                     output_dir=root / "run")
+    root, dataset_file = home
+    arguments = dict(dataset=dataset_file, as_of=AS_OF, quarantine_threshold=0.6, match_threshold=0.9, output_dir=root / "run")
     return build_clean_warehouse(**(arguments | overrides))
 
 
-def read(table: str) -> pd.DataFrame:
-    with duckdb.connect(str(paths.warehouse_path()), read_only=True) as con:
+def read(table: str, dataset: str = "mini") -> pd.DataFrame:
+    with duckdb.connect(str(paths.warehouse_path(dataset)), read_only=True) as con:
         return con.execute(f'SELECT * FROM "{table}"').df()
 
 
@@ -118,12 +124,12 @@ def test_reports_are_persisted_and_masked(home):
 def test_threshold_fails_the_run_but_keeps_the_good_warehouse(home):
     root, _ = home
     build(home)
-    before = paths.warehouse_path().read_bytes()
+    before = paths.warehouse_path("mini").read_bytes()
     with pytest.raises(QuarantineThresholdError, match="web_orders"):
         build(home, quarantine_threshold=0.3, output_dir=root / "failed")
-    assert paths.warehouse_path().read_bytes() == before
+    assert paths.warehouse_path("mini").read_bytes() == before
     assert (root / "failed" / "quarantine.csv").exists()
-    assert paths.warehouse_path().with_name("crm.duckdb.quarantine.parquet").exists()
+    assert paths.warehouse_path("mini").with_name("mini.duckdb.quarantine.parquet").exists()
 
 
 def test_missing_required_column_names_file_and_column(home):
@@ -174,9 +180,127 @@ def test_an_error_in_a_worker_process_names_file_and_column(home):
 def test_workers_take_the_largest_source_file_first(home):
     from crm_analytics.cleansing.pipeline import _source_bytes
 
-    root, sources_file = home
-    source_map = sources.load_source_map(sources_file)
+    root, dataset_file = home
+    source_map = sources.load_source_map(dataset_file)
     raw = paths.raw_dir("mini")
     assert _source_bytes(source_map["web_orders"], raw) == (raw / "web_orders.csv").stat().st_size > 0
     assert _source_bytes({**source_map["web_orders"], "path": "absent.csv"}, raw) == 0
     assert _source_bytes({"table": "orders", "format": "sql", "url": "sqlite://"}, raw) == 0
+
+
+def test_legacy_call_with_a_bare_name_and_a_source_map(home):
+    root, dataset_file = home
+    separate = root / "sources.yaml"
+    separate.write_text(yaml.safe_dump({"sources": yaml.safe_load(dataset_file.read_text(encoding="utf-8"))["sources"]}, allow_unicode=True),
+                        encoding="utf-8")
+    result = build_clean_warehouse(sources_file=separate, dataset="mini", as_of=AS_OF, quarantine_threshold=0.6, match_threshold=0.9)
+    assert result.warehouse_path == paths.warehouse_path("mini")
+    assert result.row_counts.set_index("source").loc["web_orders", "rows_clean"] == 2
+    assert result.accuracy.empty, "no ground truth for a dataset that declares none"
+
+
+def test_dataset_info_is_written_and_read_back(home):
+    from crm_analytics import warehouse
+
+    before = pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
+    build(home)
+    info = warehouse.dataset_info(paths.warehouse_path("mini"))
+    assert {k: info[k] for k in ("name", "time_zone", "currency", "country", "locale")} == {
+        "name": "mini", "time_zone": "Asia/Shanghai", "currency": "CNY", "country": "CN", "locale": "zh_CN"}
+    assert before <= info["built_at"] <= pd.Timestamp.now(tz="UTC").tz_localize(None), "built_at is UTC"
+    assert len(read("dataset_info")) == 1
+
+
+def test_as_of_defaults_to_the_export_date_else_today_in_the_dataset_zone():
+    from crm_analytics import datasets
+    from crm_analytics.cleansing.pipeline import build_as_of
+
+    demo = datasets.load_dataset("demo")
+    assert build_as_of("", demo) == pd.Timestamp(demo.export_date)
+    assert build_as_of("2024-05-06", demo) == pd.Timestamp("2024-05-06")
+    london = datasets.load_dataset("online_retail_ii")
+    assert london.export_date is None
+    today = build_as_of(None, london)
+    assert today == pd.Timestamp.now(tz="Europe/London").tz_localize(None).normalize() or today == pd.Timestamp.now(tz="Europe/London").tz_localize(None).normalize() - pd.Timedelta(days=1)
+
+
+def test_validation_options_carry_the_dataset_facts():
+    from crm_analytics import datasets
+    from crm_analytics.cleansing.pipeline import validation_options
+
+    london = datasets.load_dataset("online_retail_ii")
+    options = validation_options(london)
+    assert options == {"business_time_zone": "Europe/London", "default_region": "GB", "currency": "GBP", "dataset": london}
+    assert validation_options(london, default_region="IE")["default_region"] == "IE"
+
+
+KEYED_2010 = "cust,first_seen,name\nP1,2010-01-04 09:00:00,Anne\nP2,2010-02-01 10:00:00,Bob\n"
+KEYED_2011 = "cust,first_seen,name\nP1,2011-01-03 11:00:00,Anne M.\nP3,2011-03-01 12:00:00,Carl\n"
+ORDERS_2010 = "invoice,cust,at,total\n10,P1,2010-01-04 09:00:00,5.00\n11,P2,2010-02-01 10:00:00,7.50\n"
+ORDERS_2011 = "invoice,cust,at,total\n20,P1,2011-01-03 11:00:00,9.00\n21,P3,2011-03-01 12:00:00,1.25\n"
+
+
+def keyed_dataset(root) -> "Path":
+    """Two yearly exports sharing a customer number: customers and orders per year, the number as person key."""
+    raw = root / "data" / "raw" / "keyed"
+    raw.mkdir(parents=True)
+    for name, text in {"customers_2010.csv": KEYED_2010, "customers_2011.csv": KEYED_2011,
+                       "orders_2010.csv": ORDERS_2010, "orders_2011.csv": ORDERS_2011}.items():
+        (raw / name).write_text(text, encoding="utf-8")
+    customers = lambda year: {"table": "customers", "path": f"customers_{year}.csv", "format": "csv", "date_formats": ["%Y-%m-%d %H:%M:%S"],  # noqa: E731
+                              "columns": {"customer_id": "cust", "person_key": "cust", "signup_time": "first_seen", "full_name": "name"},
+                              "constants": {"source": f"shop_{year}"}}
+    orders = lambda year: {"table": "orders", "path": f"orders_{year}.csv", "format": "csv", "date_formats": ["%Y-%m-%d %H:%M:%S"],  # noqa: E731
+                           "columns": {"order_id": "invoice", "customer_id": "cust", "order_time": "at", "order_amount": "total"},
+                           "constants": {"source": f"shop_{year}", "channel": "web", "currency": "GBP"}}
+    document = {"data_dir": "data/raw/keyed", "time_zone": "Europe/London", "currency": "GBP", "country": "GB",
+                "sources": {"customers_2010": customers(2010), "customers_2011": customers(2011),
+                            "orders_2010": orders(2010), "orders_2011": orders(2011)}}
+    path = root / "keyed.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_same_person_key_in_two_sources_is_one_customer_with_the_orders_of_both(tmp_path, monkeypatch):
+    monkeypatch.setenv(paths.HOME_ENV, str(tmp_path))
+    result = build_clean_warehouse(dataset=keyed_dataset(tmp_path), as_of="2012-01-01")
+    assert result.row_counts["is_balanced"].all() and result.quarantine.empty
+    customers, orders, lineage = read("customers", "keyed"), read("orders", "keyed"), read("customer_lineage", "keyed")
+    assert len(customers) == 3, "P1 of 2010 and P1 of 2011 are one customer, not a customer without orders"
+    p1 = lineage.loc[lineage["source_customer_id"] == "P1", "customer_key"].unique()
+    assert len(p1) == 1 and set(lineage.loc[lineage["source_customer_id"] == "P1", "match_rule"]) == {"exact_person_key"}
+    assert sorted(orders.loc[orders["customer_id"] == p1[0], "order_id"]) == ["10", "20"]
+    anne = customers.set_index("customer_id").loc[p1[0]]
+    assert anne["person_key"] == "P1" and anne["signup_time"] == pd.Timestamp("2010-01-04 09:00:00")
+    assert orders["order_time"].min() == pd.Timestamp("2010-01-04 09:00:00"), "London local times stored unchanged"
+
+
+def test_rows_rejected_after_a_query_are_quarantined_with_file_sheet_and_row(tmp_path, monkeypatch):
+    monkeypatch.setenv(paths.HOME_ENV, str(tmp_path))
+    raw = tmp_path / "data" / "raw" / "lines"
+    raw.mkdir(parents=True)
+    first = pd.DataFrame({"inv": ["1", "2"], "cust": ["K1", "K2"], "stamp": ["2020-01-02 10:00:00", "2020-01-03 10:00:00"], "amount": ["3", "4"]})
+    second = pd.DataFrame({"inv": ["3", "4", "5"], "cust": ["K1", "K2", None], "stamp": ["2020-02-02 10:00:00", "not a date", "2020-02-04 10:00:00"],
+                           "amount": ["5", "6", "7"]})
+    with pd.ExcelWriter(raw / "lines.xlsx") as writer:
+        first.to_excel(writer, sheet_name="Y1", index=False)
+        second.to_excel(writer, sheet_name="Y2", index=False)
+    document = {
+        "data_dir": "data/raw/lines", "time_zone": "Europe/London", "currency": "GBP", "country": "GB",
+        "inputs": {"lines": {"path": "lines.xlsx", "format": "excel", "sheet": "all"}},
+        "sources": {
+            "customers": {"table": "customers", "query": "SELECT cust AS customer_id, min(stamp) AS signup_time, arg_min(_source_file, _source_row) "
+                          "AS _source_file, min(_source_row) AS _source_row FROM lines WHERE cust IS NOT NULL AND _source_sheet = 'Y1' GROUP BY cust",
+                          "constants": {"source": "lines"}},
+            "orders": {"table": "orders", "query": "SELECT inv AS order_id, cust AS customer_id, stamp AS order_time, amount AS order_amount, "
+                       "_source_file, _source_row FROM lines", "constants": {"source": "lines", "channel": "web"}},
+        },
+    }
+    (tmp_path / "lines.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    result = build_clean_warehouse(dataset=tmp_path / "lines.yaml", as_of="2021-01-01", quarantine_threshold=1.0)
+    counts = result.row_counts.set_index("source")
+    assert counts.loc["orders", ["rows_in", "rows_clean", "rows_quarantined"]].tolist() == [5, 3, 2]
+    quarantine = read("quarantine", "lines")
+    got = {(Path(f).name, row, column, reason) for f, row, column, reason in
+           zip(quarantine["source_file"], quarantine["source_row"], quarantine["column_name"], quarantine["reason"])}
+    assert got == {("lines.xlsx#Y2", 2, "order_time", "unparsed_date"), ("lines.xlsx#Y2", 3, "customer_id", "missing_required")}

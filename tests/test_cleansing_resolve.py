@@ -42,6 +42,32 @@ def test_exact_links_follow_email_and_phone(tiny):
     assert set(map(tuple, links[["left_id", "right_id", "match_rule"]].to_numpy())) == {(0, 1, "exact_email"), (0, 2, "exact_phone")}
 
 
+def test_person_key_links_records_whatever_their_other_fields(tiny):
+    """The same known person id in two sources is one customer, before and beside any probabilistic matching."""
+    keyed = pd.concat([
+        tiny.assign(person_key=pd.NA),
+        pd.DataFrame([
+            customer("A1", "Anne Martin", email="anne@example.com", source="shop_2010") | {"person_key": "12417"},
+            customer("B7", "A. Martin-Dubois", phone="+33612345678", source="shop_2011", signup="2011-01-01") | {"person_key": " 12417 "},
+            customer("B8", "Zhang San", source="shop_2011") | {"person_key": "99999"},
+        ]),
+    ], ignore_index=True)
+    result = resolve.resolve_entities(keyed, match_threshold=0.9)
+    keys = dict(zip(keyed["customer_id"], result.keys))
+    assert keys["A1"] == keys["B7"], "no shared e-mail, phone or name: only the person key joins them"
+    assert keys["B8"] != keys["A1"] and keys["W1"] == keys["S1"] == keys["C1"]
+    lineage = result.lineage.set_index("source_customer_id")
+    assert lineage.loc["B7", "match_rule"] == "exact_person_key"
+    records = resolve.prepare_records(keyed)
+    rules = set(resolve.exact_links(records)["match_rule"])
+    assert rules == {"exact_person_key", "exact_email", "exact_phone"}
+
+
+def test_records_without_person_key_column_resolve_as_before(tiny):
+    assert resolve.prepare_records(tiny)["person_key"].isna().all()
+    assert not (resolve.exact_links(resolve.prepare_records(tiny))["match_rule"] == "exact_person_key").any()
+
+
 def test_resolution_of_the_tiny_case(tiny):
     result = resolve.resolve_entities(tiny, match_threshold=0.9)
     keys = dict(zip(tiny["customer_id"], result.keys))

@@ -31,7 +31,7 @@ FAST = settings(max_examples=150, deadline=None)
     ],
 )
 def test_phone_examples(raw, e164, kind, reason):
-    assert st.normalise_phone(raw) == (e164, kind, reason)
+    assert st.normalise_phone(raw, "CN") == (e164, kind, reason)
 
 
 def test_phone_default_region_is_configurable():
@@ -39,8 +39,47 @@ def test_phone_default_region_is_configurable():
     assert frame.loc[0, "phone"] == "+12025550143"
 
 
+@pytest.mark.parametrize(
+    ("raw", "region", "e164", "kind"),
+    [
+        ("07911 123456", "GB", "+447911123456", "mobile"),
+        ("020 7946 0018", "GB", "+442079460018", "fixed_line"),
+        ("0044 7911 123456", "BR", "+447911123456", "mobile"),
+        ("(11) 91234-5678", "BR", "+5511912345678", "mobile"),
+        ("+55 21 2345-6789", "GB", "+552123456789", "fixed_line"),
+    ],
+)
+def test_phone_region_is_the_datasets_country(raw, region, e164, kind):
+    assert st.normalise_phone(raw, region) == (e164, kind, "")
+
+
+def test_phone_without_region_needs_a_country_code():
+    assert st.normalise_phone("+44 7911 123456") == ("+447911123456", "mobile", "")
+    assert st.normalise_phone("07911 123456") == (None, "", st.INVALID_PHONE)
+    assert st.normalise_phone("13800138000") == (None, "", st.INVALID_PHONE), "no market is assumed"
+    # 07700 900xxx is Ofcom's range reserved for drama: never a real number
+    assert st.normalise_phone("07700 900123", "GB") == (None, "", st.INVALID_PHONE)
+
+
+def test_validation_reads_the_phone_region_from_its_options():
+    from dataclasses import replace
+
+    from crm_analytics import datasets
+    from crm_analytics.cleansing import validate
+
+    raw = pd.DataFrame({"customer_id": ["a", "b"], "phone": ["07911 123456", "(11) 91234-5678"], "source": ["web", "web"],
+                        "_source": "s", "_source_file": "f.csv", "_source_row": [1, 2]})
+    as_of = pd.Timestamp("2025-01-01")
+    british = validate.validate_source("s", raw, {"table": "customers"}, as_of=as_of, default_region="GB")
+    assert british.clean["phone"].fillna("").tolist() == ["+447911123456", ""], "an invalid phone is emptied, the row kept"
+    assert british.quarantine["reason"].tolist() == [st.INVALID_PHONE]
+    brazilian = replace(datasets.load_dataset("demo"), country="BR")
+    from_dataset = validate.validate_source("s", raw, {"table": "customers"}, as_of=as_of, dataset=brazilian)
+    assert from_dataset.clean["phone"].fillna("").tolist() == ["", "+5511912345678"]
+
+
 def test_phone_frame_keeps_index_and_treats_missing_as_no_error():
-    frame = st.standardise_phone(pd.Series([None, "13800138000"], index=[7, 9]))
+    frame = st.standardise_phone(pd.Series([None, "13800138000"], index=[7, 9]), default_region="CN")
     assert list(frame.index) == [7, 9]
     assert frame.loc[7, "reason"] == "" and pd.isna(frame.loc[7, "phone"])
 
@@ -114,7 +153,7 @@ def test_typed_amounts_pass_through():
 
 def test_dates_formats_in_order_and_time_zones():
     raw = pd.Series(["2024-03-04T10:00:00Z", "2024-03-04T10:00:00+08:00", "2024-03-04 10:00", "2024年3月4日", "45123", "31/02/2024", None])
-    out = st.parse_datetimes(raw, formats=["iso8601", "%Y年%m月%d日", "excel_serial"], time_zone="UTC")
+    out = st.parse_datetimes(raw, formats=["iso8601", "%Y年%m月%d日", "excel_serial"], time_zone="UTC", business_time_zone="Asia/Shanghai")
     expected = ["2024-03-04 18:00", "2024-03-04 10:00", "2024-03-04 18:00", "2024-03-04 08:00", "2023-07-16 08:00"]
     assert out["value"].iloc[:5].tolist() == [pd.Timestamp(e) for e in expected]
     assert out["reason"].tolist() == ["", "", "", "", "", st.UNPARSED_DATE, ""]
@@ -135,8 +174,9 @@ def test_excel_serial_dates_skip_the_phantom_leap_day():
 
 def test_typed_aware_timestamps_are_converted():
     raw = pd.Series(pd.to_datetime(["2024-01-01 00:00"]).tz_localize("UTC"))
-    out = st.parse_datetimes(raw)
+    out = st.parse_datetimes(raw, business_time_zone="Asia/Shanghai")
     assert out["value"].iloc[0] == pd.Timestamp("2024-01-01 08:00")
+    assert st.parse_datetimes(raw, business_time_zone="America/Sao_Paulo")["value"].iloc[0] == pd.Timestamp("2023-12-31 21:00")
 
 
 @pytest.mark.parametrize(
@@ -183,9 +223,9 @@ def test_input_is_not_mutated():
 @FAST
 @given(ANY_TEXT)
 def test_phone_never_raises_and_is_idempotent(raw):
-    e164, _, reason = st.normalise_phone(raw)
+    e164, _, reason = st.normalise_phone(raw, "CN")
     if e164 is not None:
-        assert reason == "" and st.normalise_phone(e164)[0] == e164
+        assert reason == "" and st.normalise_phone(e164, "CN")[0] == e164 and st.normalise_phone(e164)[0] == e164
 
 
 @FAST

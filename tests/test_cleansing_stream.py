@@ -196,7 +196,7 @@ def test_build_leaves_no_staging_files(tmp_path, monkeypatch, orders_dir):
     result = pipeline.build_clean_warehouse(sources_file=sources_file, dataset="mini", as_of=AS_OF, quarantine_threshold=1.0)
     assert result.row_counts["is_balanced"].all()
     assert set(result.peak_rss_mb) == set(result.timings) and all(v > 0 for v in result.peak_rss_mb.values())
-    assert [p.name for p in paths.warehouse_path().parent.iterdir()] == ["crm.duckdb"]
+    assert [p.name for p in paths.warehouse_path("mini").parent.iterdir()] == ["mini.duckdb"]
 
 
 # ------------------------------------------------------------------------------------- demo data

@@ -47,15 +47,53 @@ def test_list_shows_analyses(tmp_path):
 
 
 def test_index_command_writes_the_page(tmp_path):
-    result = _invoke(tmp_path, "index", "--pages-url", "http://127.0.0.1:8866")
+    result = _invoke(tmp_path, "index", "--pages-url", "http://127.0.0.1:8866", "--dataset", "demo")
     assert result.exit_code == 0
-    page = (tmp_path / "outputs" / "index.html").read_text()
+    page = (tmp_path / "outputs" / "demo" / "index.html").read_text()
     assert "<strong>ok</strong>" in page and "127.0.0.1:8866" not in page, "fixture notebooks are not served pages"
-    (tmp_path / "outputs" / "dashboard" / "r1").mkdir(parents=True)
-    (tmp_path / "outputs" / "dashboard" / "r1" / "run.json").write_text('{"analysis": "dashboard", "run_id": "r1", "status": "succeeded"}')
-    (tmp_path / "outputs" / "dashboard" / "latest").symlink_to("r1")
-    assert _invoke(tmp_path, "index", "--pages-url", "http://127.0.0.1:8866").exit_code == 0
-    assert "http://127.0.0.1:8866/voila/render/dashboard.ipynb" in (tmp_path / "outputs" / "index.html").read_text()
+    assert 'href="demo/index.html"' in (tmp_path / "outputs" / "index.html").read_text()
+    runs = tmp_path / "outputs" / "demo" / "dashboard"
+    (runs / "r1").mkdir(parents=True)
+    (runs / "r1" / "run.json").write_text('{"analysis": "dashboard", "run_id": "r1", "status": "succeeded"}')
+    (runs / "latest").symlink_to("r1")
+    assert _invoke(tmp_path, "index", "--pages-url", "http://127.0.0.1:8866", "-d", "demo").exit_code == 0
+    assert "http://127.0.0.1:8866/voila/render/dashboard.ipynb" in (tmp_path / "outputs" / "demo" / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "ok", "--dataset", "dem"],
+        ["run-all", "--dataset", "dem"],
+        ["build-warehouse", "--dataset", "dem"],
+        ["index", "--dataset", "dem"],
+        ["list", "--dataset", "dem"],
+        ["serve", "--dataset", "dem"],
+        ["schedule", "list", "--dataset", "dem"],
+    ],
+    ids=lambda args: args[0] if args[0] != "schedule" else "schedule",
+)
+def test_unknown_dataset_is_a_one_line_usage_error_everywhere(tmp_path, args):
+    result = _invoke(tmp_path, *args)
+    assert result.exit_code == 2, result.output
+    assert "no dataset 'dem'" in result.stderr and "did you mean 'demo'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_run_all_parameter_that_no_analysis_declares_is_a_usage_error(tmp_path):
+    result = _invoke(tmp_path, "run-all", "-p", "n_row=2")
+    assert result.exit_code == 2
+    assert "no analysis declares the parameter 'n_row' (did you mean 'n_rows'?)" in result.stderr
+    assert not (tmp_path / "outputs" / "demo").exists()
+
+
+def test_relative_paths_on_the_command_line_are_taken_from_the_working_directory(tmp_path, monkeypatch):
+    from crm_analytics import cli as cli_module
+
+    monkeypatch.chdir(tmp_path)
+    values = cli_module._parse_assignments(["warehouse_path=data/w.duckdb", "label=data/w.duckdb", "output_dir=/abs"])
+    assert values == {"warehouse_path": str(tmp_path / "data" / "w.duckdb"), "label": "data/w.duckdb", "output_dir": "/abs"}
 
 
 def _schedule(tmp_path: Path) -> Path:

@@ -224,3 +224,20 @@ def test_fit_rejects_inconsistent_summary():
         clv.BetaGeo().fit(pd.DataFrame({"frequency": [1], "recency": [5.0], "T": [2.0]}))
     with pytest.raises(MissingColumnError, match="T"):
         clv.BetaGeo().fit(pd.DataFrame({"frequency": [1], "recency": [5.0]}))
+
+
+def test_summarize_reads_aware_times_in_the_business_zone():
+    from crm_analytics import frames
+
+    orders = _orders()
+    # every purchase at 00:30 Shanghai time: the previous day in UTC
+    naive = orders.assign(order_time=orders["order_time"].dt.normalize() + pd.Timedelta(minutes=30))
+    aware = naive.assign(order_time=naive["order_time"].dt.tz_localize("Asia/Shanghai"))
+    try:
+        frames.use_time_zone("Asia/Shanghai")
+        from_aware = clv.summarize(aware, calibration_end="2024-01-29", observation_end="2024-02-26", time_unit="D")
+    finally:
+        frames.use_time_zone(None)
+    from_naive = clv.summarize(naive, calibration_end="2024-01-29", observation_end="2024-02-26", time_unit="D")
+    pd.testing.assert_frame_equal(from_aware, from_naive)
+    assert from_aware.loc["a", "T"] == 28.0, "a's first purchase stays on 1 January"

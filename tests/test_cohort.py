@@ -167,3 +167,20 @@ def test_active_periods_as_bits_match_the_pairs_and_join(n_weeks):
             by_pairs[[*keys, "n_active"]].astype("int64").sort_values(keys).reset_index(drop=True),
         )
         assert by_bits["period_number"].max() == n_weeks - 1
+
+
+@pytest.fixture
+def use_time_zone():
+    """``frames.use_time_zone``, reset to the default dataset's zone after the test."""
+    from crm_analytics import frames
+
+    yield frames.use_time_zone
+    frames.use_time_zone(None)
+
+
+def test_aware_order_times_fall_in_the_business_zones_month(use_time_zone):
+    orders = pd.DataFrame({"customer_id": ["a"], "order_time": pd.to_datetime(["2024-03-01 00:00+08:00"]), "order_amount": [10.0]})
+    use_time_zone("Asia/Shanghai")
+    assert list(cohort.retention_matrix(orders, period="M").index) == [pd.Timestamp("2024-03-01")]
+    use_time_zone("Europe/London")  # the same instant is 2024-02-29 16:00 in London
+    assert list(cohort.retention_matrix(orders, period="M").index) == [pd.Timestamp("2024-02-01")]

@@ -31,3 +31,21 @@ def test_runner_import_leaves_out_the_iri_parser():
     code = "import sys; from crm_analytics import runner; print('rfc3987_syntax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_warehouse_import_leaves_out_plotting_validation_and_scipy():
+    """The warehouse sits below the cleansing step and the analyses: opening it loads none of their libraries."""
+    import subprocess
+
+    heavy = ["matplotlib", "seaborn", "pandera", "scipy", "crm_analytics.cleansing"]
+    code = f"import sys; import crm_analytics.warehouse; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"import crm_analytics.warehouse loaded {out.stdout.strip()}"
+
+
+def test_parsing_helpers_are_the_same_objects_from_the_cleansing_step():
+    from crm_analytics import parsing
+    from crm_analytics.cleansing import standardise
+
+    for name in ("ISO8601", "parse_datetimes", "parse_amounts", "parse_amount", "clean_text", "UNPARSED_DATE"):
+        assert getattr(standardise, name) is getattr(parsing, name), name

@@ -53,7 +53,7 @@ def _batch(tmp_path: Path, names: dict[str, str], *options: str) -> dict[str, di
                "run-all", "--jobs", "2", *options]
     subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CRM_ANALYTICS_HOME": str(tmp_path)}, timeout=300)
     records = {}
-    for record in (tmp_path / "outputs").glob("*/*/run.json"):
+    for record in (tmp_path / "outputs").glob("*/*/*/run.json"):  # <dataset>/<analysis>/<run>/
         if record.parent.name != "latest":
             records[record.parent.parent.name] = json.loads(record.read_text()) | {"run_dir": record.parent}
     return records
@@ -81,7 +81,7 @@ def test_a_single_run_launches_its_kernel(tmp_path):
     shutil.copy(FIXTURES / "probe.ipynb", notebooks / "probe.ipynb")
     command = [CLI, "--notebook-dir", str(notebooks), "--output-root", str(tmp_path / "outputs"), "--parameters-dir", str(tmp_path), "run", "probe"]
     subprocess.run(command, capture_output=True, check=True, env={**os.environ, "CRM_ANALYTICS_HOME": str(tmp_path)}, timeout=300)
-    assert not json.loads((tmp_path / "outputs" / "probe" / "latest" / "kernel.json").read_text())["preloaded"]
+    assert not json.loads((tmp_path / "outputs" / "demo" / "probe" / "latest" / "kernel.json").read_text())["preloaded"]
 
 
 @pytest.mark.slow
@@ -110,4 +110,4 @@ def test_demo_generates_its_data_while_preloading_so_cleansing_is_forked_too(tmp
     assert done.returncode == 0, done.stderr
     raw = tmp_path / "data" / "raw" / "demo"
     assert (raw / "web_events.parquet").exists() and (raw / "ground_truth" / "persons.parquet").exists()
-    assert json.loads((tmp_path / "outputs" / "cleansing" / "latest" / "kernel.json").read_text())["preloaded"]
+    assert json.loads((tmp_path / "outputs" / "demo" / "cleansing" / "latest" / "kernel.json").read_text())["preloaded"]

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crm_analytics import kpi
+from crm_analytics import datasets, kpi
 from crm_analytics.frames import MissingColumnError
-from crm_analytics.kpi_catalogue import CatalogueError, parse_catalogue
+from crm_analytics.kpi_catalogue import CatalogueError, parse_catalogue, parse_targets, with_targets
 
 T = pd.Timestamp
 START, END = "2024-01-01", "2024-04-01"
@@ -111,9 +111,6 @@ def _entry(computation, params=None, **fields):
         "unit": "count",
         "direction": "higher",
         "grain": "month",
-        "target": 10,
-        "amber": 5,
-        "red": 1,
         "computation": computation,
         "params": params or {},
     }
@@ -151,14 +148,14 @@ def test_sum_value_revenue_nets_refunds():
 
 def test_row_count_and_mean_value():
     assert _series(_values("row_count", ORDERS_NO_REFUND)) == {"2024-01": 2, "2024-02": 2, "2024-03": 1}
-    aov = _values("mean_value", {**ORDERS_NO_REFUND, "value_col": "order_amount"}, unit="CNY")
+    aov = _values("mean_value", {**ORDERS_NO_REFUND, "value_col": "order_amount"}, unit="money")
     assert _series(aov) == {"2024-01": 150.0, "2024-02": 40.0, "2024-03": 70.0}
 
 
 def test_retention_and_churn():
     retention = _values("period_retention", {"where": {"is_refund": False}}, unit="pct")
     assert _series(retention) == {"2024-02": 50.0, "2024-03": 50.0}
-    churn = _values("period_retention", {"where": {"is_refund": False}, "churn": True}, unit="pct", direction="lower", amber=20, red=30)
+    churn = _values("period_retention", {"where": {"is_refund": False}, "churn": True}, unit="pct", direction="lower")
     assert _series(churn) == {"2024-02": 50.0, "2024-03": 50.0}
 
 
@@ -168,12 +165,12 @@ def test_returning_share():
 
 
 def test_realised_clv_is_cumulative_revenue_per_customer():
-    result = _values("cumulative_value_per_customer", unit="CNY")
+    result = _values("cumulative_value_per_customer", unit="money")
     assert _series(result) == {"2024-01": 150.0, "2024-02": 120.0, "2024-03": round(430 / 3, 4)}
 
 
 def test_spend_per_row_cac_spreads_spend_over_campaign_days():
-    result = _values("spend_per_row", {"table": "customers", "time_col": "signup_time"}, unit="CNY", direction="lower", target=1, amber=5, red=10)
+    result = _values("spend_per_row", {"table": "customers", "time_col": "signup_time"}, unit="money", direction="lower")
     # Jan: 1000 (k1) + 2 of k2's 4 days (200) over 2 sign-ups; Feb: 200 over 1 sign-up.
     assert _series(result) == {"2024-01": 600.0, "2024-02": 200.0}
 
@@ -226,7 +223,7 @@ def test_sales_pipeline_kpis():
     assert _series(win) == {"2024-02": 100.0, "2024-03": 0.0}
     cycle = _values("mean_duration", {**opp, "start_col": "created_time", "end_col": "closed_time", "where": {"status": "won"}}, unit="days")
     assert _series(cycle) == {"2024-02": 30.0}
-    assert _series(_values("open_value_at_period_end", unit="CNY")) == {"2024-01": 1500.0, "2024-02": 800.0, "2024-03": 300.0}
+    assert _series(_values("open_value_at_period_end", unit="money")) == {"2024-01": 1500.0, "2024-02": 800.0, "2024-03": 300.0}
 
 
 def test_naive_forecast_accuracy():
@@ -296,8 +293,7 @@ def test_project_catalogue_loads_and_covers_the_agreed_kpis():
         ({"direction": "up"}, r"field 'direction'"),
         ({"grain": "year"}, r"field 'grain'"),
         ({"colour": "blue"}, r"field 'colour': unknown field"),
-        ({"target": "high"}, r"field 'target': expected a number"),
-        ({"amber": 20}, r"field 'amber/red'"),
+        ({"target": 10}, r"field 'target': targets belong to the dataset"),
         ({"params": {"table": "orders", "time_col": "order_time", "bogus": 1}}, r"field 'params.bogus'"),
         ({"params": {"table": "orders"}}, r"field 'params.time_col': required"),
         ({"params": {"table": "orders", "time_col": "t", "where": {"x": {"~": 1}}}}, r"field 'params.where'"),
@@ -315,8 +311,8 @@ def test_catalogue_errors_name_entry_and_field(change, message):
 
 def test_catalogue_missing_field_and_duplicate_id():
     entry = _entry("row_count", {"table": "orders", "time_col": "order_time"})
-    with pytest.raises(CatalogueError, match="field 'target': missing"):
-        parse_catalogue({"kpis": [{k: v for k, v in entry.items() if k != "target"}]}, kpi.COMPUTATIONS)
+    with pytest.raises(CatalogueError, match="field 'unit': missing"):
+        parse_catalogue({"kpis": [{k: v for k, v in entry.items() if k != "unit"}]}, kpi.COMPUTATIONS)
     with pytest.raises(CatalogueError, match="duplicate KPI id"):
         parse_catalogue({"kpis": [entry, entry]}, kpi.COMPUTATIONS)
     with pytest.raises(CatalogueError, match="'kpis'"):
@@ -325,7 +321,7 @@ def test_catalogue_missing_field_and_duplicate_id():
 
 def test_catalogue_file_error_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("kpis:\n  - {id: x, name: X, definition: d, unit: count, direction: higher, grain: month, target: 3, amber: 2, red: 1, computation: nope}\n")
+    path.write_text("kpis:\n  - {id: x, name: X, definition: d, unit: count, direction: higher, grain: month, computation: nope}\n")
     with pytest.raises(CatalogueError, match=r"bad.yaml: KPI 'x', field 'computation'"):
         kpi.load_catalogue(path)
 
@@ -335,9 +331,8 @@ def test_catalogue_file_error_names_the_file(tmp_path):
 
 def _catalogue(direction="higher", target=100.0, amber=90.0, red=80.0, computation="mean_value", grain="month"):
     params = {"table": "orders", "time_col": "order_time", "value_col": "order_amount"}
-    return parse_catalogue(
-        {"kpis": [_entry(computation, params, unit="CNY", direction=direction, target=target, amber=amber, red=red, grain=grain)]}, kpi.COMPUTATIONS
-    )
+    catalogue = parse_catalogue({"kpis": [_entry(computation, params, unit="money", direction=direction, grain=grain)]}, kpi.COMPUTATIONS)
+    return with_targets(catalogue, {} if target is None else {"k": (target, amber, red)})
 
 
 def _monthly(values, grain="month"):
@@ -449,9 +444,84 @@ def test_plots_return_axes_and_figure():
     matplotlib.use("Agg")
     tracked = kpi.track(_monthly(NOISE + [70]), _catalogue())
     ax = kpi.plot_kpi_trend(tracked, kpi_id="k")
-    assert ax.get_title(loc="left") == "K (CNY)"
+    assert ax.get_title(loc="left") == f"K ({datasets.load_dataset(None).currency})"  # the default dataset's currency
+    assert kpi.plot_kpi_trend(tracked, kpi_id="k", currency="GBP").get_title(loc="left") == "K (GBP)"
     fig = kpi.plot_kpi_tiles(tracked)
     assert len(fig.axes) == 1
+
+
+def _tile_texts(fig) -> list[str]:
+    return [text.get_text() for text in fig.axes[0].texts]
+
+
+def test_money_tile_is_written_in_the_dataset_currency_and_locale():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    tracked = kpi.track(_monthly(NOISE + [86161.4]), _catalogue())
+    assert "£86,161" in _tile_texts(kpi.plot_kpi_tiles(tracked, currency="GBP", locale="en_GB"))
+    assert "R$\xa086.161" in _tile_texts(kpi.plot_kpi_tiles(tracked, currency="BRL", locale="pt_BR"))
+    alerts = kpi.find_alerts(kpi.track(_monthly(NOISE + [70]), _catalogue()), currency="GBP", locale="en_GB")
+    assert "is £70.00, red against target £100" in alerts.message.iloc[0]
+
+
+def test_kpi_without_a_target_is_grey_and_says_no_target_never_red():
+    import matplotlib
+
+    from crm_analytics import plots
+
+    matplotlib.use("Agg")
+    tracked = kpi.track(_monthly(NOISE + [10]), _catalogue(target=None))
+    assert set(tracked.status) == {"no target"} and tracked.target.isna().all()
+    alerts = kpi.find_alerts(tracked)
+    assert "red" not in set(alerts.status) and set(alerts.alert_type) == {"significant_change"}  # the drop is still news
+    fig = kpi.plot_kpi_tiles(tracked, currency="GBP", locale="en_GB")
+    assert "no target" in _tile_texts(fig)
+    assert matplotlib.colors.to_hex(fig.axes[0].spines["left"].get_edgecolor()) == plots.STATUS_COLOURS["grey"]
+    assert matplotlib.colors.to_hex(fig.axes[0].lines[0].get_color()) == plots.STATUS_COLOURS["grey"]
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def test_targets_come_from_the_dataset_targets_file(tmp_path):
+    path = tmp_path / "shop.yaml"
+    path.write_text("# targets of a shop\nrevenue: {target: 90000, amber: 80000, red: 70000}\nchurn_rate: {target: 40, amber: 45, red: 50}\n", encoding="utf-8")
+    catalogue = {k.id: k for k in kpi.load_catalogue(targets_file=path)}
+    assert (catalogue["revenue"].target, catalogue["revenue"].amber, catalogue["revenue"].red) == (90000.0, 80000.0, 70000.0)
+    assert catalogue["churn_rate"].red == 50.0 and catalogue["revenue"].unit == "money"
+    assert not catalogue["orders"].has_target and catalogue["orders"].target is None
+    assert not any(k.has_target for k in kpi.load_catalogue())  # no targets file, no targets
+
+
+def test_demo_targets_file_covers_the_demo_catalogue():
+    demo = datasets.load_dataset("demo")
+    assert demo.targets_file is not None and demo.targets_file.name == "demo.yaml"
+    catalogue = kpi.load_catalogue(targets_file=demo.targets_file)
+    assert all(k.has_target for k in catalogue)
+    assert {k.id: k.target for k in catalogue}["active_customers"] == 13000.0
+
+
+def test_unknown_kpi_in_targets_file_names_the_file_and_close_matches(tmp_path):
+    path = tmp_path / "shop.yaml"
+    path.write_text("revenu: {target: 3, amber: 2, red: 1}\n", encoding="utf-8")
+    with pytest.raises(CatalogueError, match=r"shop.yaml: KPI 'revenu' is not in the catalogue \(did you mean 'revenue'"):
+        kpi.load_catalogue(targets_file=path)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"target": "high", "amber": 2, "red": 1}, r"KPI 'k', field 'target': expected a number"),
+        ({"target": 10, "amber": 20, "red": 1}, r"KPI 'k', field 'amber/red': thresholds must satisfy red <= amber <= target"),
+        ({"target": 10, "amber": 5}, r"KPI 'k', field 'red': missing"),
+        ({"target": 10, "amber": 5, "red": 1, "colour": "blue"}, r"KPI 'k', field 'colour': unknown field"),
+    ],
+)
+def test_bad_targets_name_the_file_kpi_and_field(entry, message):
+    catalogue = parse_catalogue({"kpis": [_entry("row_count", {"table": "orders", "time_col": "order_time"})]}, kpi.COMPUTATIONS)
+    with pytest.raises(CatalogueError, match="shop.yaml: " + message):
+        parse_targets({"k": entry}, catalogue, source="shop.yaml")
 
 
 # --------------------------------------------------------------------------- notebook
@@ -483,6 +553,8 @@ def test_notebook_runs_under_papermill_with_static_dashboard(demo_home, tmp_path
     values = pd.read_parquet(tmp_path / "tables" / "kpi_values.parquet")
     assert set(values.grain) == set(params["grains"])
     assert set(values.kpi_id) >= {"revenue", "active_customers", "nps", "win_rate", "first_contact_resolution"}
+    monthly_revenue = values[(values.kpi_id == "revenue") & (values.grain == "month") & (values.segment == "all") & (values.channel == "all")]
+    assert monthly_revenue.target.notna().all() and "no target" not in set(monthly_revenue.status)  # the demo's targets file
     alerts = pd.read_csv(tmp_path / "alerts.csv")
     assert json.loads((tmp_path / "alerts.json").read_text(encoding="utf-8"))["n_alerts"] == len(alerts)
     assert len(pd.read_csv(tmp_path / "tables" / "alerts.csv")) == len(alerts)

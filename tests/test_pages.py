@@ -157,6 +157,14 @@ def test_unscheduled_analysis_is_never_stale_by_age(page_home):
     assert pages.page_status("kpi", now=NOW + pd.Timedelta(days=400), jobs=[]).state == "fresh"
 
 
+def test_run_times_are_shown_in_the_datasets_time_zone(tmp_path, monkeypatch):
+    document = {"time_zone": "Europe/London", "currency": "GBP", "country": "GB"}
+    (tmp_path / "shop.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    monkeypatch.setenv(paths.DATASET_ENV, str(tmp_path / "shop.yaml"))
+    assert pages.display_time_zone() == "Europe/London"
+    assert pages._fmt_time(pd.Timestamp("2026-07-01 11:50", tz="UTC")) == "2026-07-01 12:50 Europe/London"
+
+
 def test_day_of_week_has_its_crontab_meaning(page_home):
     weekly = [scheduler.ScheduledJob(id="kpi-weekly", analysis="kpi", cron="0 6 * * 1", timezone="Asia/Shanghai")]
     sunday_noon = pd.Timestamp("2026-03-08 12:00", tz="Asia/Shanghai")
@@ -249,6 +257,20 @@ def test_totals_of_an_empty_selection():
     totals = pages.cube_totals(pages.filter_cube(pages.prepare_cube(_tiny_cube()), segment="nobody"))
     assert totals["n_orders"] == 0 and np.isnan(totals["avg_order_amount"])
     assert "—" in pages.totals_html(totals, k=5)
+
+
+def test_money_on_the_page_is_in_the_dataset_currency_and_locale():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    totals = pages.cube_totals(pages.prepare_cube(_tiny_cube(), k=5))
+    tiles = pages.totals_html(totals, k=5, currency="GBP", locale="en_GB")
+    assert "£4,300" in tiles and "£100" in tiles and "¥" not in tiles
+    assert "R$\xa04.300" in pages.totals_html(totals, k=5, currency="BRL", locale="pt_BR")
+    cube = pages.prepare_cube(_tiny_cube(), k=5)
+    assert pages.plot_monthly_revenue(cube, currency="GBP").get_ylabel() == "revenue (GBP)"
+    assert pages.plot_segment_revenue(cube, currency="GBP").get_xlabel() == "revenue (GBP)"
+    matplotlib.pyplot.close("all")
 
 
 def test_cube_missing_column_is_named():

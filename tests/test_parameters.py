@@ -15,10 +15,14 @@ from crm_analytics import paths, runner, scheduler
 NOTEBOOKS = sorted(paths.notebooks_dir().glob("*.ipynb"))
 # Configuration that lives beside a parameter set but is not one (it is read by the notebook, not injected).
 CONFIGURATION_FILES = {"kpi/catalogue.yaml"}
+# Folders of configuration read by the package, not parameter sets of a notebook.
+CONFIGURATION_FOLDERS = {"datasets", "targets"}
 PARAMETER_FILES = sorted(
     p for p in paths.parameters_dir().glob("*/*.yaml")
     if p.relative_to(paths.parameters_dir()).as_posix() not in CONFIGURATION_FILES
+    and p.parent.name not in CONFIGURATION_FOLDERS
 )
+DEFAULT_FILES = [p for p in PARAMETER_FILES if p.name == "default.yaml"]
 
 
 def _ids(items):
@@ -38,6 +42,21 @@ def test_notebook_declares_output_dir_and_warehouse_path(notebook):
     declared = papermill.inspect_notebook(str(notebook))
     missing = {"output_dir", "warehouse_path"} - set(declared)
     assert not missing, f"{notebook.name}: the parameters cell does not declare {sorted(missing)}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_declares_an_empty_dataset(notebook):
+    """The runner injects the dataset; run by hand, an empty value means the project's default dataset."""
+    declared = papermill.inspect_notebook(str(notebook))
+    assert "dataset" in declared, f"{notebook.name}: the parameters cell does not declare dataset"
+    assert declared["dataset"]["default"] == '""', f"{notebook.name}: dataset must default to \"\" (the project default)"
+
+
+@pytest.mark.parametrize("parameter_file", DEFAULT_FILES, ids=_ids(DEFAULT_FILES))
+def test_default_parameters_leave_the_dataset_to_the_run(parameter_file):
+    """A dataset named in default.yaml would replace the project default for that analysis only."""
+    values = runner.load_parameters_file(parameter_file)
+    assert values.get("dataset", "") == "", f"{parameter_file}: leave dataset empty (use --dataset or parameters/project.yaml)"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -104,3 +123,50 @@ def test_papermill_reads_every_parameter(notebook):
         assigned.update(t.id for t in targets if isinstance(t, ast.Name))
     unread = sorted(assigned - set(papermill.inspect_notebook(str(notebook))))
     assert not unread, f"{notebook.name}: papermill cannot read {unread}; keep '=' out of their comments"
+
+
+_CONCRETE_DATE = __import__("re").compile(r"\b\d{4}[-/]\d{1,2}[-/]\d{1,2}\b")
+# The cleansing build's `as_of` is the date the export was taken (later dates are quarantined as future-dated):
+# a fact of the dataset rather than a window of the data; it moves to the dataset file with the cleansing work.
+_EXPORT_DATE_PARAMETERS = {("cleansing", "as_of")}
+
+
+def _concrete_dates(value) -> list[str]:
+    """Every concrete date written in ``value`` (strings, and strings inside lists and mappings)."""
+    if isinstance(value, str):
+        return _CONCRETE_DATE.findall(value)
+    if isinstance(value, dict):
+        return [d for v in value.values() for d in _concrete_dates(v)]
+    if isinstance(value, (list, tuple)):
+        return [d for v in value for d in _concrete_dates(v)]
+    import datetime as dt
+
+    return [value.isoformat()] if isinstance(value, (dt.date, dt.datetime)) else []
+
+
+_ANALYSIS_PARAMETER_FILES = [p for p in PARAMETER_FILES if p.parent.name != "datasets"]  # dataset files hold facts, dates included
+
+
+@pytest.mark.parametrize("parameter_file", _ANALYSIS_PARAMETER_FILES, ids=_ids(_ANALYSIS_PARAMETER_FILES))
+def test_parameter_files_hold_no_concrete_date(parameter_file):
+    """Snapshot and window dates default to empty: derived from the data (crm_analytics.dates)."""
+    analysis = parameter_file.parent.name
+    values = yaml.safe_load(parameter_file.read_text(encoding="utf-8")) or {}
+    found = {k: _concrete_dates(v) for k, v in values.items() if (analysis, k) not in _EXPORT_DATE_PARAMETERS}
+    assert not {k: d for k, d in found.items() if d}, f"{parameter_file}: concrete dates; leave them empty to derive them from the data"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_parameters_cell_holds_no_concrete_date(notebook):
+    declared = papermill.inspect_notebook(str(notebook))
+    found = {
+        name: _concrete_dates(ast.literal_eval(spec["default"]))
+        for name, spec in declared.items()
+        if (notebook.stem, name) not in _EXPORT_DATE_PARAMETERS
+    }
+    assert not {k: d for k, d in found.items() if d}, f"{notebook.name}: concrete dates in the parameters cell"
+
+
+def test_schedule_holds_no_concrete_date():
+    path = paths.parameters_dir() / "schedule.yaml"
+    assert not _concrete_dates(yaml.safe_load(path.read_text(encoding="utf-8")))

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from crm_analytics import report_index, runner
+from crm_analytics import paths, report_index, runner
 
 FIXTURES = Path(__file__).resolve().parent / "notebooks"
 
@@ -69,7 +69,7 @@ def test_unknown_parameter_is_refused_with_did_you_mean(tmp_path):
     message = str(info.value)
     assert "did you mean 'n_rows'" in message
     assert "valid parameters: as_of, label, n_rows, output_dir, warehouse_path" in message
-    assert not (tmp_path / "ok").exists()  # refused before anything was written
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
 def test_unknown_key_in_default_yaml_is_refused(tmp_path):
@@ -89,6 +89,67 @@ def test_parameters_merge_default_then_file_then_explicit(tmp_path):
     )
     assert merged["n_rows"] == 3 and merged["label"] == "file" and merged["as_of"] == "2024-01-01"
     assert Path(merged["warehouse_path"]).is_absolute()
+
+
+def _notebook_declaring_dataset(folder: Path, name: str = "probe_dataset") -> Path:
+    """A notebook declaring ``dataset`` that saves what it was given and what its kernel's environment says."""
+    parameters = new_code_cell(
+        'dataset = ""  # dataset name\nwarehouse_path = ""  # warehouse\noutput_dir = ""  # run folder\nlabel = "x"  # text'
+    )
+    parameters.metadata["tags"] = ["parameters"]
+    body = new_code_cell(
+        "import os\nimport pandas as pd\nfrom crm_analytics import paths, results\n"
+        "seen = pd.DataFrame({'dataset': [dataset], 'warehouse_path': [warehouse_path],"
+        " 'env_default': [paths.default_dataset()]})\nresults.save_table(seen, 'seen', output_dir=output_dir)"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.ipynb"
+    nb = new_notebook(cells=[parameters, body])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_dataset_is_injected_with_its_warehouse_and_explicit_values_win(tmp_path):
+    notebook = _notebook_declaring_dataset(tmp_path / "notebooks")
+    (tmp_path / "probe_dataset").mkdir()
+    (tmp_path / "probe_dataset" / "default.yaml").write_text('dataset: ""\nlabel: y\n')
+    merged = runner.resolve_parameters("probe_dataset", notebook=notebook, parameters_root=tmp_path)
+    assert merged["dataset"] == paths.default_dataset()
+    assert merged["warehouse_path"] == str(paths.warehouse_path(paths.default_dataset()))
+    given = runner.resolve_parameters("probe_dataset", notebook=notebook, parameters_root=tmp_path, dataset="demo")
+    assert given["dataset"] == "demo" and given["warehouse_path"].endswith("demo.duckdb")
+    explicit = runner.resolve_parameters(
+        "probe_dataset", notebook=notebook, parameters_root=tmp_path, dataset="nope", parameters={"dataset": "demo"}
+    )
+    assert explicit["dataset"] == "demo"  # -p dataset=... wins over --dataset
+    undeclared = runner.resolve_parameters("ok", notebook=FIXTURES / "ok.ipynb", parameters_root=tmp_path, dataset="demo")
+    assert "dataset" not in undeclared and undeclared["warehouse_path"].endswith("demo.duckdb")
+
+
+def test_unknown_dataset_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(runner.UnknownDatasetError) as info:
+        runner.run_analysis("ok", notebook_dir=FIXTURES, output_root=tmp_path / "outputs", parameters_root=tmp_path, dataset="dem")
+    assert "no dataset 'dem'" in str(info.value) and "did you mean 'demo'" in str(info.value)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_common_parameters_go_to_the_analyses_that_declare_them():
+    spread = runner.spread_parameters({"n_rows": 2, "seconds": 1}, ["ok", "sleeper", "empty"], notebook_dir=FIXTURES)
+    assert spread == {"ok": {"n_rows": 2}, "sleeper": {"seconds": 1}, "empty": {}}
+    with pytest.raises(runner.ParameterError, match="no analysis declares the parameter 'n_row' \\(did you mean 'n_rows'\\?\\)"):
+        runner.spread_parameters({"n_row": 2}, ["ok", "empty"], notebook_dir=FIXTURES)
+
+
+def test_run_all_refuses_a_parameter_no_analysis_declares(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name in ("cleansing", "kpi"):
+        shutil.copy(FIXTURES / "ok.ipynb", notebooks / f"{name}.ipynb")
+    with pytest.raises(runner.ParameterError, match="did you mean 'n_rows'"):
+        runner.run_all(notebook_dir=notebooks, output_root=tmp_path / "outputs", parameters_root=tmp_path,
+                       common_parameters={"n_row": 1})
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_notebook_without_output_dir_is_refused(tmp_path):
@@ -123,12 +184,13 @@ def test_run_ids_sort_by_time():
 
 
 def test_latest_moves_atomically_and_falls_back_to_a_pointer_file(tmp_path, monkeypatch):
-    root = tmp_path / "outputs" / "ok"
+    root = tmp_path / "outputs" / "demo" / "ok"
     for run_id in ("run-1", "run-2"):
         (root / run_id).mkdir(parents=True)
     runner.move_latest(root, "run-1")
     assert (root / "latest").is_symlink()
-    assert runner.latest_run("ok", output_root=tmp_path / "outputs") == root / "run-1"
+    assert runner.latest_run("ok", output_root=tmp_path / "outputs", dataset="demo") == root / "run-1"
+    assert runner.latest_run("ok", output_root=tmp_path / "outputs", dataset="other") is None  # per dataset
 
     def no_symlinks(*args, **kwargs):
         raise OSError("symlinks not supported")
@@ -136,7 +198,7 @@ def test_latest_moves_atomically_and_falls_back_to_a_pointer_file(tmp_path, monk
     monkeypatch.setattr(os, "symlink", no_symlinks)
     runner.move_latest(root, "run-2")
     assert (root / "latest").is_file() and not (root / "latest").is_symlink()
-    assert runner.latest_run("ok", output_root=tmp_path / "outputs") == root / "run-2"
+    assert runner.latest_run("ok", output_root=tmp_path / "outputs", dataset="demo") == root / "run-2"
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []
 
 
@@ -171,14 +233,14 @@ def test_data_fingerprint_changes_with_the_file(tmp_path):
 
 def test_locked_analysis_records_skipped_locked_without_running(tmp_path):
     output_root = tmp_path / "outputs"
-    (output_root / "ok").mkdir(parents=True)
-    with filelock.FileLock(str(output_root / "ok" / ".lock")):
-        result = runner.run_analysis("ok", notebook_dir=FIXTURES, output_root=output_root, parameters_root=tmp_path)
-    assert result.status == "skipped_locked"
+    (output_root / "demo" / "ok").mkdir(parents=True)
+    with filelock.FileLock(str(output_root / "demo" / "ok" / ".lock")):
+        result = runner.run_analysis("ok", notebook_dir=FIXTURES, output_root=output_root, parameters_root=tmp_path, dataset="demo")
+    assert result.status == "skipped_locked" and result.dataset == "demo"
     record = _record(result)
     assert record["status"] == "skipped_locked" and record["ended_at"]
     assert sorted(p.name for p in result.run_dir.iterdir()) == ["run.json"]
-    assert runner.latest_run("ok", output_root=output_root) is None
+    assert runner.latest_run("ok", output_root=output_root, dataset="demo") is None
 
 
 def test_output_root_that_cannot_be_created_fails_clearly(tmp_path):
@@ -201,6 +263,7 @@ def _fake_run(root: Path, analysis: str, run_id: str, status: str, **extra) -> N
 
 
 def test_index_marks_a_failure_newer_than_the_latest_good_run(tmp_path):
+    outputs, tmp_path = tmp_path, tmp_path / "demo"  # runs of the demo dataset
     _fake_run(tmp_path, "kpi", "20240501T080000.000Z-aaaaaa", "succeeded", alert_count=4)
     runner.move_latest(tmp_path / "kpi", "20240501T080000.000Z-aaaaaa")
     _fake_run(tmp_path, "kpi", "20240502T080000.000Z-bbbbbb", "failed", error_name="ValueError")
@@ -209,7 +272,8 @@ def test_index_marks_a_failure_newer_than_the_latest_good_run(tmp_path):
     runner.move_latest(tmp_path / "churn", "20240502T070000.000Z-dddddd")
     _fake_run(tmp_path, "dashboard", "20240502T090000.000Z-eeeeee", "succeeded")
     runner.move_latest(tmp_path / "dashboard", "20240502T090000.000Z-eeeeee")
-    page = report_index.write_index(tmp_path, pages_url="http://127.0.0.1:8866/").read_text()
+    page = report_index.write_index(outputs, pages_url="http://127.0.0.1:8866/", dataset="demo").read_text()
+    assert "<h1>crm-analytics reports: demo (Asia/Shanghai, CNY)</h1>" in page
     kpi_row = next(line for line in page.splitlines() if "<strong>kpi</strong>" in line)
     churn_row = next(line for line in page.splitlines() if "<strong>churn</strong>" in line)
     assert 'href="kpi/latest/report.html"' in kpi_row
@@ -223,8 +287,21 @@ def test_index_marks_a_failure_newer_than_the_latest_good_run(tmp_path):
 
 
 def test_index_lists_never_run_analyses(tmp_path):
-    page = report_index.write_index(tmp_path, analyses=["segmentation"]).read_text()
+    page = report_index.write_index(tmp_path, analyses=["segmentation"], dataset="demo").read_text()
     assert "<strong>segmentation</strong>" in page and "never run" in page
+
+
+def test_each_dataset_has_its_index_and_the_top_page_lists_them(tmp_path):
+    _fake_run(tmp_path / "demo", "kpi", "20240501T080000.000Z-aaaaaa", "succeeded")
+    _fake_run(tmp_path / "other", "churn", "20240501T080000.000Z-bbbbbb", "failed", error_name="KeyError")
+    demo_page = report_index.write_index(tmp_path, dataset="demo").read_text()
+    other_page = report_index.write_index(tmp_path, dataset="other").read_text()
+    assert "<strong>kpi</strong>" in demo_page and "<strong>churn</strong>" not in demo_page
+    assert "<strong>churn</strong>" in other_page and "<strong>kpi</strong>" not in other_page
+    assert "<h1>crm-analytics reports: other</h1>" in other_page  # no dataset file: the name alone
+    top = (tmp_path / "index.html").read_text()
+    assert '<a href="demo/index.html">demo</a>' in top and '<a href="other/index.html">other</a>' in top
+    assert "Asia/Shanghai, CNY" in top
 
 
 # ----------------------------------------------------------------------------- real runs
@@ -371,17 +448,19 @@ def test_run_order_keeps_only_dependencies_that_run_and_refuses_cycles(tmp_path)
 
 def _write_durations(output_root: Path, seconds_by_analysis: dict[str, float]) -> None:
     for analysis, seconds in seconds_by_analysis.items():
-        run = output_root / analysis / "r1"
+        run = output_root / "demo" / analysis / "r1"
         run.mkdir(parents=True)
         (run / "run.json").write_text(json.dumps({"duration_s": seconds}))
-        runner.move_latest(output_root / analysis, "r1")
+        runner.move_latest(output_root / "demo" / analysis, "r1")
 
 
 def test_critical_path_first_orders_by_last_successful_duration(tmp_path):
     output_root = tmp_path / "outputs"
     _write_durations(output_root, {"quick": 2.0, "slow": 30.0})
-    order = runner.critical_path_first(["quick", "never_run", "slow"], output_root=output_root)
-    assert order == ["never_run", "slow", "quick"]  # never run counts as the longest known: ties go by name
+    order = runner.critical_path_first(["quick", "never_run", "slow"], output_root=output_root, dataset="demo")
+    assert order == ["never_run", "slow", "quick"]
+    other = runner.critical_path_first(["quick", "slow"], output_root=output_root, dataset="other")
+    assert other == ["quick", "slow"]  # another dataset's durations are unknown: ties go by name  # never run counts as the longest known: ties go by name
 
 
 def test_critical_path_first_starts_what_others_wait_for(tmp_path):
@@ -390,7 +469,7 @@ def test_critical_path_first_starts_what_others_wait_for(tmp_path):
     _write_durations(output_root, {"segmentation": 5.0, "kpi": 10.0, "churn": 12.0, "cohort": 1.0})
     dependencies = {"kpi": {"segmentation"}, "churn": set(), "cohort": set(), "segmentation": set()}
     names = ["churn", "cohort", "kpi", "segmentation"]
-    assert runner.critical_path_first(names, dependencies, output_root=output_root) == ["segmentation", "churn", "kpi", "cohort"]
+    assert runner.critical_path_first(names, dependencies, output_root=output_root, dataset="demo") == ["segmentation", "churn", "kpi", "cohort"]
     # in a fresh home every run counts 1 s, so the longest chains go first
     fresh = runner.critical_path_first(names, {**dependencies, "cohort": {"kpi"}}, output_root=tmp_path / "none")
     assert fresh == ["segmentation", "kpi", "churn", "cohort"]
@@ -403,3 +482,45 @@ def test_typical_durations_order_a_first_batch(tmp_path):
     dependencies = runner.run_order(["kpi", "segmentation", "churn", "cohort"], parameters_root=tmp_path)
     order = runner.critical_path_first(["cohort", "churn", "kpi", "segmentation"], dependencies, output_root=tmp_path / "none", typical=typical)
     assert order == ["segmentation", "kpi", "churn", "cohort"]  # chains of 25, 20 and 18 s; cohort counts 1 s (nothing known)
+
+
+@pytest.fixture
+def two_datasets(tmp_path, monkeypatch):
+    """A datasets folder holding the demo's file and a copy named ``other`` with another zone and currency."""
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    demo = (paths.datasets_dir() / "demo.yaml").read_text(encoding="utf-8")
+    (folder / "demo.yaml").write_text(demo, encoding="utf-8")
+    other = "\n".join(
+        "time_zone: Europe/London" if line.startswith("time_zone:") else "currency: GBP" if line.startswith("currency:")
+        else "country: GB" if line.startswith("country:") else line
+        for line in demo.splitlines()
+    )
+    (folder / "other.yaml").write_text(other, encoding="utf-8")
+    monkeypatch.setattr(paths, "datasets_dir", lambda: folder)  # where dataset files are looked up
+    return folder
+
+
+@pytest.mark.slow
+def test_runs_of_two_datasets_keep_their_own_latest_and_index(tmp_path, two_datasets):
+    notebooks = tmp_path / "notebooks"
+    _notebook_declaring_dataset(notebooks)
+    outputs = tmp_path / "outputs"
+    options = {"notebook_dir": notebooks, "output_root": outputs, "parameters_root": tmp_path}
+    demo = runner.run_analysis("probe_dataset", dataset="demo", **options)
+    other = runner.run_analysis("probe_dataset", dataset="other", **options)
+    assert demo.ok and other.ok, (demo, other)
+    assert demo.run_dir.parent == outputs / "demo" / "probe_dataset"
+    assert other.run_dir.parent == outputs / "other" / "probe_dataset"
+    assert runner.latest_run("probe_dataset", output_root=outputs, dataset="demo") == demo.run_dir
+    assert runner.latest_run("probe_dataset", output_root=outputs, dataset="other") == other.run_dir
+    assert _record(other)["dataset"] == "other" and _record(demo)["dataset"] == "demo"
+    import pandas as pd
+
+    seen = pd.read_parquet(other.run_dir / "tables" / "seen.parquet").iloc[0]
+    assert seen["dataset"] == "other" and seen["env_default"] == "other"  # the kernel reads the run's dataset
+    assert seen["warehouse_path"] == str(paths.warehouse_path("other"))
+    assert "(Europe/London, GBP)" in (outputs / "other" / "index.html").read_text()
+    assert "(Asia/Shanghai, CNY)" in (outputs / "demo" / "index.html").read_text()
+    top = (outputs / "index.html").read_text()
+    assert 'href="demo/index.html"' in top and 'href="other/index.html"' in top

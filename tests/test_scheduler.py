@@ -95,6 +95,42 @@ def test_europe_berlin_runs_once_when_the_local_time_does_not_exist():
     assert utc == ["03-31 01:30", "04-01 00:30", "04-02 00:30"]
 
 
+# ----------------------------------------------------------------------------- datasets
+
+
+def test_zone_defaults_to_the_dataset_time_zone_not_a_constant():
+    assert scheduler.DEFAULT_TIMEZONE == "UTC"
+    raw = {"jobs": [KPI, {**KPI, "id": "kpi-eu", "timezone": "Europe/Berlin"}]}
+    config = scheduler.parse_schedule(raw, dataset="demo")
+    assert config.timezone == "Asia/Shanghai" and config.dataset == "demo"  # the demo's business zone
+    assert [(job.timezone, job.dataset) for job in config.jobs] == [("Asia/Shanghai", "demo"), ("Europe/Berlin", "demo")]
+    declared = scheduler.parse_schedule({"timezone": "Europe/London", "jobs": [KPI]}, dataset="demo")
+    assert declared.jobs[0].timezone == "Europe/London"  # a declared zone wins over the dataset's
+
+
+def test_a_job_names_its_dataset_and_an_unknown_one_is_refused():
+    config = scheduler.parse_schedule({"dataset": "demo", "jobs": [KPI, {**KPI, "id": "other", "dataset": "demo"}]})
+    assert {job.dataset for job in config.jobs} == {"demo"}
+    assert "run kpi --dataset demo" in scheduler.crontab_lines(config, root="/srv/crm")
+    with pytest.raises(scheduler.ScheduleError, match=r"schedule job 'x'.*no dataset 'dem'.*did you mean 'demo'"):
+        scheduler.parse_schedule({"jobs": [{**KPI, "id": "x", "dataset": "dem"}]})
+    with pytest.raises(scheduler.ScheduleError, match="no dataset 'dem'"):
+        scheduler.parse_schedule({"timezone": "UTC", "jobs": [KPI]}, dataset="dem")
+
+
+def test_job_passes_its_dataset_to_the_runner(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(analysis, **kwargs):
+        seen.update(kwargs)
+        return _fake_result(analysis, "succeeded")
+
+    monkeypatch.setattr(runner, "run_analysis", fake_run)
+    scheduler.execute_job(job_id="j", analysis="kpi", log_path=str(tmp_path / "log.jsonl"), dataset="demo")
+    assert seen["dataset"] == "demo"
+    assert scheduler.RunLog(tmp_path / "log.jsonl").read()[0]["dataset"] == "demo"
+
+
 # ----------------------------------------------------------------------------- crontab
 
 
@@ -222,21 +258,21 @@ def test_changed_cron_replaces_the_stored_job(tmp_path, fake_runner):
 
 def test_unfinished_runs_are_logged_and_marked_once(tmp_path):
     outputs = tmp_path / "outputs"
-    tmp_run = outputs / "kpi" / "20240101T000000.000Z-aaaaaa.tmp"
+    tmp_run = outputs / "demo" / "kpi" / "20240101T000000.000Z-aaaaaa.tmp"
     tmp_run.mkdir(parents=True)
     (tmp_run / "run.json").write_text(json.dumps({"analysis": "kpi", "run_id": "20240101T000000.000Z-aaaaaa",
                                                   "status": "running", "started_at": "2024-01-01T00:00:00+00:00", "ended_at": None}))
-    no_end = outputs / "churn" / "20240102T000000.000Z-bbbbbb"
+    no_end = outputs / "other" / "churn" / "20240102T000000.000Z-bbbbbb"  # runs of every dataset are checked
     no_end.mkdir(parents=True)
     (no_end / "run.json").write_text(json.dumps({"analysis": "churn", "run_id": no_end.name, "status": "running", "ended_at": None}))
-    finished = outputs / "churn" / "20240103T000000.000Z-cccccc"
+    finished = outputs / "other" / "churn" / "20240103T000000.000Z-cccccc"
     finished.mkdir()
     (finished / "run.json").write_text(json.dumps({"status": "succeeded", "ended_at": "2024-01-03T00:00:05+00:00"}))
 
     run_log = scheduler.RunLog(tmp_path / "log.jsonl")
     logged = scheduler.report_crashed_runs(run_log, outputs)
     assert sorted(r["analysis"] for r in logged) == ["churn", "kpi"]
-    assert not tmp_run.exists() and (outputs / "kpi" / "20240101T000000.000Z-aaaaaa").is_dir()
+    assert not tmp_run.exists() and (outputs / "demo" / "kpi" / "20240101T000000.000Z-aaaaaa").is_dir()
     assert json.loads((no_end / "run.json").read_text())["status"] == "crashed"
     assert scheduler.report_crashed_runs(run_log, outputs) == []  # reported once
 
@@ -244,9 +280,9 @@ def test_unfinished_runs_are_logged_and_marked_once(tmp_path):
 def test_unfinished_run_of_a_locked_analysis_is_in_progress_not_crashed(tmp_path):
     import filelock
 
-    running = tmp_path / "kpi" / "20240101T000000.000Z-aaaaaa.tmp"
+    running = tmp_path / "demo" / "kpi" / "20240101T000000.000Z-aaaaaa.tmp"
     running.mkdir(parents=True)
-    with filelock.FileLock(str(tmp_path / "kpi" / ".lock")):
+    with filelock.FileLock(str(tmp_path / "demo" / "kpi" / ".lock")):
         assert scheduler.find_unfinished_runs(tmp_path) == []
     assert scheduler.find_unfinished_runs(tmp_path) == [running]
 
@@ -262,14 +298,15 @@ def test_overlapping_triggers_second_is_skipped_locked(tmp_path):
     params = tmp_path / "slow.yaml"
     params.write_text("seconds: 6\n")
     kwargs = {"job_id": "sleepy", "analysis": "sleeper", "parameters_file": str(params), "log_path": str(log_path),
-              "runner_options": options}
+              "runner_options": options, "dataset": "demo"}
     first = threading.Thread(target=scheduler.execute_job, kwargs=kwargs)
     first.start()
-    assert _wait_for(lambda: any((outputs / "sleeper").glob("*.tmp")) if (outputs / "sleeper").exists() else False)
+    runs = outputs / "demo" / "sleeper"
+    assert _wait_for(lambda: any(runs.glob("*.tmp")) if runs.exists() else False)
     second_status = scheduler.execute_job(**kwargs)
     first.join(timeout=60)
     assert second_status == "skipped_locked"
-    records = [p for p in (outputs / "sleeper").glob("*/run.json") if p.parent.name != "latest"]
+    records = [p for p in runs.glob("*/run.json") if p.parent.name != "latest"]
     statuses = sorted(json.loads(p.read_text())["status"] for p in records)
     assert statuses == ["skipped_locked", "succeeded"]
     events = [(r["event"], r.get("status")) for r in scheduler.RunLog(log_path).read()]

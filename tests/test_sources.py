@@ -156,7 +156,29 @@ def test_parquet_timestamps_move_into_the_business_zone(tmp_path, source_map, zo
     )
     events.to_parquet(tmp_path / "web_events.parquet")
     spec = source_map["web_events"] | {"time_zone": zone}
-    times = duckdb.sql(sources.parquet_select_sql("web_events", spec, tmp_path)).df()["event_time"]
+    times = duckdb.sql(sources.parquet_select_sql("web_events", spec, tmp_path, business_time_zone="Asia/Shanghai")).df()["event_time"]
     assert times.iloc[0] == pd.Timestamp(expected)
     winter = {"UTC": "2024-01-15 08:30", "Europe/Berlin": "2024-01-15 07:30", "Asia/Shanghai": "2024-01-15 00:30"}[zone]
     assert times.iloc[1] == pd.Timestamp(winter)
+
+
+@pytest.mark.parametrize(("zone", "local_times"), [
+    ("Europe/London", ["2024-10-27 01:30:00", "2024-03-31 01:30:00", "2024-07-01 12:00:00", "2024-01-15 00:30:00"]),
+    ("America/Sao_Paulo", ["2017-02-18 23:41:47", "2016-10-16 00:41:00", "2017-02-18 22:10:00", "2017-06-01 12:00:00"]),
+])
+def test_parquet_daylight_saving_times_follow_the_rule_of_the_pandas_reader(tmp_path, source_map, zone, local_times):
+    """Repeated and skipped local times of a Parquet source get the same instant in DuckDB as in ``parsing.convert_zone``."""
+    import duckdb
+
+    from crm_analytics import parsing
+
+    naive = pd.Series(pd.to_datetime(local_times)).astype("datetime64[us]")
+    events = pd.DataFrame({"event_id": [f"E{i}" for i in range(4)], "account_id": "W1", "session_id": "s1", "event_time": naive,
+                           "event_name": "visit", "platform": "app", "traffic_source": "direct", "product_id": None})
+    events.to_parquet(tmp_path / "web_events.parquet")
+    spec = source_map["web_events"] | {"time_zone": zone}
+    in_utc = duckdb.sql(sources.parquet_select_sql("web_events", spec, tmp_path, business_time_zone="UTC")).df()["event_time"]
+    expected = parsing.convert_zone(naive, zone, "UTC")
+    assert in_utc.astype("datetime64[us]").tolist() == expected.tolist()
+    assert in_utc.iloc[0] == parsing.localize(naive, zone).iloc[0].tz_localize(None), "the repeated hour's first occurrence"
+    assert in_utc.notna().all(), "no local time is lost at a daylight-saving change"

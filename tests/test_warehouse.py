@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 
 from crm_analytics import schema, warehouse
-from crm_analytics.cleansing.standardise import parse_datetimes
+from crm_analytics.parsing import parse_datetimes
 
 
 def test_date_parsing_handles_offsets_zones_and_formats():
     text = pd.Series(["2024-03-04T10:15:00+08:00", "2024-03-04T02:15:00Z", "2024-03-04 02:15:00", "not a date", None])
-    parsed = parse_datetimes(text, formats=["iso8601"], time_zone="UTC")["value"]
+    parsed = parse_datetimes(text, formats=["iso8601"], time_zone="UTC", business_time_zone="Asia/Shanghai")["value"]
     expected = pd.Timestamp("2024-03-04 10:15:00")
     assert parsed.iloc[:3].tolist() == [expected, expected, expected]
     assert parsed.iloc[3:].isna().all()
@@ -28,7 +28,8 @@ def test_excel_serial_60_is_not_a_date():
 
 def test_date_parsing_converts_aware_datetimes_into_the_business_zone():
     stamps = pd.Series(pd.to_datetime(["2024-01-01 00:00"]).tz_localize("UTC"))
-    assert parse_datetimes(stamps, formats=["iso8601"])["value"].iloc[0] == pd.Timestamp("2024-01-01 08:00")
+    assert parse_datetimes(stamps, formats=["iso8601"], business_time_zone="Asia/Shanghai")["value"].iloc[0] == pd.Timestamp("2024-01-01 08:00")
+    assert parse_datetimes(stamps, formats=["iso8601"], business_time_zone="Europe/London")["value"].iloc[0] == pd.Timestamp("2024-01-01 00:00")
 
 
 def test_coerce_to_contract_types_and_unparsable_values():
@@ -44,7 +45,8 @@ def test_coerce_to_contract_types_and_unparsable_values():
             "_source_row": [1, 2, 3],
         }
     )
-    coerced = warehouse.coerce_to_contract(frame, {"table": "orders", "time_zone": "UTC", "date_formats": ["iso8601"]})
+    spec = {"table": "orders", "time_zone": "UTC", "date_formats": ["iso8601"]}
+    coerced = warehouse.coerce_to_contract(frame, spec, business_time_zone="Asia/Shanghai")
     assert coerced["order_amount"].tolist()[:2] == [1234.5, -12.0]
     assert pd.isna(coerced["order_amount"].iloc[2])
     assert coerced["order_time"].tolist()[:2] == [pd.Timestamp("2024-01-01 08:00"), pd.Timestamp("2024-01-02 00:00")]
@@ -52,6 +54,8 @@ def test_coerce_to_contract_types_and_unparsable_values():
     assert list(coerced.columns[: len(schema.ORDERS.columns)]) == schema.ORDERS.column_names
     assert "_source_row" in coerced.columns
     assert frame["order_amount"].iloc[0] == "¥1,234.50", "the input is not mutated"
+    in_london = warehouse.coerce_to_contract(frame, spec, business_time_zone="Europe/London")["order_time"]
+    assert in_london.tolist()[:2] == [pd.Timestamp("2024-01-01 00:00"), pd.Timestamp("2024-01-01 16:00")]
 
 
 def test_write_tables_uses_contract_types_and_is_atomic(tmp_path):

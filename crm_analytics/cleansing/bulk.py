@@ -48,13 +48,12 @@ class StagedSource:
     @property
     def n_rows_quarantined(self) -> int:
         """Rows that left the clean table (distinct rows with a ``row`` quarantine entry)."""
-        rows = self.quarantine.loc[self.quarantine["action"] == "row", "source_row"]
-        return int(rows.nunique())
+        return validate.count_quarantined_rows(self.quarantine)
 
 
-def source_select(name: str, spec: Mapping[str, Any], dataset_dir: str | Path) -> str:
-    """The source's typed canonical columns plus ``_source_row`` (1-based row in the file)."""
-    select = sources.parquet_select_sql(name, dict(spec), dataset_dir)
+def source_select(name: str, spec: Mapping[str, Any], dataset_dir: str | Path, *, business_time_zone: str | None = None) -> str:
+    """The source's typed canonical columns plus ``_source_row`` (1-based row in the file); timestamps in ``business_time_zone``."""
+    select = sources.parquet_select_sql(name, dict(spec), dataset_dir, business_time_zone=business_time_zone)
     head, sep, tail = select.rpartition(" FROM read_parquet(")
     if not sep or not tail.endswith(")"):
         raise ValueError(f"unexpected Parquet SELECT for source {name!r}: {select[:200]}")
@@ -116,6 +115,7 @@ def validate_parquet(
     as_of: pd.Timestamp,
     id_lookup: pd.DataFrame | None,
     work_dir: str | Path,
+    business_time_zone: str | None = None,
 ) -> StagedSource:
     """Validate one Parquet source in DuckDB.
 
@@ -130,6 +130,8 @@ def validate_parquet(
         ``customer_id``, it is replaced by the key and unknown ids are quarantined.
     work_dir : path
         Existing folder for the clean rows (``<name>.parquet``) and DuckDB's spill files.
+    business_time_zone : str, optional
+        The dataset's business time zone, where timestamps are stored (default: the default dataset's).
 
     Returns
     -------
@@ -142,7 +144,7 @@ def validate_parquet(
     clean_path = Path(work_dir) / f"{name}.parquet"
     con = connect(work_dir)
     try:
-        con.execute(f"CREATE TEMP TABLE src AS {source_select(name, spec, dataset_dir)}")
+        con.execute(f"CREATE TEMP TABLE src AS {source_select(name, spec, dataset_dir, business_time_zone=business_time_zone)}")
         present = [c for c in table.column_names if c in spec["columns"] or c in (spec.get("constants") or {})]
         link = id_lookup is not None and "customer_id" in present
         if link:

@@ -1,11 +1,16 @@
 """The whole cleansing build of the warehouse.
 
-``build_clean_warehouse`` reads every source of the source map, standardises
+``build_clean_warehouse`` builds one dataset (``parameters/datasets/<name>.yaml``):
+its files are found in the dataset's ``data_dir``, its timestamps stored in its
+business time zone, its amounts in its currency, its phones read in its country.
+It reads every source of the dataset's source map (files, or queries over its
+inputs, see ``crm_analytics.sources``), standardises
 and validates it (bad rows to the quarantine, never dropped), resolves the
 customers of all sources into persons, replaces every ``customer_id`` by the
 resolved ``customer_key``, and writes the canonical tables together with
-``customer_lineage``, ``quarantine``, and the quality tables (``quality_*``)
-into the warehouse in one atomic step.
+``customer_lineage``, ``quarantine``, the quality tables (``quality_*``) and
+``dataset_info`` (the dataset's name, zone, currency, country, locale and when it
+was built) into the warehouse in one atomic step.
 
 Memory: the customer sources are read whole (entity resolution compares them
 with each other); every other source is validated chunk by chunk (``stream``)
@@ -32,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from crm_analytics import paths, privacy, regions, sources, warehouse
+from crm_analytics import datasets, paths, privacy, regions, schema, sources, warehouse
 from crm_analytics.cleansing import bulk, duck, quality, resolve, stream, survive, validate
 
 CUSTOMER_TABLE = "customers"
@@ -139,24 +144,26 @@ def validate_customers(
     dataset_dir: Path,
     *,
     as_of: pd.Timestamp,
-    default_region: str = "CN",
+    default_region: str | None = None,
     pool: Executor | None = None,
+    **options: Any,
 ) -> tuple[dict[str, validate.ValidatedSource], dict[str, pd.DataFrame]]:
     """Read and validate every source of table ``customers`` (whole, in pandas; in ``pool`` when given).
 
+    ``options`` are the dataset's validation options (``validation_options``).
     Returns ``{source: ValidatedSource}`` (without the reason codes) and ``{source: before/after profile}``.
     """
     names = [name for name, spec in source_map.items() if spec["table"] == CUSTOMER_TABLE]
-    outcomes = _map_sources(pool, _validate_customer_source, names, source_map, dataset_dir, as_of=as_of, default_region=default_region)
+    outcomes = _map_sources(pool, _validate_customer_source, names, source_map, dataset_dir, as_of=as_of, default_region=default_region, **options)
     return {name: outcomes[name][0] for name in names}, {name: outcomes[name][1] for name in names}
 
 
 def _validate_customer_source(
-    name: str, spec: Mapping[str, Any], dataset_dir: Path, *, as_of: pd.Timestamp, default_region: str
+    name: str, spec: Mapping[str, Any], dataset_dir: Path, *, as_of: pd.Timestamp, default_region: str | None, **options: Any
 ) -> tuple[validate.ValidatedSource, pd.DataFrame]:
     """One customer source: the validated rows (without reason codes) and its before/after profile."""
     raw = sources.read_source(name, dict(spec), dataset_dir)
-    result = validate.validate_source(name, raw, spec, as_of=as_of, default_region=default_region)
+    result = validate.validate_source(name, raw, spec, as_of=as_of, default_region=default_region, **options)
     profile = quality.profile_before_after(raw.reset_index(drop=True), result.reasons, result.clean, source=name, table_name=spec["table"])
     return replace(result, reasons=pd.DataFrame()), profile
 
@@ -205,9 +212,10 @@ def stage_facts(
     as_of: pd.Timestamp,
     id_lookup: pd.DataFrame,
     work_dir: Path,
-    default_region: str = "CN",
+    default_region: str | None = None,
     chunk_rows: int = stream.CHUNK_ROWS,
     pool: Executor | None = None,
+    **options: Any,
 ) -> dict[str, bulk.StagedSource]:
     """Validate every source that is not ``customers``, link it to the customers, and stage its clean rows as Parquet.
 
@@ -221,19 +229,20 @@ def stage_facts(
         lookup = Path(work_dir) / "id_lookup.parquet"
         id_lookup.to_parquet(lookup, index=False)
     return _map_sources(pool, _stage_fact_source, names, source_map, dataset_dir, as_of=as_of, id_lookup=lookup,
-                        work_dir=work_dir, default_region=default_region, chunk_rows=chunk_rows)
+                        work_dir=work_dir, default_region=default_region, chunk_rows=chunk_rows, **options)
 
 
 def _stage_fact_source(
     name: str, spec: Mapping[str, Any], dataset_dir: Path, *, as_of: pd.Timestamp, id_lookup: pd.DataFrame | Path,
-    work_dir: Path, default_region: str, chunk_rows: int,
+    work_dir: Path, default_region: str | None, chunk_rows: int, **options: Any,
 ) -> bulk.StagedSource:
     """One fact source validated, linked and staged; ``id_lookup`` may be the Parquet file holding it."""
     lookup = _read_lookup(id_lookup) if isinstance(id_lookup, Path) else id_lookup
     if is_bulk(spec):
-        return bulk.validate_parquet(name, spec, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir)
+        return bulk.validate_parquet(name, spec, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir,
+                                     business_time_zone=options.get("business_time_zone"))
     return stream.stage_source(name, spec, dataset_dir, as_of=as_of, work_dir=work_dir, id_lookup=lookup,
-                               default_region=default_region, chunk_rows=chunk_rows)
+                               default_region=default_region, chunk_rows=chunk_rows, **options)
 
 
 @lru_cache(maxsize=1)
@@ -250,7 +259,7 @@ def _customer_frame(validated: Mapping[str, validate.ValidatedSource]) -> pd.Dat
     if not parts:
         raise ValueError("the source map has no source for table 'customers': nothing to resolve")
     frame = pd.concat(parts, ignore_index=True)
-    for column in ("email", "phone", "name_key", "birth_date", "gender", "city", "province", "full_name"):
+    for column in ("email", "phone", "name_key", "birth_date", "gender", "city", "province", "country", "full_name", "person_key"):
         if column not in frame.columns:
             frame[column] = pd.NA
     return _fill_province_from_city(frame)
@@ -302,9 +311,13 @@ def _row_counts(validated: Mapping[str, validate.ValidatedSource | bulk.StagedSo
     return quality.row_accounting(pd.DataFrame(rows, columns=["source", "table_name", "rows_in", "rows_clean", "rows_quarantined"]))
 
 
-def load_ground_truth(dataset: str = paths.DEMO_DATASET) -> pd.DataFrame | None:
-    """Return the demo's ``source_records.parquet`` (source, source_record_id, person_id), or None without it."""
-    path = paths.ground_truth_dir(dataset) / "source_records.parquet"
+def load_ground_truth(dataset: str | datasets.Dataset | None = None) -> pd.DataFrame | None:
+    """Return the dataset's known true persons, ``<ground_truth_dir>/source_records.parquet`` (source,
+    source_record_id, person_id), or None when the dataset declares no ground truth (real data) or it is absent."""
+    loaded = dataset if isinstance(dataset, datasets.Dataset) else datasets.load_dataset(dataset)
+    if loaded.ground_truth_dir is None:
+        return None
+    path = loaded.ground_truth_dir / "source_records.parquet"
     return pd.read_parquet(path) if path.exists() else None
 
 
@@ -370,26 +383,34 @@ def _quality_tables(result: CleansingResult) -> dict[str, pd.DataFrame]:
 def build_clean_warehouse(
     *,
     sources_file: str | Path | None = None,
-    dataset: str = paths.DEMO_DATASET,
-    as_of: str | pd.Timestamp,
+    dataset: str | Path | datasets.Dataset | None = None,
+    as_of: str | pd.Timestamp | None = None,
     quarantine_threshold: float = 0.05,
     match_threshold: float = 0.7,
     warehouse_path: str | Path | None = None,
     output_dir: str | Path | None = None,
-    default_region: str = "CN",
+    default_region: str | None = None,
     engine: str = "fellegi_sunter",
     workers: int = 1,
 ) -> CleansingResult:
-    """Build the warehouse from the raw sources with full cleansing and entity resolution.
+    """Build one dataset's warehouse from its sources with full cleansing and entity resolution.
 
     Parameters
     ----------
     sources_file : path, optional
-        Source map (default ``parameters/sources.yaml``).
-    dataset : str
-        Folder under ``data/raw/`` holding the exports (and ``ground_truth/`` for the demo).
-    as_of : str or Timestamp
-        The build's "today" in the business time zone: later dates are quarantined.
+        A source map overriding the dataset file's ``sources:`` (it may use the dataset's ``inputs``).
+        Default: the dataset file itself.
+    dataset : str, path or Dataset, optional
+        The dataset: a name under ``parameters/datasets/``, a dataset file, or a loaded
+        ``datasets.Dataset``; empty: the project's default dataset. Its ``data_dir`` holds the
+        files (relative source paths are read from there), its ``time_zone``, ``currency`` and
+        ``country`` go into validation, its ``ground_truth_dir`` (if any) into the accuracy
+        report. For older callers, a bare name without a dataset file is accepted together with
+        ``sources_file``: the files are then read from ``data/raw/<name>/`` and the market facts
+        are the default dataset's.
+    as_of : str or Timestamp, optional
+        The build's "today" in the business time zone: later dates are quarantined. Empty: the
+        dataset's ``export_date``, else today in the dataset's zone (a bare date includes the whole day).
     quarantine_threshold : float
         Largest accepted share (0-1) of quarantined rows in any source. Above it the
         build raises ``QuarantineThresholdError`` after writing the quarantine and the
@@ -398,11 +419,11 @@ def build_clean_warehouse(
     match_threshold : float
         Match probability at or above which two customer records are the same person.
     warehouse_path : path, optional
-        The DuckDB file (default ``data/warehouse/crm.duckdb``).
+        The DuckDB file (default ``data/warehouse/<dataset>.duckdb``).
     output_dir : path, optional
         Run folder for ``quarantine.csv`` (personal values masked) and the quality tables.
-    default_region : str
-        Region for phone numbers written without a country code.
+    default_region : str, optional
+        Region for phone numbers written without a country code; ``None``: the dataset's country.
     engine : {"fellegi_sunter", "splink"}
         Probabilistic matching engine.
     workers : int
@@ -414,17 +435,23 @@ def build_clean_warehouse(
     Returns
     -------
     CleansingResult
+
+    Raises ``datasets.DatasetError`` for a dataset file that is missing or inconsistent and
+    ``sources.SourceError`` for a source that cannot be read as declared, each naming the file,
+    the source and the key, before any warehouse is replaced.
     """
     with _Timer() as timer:
-        target = paths.resolve(warehouse_path, paths.warehouse_path())
+        spec = build_dataset(dataset, sources_file=sources_file)
+        target = paths.resolve(warehouse_path, paths.warehouse_path(spec.name))
         target.parent.mkdir(parents=True, exist_ok=True)
         work_dir = target.with_name(f"{target.name}.staging-{os.getpid()}")
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir()
         try:
-            result = _build(timer, target=target, work_dir=work_dir, sources_file=sources_file, dataset=dataset, as_of=pd.Timestamp(as_of),
-                            quarantine_threshold=quarantine_threshold, match_threshold=match_threshold, output_dir=output_dir,
-                            default_region=default_region, engine=engine, workers=workers)
+            result = _build(timer, target=target, work_dir=work_dir, sources_file=sources_file, dataset=spec,
+                            as_of=build_as_of(as_of, spec), quarantine_threshold=quarantine_threshold,
+                            match_threshold=match_threshold, output_dir=output_dir,
+                            default_region=default_region or spec.country, engine=engine, workers=workers)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
         persist_outputs(result, output_dir)
@@ -433,39 +460,91 @@ def build_clean_warehouse(
         return result
 
 
+def build_dataset(dataset: str | Path | datasets.Dataset | None, *, sources_file: str | Path | None = None) -> datasets.Dataset:
+    """The ``Dataset`` a build reads (see ``build_clean_warehouse``'s ``dataset``).
+
+    A bare name with no dataset file is accepted only beside a ``sources_file`` (older callers): its
+    files are in ``data/raw/<name>/``, its market facts the default dataset's, and it has no ground truth.
+    """
+    if isinstance(dataset, datasets.Dataset):
+        return dataset
+    name = "" if dataset is None else str(dataset)
+    is_bare_name = name and not name.endswith((".yaml", ".yml")) and not datasets.dataset_file(name).is_file()
+    if sources_file and is_bare_name:
+        default = datasets.load_dataset(None)
+        return replace(default, name=name, file=Path(sources_file), data_dir=paths.raw_dir(name), ground_truth_dir=None,
+                       inputs={}, sources={})
+    return datasets.load_dataset(name or None)
+
+
+def build_as_of(as_of: str | pd.Timestamp | None, dataset: datasets.Dataset) -> pd.Timestamp:
+    """The build's "today": ``as_of`` as given; empty: the dataset's ``export_date``, else today's date in its
+    time zone (a bare date includes the whole day)."""
+    if as_of is None or (isinstance(as_of, str) and not as_of.strip()):
+        if dataset.export_date:
+            return pd.Timestamp(dataset.export_date)
+        return pd.Timestamp.now(tz=dataset.time_zone).tz_localize(None).normalize()
+    return pd.Timestamp(as_of)
+
+
+def validation_options(dataset: datasets.Dataset, *, default_region: str | None = None) -> dict[str, Any]:
+    """The per-source validation options of a dataset: ``business_time_zone``, ``default_region``, ``currency``, ``dataset``."""
+    return {"business_time_zone": dataset.time_zone, "default_region": default_region or dataset.country,
+            "currency": dataset.currency, "dataset": dataset}
+
+
+def dataset_info_table(dataset: datasets.Dataset, *, built_at: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The one-row ``dataset_info`` table: ``name``, ``time_zone``, ``currency``, ``country``, ``locale``, ``built_at`` (UTC, naive)."""
+    built_at = built_at if built_at is not None else pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
+    return pd.DataFrame({
+        "name": [dataset.name], "time_zone": [dataset.time_zone], "currency": [dataset.currency], "country": [dataset.country],
+        "locale": [dataset.locale], "built_at": pd.Series([built_at], dtype="datetime64[us]"),
+    }).astype({c: "string" for c in ("name", "time_zone", "currency", "country", "locale")})
+
+
+def dataset_source_map(dataset: datasets.Dataset, sources_file: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The sources a build reads: ``sources_file`` when given (with the dataset's inputs), else the dataset file's."""
+    if sources_file:
+        return sources.load_source_map(paths.resolve(sources_file, Path()), inputs=dataset.inputs)
+    return sources.load_source_map(dataset.file)
+
+
 def _build(
     timer: _Timer,
     *,
     target: Path,
     work_dir: Path,
     sources_file: str | Path | None,
-    dataset: str,
+    dataset: datasets.Dataset,
     as_of: pd.Timestamp,
     quarantine_threshold: float,
     match_threshold: float,
     output_dir: str | Path | None,
-    default_region: str,
+    default_region: str | None,
     engine: str,
     workers: int,
 ) -> CleansingResult:
     """The steps of ``build_clean_warehouse``; large intermediates go to Parquet files in ``work_dir``."""
-    source_map = sources.load_source_map(sources_file)
-    dataset_dir = paths.raw_dir(dataset)
+    source_map = dataset_source_map(dataset, sources_file)
+    dataset_dir = dataset.data_dir
+    options = validation_options(dataset, default_region=default_region)
+    region = options.pop("default_region")
     with source_pool(workers) as pool:
-        validated, profiles = validate_customers(source_map, dataset_dir, as_of=as_of, default_region=default_region, pool=pool)
+        validated, profiles = validate_customers(source_map, dataset_dir, as_of=as_of, default_region=region, pool=pool, **options)
         timer.lap("read_validate_customers")
 
         customers = _customer_frame(validated)
         validated = {name: replace(v, clean=v.clean.iloc[:0]) for name, v in validated.items()}  # counts and quarantine suffice now
         resolution = resolve.resolve_entities(customers, match_threshold=match_threshold, engine=engine, work_dir=work_dir)
-        unified = survive.survive(customers, resolution.keys)
+        unified = _contract_customers(survive.survive(customers, resolution.keys))
         lookup = _id_lookup(customers, resolution.keys)
         accuracy = measure_accuracy(customers, resolution.keys, resolution.lineage, load_ground_truth(dataset))
         lineage, model = resolution.lineage, resolution.model
         del customers, resolution
         timer.lap("resolve_entities")
 
-        staged = stage_facts(source_map, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir, default_region=default_region, pool=pool)
+        staged = stage_facts(source_map, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir, default_region=region, pool=pool,
+                             **options)
         del lookup
         profiles |= {name: s.profile for name, s in staged.items()}
         timer.lap("validate_link_facts")
@@ -481,11 +560,21 @@ def _build(
         result.quarantine.to_parquet(target.with_name(target.name + ".quarantine.parquet"), index=False)
         raise QuarantineThresholdError(f"{problem}; the warehouse at {target} was not replaced (quarantine written beside it)")
 
-    tables = _fact_tables(staged) | {CUSTOMER_TABLE: unified, "customer_lineage": lineage, "quarantine": result.quarantine} | _quality_tables(result)
+    tables = (_fact_tables(staged) | {CUSTOMER_TABLE: unified, "customer_lineage": lineage, "quarantine": result.quarantine}
+              | _quality_tables(result) | {"dataset_info": dataset_info_table(dataset)})
     result.warehouse_path = warehouse.write_tables(tables, path=target, memory_limit=duck.MEMORY_LIMIT)
     result.table_rows = {name: n for name, n in warehouse.table_row_counts(target).items() if name in tables}
     timer.lap("write_warehouse")
     return result
+
+
+def _contract_customers(unified: pd.DataFrame) -> pd.DataFrame:
+    """Every column of the ``customers`` contract (those no source provides as missing values), then ``n_source_records``."""
+    out = unified.copy()
+    for column in schema.CUSTOMERS.columns:
+        if column.name not in out.columns:
+            out[column.name] = pd.Series(pd.NA, index=out.index, dtype=column.pandas_dtype)
+    return out[[*schema.CUSTOMERS.column_names, *[c for c in out.columns if c not in schema.CUSTOMERS.column_names]]]
 
 
 def _fact_tables(staged: Mapping[str, bulk.StagedSource]) -> dict[str, str]:

@@ -2,7 +2,10 @@
 
 Three steps, each a pure function:
 
-1. ``exact_links``: records sharing a normalised e-mail or an E.164 phone are linked.
+1. ``exact_links``: records sharing a known person key (``person_key``, when the
+   sources carry one, e.g. the same customer number in two exports), a
+   normalised e-mail or an E.164 phone are linked, across sources, before any
+   probabilistic matching.
 2. ``candidate_pairs`` + ``score_pairs``: the remaining pairs that share a
    blocking key (``BLOCKING_RULES``) are compared field by field and scored
    with a Fellegi-Sunter model (``FellegiSunterModel``: u from random pairs,
@@ -34,7 +37,8 @@ from crm_analytics.cleansing import duck
 from crm_analytics.engine import require_duckdb
 from crm_analytics.frames import require_columns
 
-RECORD_COLUMNS = ["record_id", "source", "source_customer_id", "email", "phone", "name_key", "birth_date", "gender", "city"]
+RECORD_COLUMNS = ["record_id", "source", "source_customer_id", "person_key", "email", "phone", "name_key", "birth_date", "gender", "city"]
+EXACT_KEYS: tuple[str, ...] = ("person_key", "email", "phone")  # linked outright, strongest first
 
 # Pairs sharing one of these keys are compared (SQL over the records table, aliases l and r).
 BLOCKING_RULES: tuple[str, ...] = (
@@ -87,13 +91,14 @@ def prepare_records(customers: pd.DataFrame) -> pd.DataFrame:
     ----------
     customers : DataFrame
         Clean customer rows of every source: ``_source``, ``customer_id`` (the
-        source's id), ``email``, ``phone``, ``name_key``, ``birth_date``, ``gender``, ``city``.
+        source's id), ``email``, ``phone``, ``name_key``, ``birth_date``, ``gender``, ``city``,
+        and optionally ``person_key`` (a known person identifier; missing when absent).
 
     Returns
     -------
     DataFrame
-        One row per record: ``record_id`` (0..n-1), ``source``, ``source_customer_id``, the
-        compared fields, and the blocking helpers ``email_local``, ``phone_tail`` (last 8
+        One row per record: ``record_id`` (0..n-1), ``source``, ``source_customer_id``,
+        ``person_key``, the compared fields, and the blocking helpers ``email_local``, ``phone_tail`` (last 8
         digits) and ``name_head`` (first 3 letters of the name key).
     """
     require_columns(customers, ["_source", "customer_id", "email", "phone", "name_key", "birth_date", "gender", "city"], context="prepare_records(customers)")
@@ -104,6 +109,8 @@ def prepare_records(customers: pd.DataFrame) -> pd.DataFrame:
             "source_customer_id": customers["customer_id"].astype("string").to_numpy(),
         }
     )
+    person_keys = customers["person_key"] if "person_key" in customers.columns else pd.Series(pd.NA, index=customers.index)
+    records["person_key"] = person_keys.astype("string").str.strip().replace("", pd.NA).to_numpy()
     for column in ("email", "phone", "name_key", "gender", "city"):
         records[column] = customers[column].astype("string").to_numpy()
     records["birth_date"] = pd.to_datetime(customers["birth_date"]).astype("datetime64[us]").to_numpy()
@@ -116,20 +123,21 @@ def prepare_records(customers: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------- exact keys
 
 
-def exact_links(records: pd.DataFrame, *, keys: Sequence[str] = ("email", "phone")) -> pd.DataFrame:
-    """Link records that share a non-missing exact key.
+def exact_links(records: pd.DataFrame, *, keys: Sequence[str] = EXACT_KEYS) -> pd.DataFrame:
+    """Link records that share a non-missing exact key (keys absent from ``records`` are skipped).
 
     Each group of records with the same key value is linked as a star (every
-    record to the group's first), which is enough for clustering.
+    record to the group's first), which is enough for clustering. A pair sharing
+    several keys keeps the rule of the first key in ``keys``.
 
     Returns
     -------
     DataFrame
         ``left_id``, ``right_id`` (record ids, left < right) and ``match_rule``
-        (``exact_email`` / ``exact_phone``).
+        (``exact_person_key`` / ``exact_email`` / ``exact_phone``).
     """
-    parts = []
-    for key in keys:
+    parts = [pd.DataFrame({"left_id": pd.Series([], dtype="int64"), "right_id": pd.Series([], dtype="int64"), "match_rule": pd.Series([], dtype="object")})]
+    for key in (k for k in keys if k in records.columns):
         present = records[records[key].notna()][["record_id", key]]
         first = present.groupby(key, sort=False)["record_id"].transform("min")
         linked = present[present["record_id"] != first]
@@ -304,7 +312,7 @@ def _level_shares(levels: pd.Series, default: Sequence[float], *, pseudo_count: 
     return counts / counts.sum()
 
 
-MATCH_RULES = ("exact_email", "exact_phone", "probabilistic")
+MATCH_RULES = ("exact_person_key", "exact_email", "exact_phone", "probabilistic")
 
 
 def score_pairs(
@@ -442,7 +450,7 @@ def record_lineage(records: pd.DataFrame, keys: pd.Series, links: pd.DataFrame) 
          links[["right_id", "match_rule", "match_weight"]].rename(columns={"right_id": "record_id"})],
         ignore_index=True,
     )
-    rank = ends["match_rule"].map({"exact_email": 0, "exact_phone": 1}).fillna(2)
+    rank = ends["match_rule"].map({"exact_person_key": 0, "exact_email": 1, "exact_phone": 2}).fillna(3)
     best = ends.assign(rank=rank).sort_values(["record_id", "rank", "match_weight"], ascending=[True, True, False])
     best = best.drop_duplicates("record_id").set_index("record_id")
     lineage = pd.DataFrame(

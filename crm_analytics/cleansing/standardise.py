@@ -11,8 +11,8 @@ Reason codes (empty string = valid):
 - ``missing``: empty or null input
 - ``invalid_phone``, ``excel_mangled``: not a phone number; an Excel float such as ``1.38E+10``
 - ``invalid_email``
-- ``unparsed_date``: matches none of the source's accepted formats
-- ``not_a_number``: an amount with no readable number
+- ``unparsed_date``: matches none of the source's accepted formats (``parse_datetimes``)
+- ``not_a_number``: an amount with no readable number (``parse_amounts``)
 - ``unknown_region``: a province or city not on the canonical list (the value is kept)
 - ``too_long``: longer than ``MAX_TEXT_LENGTH`` characters
 """
@@ -20,27 +20,40 @@ Reason codes (empty string = valid):
 from __future__ import annotations
 
 import re
-import unicodedata
-from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from crm_analytics import regions
-from crm_analytics.schema import BUSINESS_TIME_ZONE
 
-MISSING = "missing"
+# The parsers of dates, amounts, integers and flags live at the bottom of the package (the warehouse's
+# plain load uses them too); they are re-exported here so the cleansing step has one place to import from.
+from crm_analytics.parsing import (  # noqa: F401
+    EXCEL_SERIAL,
+    ISO8601,
+    MISSING,
+    NOT_A_NUMBER,
+    UNPARSED_DATE,
+    as_string_columns,
+    clean_text,
+    clean_texts,
+    default_business_time_zone,
+    map_unique,
+    parse_amount,
+    parse_amounts,
+    parse_datetimes,
+    parse_flags,
+    parse_integers,
+)
+
 INVALID_PHONE = "invalid_phone"
 EXCEL_MANGLED = "excel_mangled"
 INVALID_EMAIL = "invalid_email"
-UNPARSED_DATE = "unparsed_date"
-NOT_A_NUMBER = "not_a_number"
 UNKNOWN_REGION = "unknown_region"
 TOO_LONG = "too_long"
 
 MAX_TEXT_LENGTH = 1000
-_NULL_TOKENS = {"", "nan", "none", "null", "n/a", "na", "-", "--", "nat", "<na>", "无", "空"}
 _SPACE = re.compile(r"\s+")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _CJK_GAP = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff])\s+(?=[\u3400-\u9fff\uf900-\ufaff])")
@@ -48,45 +61,6 @@ _NAME_JUNK = re.compile(r"[\u00b7\u2027\u30fb.·•]")  # middle dots inside tra
 
 
 # --------------------------------------------------------------------------- text
-
-
-def clean_text(value: object) -> str | None:
-    """Return ``value`` as NFKC-normalised text with collapsed whitespace, or ``None`` when empty.
-
-    Full-width letters, digits and punctuation become their ASCII forms; the
-    usual spellings of "nothing" (``""``, ``"NULL"``, ``"nan"``, ``"-"`` ...) become ``None``.
-    """
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT:
-        return None
-    text = unicodedata.normalize("NFKC", str(value))
-    text = _SPACE.sub(" ", text).strip().strip("\ufeff\u200b")
-    return None if text.lower() in _NULL_TOKENS else text
-
-
-def _map_unique(values: pd.Series, rule: Callable[[object], tuple], columns: Sequence[str]) -> pd.DataFrame:
-    """Apply ``rule`` once per distinct value of ``values``; return its result tuples as columns, one row per value."""
-    codes, uniques = pd.factorize(values.astype("object"), use_na_sentinel=True)
-    results = [rule(v) for v in uniques] + [rule(None)]
-    table = np.empty((len(results), len(columns)), dtype=object)
-    for i, result in enumerate(results):
-        table[i, :] = result
-    rows = np.where(codes >= 0, codes, len(results) - 1)
-    return pd.DataFrame({c: table[rows, j] for j, c in enumerate(columns)}, index=values.index)
-
-
-def _as_string_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    for column in columns:
-        frame[column] = frame[column].astype("string")
-    return frame
-
-
-_PLAIN_ASCII = r"[!-~]+(?: [!-~]+)*"
-
-
-def _is_plain(text: pd.Series) -> pd.Series:
-    """True where a string value is already what ``clean_text`` returns: printable ASCII with single inner spaces,
-    not a null token (NFKC and whitespace rules leave such text unchanged, so it can skip the per-value rule)."""
-    return text.str.fullmatch(_PLAIN_ASCII).fillna(False).astype(bool) & ~text.str.lower().isin(_NULL_TOKENS)
 
 
 def standardise_text(values: pd.Series, *, max_length: int = MAX_TEXT_LENGTH) -> pd.DataFrame:
@@ -104,24 +78,10 @@ def standardise_text(values: pd.Series, *, max_length: int = MAX_TEXT_LENGTH) ->
     DataFrame
         Same index; ``value`` (string) and ``reason`` (string, empty when valid or merely missing).
     """
-    cleaned = _clean_texts(values)
+    cleaned = clean_texts(values)
     too_long = (cleaned.str.len() > max_length).fillna(False).astype(bool)
     reason = pd.Series(np.where(too_long, TOO_LONG, ""), index=values.index, dtype="string")
     return pd.DataFrame({"value": cleaned.mask(too_long), "reason": reason})
-
-
-def _clean_texts(values: pd.Series) -> pd.Series:
-    """``clean_text`` of every value, as strings (missing where it gives ``None``).
-
-    Values that are already plain skip the per-value rule; the rest go through it once per distinct value.
-    """
-    text = values.astype("string")
-    plain = _is_plain(text)
-    rest = ~plain & text.notna()
-    out = text.where(plain)
-    if rest.any():
-        out[rest] = _map_unique(text[rest], lambda raw: (clean_text(raw),), ["text"])["text"].astype("string")
-    return out
 
 
 def standardise_code(values: pd.Series) -> pd.Series:
@@ -140,8 +100,11 @@ _PHONE_KEEP = re.compile(r"[^\d+xX#]|(?<=.)\+")
 
 
 @lru_cache(maxsize=200_000)
-def normalise_phone(raw: str | None, default_region: str = "CN") -> tuple[str | None, str, str]:
+def normalise_phone(raw: str | None, default_region: str | None = None) -> tuple[str | None, str, str]:
     """Return ``(e164, number_type, reason)`` for one raw phone number.
+
+    ``default_region`` (ISO 3166 alpha-2, the dataset's country) is the region of numbers written
+    without a country code; ``None``: every number must carry one (``+44 ...``, ``0044 ...``).
 
     ``number_type`` is ``mobile``, ``fixed_line``, ``fixed_line_or_mobile``, ``toll_free``,
     ``voip`` or ``other``; empty when invalid. Extensions are dropped from the E.164 form.
@@ -157,13 +120,14 @@ def normalise_phone(raw: str | None, default_region: str = "CN") -> tuple[str | 
     if compact.endswith(".0") and compact[:-2].isdigit():  # a phone read as a float, all digits kept
         compact = compact[:-2]
     digits = _PHONE_KEEP.sub("", compact)
+    # Chinese mobile numbers (the bulk of a CN dataset) skip the slower full parse; the result is the same.
     fast = _CN_MOBILE.match(digits) if default_region == "CN" else None
     if fast:
         return "+86" + fast.group(1), "mobile", ""
     return _parse_with_phonenumbers(text, default_region)
 
 
-def _parse_with_phonenumbers(text: str, default_region: str) -> tuple[str | None, str, str]:
+def _parse_with_phonenumbers(text: str, default_region: str | None) -> tuple[str | None, str, str]:
     import phonenumbers
     from phonenumbers import PhoneNumberType
 
@@ -185,7 +149,7 @@ def _parse_with_phonenumbers(text: str, default_region: str) -> tuple[str | None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), names.get(kind, "other"), ""
 
 
-def standardise_phone(values: pd.Series, *, default_region: str = "CN") -> pd.DataFrame:
+def standardise_phone(values: pd.Series, *, default_region: str | None = None) -> pd.DataFrame:
     """Standardise phone numbers to E.164 with their number type.
 
     Parameters
@@ -193,8 +157,9 @@ def standardise_phone(values: pd.Series, *, default_region: str = "CN") -> pd.Da
     values : Series
         Raw phone numbers in any spelling (``+86 138-0013-8000``, ``008613800138000``,
         ``020-12345678``, full-width digits, extensions).
-    default_region : str
-        ISO 3166 region for numbers written without a country code (CN by default).
+    default_region : str, optional
+        ISO 3166 region for numbers written without a country code (the dataset's country,
+        ``Dataset.country``); ``None``: numbers without ``+`` and a country code are invalid.
 
     Returns
     -------
@@ -203,8 +168,8 @@ def standardise_phone(values: pd.Series, *, default_region: str = "CN") -> pd.Da
         (string) and ``reason`` (string, empty when valid).
     """
     columns = ["phone", "phone_type", "reason"]
-    rows = _map_unique(values, lambda raw: normalise_phone(None if raw is None else str(raw), default_region), columns)
-    frame = _as_string_columns(rows, columns)
+    rows = map_unique(values, lambda raw: normalise_phone(None if raw is None else str(raw), default_region), columns)
+    frame = as_string_columns(rows, columns)
     frame["reason"] = frame["reason"].replace(MISSING, "")
     return frame
 
@@ -249,8 +214,8 @@ def standardise_email(values: pd.Series) -> pd.DataFrame:
     DataFrame
         Same index; ``email`` (normalised string, missing when invalid) and ``reason``.
     """
-    rows = _map_unique(values, lambda raw: normalise_email(None if raw is None else str(raw)), ["email", "reason"])
-    frame = _as_string_columns(rows, ["email", "reason"])
+    rows = map_unique(values, lambda raw: normalise_email(None if raw is None else str(raw)), ["email", "reason"])
+    frame = as_string_columns(rows, ["email", "reason"])
     frame["reason"] = frame["reason"].replace(MISSING, "")
     return frame
 
@@ -333,7 +298,7 @@ def standardise_name(values: pd.Series) -> pd.DataFrame:
         return text, name_key(text), ""
 
     columns = ["full_name", "name_key", "reason"]
-    return _as_string_columns(_map_unique(values, rule, columns), columns)
+    return as_string_columns(map_unique(values, rule, columns), columns)
 
 
 _GENDERS = {"f": "F", "female": "F", "女": "F", "w": "F", "woman": "F", "m": "M", "male": "M", "男": "M", "man": "M"}
@@ -341,224 +306,8 @@ _GENDERS = {"f": "F", "female": "F", "女": "F", "w": "F", "woman": "F", "m": "M
 
 def standardise_gender(values: pd.Series) -> pd.Series:
     """Map gender spellings (``女``, ``female``, ``F`` ...) onto ``F``, ``M`` or ``unknown`` (string Series)."""
-    rows = _map_unique(values, lambda raw: (_GENDERS.get((clean_text(raw) or "").lower(), "unknown"),), ["gender"])
+    rows = map_unique(values, lambda raw: (_GENDERS.get((clean_text(raw) or "").lower(), "unknown"),), ["gender"])
     return rows["gender"].astype("string")
-
-
-# --------------------------------------------------------------------------- dates
-
-ISO8601 = "iso8601"
-EXCEL_SERIAL = "excel_serial"
-_OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2})$")
-_SERIAL = re.compile(r"^\d{1,6}(?:\.\d+)?$")
-_EXCEL_EPOCH = pd.Timestamp("1899-12-30")
-
-
-def _parse_iso(text: pd.Series, time_zone: str, business_time_zone: str) -> pd.Series:
-    aware = text.str.contains(_OFFSET, na=False)
-    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
-    if aware.any():
-        stamps = pd.to_datetime(text[aware], format="ISO8601", utc=True, errors="coerce")
-        out[aware] = stamps.dt.tz_convert(business_time_zone).dt.tz_localize(None).astype("datetime64[us]")
-    naive = ~aware
-    if naive.any():
-        stamps = pd.to_datetime(text[naive], format="ISO8601", errors="coerce")
-        out[naive] = _to_business(stamps, time_zone, business_time_zone)
-    return out
-
-
-def _to_business(stamps: pd.Series, time_zone: str, business_time_zone: str) -> pd.Series:
-    stamps = stamps.astype("datetime64[us]")
-    if time_zone == business_time_zone:
-        return stamps
-    localised = stamps.dt.tz_localize(time_zone, ambiguous="NaT", nonexistent="NaT")
-    return localised.dt.tz_convert(business_time_zone).dt.tz_localize(None).astype("datetime64[us]")
-
-
-def _parse_serial(text: pd.Series) -> pd.Series:
-    is_serial = text.str.match(_SERIAL, na=False)
-    days = pd.to_numeric(text.where(is_serial), errors="coerce")
-    # serials 1..60 fall before Excel's phantom 1900-02-29; only later ones are plausible dates
-    days = days.where((days > 60) & (days < 2_958_466))
-    return (_EXCEL_EPOCH + pd.to_timedelta(days, unit="D")).astype("datetime64[us]").dt.round("s")
-
-
-def parse_datetimes(
-    values: pd.Series,
-    *,
-    formats: Sequence[str] = (ISO8601,),
-    time_zone: str = BUSINESS_TIME_ZONE,
-    business_time_zone: str = BUSINESS_TIME_ZONE,
-    date_only: bool = False,
-) -> pd.DataFrame:
-    """Parse dates and timestamps against an explicit list of accepted formats.
-
-    Parameters
-    ----------
-    values : Series
-        Raw values: text, Excel day numbers, or already-typed timestamps (Parquet).
-    formats : sequence of str
-        Formats tried in order: ``iso8601`` (with or without offset), ``excel_serial``
-        (day numbers from 1899-12-30), or strftime patterns such as ``%Y年%m月%d日``.
-        The first format that reads a value wins, so list unambiguous ones first.
-    time_zone : str
-        Zone of naive values in this source; values with an offset are converted from theirs.
-    business_time_zone : str
-        Zone everything is stored in.
-    date_only : bool
-        Calendar days (birth dates, campaign days): no zone conversion, time of day dropped.
-
-    Returns
-    -------
-    DataFrame
-        Same index; ``value`` (naive ``datetime64[us]`` in the business zone) and
-        ``reason`` (``unparsed_date``, or empty; missing input is empty with no value).
-    """
-    if date_only:
-        time_zone = business_time_zone
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        typed = values.dt.tz_convert(business_time_zone).dt.tz_localize(None).astype("datetime64[us]")
-        return _date_result(typed, typed.isna() & False)
-    if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        typed = _to_business(values, time_zone, business_time_zone)
-        return _date_result(typed, typed.isna() & False)
-    text = _clean_texts(values)
-    present = text.notna()
-    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
-    for fmt in formats:
-        todo = present & out.isna()
-        if not todo.any():
-            break
-        if fmt == ISO8601:
-            parsed = _parse_iso(text[todo], time_zone, business_time_zone)
-        elif fmt == EXCEL_SERIAL:
-            parsed = _to_business(_parse_serial(text[todo]), time_zone, business_time_zone)
-        else:
-            stamps = pd.to_datetime(text[todo], format=fmt, errors="coerce")
-            parsed = _to_business(stamps, time_zone, business_time_zone)
-        out[todo] = parsed
-    if date_only:
-        out = out.dt.normalize()
-    return _date_result(out, present & out.isna())
-
-
-def _date_result(stamps: pd.Series, failed: pd.Series) -> pd.DataFrame:
-    reason = pd.Series(np.where(failed, UNPARSED_DATE, ""), index=stamps.index, dtype="string")
-    return pd.DataFrame({"value": stamps, "reason": reason})
-
-
-# ------------------------------------------------------------------------- amounts
-
-_CURRENCY_TOKENS = [
-    ("人民币", "CNY"), ("RMB", "CNY"), ("CNY", "CNY"), ("元", "CNY"), ("¥", "CNY"), ("￥", "CNY"),
-    ("USD", "USD"), ("US$", "USD"), ("$", "USD"), ("EUR", "EUR"), ("€", "EUR"), ("HKD", "HKD"), ("HK$", "HKD"),
-]
-_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$", re.IGNORECASE)
-_PLAIN_NUMBER = r"-?\d{1,15}(?:\.\d{1,15})?"  # read by float() exactly as parse_amount would
-
-
-@lru_cache(maxsize=400_000)
-def parse_amount(raw: str | None) -> tuple[float | None, str | None, str]:
-    """Return ``(amount, currency, reason)`` for one raw money value.
-
-    Reads ``¥1,234.50``, ``1,234元``, ``RMB 99``, ``（123.00）`` (negative),
-    ``123-`` (trailing minus, negative) and full-width digits. ``currency`` is the
-    ISO code named in the value, or ``None`` when the value names none.
-    """
-    text = clean_text(raw)
-    if text is None:
-        return None, None, MISSING
-    currency = None
-    compact = text.replace(" ", "")
-    for token, code in _CURRENCY_TOKENS:
-        if token in compact:
-            currency = currency or code
-            compact = compact.replace(token, "")
-    negative = False
-    if compact.startswith("(") and compact.endswith(")"):
-        negative, compact = True, compact[1:-1]
-    if compact.endswith("-") and len(compact) > 1:
-        negative, compact = not negative, compact[:-1]
-    compact = compact.replace(",", "").replace("_", "")
-    if not _NUMBER.match(compact):
-        return None, currency, NOT_A_NUMBER
-    amount = float(compact)
-    if not np.isfinite(amount):
-        return None, currency, NOT_A_NUMBER
-    return (-amount if negative else amount), currency, ""
-
-
-def parse_amounts(values: pd.Series) -> pd.DataFrame:
-    """Parse money values; the currency goes into its own column.
-
-    Parameters
-    ----------
-    values : Series
-        Raw amounts: numbers (Parquet) or text in any of the spellings of ``parse_amount``.
-
-    Returns
-    -------
-    DataFrame
-        Same index; ``value`` (Float64), ``currency`` (string, missing when the value
-        names none) and ``reason`` (``not_a_number`` or empty; missing input is empty).
-    """
-    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
-        number = pd.to_numeric(values, errors="coerce").astype("Float64")
-        number = number.where(np.isfinite(number.fillna(0).astype("float64")))
-        empty = pd.Series(pd.NA, index=values.index, dtype="string")
-        return pd.DataFrame({"value": number, "currency": empty, "reason": pd.Series("", index=values.index, dtype="string")})
-    text = values.astype("string")
-    plain = text.str.fullmatch(_PLAIN_NUMBER).fillna(False).astype(bool)  # no currency, separator or sign convention to read
-    frame = pd.DataFrame(
-        {"value": pd.Series(np.nan, index=values.index, dtype="Float64"),
-         "currency": pd.Series(pd.NA, index=values.index, dtype="string"),
-         "reason": pd.Series("", index=values.index, dtype="string")}
-    )
-    frame.loc[plain, "value"] = text[plain].astype("float64")
-    rest = ~plain
-    if rest.any():
-        parsed = _map_unique(values[rest], lambda raw: parse_amount(None if raw is None else str(raw)), ["value", "currency", "reason"])
-        frame.loc[rest, "value"] = pd.to_numeric(parsed["value"], errors="coerce").astype("Float64")
-        frame.loc[rest, "currency"] = parsed["currency"].astype("string")
-        frame.loc[rest, "reason"] = parsed["reason"].replace(MISSING, "").astype("string")
-    return frame
-
-
-# ------------------------------------------------------------------------- integers and flags
-
-_TRUE = {"true", "t", "yes", "y", "1", "是", "1.0"}
-_FALSE = {"false", "f", "no", "n", "0", "否", "0.0"}
-
-
-def parse_integers(values: pd.Series) -> pd.DataFrame:
-    """Parse whole numbers (``"3"``, ``"3.0"``, full-width digits); ``value`` Int64 and ``reason``."""
-    amounts = parse_amounts(values)
-    number = amounts["value"]
-    whole = number.notna() & (number.round() == number) & (number.abs() < 2**53)
-    reason = amounts["reason"].mask(number.notna() & ~whole, NOT_A_NUMBER)
-    value = number.where(whole).round().astype("Int64")
-    return pd.DataFrame({"value": value, "reason": reason.astype("string")})
-
-
-def parse_flags(values: pd.Series) -> pd.DataFrame:
-    """Parse booleans (``true``/``false``, ``1``/``0``, ``是``/``否``); ``value`` boolean and ``reason``."""
-    if pd.api.types.is_bool_dtype(values.dtype):
-        return pd.DataFrame({"value": values.astype("boolean"), "reason": pd.Series("", index=values.index, dtype="string")})
-
-    def rule(raw: object) -> tuple:
-        text = clean_text(raw)
-        if text is None:
-            return None, ""
-        low = text.lower()
-        if low in _TRUE:
-            return True, ""
-        if low in _FALSE:
-            return False, ""
-        return None, NOT_A_NUMBER
-
-    frame = _map_unique(values, rule, ["value", "reason"])
-    frame["value"] = frame["value"].astype("boolean")
-    return _as_string_columns(frame, ["reason"])
 
 
 # ------------------------------------------------------------------------- regions
@@ -588,4 +337,4 @@ def standardise_region(values: pd.Series, *, level: str) -> pd.DataFrame:
         canonical = lookup(text)
         return (canonical, "") if canonical else (text[:MAX_TEXT_LENGTH], UNKNOWN_REGION)
 
-    return _as_string_columns(_map_unique(values, rule, ["value", "reason"]), ["value", "reason"])
+    return as_string_columns(map_unique(values, rule, ["value", "reason"]), ["value", "reason"])

@@ -94,8 +94,9 @@ def _spill_chunk(con: duckdb.DuckDBPyConnection, spill: _Spill, raw: pd.DataFram
     index = spill.n_chunks
     chunk_path = lambda kind: spill.folder / f"{kind}-{index:05d}.parquet"  # noqa: E731
     typed_columns = ", ".join(f'CAST("{c}" AS {spill.table.column(c).duckdb_type}) AS "{c}"' for c in spill.columns)
-    con.register("chunk", arrow(result.clean[[*spill.columns, "_source_row"]]))
-    copy_to_parquet(con, f"SELECT {typed_columns}, CAST(_source_row AS BIGINT) AS _source_row FROM chunk", chunk_path("clean"))
+    con.register("chunk", arrow(result.clean[[*spill.columns, "_source_row", "_source_file"]]))
+    copy_to_parquet(con, f"SELECT {typed_columns}, CAST(_source_row AS BIGINT) AS _source_row, CAST(_source_file AS VARCHAR) AS _source_file "
+                         "FROM chunk", chunk_path("clean"))
     con.unregister("chunk")
     keys = pd.DataFrame({"_source_row": raw["_source_row"].to_numpy("int64")})
     quarantined = result.quarantine[["column_name", "source_row"]]
@@ -134,12 +135,14 @@ def _cross_chunk_duplicates(con: duckdb.DuckDBPyConnection, spill: _Spill, name:
     return pd.concat(parts, ignore_index=True) if parts else validate.empty_quarantine()
 
 
-def _entries(name: str, spill: _Spill, rows: pd.Series, column: str, raw_values: pd.Series, reason: str) -> pd.DataFrame:
-    """Row-action quarantine entries for the given source rows (``validate.QUARANTINE_COLUMNS``)."""
+def _entries(name: str, spill: _Spill, rows: pd.Series, column: str, raw_values: pd.Series, reason: str,
+             files: pd.Series | None = None) -> pd.DataFrame:
+    """Row-action quarantine entries for the given source rows (``validate.QUARANTINE_COLUMNS``); ``files``: each
+    row's file when they differ (a source derived from several files or sheets), else the source's file."""
     return pd.DataFrame(
         {
             "source": name,
-            "source_file": spill.source_file,
+            "source_file": spill.source_file if files is None else files.astype("string").to_numpy(),
             "source_row": pd.array(rows.to_numpy("int64"), dtype="Int64"),
             "table_name": spill.table.name,
             "column_name": column,
@@ -200,8 +203,10 @@ def stage_source(
     as_of: pd.Timestamp,
     work_dir: str | Path,
     id_lookup: pd.DataFrame | None = None,
-    default_region: str = "CN",
+    default_region: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    business_time_zone: str | None = None,
+    **options: Any,
 ) -> StagedSource:
     """Validate one file source in chunks and stage its clean rows as Parquet (see the module notes).
 
@@ -217,10 +222,15 @@ def stage_source(
     id_lookup : DataFrame, optional
         ``system``, ``source_customer_id``, ``customer_key``: when given and the source has
         ``customer_id``, it is replaced by the key and rows of unknown customers are quarantined.
-    default_region : str
-        Region for phone numbers without a country code.
+    default_region : str, optional
+        Region for phone numbers without a country code (``Dataset.country``); ``None``: as
+        ``validate.validate_source`` decides (the dataset's country).
     chunk_rows : int
         Rows per chunk of a CSV source; memory grows with it, not with the file.
+    business_time_zone : str, optional
+        The dataset's business time zone, where timestamps are stored (default: the default dataset's).
+    **options
+        Further validation options (``currency``, ``dataset``), passed to ``validate.validate_source_typed``.
 
     Returns
     -------
@@ -236,7 +246,9 @@ def stage_source(
     con = connect(work_dir)
     try:
         for raw in sources.read_source_chunks(name, dict(spec), dataset_dir, chunk_rows=chunk_rows):
-            result, typed = validate.validate_source_typed(name, raw, spec, as_of=as_of, default_region=default_region)
+            result, typed = validate.validate_source_typed(
+                name, raw, spec, as_of=as_of, default_region=default_region, business_time_zone=business_time_zone, **options
+            )
             _spill_chunk(con, spill, raw, result, typed)
             del raw, result, typed
         duplicates = _cross_chunk_duplicates(con, spill, name)
@@ -249,8 +261,10 @@ def stage_source(
         if id_lookup is not None and "customer_id" in present:
             _register_lookup(con, id_lookup)
             con.execute(f"CREATE TEMP TABLE linked AS {_link_sql(present)}")
-            unknown = con.execute("SELECT _source_row, CAST(customer_id AS VARCHAR) AS customer_id FROM linked WHERE _customer_key IS NULL ORDER BY _source_row").df()
-            quarantine.append(_entries(name, spill, unknown["_source_row"], "customer_id", unknown["customer_id"], validate.UNKNOWN_CUSTOMER))
+            unknown = con.execute("SELECT _source_row, _source_file, CAST(customer_id AS VARCHAR) AS customer_id FROM linked "
+                                  "WHERE _customer_key IS NULL ORDER BY _source_row").df()
+            quarantine.append(_entries(name, spill, unknown["_source_row"], "customer_id", unknown["customer_id"], validate.UNKNOWN_CUSTOMER,
+                                       files=unknown["_source_file"]))
             con.execute("CREATE OR REPLACE TEMP TABLE linked AS SELECT * REPLACE (_customer_key AS customer_id) FROM linked WHERE _customer_key IS NOT NULL")
             relation = "linked"
         else:

@@ -16,7 +16,7 @@ from crm_analytics import schema
 from crm_analytics.frames import require_columns
 
 DEFAULT_SOURCE_PRIORITY: tuple[str, ...] = ("store", "call_centre", "web")
-LATEST_WINS = ("full_name", "email", "phone", "gender", "birth_date", "province", "city")
+LATEST_WINS = ("full_name", "email", "phone", "gender", "birth_date", "province", "city", "country", "person_key")
 FIRST_WINS = ("acquisition_channel", "source")
 
 

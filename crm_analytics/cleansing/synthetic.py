@@ -86,7 +86,7 @@ def synthetic_customers(n_persons: int = 1000, *, random_state: int = 0) -> pd.D
     names = st.standardise_name(records["full_name"])
     records["full_name"], records["name_key"] = names["full_name"], names["name_key"]
     records["email"] = st.standardise_email(records["email"])["email"]
-    records["phone"] = st.standardise_phone(records["phone"])["phone"]
+    records["phone"] = st.standardise_phone(records["phone"], default_region="CN")["phone"]  # the records are Chinese
     records["signup_time"] = pd.Timestamp("2022-01-01") + pd.to_timedelta(rng.integers(0, 3 * 365 * 86400, len(records)), unit="s")
     records["province"] = pd.NA
     records["acquisition_channel"] = records["source"]

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from crm_analytics import schema
+from crm_analytics import money, schema
+from crm_analytics.sources import SourceError
 from crm_analytics.cleansing import standardise as st
 
 LINEAGE = ["_source", "_source_file", "_source_row"]
@@ -41,6 +42,8 @@ DUPLICATE_KEY = "duplicate_key"
 FUTURE_DATE = "future_date"
 OUT_OF_RANGE = "out_of_range"
 UNKNOWN_CUSTOMER = "unknown_customer"
+UNKNOWN_CURRENCY = "unknown_currency"  # a currency text no ISO 4217 code or alias matches
+NO_EXCHANGE_RATE = "no_exchange_rate"  # an amount in another currency with no rate on or before its day
 WARNINGS = frozenset({st.UNKNOWN_REGION})  # reason codes reported in the quality tables but never quarantined
 
 # Categorical code columns: lower case, words joined by "_" (``Paid Search`` -> ``paid_search``).
@@ -81,8 +84,14 @@ class ValidatedSource:
     @property
     def n_rows_quarantined(self) -> int:
         """Rows that left the clean table."""
-        rows = self.quarantine.loc[self.quarantine["action"] == "row", "source_row"]
-        return int(rows.nunique())
+        return count_quarantined_rows(self.quarantine)
+
+
+def count_quarantined_rows(quarantine: pd.DataFrame) -> int:
+    """Distinct rows with a ``row`` entry, a row being its (``source_file``, ``source_row``): the rows of a source
+    derived by a query come from several files or sheets, whose row numbers repeat."""
+    rows = quarantine.loc[quarantine["action"] == "row", ["source_file", "source_row"]]
+    return int(len(rows.drop_duplicates()))
 
 
 def empty_quarantine() -> pd.DataFrame:
@@ -105,11 +114,11 @@ def raw_text(values: pd.Series) -> pd.Series:
 
 
 def _standardise_column(
-    column: schema.Column, values: pd.Series, spec: Mapping[str, Any], *, default_region: str
+    column: schema.Column, values: pd.Series, spec: Mapping[str, Any], *, default_region: str | None, business_time_zone: str
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Return ``(typed columns, reason)`` for one canonical column; the frame may add helper columns."""
     formats = spec.get("date_formats") or [st.ISO8601]
-    zone = spec.get("time_zone", schema.BUSINESS_TIME_ZONE)
+    zone = spec.get("time_zone") or business_time_zone
     name = column.name
     if name == "phone":
         result = st.standardise_phone(values, default_region=default_region)
@@ -127,7 +136,9 @@ def _standardise_column(
         # an unknown region is kept as written: reported in the quality tables, not quarantined (WARNINGS)
         return result[["value"]].rename(columns={"value": name}), result["reason"]
     if column.dtype in ("timestamp", "date"):
-        result = st.parse_datetimes(values, formats=formats, time_zone=zone, date_only=column.dtype == "date")
+        result = st.parse_datetimes(
+            values, formats=formats, time_zone=zone, business_time_zone=business_time_zone, date_only=column.dtype == "date"
+        )
     elif column.dtype == "float64":
         result = st.parse_amounts(values)
     elif column.dtype == "int64":
@@ -142,7 +153,14 @@ def _standardise_column(
 
 
 def standardise_frame(
-    frame: pd.DataFrame, spec: Mapping[str, Any], *, default_region: str = "CN"
+    frame: pd.DataFrame,
+    spec: Mapping[str, Any],
+    *,
+    default_region: str | None = None,
+    currency: str | None = None,
+    exchange_rates: pd.DataFrame | None = None,
+    dataset_file: str = "the dataset file",
+    business_time_zone: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Standardise every canonical column of one source.
 
@@ -153,8 +171,18 @@ def standardise_frame(
         ``_source_file`` and ``_source_row``.
     spec : mapping
         The source's entry of the source map (``table``, ``date_formats``, ``time_zone``).
-    default_region : str
-        Region for phone numbers without a country code.
+    default_region : str, optional
+        ISO 3166 region of phone numbers without a country code (the dataset's country);
+        ``None``: such numbers are invalid.
+    currency : str, optional
+        The dataset's ISO 4217 code; every amount ends in it (default: the default dataset's).
+    exchange_rates : DataFrame, optional
+        ``money.parse_exchange_rates`` table; without it an amount in another currency raises ``CurrencyError``.
+    dataset_file : str
+        Named in a ``CurrencyError``.
+    business_time_zone : str, optional
+        The dataset's business time zone, where timestamps are stored (default: the
+        default dataset's); a source's own ``time_zone`` defaults to it.
 
     Returns
     -------
@@ -164,30 +192,104 @@ def standardise_frame(
         reason codes with one column per canonical column (empty string = fine).
     """
     table = schema.get_table(spec["table"])
+    business_time_zone = business_time_zone or st.default_business_time_zone()
     typed, reasons = [], {}
     for column in table.columns:
         if column.name not in frame.columns:
             continue
-        values, reason = _standardise_column(column, frame[column.name], spec, default_region=default_region)
+        values, reason = _standardise_column(
+            column, frame[column.name], spec, default_region=default_region, business_time_zone=business_time_zone
+        )
         typed.append(values)
         reasons[column.name] = reason
     out = pd.concat(typed + [frame[[c for c in LINEAGE if c in frame.columns]]], axis=1)
-    if "currency" in table.column_names:
-        out = _fill_currency(out, frame, spec)
+    out, currency_reasons = settle_currency(out, frame, table, currency=currency or _default_currency(),
+                                            exchange_rates=exchange_rates, dataset_file=dataset_file)
+    for column, reason in currency_reasons.items():
+        reasons[column] = reasons[column].where(reasons[column].fillna("") != "", reason) if column in reasons else reason
     if "is_refund" in table.column_names and "order_amount" in out.columns:
         out["is_refund"] = _refund_flag(out)
     return out, pd.DataFrame(reasons, index=frame.index)
 
 
-def _fill_currency(out: pd.DataFrame, frame: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataFrame:
-    """Take the currency named inside an amount (``¥``, ``USD``) when the currency column is empty."""
-    amount_column = next((c for c in ("order_amount",) if c in frame.columns), None)
-    if amount_column is None:
-        return out
-    named = st.parse_amounts(frame[amount_column])["currency"]
-    current = out["currency"] if "currency" in out.columns else pd.Series(pd.NA, index=out.index, dtype="string")
-    out["currency"] = current.fillna(named).fillna((spec.get("constants") or {}).get("currency", "CNY")).str.upper()
-    return out
+class CurrencyError(SourceError):
+    """A source holds amounts in a currency other than the dataset's, and the dataset declares no exchange rates."""
+
+
+def _default_currency() -> str:
+    from crm_analytics import datasets
+
+    return datasets.load_dataset(None).currency
+
+
+def _row_currency_text(out: pd.DataFrame, frame: pd.DataFrame, amount_columns: list[str]) -> pd.Series:
+    """Each row's currency as written: the ``currency`` column, else the currency named in its first amount (``¥``, ``USD``)."""
+    given = out["currency"].astype("string") if "currency" in out.columns else pd.Series(pd.NA, index=out.index, dtype="string")
+    if amount_columns and amount_columns[0] in frame.columns:
+        given = given.fillna(st.parse_amounts(frame[amount_columns[0]])["currency"])
+    return given
+
+
+def _normalised_codes(text: pd.Series) -> pd.Series:
+    """``money.normalise_currency`` of each value (computed once per distinct spelling); missing where unknown or empty."""
+    lookup = {value: money.normalise_currency(value) for value in text.dropna().unique()}
+    return text.map(lookup, na_action="ignore").astype("string")
+
+
+def _mixed_currency_message(source: str, codes: pd.Series, frame: pd.DataFrame, *, currency: str, dataset_file: str) -> str:
+    counts = codes.value_counts()
+    listed = ", ".join(f"{code} ({n:,} rows)" for code, n in counts.items())
+    rows = ""
+    if "_source_row" in frame.columns and len(frame):
+        rows = f" (source rows {int(frame['_source_row'].min())}-{int(frame['_source_row'].max())})"
+    return (f"source {source!r} holds amounts in {len(counts)} currencies{rows}: {listed}; the dataset currency is {currency}. "
+            f"Declare `exchange_rates` in {dataset_file} to convert them (see crm_analytics.money), or correct the source.")
+
+
+def settle_currency(
+    out: pd.DataFrame, frame: pd.DataFrame, table: schema.Table, *, currency: str,
+    exchange_rates: pd.DataFrame | None = None, dataset_file: str = "the dataset file",
+) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """Put every amount of one source into the dataset ``currency``.
+
+    A row's currency is its ``currency`` column, else the currency named in its first amount
+    (``¥12``), else the dataset's; aliases become ISO codes (``RMB`` -> ``CNY``). A currency text
+    no code matches is ``unknown_currency`` (the row goes to quarantine). Amounts in another
+    currency raise ``CurrencyError`` (naming the currencies and their row counts) unless
+    ``exchange_rates`` is given: they are then converted with the latest rate on or before the
+    row's day (``money.convert_amounts``), and a row with no such rate is ``no_exchange_rate``.
+    The ``currency`` column, when the table has one, ends as ``currency`` on every row.
+
+    Returns the frame (amounts converted) and ``{column: reason codes}`` for the rows that failed.
+    """
+    amount_columns = [c.name for c in table.columns if c.name.endswith("_amount") and c.name in out.columns]
+    if not amount_columns and "currency" not in table.column_names:
+        return out, {}
+    written = _row_currency_text(out, frame, amount_columns)
+    codes = _normalised_codes(written)
+    unknown = written.notna() & codes.isna()
+    codes = codes.fillna(currency).mask(unknown)
+    reason_column = "currency" if "currency" in out.columns else (amount_columns[0] if amount_columns else "currency")
+    reasons = {reason_column: pd.Series(np.where(unknown, UNKNOWN_CURRENCY, ""), index=out.index, dtype="string")}
+    foreign = (codes.notna() & (codes != currency)).fillna(False).astype(bool)
+    if foreign.any() and amount_columns:
+        if exchange_rates is None:
+            source = str(frame["_source"].iloc[0]) if "_source" in frame.columns and len(frame) else table.name
+            raise CurrencyError(_mixed_currency_message(source, codes.dropna(), frame, currency=currency, dataset_file=dataset_file))
+        out = out.copy()
+        day_column = next((c.name for c in table.columns if c.dtype in ("timestamp", "date") and c.name in out.columns), None)
+        days = out[day_column] if day_column else pd.Series(pd.NaT, index=out.index, dtype="datetime64[us]")
+        present = out[amount_columns[0]].notna()
+        row_codes = codes.astype(object).where(codes.notna(), None)
+        for column in amount_columns:
+            out[column] = money.convert_amounts(out[column], row_codes, days, exchange_rates, currency).astype("Float64")
+        # a row whose day is unreadable already fails on that day; without a day column no rate can apply
+        dated = days.notna() if day_column else pd.Series(True, index=out.index)
+        failed = foreign & present & out[amount_columns[0]].isna() & dated
+        reasons[amount_columns[0]] = pd.Series(np.where(failed, NO_EXCHANGE_RATE, ""), index=out.index, dtype="string")
+    if "currency" in table.column_names:
+        out["currency"] = pd.Series(currency, index=out.index, dtype="string")
+    return out, reasons
 
 
 def _refund_flag(out: pd.DataFrame) -> pd.Series:
@@ -297,7 +399,7 @@ def _parse_failures(reasons: pd.DataFrame) -> pd.DataFrame:
 def _action(failures: pd.DataFrame, table: schema.Table) -> pd.Series:
     """``row`` when the failing column is required or a key, or the reason concerns the whole row; else ``value``."""
     required = set(table.required_columns)
-    row_reasons = {DUPLICATE_KEY, MISSING_REQUIRED, UNKNOWN_CUSTOMER}
+    row_reasons = {DUPLICATE_KEY, MISSING_REQUIRED, UNKNOWN_CUSTOMER, UNKNOWN_CURRENCY, NO_EXCHANGE_RATE}
     is_row = failures["column_name"].isin(required) | failures["reason"].isin(row_reasons)
     return pd.Series(np.where(is_row, "row", "value"), index=failures.index, dtype="string")
 
@@ -359,7 +461,8 @@ def validate_source(
     spec: Mapping[str, Any],
     *,
     as_of: pd.Timestamp,
-    default_region: str = "CN",
+    default_region: str | None = None,
+    **options: Any,
 ) -> ValidatedSource:
     """Standardise and validate one source; split it into clean rows and quarantine entries.
 
@@ -374,16 +477,24 @@ def validate_source(
         Its entry of the source map.
     as_of : Timestamp
         Dates after it are quarantined as ``future_date``.
-    default_region : str
-        Region for phone numbers without a country code.
+    default_region : str, optional
+        ISO 3166 region of phone numbers without a country code (``Dataset.country``); ``None``:
+        the ``dataset`` option's country, else the default dataset's.
+    **options
+        ``currency`` (the dataset's ISO 4217 code) and ``dataset`` (the ``datasets.Dataset``, whose
+        ``exchange_rates`` convert amounts in other currencies); by default the default dataset's.
+        ``business_time_zone``: the zone timestamps are stored in (default: the dataset's).
 
     Returns
     -------
     ValidatedSource
         ``clean`` (typed contract columns + helper and lineage columns),
         ``quarantine`` (``QUARANTINE_COLUMNS``) and ``n_rows_in``.
+
+    Raises ``CurrencyError`` when the source holds amounts in another currency than the dataset's
+    and the dataset declares no exchange rates.
     """
-    return validate_source_typed(name, raw, spec, as_of=as_of, default_region=default_region)[0]
+    return validate_source_typed(name, raw, spec, as_of=as_of, default_region=default_region, **options)[0]
 
 
 def validate_source_typed(name: str, raw: pd.DataFrame, spec: Mapping[str, Any], **options: Any) -> tuple[ValidatedSource, pd.DataFrame]:
@@ -394,17 +505,56 @@ def validate_source_typed(name: str, raw: pd.DataFrame, spec: Mapping[str, Any],
     """
     from crm_analytics.frames import require_columns
 
-    unknown = set(options) - {"as_of", "default_region"}
+    unknown = set(options) - {"as_of", "default_region", "currency", "dataset", "business_time_zone"}
     if unknown:
         raise TypeError(f"validate_source_typed() got unexpected keyword arguments {sorted(unknown)}")
-    as_of, default_region = options["as_of"], options.get("default_region", "CN")
+    as_of, default_region = options["as_of"], _default_region(options)
 
     require_columns(raw, LINEAGE, context=f"validate_source({name})")
     table = schema.get_table(spec["table"])
     raw = raw.reset_index(drop=True)
-    typed, reasons = standardise_frame(raw, spec, default_region=default_region)
+    typed, reasons = standardise_frame(raw, spec, default_region=default_region, business_time_zone=_business_time_zone(options),
+                                       **_money_options(options))
     failures = pd.concat([_parse_failures(reasons), contract_failures(typed, table, as_of=as_of)], ignore_index=True)
     return replace(split_clean(name, raw, typed, failures, table), reasons=reasons.reset_index(drop=True)), typed
+
+
+def _default_region(options: Mapping[str, Any]) -> str:
+    """The region of phone numbers without a country code: option ``default_region``, else the ``dataset`` option's
+    country, else the default dataset's."""
+    if options.get("default_region"):
+        return options["default_region"]
+    dataset = options.get("dataset")
+    if dataset is None:
+        from crm_analytics import datasets
+
+        dataset = datasets.load_dataset(None)
+    return dataset.country
+
+
+def _business_time_zone(options: Mapping[str, Any]) -> str | None:
+    """The zone timestamps are stored in: option ``business_time_zone``, else the ``dataset`` option's (None: the default dataset's)."""
+    dataset = options.get("dataset")
+    return options.get("business_time_zone") or (dataset.time_zone if dataset is not None else None)
+
+
+def _money_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``currency``, ``exchange_rates`` and ``dataset_file`` for ``standardise_frame`` from the validation options."""
+    dataset = options.get("dataset")
+    if dataset is None and not options.get("currency"):
+        from crm_analytics import datasets
+
+        dataset = datasets.load_dataset(None)
+    if dataset is None:
+        return {"currency": options["currency"]}
+    currency = options.get("currency") or dataset.currency
+    try:
+        rates = money.read_exchange_rates(dataset.exchange_rates, base_dir=dataset.data_dir, to_currency=currency, where=dataset.file)
+    except money.ExchangeRateError as error:
+        from crm_analytics import datasets
+
+        raise datasets.DatasetError(str(error)) from None
+    return {"currency": currency, "exchange_rates": rates, "dataset_file": str(dataset.file)}
 
 
 def quarantine_clean_rows(
