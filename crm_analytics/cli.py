@@ -316,6 +316,9 @@ def build_warehouse(
     as_of: Annotated[
         Optional[str], typer.Option(help="The build's today, ISO date (default: today in the dataset's time zone).")
     ] = None,
+    quarantine_threshold: Annotated[
+        float, typer.Option(min=0, max=1, help="Largest share (0-1) of quarantined rows in any source; above it the build fails.")
+    ] = 0.05,
 ) -> None:
     """Build the dataset's warehouse (data/warehouse/<dataset>.duckdb) with full cleansing and entity resolution.
 
@@ -324,15 +327,17 @@ def build_warehouse(
     from crm_analytics import datasets, paths, sources
     from crm_analytics.cleansing import QuarantineThresholdError, build_clean_warehouse
 
-    loaded = _load_dataset(dataset)
+    loaded = _load_dataset(_dataset_reference(dataset) if dataset else None)
     today = as_of or _today_in(loaded.time_zone)
     try:
-        result = build_clean_warehouse(dataset=loaded.name, as_of=today, warehouse_path=paths.warehouse_path(loaded.name))
+        result = build_clean_warehouse(
+            dataset=loaded, as_of=today, warehouse_path=paths.warehouse_path(loaded.name), quarantine_threshold=quarantine_threshold
+        )
     except (datasets.DatasetError, sources.SourceError) as exc:
         _fail(_one_line(exc))
     except QuarantineThresholdError as exc:
         _fail(_one_line(exc), EXIT_RUN_FAILED)
-    console.print(f"warehouse built: {result.warehouse_path} (dataset {loaded.describe()}, as of {today})", highlight=False)
+    console.print(f"warehouse built: {result.warehouse_path} (dataset {loaded.describe()}, as of {today})", highlight=False, soft_wrap=True)
     console.print(_build_tables(result))
 
 

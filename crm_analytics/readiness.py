@@ -180,13 +180,28 @@ def from_sources(dataset: datasets.Dataset) -> dict[str, TableReadiness]:
     return summary
 
 
+def _mapped_in_warehouse(con, existing: set[str]) -> dict[str, set[str]] | None:
+    """``{table: columns some source provided}`` from the build's ``quality_profile``; ``None`` without it."""
+    if "quality_profile" not in existing:
+        return None
+    mapped: dict[str, set[str]] = {}
+    for table, column in con.execute("SELECT DISTINCT table_name, column_name FROM quality_profile").fetchall():
+        mapped.setdefault(table, set()).add(column)
+    return mapped
+
+
 def from_warehouse(path: str | Path) -> dict[str, TableReadiness]:
-    """Summarise each canonical table of a built warehouse (tables it lacks have 0 rows)."""
+    """Summarise each canonical table of a built warehouse (tables it lacks have 0 rows).
+
+    A column counts as mapped when the build profiled it for a source (``quality_profile``); without
+    that table, every contract column does.
+    """
     import duckdb
 
     summary = {}
     with duckdb.connect(str(path), read_only=True) as con:
         existing = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        mapped = _mapped_in_warehouse(con, existing)
         for table in schema.TABLES:
             column = time_column(table)
             if table not in existing:
@@ -205,7 +220,9 @@ def from_warehouse(path: str | Path) -> dict[str, TableReadiness]:
             summary[table] = TableReadiness(
                 table=table, rows=int(rows), time_column=column, first=first, last=last,
                 unmapped_required=tuple(c for c in schema.get_table(table).required_columns if c not in have),
-                empty_columns=tuple(c for c in contract if c not in filled) if rows else (),
+                empty_columns=tuple(
+                    c for c in contract if c not in filled and (mapped is None or c in mapped.get(table, ()))
+                ) if rows else (),
                 filled_columns=filled,
             )
     return summary

@@ -149,3 +149,49 @@ def test_failed_run_exits_one_with_the_error(tmp_path):
     assert result.exit_code == 1
     assert "failed" in result.stdout and "ValueError" in result.stderr and "boom in cell" in result.stderr
     assert "Traceback" not in result.output
+
+
+def _sales_export(folder: Path, *, with_bad_line: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "vendas.csv"
+    lines = [
+        "Pedido;Cliente;Data da compra;Produto;Descrição;Quantidade;Preço unitário",
+        "1001;C-17;13/02/2024 14:05;P1;Caneca azul;2;12,50",
+        "1002;C-42;15/02/2024 09:30;P1;Caneca azul;3;12,50",
+        "1003;C-17;28/02/2024 21:10;P3;Copo;1;7,90",
+    ]
+    if with_bad_line:
+        lines.append("1004;;29/02/2024 10:00;P3;Copo;1;7,90")  # no customer: the order is quarantined
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_build_warehouse_runs_the_cleansing_build_and_never_replaces_a_good_warehouse_by_a_failed_one(tmp_path, monkeypatch):
+    from crm_analytics import paths, readiness
+
+    monkeypatch.setenv(paths.HOME_ENV, str(tmp_path / "home"))
+    export = _sales_export(tmp_path / "exports")
+    options = ["--parameters-dir", str(tmp_path)]
+    created = cli.invoke(app, [*options, "init-dataset", "loja", "--from", str(export), "--time-zone", "America/Sao_Paulo",
+                               "--currency", "BRL", "--country", "BR"])
+    assert created.exit_code == 0, created.output
+    built = cli.invoke(app, [*options, "build-warehouse", "-d", "loja", "--as-of", "2024-12-31"])
+    assert built.exit_code == 0, built.output
+    warehouse = tmp_path / "home" / "data" / "warehouse" / "loja.duckdb"
+    assert f"warehouse built: {warehouse}" in " ".join(built.stdout.split())
+    assert "quarantined" in built.stdout and "customer_lineage" in built.stdout
+    orders = next(line for line in built.stdout.splitlines() if "│ orders " in line)
+    assert [cell.strip() for cell in orders.strip("│ ").split("│")][2:5] == ["3", "3", "0"]
+    before = warehouse.stat().st_mtime_ns
+
+    _sales_export(tmp_path / "exports", with_bad_line=True)
+    failed = cli.invoke(app, [*options, "build-warehouse", "-d", "loja", "--as-of", "2024-12-31"])
+    assert failed.exit_code == 1 and "was not replaced" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+    assert warehouse.stat().st_mtime_ns == before
+    tolerant = cli.invoke(app, [*options, "build-warehouse", "-d", "loja", "--as-of", "2024-12-31", "--quarantine-threshold", "0.5"])
+    assert tolerant.exit_code == 0, tolerant.output
+    orders = next(line for line in tolerant.stdout.splitlines() if "│ orders " in line)
+    assert [cell.strip() for cell in orders.strip("│ ").split("│")][2:5] == ["4", "3", "1"]
+    report = readiness.check_dataset(tmp_path / "datasets" / "loja.yaml")
+    assert report.origin.startswith("the warehouse") and report.tables["orders"].rows == 3

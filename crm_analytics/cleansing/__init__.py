@@ -1,7 +1,7 @@
 """Cleansing and integration: standardise, validate, quarantine, resolve entities, report quality.
 
-``build_clean_warehouse`` runs the whole step: every source of ``parameters/sources.yaml``
-is read, standardised, validated (bad rows to quarantine, never dropped), its
+``build_clean_warehouse`` runs the whole step for one dataset: every source of its dataset
+file (``parameters/datasets/<name>.yaml``) is read, standardised, validated (bad rows to quarantine, never dropped), its
 customers resolved into one ``customer_key`` per person, and the canonical
 tables, the lineage, the quarantine and the quality tables written to the warehouse.
 """
