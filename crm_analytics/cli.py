@@ -193,9 +193,7 @@ def _run_all_with_progress(jobs: int, cell_timeout: float, run_timeout: float, *
     names = runner.list_analyses(_Folders.notebook_dir)
     if not names:
         _fail(f"no notebooks found in {_Folders.notebook_dir or 'notebooks/'}")
-    # usage errors first, so that they are not printed under a progress bar
-    runner.choose_dataset(explicit=(batch.get("common_parameters") or {}).get("dataset"), given=batch.get("dataset"))
-    runner.spread_parameters(batch.get("common_parameters") or {}, names, notebook_dir=_Folders.notebook_dir)
+    runner.batch_parameters(names, notebook_dir=_Folders.notebook_dir, **batch)  # usage errors before the progress bar
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -324,7 +322,7 @@ def build_warehouse(
 
     Bad rows go to the quarantine, never dropped; a failed build leaves the previous warehouse in place.
     """
-    from crm_analytics import datasets, paths, sources
+    from crm_analytics import datasets, money, paths, sources
     from crm_analytics.cleansing import QuarantineThresholdError, build_clean_warehouse
 
     loaded = _load_dataset(_dataset_reference(dataset) if dataset else None)
@@ -335,7 +333,7 @@ def build_warehouse(
         )
     except (datasets.DatasetError, sources.SourceError) as exc:
         _fail(_one_line(exc))
-    except QuarantineThresholdError as exc:
+    except (QuarantineThresholdError, money.ExchangeRateError) as exc:  # the data, not the command
         _fail(_one_line(exc), EXIT_RUN_FAILED)
     console.print(f"warehouse built: {result.warehouse_path} (dataset {loaded.describe()}, as of {today})", highlight=False, soft_wrap=True)
     console.print(_build_tables(result))

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import os
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -389,9 +391,7 @@ def _number_sql(profile: ColumnProfile, *, as_text: bool) -> str:
 def _time_sql(profile: ColumnProfile) -> str:
     """SQL turning a date column into a TIMESTAMP (typed dates as they are, text through its format)."""
     column = _q(profile.name)
-    if profile.date_format is None:
-        return f"CAST({column} AS TIMESTAMP)"
-    if profile.date_format in ISO_FORMATS:
+    if profile.date_format is None or profile.date_format in ISO_FORMATS:
         return f"CAST({column} AS TIMESTAMP)"
     return f"strptime({column}, '{profile.date_format}')"
 
@@ -474,10 +474,11 @@ def _mapped_table(table: str, sample: InputSample, roles: Mapping[str, str], dat
             selected.append(f"{_q(profile.name)} AS {canonical}")
             if profile.date_format:
                 formats.add(profile.date_format)
-    constants = {k: v for k, v in _CONSTANTS.get(table, {}).items() if k not in {s.rsplit(' AS ', 1)[1] for s in selected}}
+    mapped = {item.rsplit(" AS ", 1)[1] for item in selected}
+    constants = {k: v for k, v in _CONSTANTS.get(table, {}).items() if k not in mapped}
     if "source" in contract.column_names:
         constants["source"] = dataset
-    have = {s.rsplit(" AS ", 1)[1] for s in selected} | set(constants)
+    have = mapped | set(constants)
     if table == "orders" and "order_id" not in have:
         selected.insert(0, "CAST(_source_row AS VARCHAR) AS order_id")
         notes.append(f"{sample.name}: no order number found; order_id is the row number (check)")
@@ -559,8 +560,6 @@ def propose(samples: Sequence[InputSample], *, dataset: str, data_dir: Path) -> 
 
 
 def _scalar(value) -> str:
-    import json
-
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, (int, float)):
@@ -718,6 +717,4 @@ def init_dataset(
 
 
 def _common_folder(files: Sequence[Path]) -> Path:
-    import os
-
     return Path(os.path.commonpath([str(f.parent) for f in files]))

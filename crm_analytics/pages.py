@@ -1,10 +1,10 @@
 """Helpers for the stakeholder pages served by Voilà: latest results, data freshness, the status banner.
 
 A page never recomputes an analysis: it reads the tables persisted by the last
-successful scheduled run (``outputs/<analysis>/latest/``) and says how fresh they
+successful scheduled run (``outputs/<dataset>/<analysis>/latest/``) and says how fresh they
 are. Freshness comes from two records:
 
-- ``outputs/<analysis>/<run-id>/run.json``, written by the runner for every run
+- ``outputs/<dataset>/<analysis>/<run-id>/run.json``, written by the runner for every run
   (``status``, start and end times, parameters);
 - ``parameters/schedule.yaml``: the cron expression and time zone of each
   scheduled analysis, read by ``crm_analytics.scheduler``.
@@ -141,7 +141,7 @@ def record_time(record: dict, keys: tuple[str, ...]) -> pd.Timestamp | None:
 
 
 def latest_record(analysis: str) -> dict:
-    """Return the run record of the latest successful run of ``analysis`` (``outputs/<analysis>/latest``)."""
+    """Return the run record of the latest successful run of ``analysis`` (``outputs/<dataset>/<analysis>/latest``)."""
     return read_run_record(paths.latest_run_dir(analysis))
 
 
@@ -226,7 +226,7 @@ def page_status(
     Parameters
     ----------
     analysis : str
-        Analysis name (``outputs/<analysis>/``).
+        Analysis name (``outputs/<dataset>/<analysis>/``).
     now : pandas.Timestamp, optional
         The current time (aware); default: the clock.
     grace : pandas.Timedelta

@@ -24,8 +24,6 @@ import pandas as pd
 
 from crm_analytics import datasets, paths, requirements, schema, sources
 
-OK, NOT_READY = 0, 1
-
 
 @dataclasses.dataclass(frozen=True)
 class TableReadiness:

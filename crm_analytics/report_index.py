@@ -83,7 +83,7 @@ def _latest_pointer(analysis_dir: Path) -> str | None:
 
 
 def summarise(analysis_dir: Path) -> AnalysisSummary:
-    """Summarise one ``outputs/<analysis>/`` folder: last run, latest good run, newer failure."""
+    """Summarise one ``outputs/<dataset>/<analysis>/`` folder: last run, latest good run, newer failure."""
     records = [r for r in _records(analysis_dir) if r.get("status") != _NOT_RUN] if analysis_dir.is_dir() else []
     pointer = _latest_pointer(analysis_dir) if analysis_dir.is_dir() else None
     good = next((r for r in records if r["_dir"] == pointer), None)

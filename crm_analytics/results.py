@@ -1,6 +1,6 @@
 """Persist a notebook's results into its run folder, and read the latest ones back.
 
-A run folder (``outputs/<analysis>/<run-id>/``) holds ``tables/`` (Parquet and
+A run folder (``outputs/<dataset>/<analysis>/<run-id>/``) holds ``tables/`` (Parquet and
 CSV of every result table) and ``figures/`` (PNG). Notebooks call
 ``save_table`` and ``save_figure`` (or ``show_figure``) with the ``output_dir`` parameter the runner
 injects; with an empty ``output_dir`` (an analyst iterating in JupyterLab)

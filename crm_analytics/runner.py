@@ -1218,13 +1218,10 @@ def run_all(
         In the order the runs finished.
     """
     names = list(analyses) if analyses is not None else list_analyses(notebook_dir)
-    chosen = choose_dataset(explicit=(common_parameters or {}).get(DATASET_PARAMETER), given=dataset)
-    shared = dict(load_parameters_file(parameters_file)) if parameters_file else {}
-    shared.update(common_parameters or {})
-    spread = spread_parameters(shared, names, notebook_dir=notebook_dir) if shared else {}
-    by_analysis = {
-        name: {**spread.get(name, {}), **dict((parameters_by_analysis or {}).get(name) or {})} for name in names
-    }
+    chosen, by_analysis = batch_parameters(
+        names, dataset=dataset, common_parameters=common_parameters, parameters_file=parameters_file,
+        parameters_by_analysis=parameters_by_analysis, notebook_dir=notebook_dir,
+    )
     common = {
         "cell_timeout": cell_timeout,
         "run_timeout": run_timeout,
@@ -1250,6 +1247,34 @@ def run_all(
     )
     results.extend(_run_batch(queue, max(1, jobs), by_analysis, common, notify, dependencies, preload=preload_kernels))
     return results
+
+
+def batch_parameters(
+    names: Iterable[str],
+    *,
+    dataset: str | None = None,
+    common_parameters: Mapping[str, Any] | None = None,
+    parameters_file: str | Path | None = None,
+    parameters_by_analysis: Mapping[str, Mapping[str, Any]] | None = None,
+    notebook_dir: str | Path | None = None,
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The dataset of a batch and each analysis's explicit parameters (see :func:`run_all`).
+
+    The dataset is chosen as for a single run (:func:`choose_dataset`: ``common_parameters``, then
+    ``dataset``, then the file). Raises :class:`UnknownDatasetError` or :class:`ParameterError`
+    (a key of ``common_parameters`` or of the file that no analysis declares) before anything runs.
+    """
+    names = list(names)
+    from_file = dict(load_parameters_file(parameters_file)) if parameters_file else {}
+    chosen = choose_dataset(
+        explicit=(common_parameters or {}).get(DATASET_PARAMETER), given=dataset, from_files=from_file.get(DATASET_PARAMETER)
+    )
+    shared = from_file | dict(common_parameters or {})
+    if DATASET_PARAMETER in shared:
+        shared[DATASET_PARAMETER] = chosen  # one dataset for the whole batch
+    spread = spread_parameters(shared, names, notebook_dir=notebook_dir) if shared else {}
+    by_analysis = {name: {**spread.get(name, {}), **dict((parameters_by_analysis or {}).get(name) or {})} for name in names}
+    return chosen, by_analysis
 
 
 def run_order(names: Iterable[str], *, parameters_root: str | Path | None = None) -> dict[str, set[str]]:

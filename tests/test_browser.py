@@ -323,7 +323,7 @@ def test_banner_and_last_good_data_when_the_latest_run_failed(server, visit, pag
 
 
 def test_banner_when_the_latest_run_is_older_than_the_schedule_implies(server, visit, page_home):
-    record_path = page_home / "outputs" / "kpi" / "latest" / "run.json"
+    record_path = page_home / "outputs" / paths.default_dataset() / "kpi" / "latest" / "run.json"
     original = record_path.read_text(encoding="utf-8")
     record = json.loads(original)
     three_days_ago = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=3)

@@ -195,3 +195,14 @@ def test_build_warehouse_runs_the_cleansing_build_and_never_replaces_a_good_ware
     assert [cell.strip() for cell in orders.strip("│ ").split("│")][2:5] == ["4", "3", "1"]
     report = readiness.check_dataset(tmp_path / "datasets" / "loja.yaml")
     assert report.origin.startswith("the warehouse") and report.tables["orders"].rows == 3
+
+
+def test_served_pages_read_the_outputs_of_the_chosen_dataset(monkeypatch):
+    from crm_analytics import paths
+    from crm_analytics import serve as serve_module
+
+    for name in (paths.DATASET_ENV, "PYTHONPATH", "VOILA_APP_IP"):  # restored (or removed) afterwards
+        monkeypatch.setenv(name, "")
+    serve_module._kernel_environment("127.0.0.1", "online_retail_ii")  # what every page kernel inherits
+    assert paths.default_dataset() == "online_retail_ii"
+    assert paths.latest_run_dir("kpi") == paths.outputs_root() / "online_retail_ii" / "kpi" / "latest"

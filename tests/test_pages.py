@@ -65,8 +65,8 @@ def write_run(
     figures: tuple[str, ...] = (),
     make_latest: bool = True,
 ) -> Path:
-    """Write ``outputs/<analysis>/<run_id>/`` with a run.json like the runner's; point ``latest`` at it."""
-    run_dir = home / "outputs" / analysis / run_id
+    """Write ``outputs/<dataset>/<analysis>/<run_id>/`` (default dataset) with a run.json like the runner's; point ``latest`` at it."""
+    run_dir = home / "outputs" / paths.default_dataset() / analysis / run_id
     (run_dir / "tables").mkdir(parents=True, exist_ok=True)
     for name, table in (tables or {}).items():
         table.to_parquet(run_dir / "tables" / f"{name}.parquet", index=False)

@@ -71,16 +71,16 @@ def test_load_latest_table_reads_the_latest_run_and_explains_its_absence(tmp_pat
     monkeypatch.setenv(paths.HOME_ENV, str(tmp_path))
     with pytest.raises(FileNotFoundError, match="crm-analytics run segmentation"):
         results.load_latest_table("segmentation", "segment_sizes")
-    run = tmp_path / "outputs" / "segmentation" / "run1"
+    run = tmp_path / "outputs" / paths.default_dataset() / "segmentation" / "run1"
     results.save_table(pd.DataFrame({"a": [1]}), "segment_sizes", output_dir=run)
-    (tmp_path / "outputs" / "segmentation" / "latest").symlink_to(run)
+    (tmp_path / "outputs" / paths.default_dataset() / "segmentation" / "latest").symlink_to(run)
     assert results.load_latest_table("segmentation", "segment_sizes")["a"].tolist() == [1]
 
 
 def test_latest_pointer_file_is_followed_like_a_symlink(tmp_path, monkeypatch):
     monkeypatch.setenv(paths.HOME_ENV, str(tmp_path))
-    run = tmp_path / "outputs" / "kpi" / "20260101T000000.000Z-abc123"
+    run = tmp_path / "outputs" / paths.default_dataset() / "kpi" / "20260101T000000.000Z-abc123"
     results.save_table(pd.DataFrame({"a": [2]}), "kpi_values", output_dir=run)
-    (tmp_path / "outputs" / "kpi" / "latest").write_text(run.name + "\n")
+    (tmp_path / "outputs" / paths.default_dataset() / "kpi" / "latest").write_text(run.name + "\n")
     assert paths.latest_run_dir("kpi") == run
     assert results.load_latest_table("kpi", "kpi_values")["a"].tolist() == [2]

@@ -141,6 +141,22 @@ def test_common_parameters_go_to_the_analyses_that_declare_them():
         runner.spread_parameters({"n_row": 2}, ["ok", "empty"], notebook_dir=FIXTURES)
 
 
+def test_batch_parameters_spread_a_file_and_keep_one_dataset(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    _notebook_declaring_dataset(notebooks)
+    shutil.copy(FIXTURES / "ok.ipynb", notebooks / "ok.ipynb")
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("label: from-file\nn_rows: 7\ndataset: dem\n")
+    with pytest.raises(runner.UnknownDatasetError, match="no dataset 'dem'"):  # the file's dataset, when nothing overrides it
+        runner.batch_parameters(["ok", "probe_dataset"], parameters_file=shared, notebook_dir=notebooks)
+    chosen, by_analysis = runner.batch_parameters(
+        ["ok", "probe_dataset"], dataset="demo", parameters_file=shared, common_parameters={"n_rows": 2},
+        parameters_by_analysis={"ok": {"label": "own"}}, notebook_dir=notebooks,
+    )
+    assert chosen == "demo"  # --dataset wins over the file
+    assert by_analysis == {"ok": {"label": "own", "n_rows": 2}, "probe_dataset": {"label": "from-file", "dataset": "demo"}}
+
+
 def test_run_all_refuses_a_parameter_no_analysis_declares(tmp_path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
@@ -328,7 +344,8 @@ def test_successful_run_writes_record_report_tables_and_moves_latest(run, tmp_pa
     assert "cell-stdout-marker" not in (folder / "engine.log").read_text()
     executed = nbformat.read(folder / "ok.ipynb", as_version=4)
     assert all(c.execution_count for c in executed.cells if c.cell_type == "code")
-    assert (tmp_path / "outputs" / "index.html").exists()
+    assert (tmp_path / "outputs" / "index.html").exists() and (folder.parent.parent / "index.html").exists()
+    assert folder.parent.parent == tmp_path / "outputs" / result.dataset and record["dataset"] == result.dataset
 
 
 @pytest.mark.slow
@@ -344,7 +361,7 @@ def test_failing_cell_keeps_partial_notebook_and_previous_latest(run, tmp_path):
     assert (bad.run_dir / "before.txt").read_text() == "partial"
     assert _record(bad)["error_cell_index"] == bad.error_cell_index
     assert runner.latest_run("ok", output_root=tmp_path / "outputs") == good.run_dir
-    page = (tmp_path / "outputs" / "index.html").read_text()
+    page = (tmp_path / "outputs" / good.dataset / "index.html").read_text()
     assert bad.run_id in page and good.run_id in page
 
 
