@@ -105,7 +105,7 @@ def connect(
     """
     name = check_backend(backend)
     if name == "duckdb":
-        from crm_analytics import warehouse  # imported here: warehouse imports the cleansing, which may import this module
+        from crm_analytics import warehouse  # imported on use: the Spark path never needs it
 
         return warehouse.connect(warehouse_path, dataset=dataset)
     database = spark_database or os.environ.get(SPARK_DATABASE_ENV) or None

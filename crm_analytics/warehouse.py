@@ -1,14 +1,14 @@
-"""The DuckDB warehouse: build it from the sources, hand out its tables as Ibis expressions.
+"""The DuckDB warehouse: write it atomically, hand out its tables as Ibis expressions.
 
-The warehouse is one file, ``data/warehouse/crm.duckdb``, holding the canonical
+The warehouse is one file per dataset, ``data/warehouse/<dataset>.duckdb``, holding the canonical
 tables of ``crm_analytics.schema``. It is always written whole into a new file
 that replaces the old one only when complete, so a failed build never damages
 the last good warehouse.
 
-``build`` is the plain, type-coercing load: values that do not parse become
-missing. The cleansing step (``crm_analytics.cleansing``) is the full load:
-standardisation, quarantine and entity resolution, written with the same
-``write_tables``.
+The cleansing build (``crm_analytics.cleansing``, ``crm-analytics build-warehouse``)
+is the only way data gets in: standardisation, quarantine and entity resolution,
+written with ``write_tables``. ``coerce_to_contract`` is the plain type cast, for
+frames that need no cleansing.
 """
 
 from __future__ import annotations
@@ -114,44 +114,6 @@ def _write_one(con: duckdb.DuckDBPyConnection, name: str, content: pd.DataFrame 
         con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM {relation}')
     if relation == "_incoming":
         con.unregister("_incoming")
-
-
-def build(
-    *,
-    sources_file: str | Path | None = None,
-    dataset: str = paths.DEMO_DATASET,
-    path: str | Path | None = None,
-) -> dict[str, int]:
-    """Build the warehouse from every source with a plain type-coercing load; return rows per table.
-
-    Values that do not parse as their column's type become missing (the
-    cleansing step quarantines them instead). Parquet sources go straight from
-    file to DuckDB; CSV, Excel and SQL sources through pandas. Timestamps are
-    stored in the dataset's business time zone.
-    """
-    source_map = sources.load_source_map(sources_file)
-    zone = datasets.load_dataset(dataset).time_zone
-    dataset_dir = paths.raw_dir(dataset)
-    parts: dict[str, list[pd.DataFrame | str]] = {}
-    for name, spec in source_map.items():
-        if spec["format"] == "parquet":
-            part: pd.DataFrame | str = sources.parquet_select_sql(name, spec, dataset_dir, business_time_zone=zone)
-        else:
-            part = coerce_to_contract(sources.read_source(name, spec, dataset_dir), spec, business_time_zone=zone)
-        parts.setdefault(spec["table"], []).append(part)
-    tables = {table: _union(items) for table, items in parts.items()}
-    write_tables(tables, path=path)
-    return table_row_counts(path)
-
-
-def _union(parts: list[pd.DataFrame | str]) -> pd.DataFrame | str:
-    frames = [p for p in parts if isinstance(p, pd.DataFrame)]
-    selects = [p for p in parts if isinstance(p, str)]
-    if not selects:
-        return pd.concat(frames, ignore_index=True)
-    if frames:
-        raise ValueError("a table cannot mix Parquet and file/SQL sources in the plain load")
-    return " UNION ALL ".join(f"({s})" for s in selects)
 
 
 def coerce_to_contract(frame: pd.DataFrame, spec: Mapping[str, Any], *, business_time_zone: str | None = None) -> pd.DataFrame:
