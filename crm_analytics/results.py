@@ -104,3 +104,39 @@ def load_latest_table(analysis: str, name: str) -> pd.DataFrame:
             f"no table {name!r} in the latest successful run of {analysis!r} ({path}); run `crm-analytics run {analysis}` first"
         )
     return pd.read_parquet(path)
+
+
+WARNINGS_FILE = "warnings.jsonl"
+WARNING_KINDS = ("too_little_data", "not_converged", "skipped", "data_note")
+
+
+def warn(message: str, *, output_dir: str | Path | None, kind: str = "too_little_data", section: str = "") -> None:
+    """Show a one-line warning in the report and record it for the run record, the index and the pages.
+
+    ``kind`` is one of ``WARNING_KINDS``; ``section`` names the report section it concerns. The line is
+    appended to ``<output_dir>/warnings.jsonl`` (nothing is written when ``output_dir`` is empty); the
+    runner copies the lines into ``run.json`` as ``warnings``. A run with warnings still succeeds.
+    """
+    import json
+
+    from IPython.display import display
+
+    if kind not in WARNING_KINDS:
+        raise ValueError(f"warning kind {kind!r} is not one of {WARNING_KINDS}")
+    where = f" ({section})" if section else ""
+    display({"text/markdown": f"**Warning{where}:** {message}", "text/plain": f"Warning{where}: {message}"}, raw=True)
+    if output_dir:
+        folder = Path(output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / WARNINGS_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"kind": kind, "section": section, "message": message}, ensure_ascii=False) + "\n")
+
+
+def read_warnings(run_dir: str | Path) -> list[dict]:
+    """Return the warnings a run recorded with ``warn`` (``kind``, ``section``, ``message``), oldest first."""
+    import json
+
+    path = Path(run_dir) / WARNINGS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

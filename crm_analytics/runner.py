@@ -1064,6 +1064,9 @@ def _final_record(run: _Run, result: RunResult) -> dict:
     )
     if result.reason:
         record["reason"] = result.reason
+    from crm_analytics.results import read_warnings  # on use: results loads pandas, which the runner itself never needs
+
+    record["warnings"] = read_warnings(run.tmp_dir)
     return record
 
 

@@ -84,3 +84,20 @@ def test_latest_pointer_file_is_followed_like_a_symlink(tmp_path, monkeypatch):
     (tmp_path / "outputs" / paths.default_dataset() / "kpi" / "latest").write_text(run.name + "\n")
     assert paths.latest_run_dir("kpi") == run
     assert results.load_latest_table("kpi", "kpi_values")["a"].tolist() == [2]
+
+
+def test_warnings_are_shown_and_recorded_for_the_run(tmp_path, capsys):
+    results.warn("too little data (n = 3 repeat customers, needs 20)", output_dir=tmp_path, section="BG/NBD")
+    results.warn("fit did not converge", output_dir=tmp_path, kind="not_converged")
+    results.warn("nothing persisted", output_dir="")
+    assert results.read_warnings(tmp_path) == [
+        {"kind": "too_little_data", "section": "BG/NBD", "message": "too little data (n = 3 repeat customers, needs 20)"},
+        {"kind": "not_converged", "section": "", "message": "fit did not converge"},
+    ]
+    assert "Warning (BG/NBD):" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="warning kind 'oops'"):
+        results.warn("x", output_dir=tmp_path, kind="oops")
+
+
+def test_a_run_without_warnings_has_none(tmp_path):
+    assert results.read_warnings(tmp_path) == []
