@@ -18,6 +18,9 @@ A dataset file ``parameters/datasets/<name>.yaml`` declares:
 ``ground_truth_dir``      folder of known true answers (the generated demo has one; real data has none).
 ``export_date``           the day the export was taken (ISO date): the cleansing build's "today", after which
                           dates are quarantined as future-dated (default: the day of the build).
+``anonymous_orders``      what the cleansing build does with an order without a customer (a guest checkout, a
+                          till sale): ``keep`` (default; kept with ``customer_id`` missing, counted in revenue,
+                          left out of customer-level analyses) or ``quarantine`` (``missing_required``).
 ``inputs``                named input files that derived sources query with SQL (``crm_analytics.sources``).
 ``sources``               how each canonical table is read (the source map, see ``crm_analytics.sources``).
 
@@ -45,8 +48,9 @@ TODO = "TODO"
 KEYS = {
     "description", "data_dir", "time_zone", "currency", "country", "locale", "languages", "calendar_events",
     "targets_file", "non_merchandise_codes", "exchange_rates", "ground_truth_dir", "inputs", "sources",
-    "value_maps", "earliest_date", "export_date",
+    "export_date", "anonymous_orders",
 }
+ANONYMOUS_ORDER_POLICIES = ("keep", "quarantine")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
 
@@ -75,9 +79,8 @@ class Dataset:
     ground_truth_dir: Path | None = None
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    value_maps: dict[str, Any] = field(default_factory=dict)
-    earliest_date: str | None = None
     export_date: str | None = None  # the day the export was taken: the cleansing build's default "today" (ISO date)
+    anonymous_orders: str = "keep"  # orders without a customer: "keep" (customer_id missing) or "quarantine"
 
     @property
     def phone_region(self) -> str:
@@ -167,10 +170,18 @@ def parse_dataset(document: dict[str, Any], *, name: str, where: Path) -> Datase
         ground_truth_dir=paths.resolve_data(document["ground_truth_dir"], Path()) if document.get("ground_truth_dir") else None,
         inputs=dict(document.get("inputs") or {}),
         sources=dict(document.get("sources") or {}),
-        value_maps=dict(document.get("value_maps") or {}),
-        earliest_date=str(document["earliest_date"]) if document.get("earliest_date") else None,
         export_date=str(document["export_date"]) if document.get("export_date") else None,
+        anonymous_orders=_anonymous_orders(document.get("anonymous_orders"), where=where),
     )
+
+
+def _anonymous_orders(value: Any, *, where: Path) -> str:
+    """The ``anonymous_orders`` policy: ``keep`` (also when absent) or ``quarantine``."""
+    policy = "keep" if value is None or str(value).strip() == "" else str(value).strip().lower()
+    if policy not in ANONYMOUS_ORDER_POLICIES:
+        raise DatasetError(f"{where}: anonymous_orders must be one of {list(ANONYMOUS_ORDER_POLICIES)}, got {value!r}"
+                           f"{_close(policy, ANONYMOUS_ORDER_POLICIES)}")
+    return policy
 
 
 _EXAMPLES = {

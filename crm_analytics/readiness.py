@@ -231,22 +231,28 @@ def analyses_supported(tables: Mapping[str, TableReadiness]) -> tuple[dict[str, 
     rows = {name: t.rows for name, t in tables.items() if t.declared}
     filled = {name: t.filled_columns for name, t in tables.items() if t.present}
     verdicts = {name: requirements.check(name, rows) for name in sorted(requirements.REQUIREMENTS)}
+    build = verdicts.get("cleansing")
+    if build is not None and not build.applicable:  # nothing runs without a warehouse
+        verdicts = {name: dataclasses.replace(v, applicable=False, reason=f"the build {build.reason}") if name != "cleansing" else v
+                    for name, v in verdicts.items()}
     empty = {name: requirements.missing_columns(name, filled) for name in verdicts}
     return verdicts, {name: gaps for name, gaps in empty.items() if gaps}
 
 
 def check_dataset(name: str | Path | None = None, *, warehouse_path: str | Path | None = None) -> Readiness:
-    """Check one dataset: from its warehouse when built (or ``warehouse_path``), else from its sources.
+    """Check one dataset: from its warehouse when built after the dataset file last changed (or from
+    ``warehouse_path``), else from its sources, so an edit to the dataset file is checked before the next build.
 
     Raises ``DatasetError`` for an unknown or unfinished dataset file and ``SourceError`` for a
     source map that cannot be read at all.
     """
     dataset = datasets.load_dataset(name)
     warehouse = Path(warehouse_path) if warehouse_path else paths.warehouse_path(dataset.name)
-    if warehouse.is_file():
+    if warehouse_path or (warehouse.is_file() and warehouse.stat().st_mtime >= dataset.file.stat().st_mtime):
         tables, origin = from_warehouse(warehouse), f"the warehouse {warehouse}"
     else:
-        tables, origin = from_sources(dataset), f"the sources of {dataset.file} (no warehouse built yet)"
+        why = "changed since the last build" if warehouse.is_file() else "no warehouse built yet"
+        tables, origin = from_sources(dataset), f"the sources of {dataset.file} ({why})"
     verdicts, empty = analyses_supported(tables)
     return Readiness(dataset=dataset, origin=origin, tables=tables, analyses=verdicts, empty_inputs=empty)
 

@@ -134,7 +134,7 @@ ORDERS = Table(
     "One row per order or refund. Refunds are negative amounts with is_refund true.",
     (
         _c("order_id", "string", "Order identifier", key=True),
-        _c("customer_id", "string", "Buyer", required=True),
+        _c("customer_id", "string", "Buyer; missing for an anonymous order (no customer known: kept by default, see the dataset key `anonymous_orders`)"),
         _c("order_time", "timestamp", "When the order was placed", required=True),
         _c("order_amount", "float64", "Amount paid after discount, in currency; negative for refunds", required=True),
         _c("currency", "string", "ISO 4217 currency code (the dataset's currency)"),

@@ -275,7 +275,8 @@ def test_same_person_key_in_two_sources_is_one_customer_with_the_orders_of_both(
     assert orders["order_time"].min() == pd.Timestamp("2010-01-04 09:00:00"), "London local times stored unchanged"
 
 
-def test_rows_rejected_after_a_query_are_quarantined_with_file_sheet_and_row(tmp_path, monkeypatch):
+@pytest.mark.parametrize("anonymous_orders", ["keep", "quarantine"])
+def test_rows_rejected_after_a_query_are_quarantined_with_file_sheet_and_row(tmp_path, monkeypatch, anonymous_orders):
     monkeypatch.setenv(paths.HOME_ENV, str(tmp_path))
     raw = tmp_path / "data" / "raw" / "lines"
     raw.mkdir(parents=True)
@@ -287,6 +288,7 @@ def test_rows_rejected_after_a_query_are_quarantined_with_file_sheet_and_row(tmp
         second.to_excel(writer, sheet_name="Y2", index=False)
     document = {
         "data_dir": "data/raw/lines", "time_zone": "Europe/London", "currency": "GBP", "country": "GB",
+        "anonymous_orders": anonymous_orders,
         "inputs": {"lines": {"path": "lines.xlsx", "format": "excel", "sheet": "all"}},
         "sources": {
             "customers": {"table": "customers", "query": "SELECT cust AS customer_id, min(stamp) AS signup_time, arg_min(_source_file, _source_row) "
@@ -299,8 +301,30 @@ def test_rows_rejected_after_a_query_are_quarantined_with_file_sheet_and_row(tmp
     (tmp_path / "lines.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     result = build_clean_warehouse(dataset=tmp_path / "lines.yaml", as_of="2021-01-01", quarantine_threshold=1.0)
     counts = result.row_counts.set_index("source")
-    assert counts.loc["orders", ["rows_in", "rows_clean", "rows_quarantined"]].tolist() == [5, 3, 2]
     quarantine = read("quarantine", "lines")
     got = {(Path(f).name, row, column, reason) for f, row, column, reason in
            zip(quarantine["source_file"], quarantine["source_row"], quarantine["column_name"], quarantine["reason"])}
-    assert got == {("lines.xlsx#Y2", 2, "order_time", "unparsed_date"), ("lines.xlsx#Y2", 3, "customer_id", "missing_required")}
+    orders = read("orders", "lines").set_index("order_id")
+    if anonymous_orders == "keep":  # the order without a customer stays, its customer missing
+        assert counts.loc["orders", ["rows_in", "rows_clean", "rows_quarantined"]].tolist() == [5, 4, 1]
+        assert got == {("lines.xlsx#Y2", 2, "order_time", "unparsed_date")}
+        assert pd.isna(orders.loc["5", "customer_id"]) and orders.loc["5", "order_amount"] == 7
+        assert orders.drop(index="5")["customer_id"].notna().all()
+    else:
+        assert counts.loc["orders", ["rows_in", "rows_clean", "rows_quarantined"]].tolist() == [5, 3, 2]
+        assert got == {("lines.xlsx#Y2", 2, "order_time", "unparsed_date"), ("lines.xlsx#Y2", 3, "customer_id", "missing_required")}
+        assert "5" not in orders.index
+
+
+def test_a_dataset_without_a_customers_source_is_refused_with_the_way_out(tmp_path):
+    from crm_analytics import datasets, sources
+    from crm_analytics.cleansing.pipeline import dataset_source_map
+
+    file = tmp_path / "orders_only.yaml"
+    file.write_text(
+        "time_zone: UTC\ncurrency: USD\ncountry: US\nsources:\n  orders:\n    table: orders\n    path: orders.csv\n    format: csv\n"
+        "    columns: {order_id: id, customer_id: customer, order_time: time, order_amount: amount, channel: channel, source: source}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(sources.SourceError, match=r"orders_only.yaml: no source builds table 'customers'.*derive it from the orders"):
+        dataset_source_map(datasets.load_dataset(file))

@@ -58,8 +58,9 @@ def whole_file(name: str, spec: dict, dataset_dir, lookup: pd.DataFrame | None):
     profile = pipeline.quality.profile_before_after(raw, result.reasons, result.clean, source=name, table_name=spec["table"])
     if lookup is not None and "customer_id" in result.clean.columns:
         keys = pipeline.map_customer_ids(result.clean, lookup)
-        result = validate.quarantine_clean_rows(result, keys.isna().to_numpy(), column="customer_id", reason=validate.UNKNOWN_CUSTOMER)
-        result.clean["customer_id"] = keys.dropna().to_numpy()
+        unknown = (keys.isna() & result.clean["customer_id"].notna()).to_numpy()  # no customer at all: kept (anonymous)
+        result = validate.quarantine_clean_rows(result, unknown, column="customer_id", reason=validate.UNKNOWN_CUSTOMER)
+        result.clean["customer_id"] = keys[~unknown].to_numpy()
     contract = schema.get_table(spec["table"]).column_names
     return result.quarantine, profile, result.clean.reindex(columns=contract), result.n_rows_in
 
@@ -234,3 +235,45 @@ def test_text_columns_without_values_stay_text_for_duckdb():
     with duckdb.connect() as con:
         con.register("t", table)
         assert con.execute("SELECT levenshtein(phone, note) FROM t").fetchall() == [(None,), (None,)]
+
+
+ANONYMOUS = (HEADER + "O1,W1,2024-03-01T10:00:00Z,10,CNY,0,web,false\n" + "O2,,2024-03-01T11:00:00Z,20,CNY,0,web,false\n"
+             + "O3,W9,2024-03-01T12:00:00Z,30,CNY,0,web,false\n")  # a customer, no customer, an unknown customer
+
+
+def test_an_order_without_a_customer_is_kept_anonymous_and_an_unknown_customer_quarantined(tmp_path):
+    (tmp_path / "orders.csv").write_text(ANONYMOUS, encoding="utf-8")
+    staged = stream.stage_source("web_orders", orders_spec(), tmp_path, as_of=AS_OF, work_dir=tmp_path, id_lookup=LOOKUP, chunk_rows=2)
+    assert_same(staged, whole_file("web_orders", orders_spec(), tmp_path, LOOKUP))
+    clean = staged_clean(staged).set_index("order_id")
+    assert clean["customer_id"].to_dict() == {"O1": "cus_1", "O2": None}
+    assert staged.quarantine[["source_row", "column_name", "reason"]].values.tolist() == [[3, "customer_id", "unknown_customer"]]
+
+
+def anonymous_orders_parquet(folder) -> dict:
+    """The ``ANONYMOUS`` orders as a typed Parquet file and its source spec (validated by ``bulk``)."""
+    frame = pd.DataFrame({"order_no": ["O1", "O2", "O3"], "account_id": ["W1", None, "W9"],
+                          "order_time": pd.to_datetime(["2024-03-01 10:00", "2024-03-01 11:00", "2024-03-01 12:00"]),
+                          "amount": [10.0, 20.0, 30.0], "platform": ["web"] * 3})
+    frame.to_parquet(folder / "orders.parquet", index=False)
+    columns = {"order_id": "order_no", "customer_id": "account_id", "order_time": "order_time", "order_amount": "amount", "channel": "platform"}
+    return {"table": "orders", "format": "parquet", "path": "orders.parquet", "columns": columns, "constants": {"source": "web"}}
+
+
+@pytest.mark.parametrize("policy", ["keep", "quarantine"])
+def test_bulk_keeps_or_quarantines_an_order_without_a_customer_as_the_dataset_says(tmp_path, policy):
+    from dataclasses import replace
+
+    from crm_analytics import datasets
+    from crm_analytics.cleansing import bulk
+
+    dataset = replace(datasets.load_dataset("demo"), anonymous_orders=policy)
+    staged = bulk.validate_parquet("orders", anonymous_orders_parquet(tmp_path), tmp_path, as_of=AS_OF, id_lookup=LOOKUP,
+                                   work_dir=tmp_path, dataset=dataset)
+    clean = staged_clean(staged).set_index("order_id")["customer_id"].to_dict()
+    reasons = staged.quarantine[["source_row", "column_name", "reason"]].values.tolist()
+    if policy == "keep":
+        assert clean == {"O1": "cus_1", "O2": None} and reasons == [[3, "customer_id", "unknown_customer"]]
+    else:
+        assert clean == {"O1": "cus_1"} and reasons == [[2, "customer_id", "missing_required"], [3, "customer_id", "unknown_customer"]]
+    assert staged.n_rows_in == staged.n_rows_clean + staged.n_rows_quarantined == 3

@@ -126,9 +126,7 @@ def test_papermill_reads_every_parameter(notebook):
 
 
 _CONCRETE_DATE = __import__("re").compile(r"\b\d{4}[-/]\d{1,2}[-/]\d{1,2}\b")
-# The cleansing build's `as_of` is the date the export was taken (later dates are quarantined as future-dated):
-# a fact of the dataset rather than a window of the data; it moves to the dataset file with the cleansing work.
-_EXPORT_DATE_PARAMETERS = {("cleansing", "as_of")}
+_EXPORT_DATE_PARAMETERS: set[tuple[str, str]] = set()  # (analysis, parameter) pairs allowed to hold a date: none
 
 
 def _concrete_dates(value) -> list[str]:

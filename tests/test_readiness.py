@@ -45,20 +45,34 @@ def _orders_only(tmp_path: Path, *, inputs: str = "", extra_sources: str = "") -
 
 
 def test_orders_only_dataset_supports_the_order_analyses_only(tmp_path):
-    result = _check(str(_orders_only(tmp_path)))
+    customers = (
+        "  customers:\n    table: customers\n    date_formats: [iso8601]\n"
+        "    query: SELECT buyer AS customer_id, min(paid_at) AS signup_time, arg_min(_source_file, _source_row) AS _source_file,"
+        " min(_source_row) AS _source_row FROM raw_orders GROUP BY buyer\n"
+        "    constants: {source: shop}\n"
+    )
+    result = _check(str(_orders_only(tmp_path, inputs="  raw_orders: {path: orders.csv, format: csv}\n", extra_sources=customers)))
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert "read from the sources of" in lines[0] and "(Europe/London, GBP, GB)" in lines[0]
     orders = next(line for line in lines if line.split()[:1] == ["orders"])
     assert orders.split()[1:5] == ["3", "2023-01-05", "2023-03-31", "order_time"]
     customers = next(line for line in lines if line.split()[:1] == ["customers"])
-    assert customers.split()[1:] == ["-", "no", "data"]
+    assert customers.split()[1:] == ["2", "2023-01-05", "2023-02-11", "signup_time"]
     assert "Mapped columns that came out empty: orders.discount_amount" in result.stdout
     assert "Unmapped required columns: none" in result.stdout
     verdicts = {line.split()[1].rstrip(":"): line.split()[0] for line in lines if line.startswith(("  yes ", "  no  "))}
-    assert {name for name, verdict in verdicts.items() if verdict == "yes"} == {"cleansing", "clv", "churn", "dashboard", "forecast"}
-    assert "  no    segmentation: needs customers" in lines
+    order_level = {"cleansing", "overview", "segmentation", "lifecycle", "cohort", "clv", "churn", "forecast", "kpi", "dashboard"}
+    assert {name for name, verdict in verdicts.items() if verdict == "yes"} == order_level
+    assert "  no    funnel: needs web_events" in lines
     assert "        skipped without web_events: engagement features (sessions, days since the last visit)" in lines
+
+
+def test_without_a_customers_source_nothing_can_run(tmp_path):
+    report = readiness.check_dataset(_orders_only(tmp_path))
+    assert report.analyses["cleansing"].reason == "needs customers"
+    assert not any(v.applicable for v in report.analyses.values())
+    assert report.analyses["forecast"].reason == "the build needs customers"
 
 
 def test_a_query_lacking_a_required_column_is_reported_and_not_ready(tmp_path):

@@ -116,6 +116,7 @@ def validate_parquet(
     id_lookup: pd.DataFrame | None,
     work_dir: str | Path,
     business_time_zone: str | None = None,
+    dataset: Any = None,
 ) -> StagedSource:
     """Validate one Parquet source in DuckDB.
 
@@ -132,6 +133,8 @@ def validate_parquet(
         Existing folder for the clean rows (``<name>.parquet``) and DuckDB's spill files.
     business_time_zone : str, optional
         The dataset's business time zone, where timestamps are stored (default: the default dataset's).
+    dataset : datasets.Dataset, optional
+        Its ``anonymous_orders`` policy decides whether an order without a customer is kept (default) or quarantined.
 
     Returns
     -------
@@ -139,7 +142,7 @@ def validate_parquet(
         ``clean_path`` holds the clean rows (the table's contract); ``quarantine`` has
         ``validate.QUARANTINE_COLUMNS``; ``profile`` the before/after quality rows.
     """
-    table = schema.get_table(spec["table"])
+    table = validate.table_contract(spec["table"], dataset=dataset)
     cutoff = validate.cutoff_of(as_of)
     clean_path = Path(work_dir) / f"{name}.parquet"
     con = connect(work_dir)

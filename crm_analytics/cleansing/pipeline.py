@@ -240,7 +240,7 @@ def _stage_fact_source(
     lookup = _read_lookup(id_lookup) if isinstance(id_lookup, Path) else id_lookup
     if is_bulk(spec):
         return bulk.validate_parquet(name, spec, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir,
-                                     business_time_zone=options.get("business_time_zone"))
+                                     business_time_zone=options.get("business_time_zone"), dataset=options.get("dataset"))
     return stream.stage_source(name, spec, dataset_dir, as_of=as_of, work_dir=work_dir, id_lookup=lookup,
                                default_region=default_region, chunk_rows=chunk_rows, **options)
 
@@ -503,10 +503,19 @@ def dataset_info_table(dataset: datasets.Dataset, *, built_at: pd.Timestamp | No
 
 
 def dataset_source_map(dataset: datasets.Dataset, sources_file: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """The sources a build reads: ``sources_file`` when given (with the dataset's inputs), else the dataset file's."""
-    if sources_file:
-        return sources.load_source_map(paths.resolve(sources_file, Path()), inputs=dataset.inputs)
-    return sources.load_source_map(dataset.file)
+    """The sources a build reads: ``sources_file`` when given (with the dataset's inputs), else the dataset file's.
+
+    Raises ``SourceError`` when no source builds the customers table (every build resolves customers).
+    """
+    where = paths.resolve(sources_file, Path()) if sources_file else dataset.file
+    source_map = sources.load_source_map(where, inputs=dataset.inputs) if sources_file else sources.load_source_map(where)
+    if not any(spec["table"] == CUSTOMER_TABLE for spec in source_map.values()):
+        raise sources.SourceError(
+            f"{where}: no source builds table 'customers'; every dataset needs one. Without a customer export, derive it "
+            "from the orders with a query source, e.g. `SELECT customer_id, min(order_time) AS signup_time, ... "
+            "GROUP BY customer_id` (docs/your_data.md, 'Sources: mapped files and query: over inputs')"
+        )
+    return source_map
 
 
 def _build(

@@ -221,7 +221,8 @@ def stage_source(
         rows to ``<work_dir>/<name>.parquet``.
     id_lookup : DataFrame, optional
         ``system``, ``source_customer_id``, ``customer_key``: when given and the source has
-        ``customer_id``, it is replaced by the key and rows of unknown customers are quarantined.
+        ``customer_id``, it is replaced by the key and rows of unknown customers are quarantined
+        (rows whose ``customer_id`` is missing, which only a table where it is optional lets through, stay).
     default_region : str, optional
         Region for phone numbers without a country code (``Dataset.country``); ``None``: as
         ``validate.validate_source`` decides (the dataset's country).
@@ -261,11 +262,13 @@ def stage_source(
         if id_lookup is not None and "customer_id" in present:
             _register_lookup(con, id_lookup)
             con.execute(f"CREATE TEMP TABLE linked AS {_link_sql(present)}")
+            # a row without a customer (an anonymous order) stays; a customer nobody knows is quarantined
             unknown = con.execute("SELECT _source_row, _source_file, CAST(customer_id AS VARCHAR) AS customer_id FROM linked "
-                                  "WHERE _customer_key IS NULL ORDER BY _source_row").df()
+                                  "WHERE _customer_key IS NULL AND customer_id IS NOT NULL ORDER BY _source_row").df()
             quarantine.append(_entries(name, spill, unknown["_source_row"], "customer_id", unknown["customer_id"], validate.UNKNOWN_CUSTOMER,
                                        files=unknown["_source_file"]))
-            con.execute("CREATE OR REPLACE TEMP TABLE linked AS SELECT * REPLACE (_customer_key AS customer_id) FROM linked WHERE _customer_key IS NOT NULL")
+            con.execute("CREATE OR REPLACE TEMP TABLE linked AS SELECT * REPLACE (_customer_key AS customer_id) FROM linked "
+                        "WHERE _customer_key IS NOT NULL OR customer_id IS NULL")
             relation = "linked"
         else:
             relation = "deduplicated"

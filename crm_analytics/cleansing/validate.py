@@ -380,6 +380,20 @@ def contract_failures(typed: pd.DataFrame, table: schema.Table, *, as_of: pd.Tim
     return pd.DataFrame({"position": pd.Series([], dtype="int64"), "column_name": pd.Series([], dtype="string"), "reason": pd.Series([], dtype="string")})
 
 
+def table_contract(table_name: str, *, dataset: Any = None) -> schema.Table:
+    """The contract a source of ``table_name`` is validated against.
+
+    The canonical table, except for ``orders`` of a dataset declaring ``anonymous_orders: quarantine``:
+    there ``customer_id`` is required, so an order without a customer is quarantined as
+    ``missing_required``. By default (``keep``) such an order stays, its ``customer_id`` missing.
+    """
+    table = schema.get_table(table_name)
+    if table.name != "orders" or getattr(dataset, "anonymous_orders", "keep") != "quarantine":
+        return table
+    columns = tuple(replace(c, required=True) if c.name == "customer_id" else c for c in table.columns)
+    return replace(table, columns=columns)
+
+
 # ------------------------------------------------------------------------------------ quarantine
 
 
@@ -511,7 +525,7 @@ def validate_source_typed(name: str, raw: pd.DataFrame, spec: Mapping[str, Any],
     as_of, default_region = options["as_of"], _default_region(options)
 
     require_columns(raw, LINEAGE, context=f"validate_source({name})")
-    table = schema.get_table(spec["table"])
+    table = table_contract(spec["table"], dataset=options.get("dataset"))
     raw = raw.reset_index(drop=True)
     typed, reasons = standardise_frame(raw, spec, default_region=default_region, business_time_zone=_business_time_zone(options),
                                        **_money_options(options))
