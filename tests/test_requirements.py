@@ -85,9 +85,10 @@ def test_invoice_lines_support_the_order_analyses_only():
     }
 
 
-def test_cleansing_and_dashboard_need_nothing():
-    for analysis in ("cleansing", "dashboard"):
-        assert requirements.check(analysis, {}).applicable
+def test_the_dashboard_needs_nothing_and_the_build_needs_customers():
+    assert requirements.check("dashboard", {}).applicable
+    assert requirements.check("cleansing", {}).reason == "needs customers"
+    assert requirements.check("cleansing", {"customers": 1}).applicable
 
 
 def test_orders_only_support_the_order_level_analyses():
