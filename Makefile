@@ -29,8 +29,10 @@ system-deps:
 test: $(STAMP) system-deps
 	eval "$$(bash .ci/postgres.sh)" && $(BIN)/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider
 
-## test-fast: unit tests only (no notebook runs, no servers)
+## test-fast: the linter and the import contracts, then unit tests only (no notebook runs, no servers)
 test-fast: $(STAMP)
+	$(BIN)/ruff check --no-cache .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest tests -m "not slow and not postgres and not browser and not spark"
 
 ## lab: JupyterLab on the notebooks, with the project's kernel

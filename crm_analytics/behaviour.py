@@ -3,9 +3,14 @@
 A *purchase* is an order row with ``order_amount >= 0``; refunds (negative
 amounts) are left out of every measure here. Only rows at or before ``as_of``
 count. Order-level work is written with Ibis and runs in the input's backend.
+Customer-level measures (inter-purchase times, repeat rates) leave out orders
+without a customer; baskets keep them and leave out non-merchandise lines
+(``exclude_products``: the dataset's ``non_merchandise_codes``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import ibis
 import ibis.expr.types as ir
@@ -138,12 +143,89 @@ def repeat_purchase_rate(
     return result.sort_values(by).reset_index(drop=True) if by else result
 
 
+# A basket-pair table needs this many baskets. A pair's support is a share of baskets: with fewer than
+# 100, one basket moves it by a whole percentage point or more, and lift (support over the product of two
+# small shares) swings by multiples, so the pairs that come first are chance.
+MIN_BASKETS = 100
+
+PAIR_COLUMNS = ["item_a", "item_b", "n_baskets", "support", "support_a", "support_b", "confidence_a_to_b", "confidence_b_to_a", "lift"]
+
+
+def _basket_items(
+    order_items: TableLike,
+    *,
+    products: TableLike | None,
+    level: str,
+    exclude_products: Iterable[str],
+    order_col: str,
+    product_col: str,
+    context: str,
+) -> ir.Table:
+    """Distinct ``(basket, item)`` rows: lines of positive quantity, excluded products left out, items at ``level``."""
+    if level not in ("product", "category"):
+        raise ValueError(f"level must be 'product' or 'category', got {level!r}")
+    require_columns(order_items, [order_col, product_col, "quantity"], context=f"{context}(order_items)")
+    items = as_ibis(order_items)
+    items = items.filter(items.quantity > 0)
+    excluded = sorted({str(code) for code in exclude_products})
+    if excluded:
+        items = items.filter(~items[product_col].cast("string").isin(excluded))
+    if level == "category":
+        if products is None:
+            raise ValueError(f"{context}(level='category') needs the products table (product_id, category)")
+        require_columns(products, ["product_id", "category"], context=f"{context}(products)")
+        catalogue = as_ibis(products).select(product_id_=ibis._.product_id, item=ibis._.category)
+        items = items.join(catalogue, items[product_col] == catalogue.product_id_).select(basket=ibis._[order_col], item=ibis._.item)
+    else:
+        items = items.select(basket=items[order_col], item=items[product_col])
+    return items.filter(items.item.notnull()).distinct()
+
+
+def basket_summary(
+    order_items: TableLike,
+    *,
+    products: TableLike | None = None,
+    level: str = "category",
+    exclude_products: Iterable[str] = (),
+    order_col: str = "order_id",
+    product_col: str = "product_id",
+) -> pd.DataFrame:
+    """What ``basket_affinity`` (same parameters) works on: one row with ``n_baskets`` (orders with a line it
+    counts), ``n_items`` (distinct products or categories) and ``n_multi_item_baskets`` (baskets holding two items or more)."""
+    baskets = _basket_items(order_items, products=products, level=level, exclude_products=exclude_products,
+                            order_col=order_col, product_col=product_col, context="basket_summary")
+    sizes = baskets.group_by("basket").aggregate(n=baskets.count())
+    counts = sizes.aggregate(n_baskets=sizes.count(), n_multi_item_baskets=(sizes.n >= 2).sum()).to_pandas().iloc[0]
+    n_items = baskets.item.nunique().to_pyarrow().as_py()
+    return pd.DataFrame({"n_baskets": [int(counts["n_baskets"])], "n_items": [int(n_items or 0)],
+                         "n_multi_item_baskets": [int(counts["n_multi_item_baskets"] or 0)]})
+
+
+def no_pairs_message(summary: pd.DataFrame, *, min_support: float, minimum: int = MIN_BASKETS, min_pair_baskets: int = 1) -> str:
+    """Why a basket-pair table is empty, for the report and the empty chart (``summary`` from ``basket_summary``).
+
+    ``too little data (n = 40 baskets, needs 100)`` below ``minimum`` baskets; ``only 1 item at this level,
+    nothing to pair (n baskets = ...)`` when there is nothing to pair (one category of merchandise); else ``no pair reaches the minimum support of 0.20% (n baskets = 1,204)``.
+    """
+    require_columns(summary, ["n_baskets", "n_items"], context="no_pairs_message(summary)")
+    n_baskets, n_items = int(summary["n_baskets"].iloc[0]), int(summary["n_items"].iloc[0])
+    if n_baskets < minimum:
+        return f"too little data (n = {n_baskets:,} baskets, needs {minimum:,})"
+    if n_items < 2:
+        return f"only {n_items} item at this level, nothing to pair (n baskets = {n_baskets:,})"
+    floor = f" and {min_pair_baskets:,} baskets" if min_pair_baskets > 1 else ""
+    return f"no pair reaches the minimum support of {min_support:.2%}{floor} (n baskets = {n_baskets:,})"
+
+
 def basket_affinity(
     order_items: TableLike,
     *,
     products: TableLike | None = None,
     level: str = "category",
     min_support: float = 0.01,
+    exclude_products: Iterable[str] = (),
+    min_baskets: int = 0,
+    min_pair_baskets: int = 1,
     order_col: str = "order_id",
     product_col: str = "product_id",
 ) -> pd.DataFrame:
@@ -160,6 +242,14 @@ def basket_affinity(
     ----------
     min_support
         Keep pairs whose support is at least this (fraction of baskets, 0-1).
+    exclude_products
+        Product ids left out before baskets are formed (the dataset's ``non_merchandise_codes``:
+        postage, fees, adjustments); an order holding nothing else is no basket.
+    min_baskets
+        Fewer baskets than this give no pairs (too little data; the notebooks pass ``MIN_BASKETS``).
+    min_pair_baskets
+        Keep only pairs found in at least this many baskets, whatever ``min_support`` allows: a pair seen
+        once has a huge lift by chance (and a rare pair can single out its buyer).
 
     Returns
     -------
@@ -167,32 +257,24 @@ def basket_affinity(
         One row per unordered pair (``item_a < item_b``): ``item_a``, ``item_b``,
         ``n_baskets`` (with both), ``support``, ``support_a``, ``support_b``,
         ``confidence_a_to_b``, ``confidence_b_to_a``, ``lift``; sorted by lift, largest first.
+        Empty (same columns) when no pair reaches ``min_support`` and ``min_pair_baskets``, or there are
+        fewer than ``min_baskets`` baskets (``no_pairs_message`` says which).
     """
-    if level not in ("product", "category"):
-        raise ValueError(f"level must be 'product' or 'category', got {level!r}")
     if not 0 <= min_support <= 1:
         raise ValueError(f"min_support is a fraction of baskets in [0, 1], got {min_support!r}")
-    require_columns(order_items, [order_col, product_col, "quantity"], context="basket_affinity(order_items)")
-    items = as_ibis(order_items)
-    items = items.filter(items.quantity > 0)
-    if level == "category":
-        if products is None:
-            raise ValueError("basket_affinity(level='category') needs the products table (product_id, category)")
-        require_columns(products, ["product_id", "category"], context="basket_affinity(products)")
-        catalogue = as_ibis(products).select(product_id_=ibis._.product_id, item=ibis._.category)
-        items = items.join(catalogue, items[product_col] == catalogue.product_id_).select(basket=ibis._[order_col], item=ibis._.item)
-    else:
-        items = items.select(basket=items[order_col], item=items[product_col])
-    baskets = items.filter(items.item.notnull()).distinct()
+    baskets = _basket_items(order_items, products=products, level=level, exclude_products=exclude_products,
+                            order_col=order_col, product_col=product_col, context="basket_affinity")
     n_baskets = baskets.basket.nunique().to_pyarrow().as_py()
-    if not n_baskets:
-        return pd.DataFrame(columns=["item_a", "item_b", "n_baskets", "support", "support_a", "support_b", "confidence_a_to_b", "confidence_b_to_a", "lift"])
+    if not n_baskets or n_baskets < min_baskets:
+        return _empty_pairs()
     singles = baskets.group_by("item").aggregate(n=baskets.count())
     right = baskets.rename(basket_b="basket", item_b="item")
     pairs = baskets.join(right, (baskets.basket == right.basket_b) & (baskets.item < right.item_b))
     pair_counts = pairs.group_by(item_a=pairs.item, item_b=pairs.item_b).aggregate(n_baskets=pairs.count())
-    pair_counts = pair_counts.filter(pair_counts.n_baskets >= min_support * n_baskets)
+    pair_counts = pair_counts.filter(pair_counts.n_baskets >= max(min_support * n_baskets, min_pair_baskets))
     result = pair_counts.to_pandas()
+    if result.empty:
+        return _empty_pairs()
     single = singles.to_pandas().set_index("item")["n"]
     result["support"] = result["n_baskets"] / n_baskets
     result["support_a"] = result["item_a"].map(single).to_numpy() / n_baskets
@@ -204,6 +286,12 @@ def basket_affinity(
     return result.sort_values(["lift", "item_a", "item_b"], ascending=[False, True, True], kind="stable").reset_index(drop=True)
 
 
+def _empty_pairs() -> pd.DataFrame:
+    """The ``basket_affinity`` result without rows, its columns typed."""
+    types = {"item_a": "object", "item_b": "object", "n_baskets": "int64"}
+    return pd.DataFrame({c: pd.Series([], dtype=types.get(c, "float64")) for c in PAIR_COLUMNS})
+
+
 # --------------------------------------------------------------------------- plots
 
 
@@ -211,8 +299,10 @@ def plot_inter_purchase(times: pd.DataFrame, *, max_days: float = 365, ax=None):
     """Histogram of ``inter_purchase_days`` up to ``max_days``, with the median marked."""
     require_columns(times, ["inter_purchase_days"], context="plot_inter_purchase(times)")
     plots.set_style()
-    ax = plots.new_axes(ax, figsize=(8, 4))
     days = times["inter_purchase_days"]
+    if days.empty:
+        return plots.empty_state(ax, "no customer has a repeat purchase yet (n repeat purchases = 0)", title="Inter-purchase time")
+    ax = plots.new_axes(ax, figsize=(8, 4))
     ax.hist(days[days <= max_days], bins=60)
     if len(days):
         median = float(days.median())
@@ -240,10 +330,15 @@ def plot_weekday_hour(table: pd.DataFrame, *, value: str = "n_orders", ax=None):
     return ax
 
 
-def plot_basket_lift(pairs: pd.DataFrame, *, ax=None):
-    """Symmetric heatmap of pair lift (output of ``basket_affinity``); pairs below the support threshold are blank."""
+def plot_basket_lift(pairs: pd.DataFrame, *, ax=None, empty_message: str = "no pair reaches the minimum support"):
+    """Symmetric heatmap of pair lift (output of ``basket_affinity``); pairs below the support threshold are blank.
+
+    Without pairs, an empty state says ``empty_message`` (see ``no_pairs_message``).
+    """
     require_columns(pairs, ["item_a", "item_b", "lift"], context="plot_basket_lift(pairs)")
     plots.set_style()
+    if pairs.empty:
+        return plots.empty_state(ax, empty_message, title="Bought together: lift of item pairs")
     items = sorted(set(pairs["item_a"]) | set(pairs["item_b"]))
     ax = plots.new_axes(ax, figsize=(1.5 + 0.55 * len(items), 1 + 0.45 * len(items)))
     both = pd.concat([pairs[["item_a", "item_b", "lift"]], pairs.rename(columns={"item_a": "item_b", "item_b": "item_a"})[["item_a", "item_b", "lift"]]])

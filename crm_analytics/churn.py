@@ -22,12 +22,51 @@ from sklearn.utils import check_random_state
 from sklearn.utils.random import sample_without_replacement
 from threadpoolctl import threadpool_limits
 
-from crm_analytics import plots
+from crm_analytics import customer_features, plots
 from crm_analytics.frames import TableLike, as_ibis, require_columns
 
 DAY_SECONDS = 86400
 # OpenMP threads of the gradient boosting thrash on small data and busy machines: one is faster here.
 N_THREADS = 1
+
+MIN_CUSTOMERS_PER_CLASS = 20
+"""Fewest churned and fewest retained customers a churn model is fitted or evaluated on.
+
+The classifier is calibrated by isotonic regression on 3 stratified folds: each fold needs both
+classes, and with fewer than about 20 of a class every fold holds six or fewer, so the calibration
+curve is a handful of steps and ROC-AUC on the same few customers moves by a tenth when one of
+them changes. A single class (everybody churned, or nobody) cannot be learnt or evaluated at all.
+"""
+
+
+def too_little_data(labels: pd.Series, *, when: str = "") -> str:
+    """Say whether churn labels hold too few customers of either class; ``""`` when there are enough.
+
+    Parameters
+    ----------
+    labels : pandas.Series of bool
+        ``is_churned`` per customer (a ``churn_labels`` column); missing values are not counted.
+    when : str
+        Words naming the labels in the message, e.g. ``"on the training date 2011-06-12"``.
+
+    Returns
+    -------
+    str
+        ``"too little data (n = 3 churned and 0 retained customers on ..., needs 20 of each)"``, or ``""``.
+    """
+    known = pd.Series(labels).dropna().astype(bool)
+    n_churned, n_retained = int(known.sum()), int((~known).sum())
+    if min(n_churned, n_retained) >= MIN_CUSTOMERS_PER_CLASS:
+        return ""
+    where = f" {when}" if when else ""
+    return (f"too little data (n = {n_churned} churned and {n_retained} retained customers{where}, "
+            f"needs {MIN_CUSTOMERS_PER_CLASS} of each)")
+
+
+def all_missing_features(features: pd.DataFrame) -> list[str]:
+    """Names of the columns of ``features`` without a single value (e.g. survey features when no
+    customer answered a survey before the as-of date); ``fit_churn_model`` leaves them out."""
+    return [str(column) for column in features.columns[features.isna().all()]]
 
 
 def _before(table, time_col: str, as_of: pd.Timestamp):
@@ -69,7 +108,7 @@ def churn_labels(
     as_of = pd.Timestamp(as_of)
     end = as_of + pd.Timedelta(days=window_days)
     t = as_ibis(orders)
-    t = t.filter(t[amount_col] > 0)
+    t = t.filter((t[amount_col] > 0) & t[customer_col].notnull())  # anonymous orders belong to nobody
     in_window = (t[time_col] >= ibis.literal(as_of)) & (t[time_col] < ibis.literal(end))
     agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
         n_before=(t[time_col] < ibis.literal(as_of)).sum(), n_orders_in_window=in_window.sum()
@@ -83,6 +122,7 @@ def churn_labels(
 
 def _order_features(orders, customer_col: str, time_col: str, amount_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
     t = _before(orders, time_col, as_of)
+    t = t.filter(t[customer_col].notnull())  # anonymous orders belong to nobody
     days_ago = _days_before(t, t[time_col], as_of)
     is_purchase = t[amount_col] > 0
     agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
@@ -115,18 +155,6 @@ def _survey_features(surveys, customer_col: str, as_of: pd.Timestamp) -> pd.Data
         mean_csat_score=t.csat_score.mean(),
         is_detractor=(t.nps_score.max() <= 6),
         days_since_last_survey=_days_before(t, t.survey_time, as_of).min(),
-    )
-    return agg.to_pandas().set_index("customer_id")
-
-
-def _ticket_features(tickets, customer_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
-    t = _before(tickets, "opened_time", as_of)
-    days_ago = _days_before(t, t.opened_time, as_of)
-    agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
-        n_tickets=t.count(),
-        n_tickets_180d=(days_ago <= 180).sum(),
-        n_escalated=t.is_escalated.cast("int64").sum(),
-        n_refund_tickets=(t.category == "refund").sum(),
     )
     return agg.to_pandas().set_index("customer_id")
 
@@ -182,14 +210,14 @@ def churn_features(
     features = _order_features(orders, customer_col, time_col, amount_col, as_of)
     extra = [
         (surveys, ["survey_time", "nps_score", "csat_score"], "surveys", _survey_features),
-        (support_tickets, ["opened_time", "category", "is_escalated"], "support_tickets", _ticket_features),
+        (support_tickets, ["opened_time", "category", "is_escalated"], "support_tickets", customer_features.ticket_features),
         (web_events, ["event_time", "session_id"], "web_events", _web_features),
     ]
     for table, columns, name, build in extra:
         if table is None:
             continue
         require_columns(table, [customer_col, *columns], context=f"churn_features({name})")
-        part = build(table, customer_col, as_of)
+        part = build(table, customer_col=customer_col, as_of=as_of)
         features = features.join(part, how="left")
         counts = [c for c in part.columns if c.startswith("n_")]
         features[counts] = features[counts].fillna(0)
@@ -203,7 +231,8 @@ def fit_churn_model(features: pd.DataFrame, labels: pd.Series, *, random_state: 
     Parameters
     ----------
     features : pandas.DataFrame
-        Numeric features (a ``churn_features`` result); missing values allowed.
+        Numeric features (a ``churn_features`` result); missing values allowed. Columns without any
+        value (``all_missing_features``) are left out: gradient boosting cannot bin them.
     labels : pandas.Series of bool
         ``is_churned``, aligned on the index of ``features`` (rows without a label are dropped).
 
@@ -212,8 +241,13 @@ def fit_churn_model(features: pd.DataFrame, labels: pd.Series, *, random_state: 
     sklearn.calibration.CalibratedClassifierCV
         Fitted; ``predict_proba(X)[:, 1]`` is the calibrated churn probability.
         ``feature_names_in_`` lists the columns it expects.
+
+    Raises
+    ------
+    ValueError
+        When the labels hold a single class (see ``too_little_data`` to check first).
     """
-    X, y = _aligned(features, labels)
+    X, y = _aligned(features.drop(columns=all_missing_features(features)), labels)
     if y.nunique() < 2:
         raise ValueError("fit_churn_model: labels hold a single class; widen the window or move as_of")
     base = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0,

@@ -298,13 +298,23 @@ def list_command(dataset: DatasetOption = None) -> None:
 
 @app.command("demo-data")
 def demo_data(
-    customers: Annotated[int, typer.Option("--customers", "-n", min=1, help="Number of customers.")] = 50_000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    customers: Annotated[
+        Optional[int], typer.Option("--customers", "-n", min=1, help="Number of customers (default 50,000; with --b2b, accounts: 400).")
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default 42; with --b2b, 7).")] = None,
+    b2b: Annotated[
+        bool, typer.Option("--b2b", help="Generate the B2B-only dataset b2b_demo instead: accounts, opportunities, stage history, no orders.")
+    ] = False,
 ) -> None:
-    """Generate the demo raw exports and their ground truth into data/raw/demo/."""
-    from crm_analytics import demo
+    """Generate the demo raw exports and their ground truth into data/raw/demo/ (with --b2b: data/raw/b2b_demo/)."""
+    if b2b:
+        from crm_analytics.demo import b2b as b2b_demo
 
-    path = demo.generate(customers, seed=seed)
+        path = b2b_demo.generate_b2b(customers or 400, seed=7 if seed is None else seed)
+    else:
+        from crm_analytics import demo
+
+        path = demo.generate(customers or 50_000, seed=42 if seed is None else seed)
     console.print(f"demo data written to {path}", highlight=False)
 
 
@@ -525,7 +535,7 @@ def _load_schedule(path: Optional[Path], dataset: str | None = None):
     from crm_analytics import scheduler
 
     try:
-        return scheduler.load_schedule(path, dataset=dataset)
+        return scheduler.load_schedule(path, dataset=dataset, notebook_dir=_Folders.notebook_dir, parameters_root=_Folders.parameters_root)
     except scheduler.ScheduleError as exc:
         _fail(str(exc))
 

@@ -20,7 +20,7 @@ positive spend, leaves out customers whose mean repeat spend is zero.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import ibis
 import numpy as np
@@ -33,6 +33,37 @@ from crm_analytics.frames import TableLike, as_ibis, require_columns
 
 TIME_UNIT_DAYS = {"D": 1.0, "W": 7.0}
 SUMMARY_COLUMNS = ["frequency", "recency", "T"]
+VALUE_COLUMNS = ["probability_alive", "expected_purchases", "expected_spend_amount", "clv_amount"]
+
+MIN_REPEAT_CUSTOMERS_BGNBD = 30
+"""Fewest customers with a repeat purchase in the calibration period for a BG/NBD fit.
+
+The dropout parameters ``a`` and ``b`` are learnt only from customers who bought again (a customer
+with one purchase cannot have dropped out after a repeat). Refitting the CDNOW sample on random
+subsets, fits on fewer than about 30 such customers often ran off to degenerate values (``a`` and
+``b`` in the millions) or identified ``a`` and ``b`` only to within a factor of five or more.
+"""
+
+MIN_REPEAT_CUSTOMERS_GAMMA_GAMMA = 30
+"""Fewest customers with a repeat purchase and a positive mean repeat spend for a Gamma-Gamma fit.
+
+Gamma-Gamma learns the spread of spend *between* customers from each one's mean repeat spend: its
+three parameters need a few dozen customers; on 20 or fewer the CDNOW subsets gave spend shapes
+``q`` or scales ``gamma`` off by orders of magnitude.
+"""
+
+PARAMETER_RANGE = (1e-4, 1e4)
+"""Bounds of every fitted parameter: shape parameters (``r``, ``a``, ``b``, ``p``, ``q``) as they are,
+scale parameters (``alpha``, ``gamma``) divided by the data's scale (mean ``T``, mean repeat spend).
+A fit that ends on a bound has run off to a degenerate limit (e.g. ``a`` and ``b`` to infinity: one
+dropout probability shared by everybody) and is reported as not converged."""
+
+MAX_LOG_PARAMETER_SE = 5.0
+"""Largest standard error of a log-parameter (from the curvature of the log-likelihood at the optimum)
+for a fit to count as converged. Above it the likelihood is flat along that parameter: the data leave
+it undetermined to within a factor of ``exp(5)``, about 150. Usable fits stay far below it (the CDNOW
+sample: at most 0.3; Online Retail II's 220 customers: at most 1.3), while the degenerate fits seen on
+a few dozen customers reach 10 to 150."""
 
 
 # --------------------------------------------------------------------------- summary
@@ -45,9 +76,12 @@ def _unit_days(time_unit: str) -> float:
 
 
 def _purchase_days(transactions: TableLike, customer_col: str, time_col: str, amount_col: str, end: pd.Timestamp):
-    """Ibis expression: one row per customer and purchase day up to ``end`` (inclusive), amounts summed."""
+    """Ibis expression: one row per customer and purchase day up to ``end`` (inclusive), amounts summed.
+
+    Transactions without a customer (anonymous orders) are left out.
+    """
     t = as_ibis(transactions)
-    t = t.filter(t[amount_col] >= 0)
+    t = t.filter((t[amount_col] >= 0) & t[customer_col].notnull())
     days = t.select(
         customer_id=t[customer_col].cast("string"),
         purchase_date=t[time_col].cast("timestamp").truncate("D"),
@@ -149,6 +183,35 @@ def _summary_arrays(summary: pd.DataFrame, context: str) -> tuple[np.ndarray, np
     return x, t_x, T
 
 
+def too_little_data(summary: pd.DataFrame, *, model: str) -> str:
+    """Say whether ``summary`` holds too few customers to fit ``model``; ``""`` when it holds enough.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        A ``summarize`` result (``frequency``; ``monetary_value`` for Gamma-Gamma).
+    model : {"bgnbd", "gamma_gamma"}
+        ``bgnbd`` counts customers with a repeat purchase (``MIN_REPEAT_CUSTOMERS_BGNBD``);
+        ``gamma_gamma`` those with a repeat purchase and a positive mean repeat spend
+        (``MIN_REPEAT_CUSTOMERS_GAMMA_GAMMA``).
+
+    Returns
+    -------
+    str
+        ``"too little data (n = 12 customers with a repeat purchase, needs 30)"``, or ``""``.
+    """
+    if model == "bgnbd":
+        require_columns(summary, ["frequency"], context="too_little_data(summary)")
+        n, needed, who = int((summary["frequency"] > 0).sum()), MIN_REPEAT_CUSTOMERS_BGNBD, "customers with a repeat purchase"
+    elif model == "gamma_gamma":
+        require_columns(summary, ["frequency", "monetary_value"], context="too_little_data(summary)")
+        n = int(((summary["frequency"] > 0) & (summary["monetary_value"] > 0)).sum())
+        needed, who = MIN_REPEAT_CUSTOMERS_GAMMA_GAMMA, "customers with a repeat purchase and positive spend"
+    else:
+        raise ValueError(f"model must be 'bgnbd' or 'gamma_gamma', got {model!r}")
+    return "" if n >= needed else f"too little data (n = {n} {who}, needs {needed})"
+
+
 # --------------------------------------------------------------------------- fitting helpers
 
 
@@ -159,18 +222,77 @@ class _FitResult:
     converged: bool
     message: str
     n_iter: int
+    reason: str = ""
 
 
-def _maximise(neg_mean_ll_and_grad, x0: np.ndarray, n: float, model: str, max_iter: int) -> _FitResult:
-    """Maximise a log-likelihood over log-parameters with L-BFGS-B and an analytic gradient."""
+def _log_bounds(scales: np.ndarray) -> list[tuple[float, float]]:
+    """Bounds of the log-parameters: ``PARAMETER_RANGE`` times each parameter's scale (1 for shapes)."""
+    low, high = np.log(PARAMETER_RANGE)
+    return [(low + np.log(s), high + np.log(s)) for s in scales]
+
+
+def _curvature(neg_mean_ll_and_grad, logp: np.ndarray, step: float = 1e-4) -> np.ndarray:
+    """Hessian of the negative mean log-likelihood in log-parameters, by central differences of the gradient."""
+    k = logp.size
+    hessian = np.empty((k, k))
+    for i in range(k):
+        shift = np.zeros(k)
+        shift[i] = step
+        hessian[:, i] = (neg_mean_ll_and_grad(logp + shift)[1] - neg_mean_ll_and_grad(logp - shift)[1]) / (2 * step)
+    return (hessian + hessian.T) / 2
+
+
+def _bound_reason(logp: np.ndarray, names, bounds) -> str:
+    """``"<name> = <value> ran to the optimiser's bound ..."`` for the first parameter on a bound, else ``""``."""
+    for name, value, (low, high) in zip(names, logp, bounds):
+        if value <= low + 1e-3 or value >= high - 1e-3:
+            return f"{name} = {np.exp(value):.3g} ran to the optimiser's bound (a degenerate limit of the model)"
+    return ""
+
+
+def _flatness_reason(neg_mean_ll_and_grad, logp: np.ndarray, n: float, names) -> str:
+    """Why the likelihood does not determine the parameters at the optimum ``logp``, or ``""``.
+
+    The standard error of each log-parameter comes from the curvature of the mean log-likelihood
+    (divided by the number of customers ``n``); a curvature that is not positive definite, or a
+    standard error above ``MAX_LOG_PARAMETER_SE``, means a flat likelihood.
+    """
+    hessian = _curvature(neg_mean_ll_and_grad, logp)
+    if not np.all(np.isfinite(hessian)) or np.linalg.eigvalsh(hessian).min() <= 0:
+        return "the likelihood is flat or not at a maximum (its curvature is not positive definite)"
+    standard_errors = np.sqrt(np.diag(np.linalg.inv(hessian)) / n)
+    worst = int(np.argmax(standard_errors))
+    if standard_errors[worst] > MAX_LOG_PARAMETER_SE:
+        return (f"the likelihood is flat along {names[worst]} (standard error of log {names[worst]} = "
+                f"{standard_errors[worst]:.3g}, above {MAX_LOG_PARAMETER_SE:g}): the data do not determine it")
+    return ""
+
+
+def _maximise(neg_mean_ll_and_grad, x0: np.ndarray, n: float, model: str, max_iter: int, *,
+              names=(), scales: np.ndarray | None = None) -> _FitResult:
+    """Maximise a log-likelihood over bounded log-parameters with L-BFGS-B and an analytic gradient.
+
+    The fit counts as converged when the optimiser reports success, no parameter ends on its bound
+    and the likelihood is not flat (``MAX_LOG_PARAMETER_SE``); otherwise ``reason`` says why and a
+    ``ConvergenceWarning`` is issued.
+    """
+    bounds = _log_bounds(np.ones(x0.size) if scales is None else scales)
+    x0 = np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds])
     res = optimize.minimize(
-        neg_mean_ll_and_grad, x0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": 1e-9, "ftol": 1e-14}
+        neg_mean_ll_and_grad, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+        options={"maxiter": max_iter, "gtol": 1e-9, "ftol": 1e-14},
     )
-    converged = bool(res.success) and np.all(np.isfinite(res.x))
     message = str(res.message)
-    if not converged:
-        warnings.warn(f"{model} fit did not converge: {message}", ConvergenceWarning, stacklevel=3)
-    return _FitResult(np.exp(res.x), float(-res.fun * n), converged, message, int(res.nit))
+    names = names or [f"p{i}" for i in range(x0.size)]
+    stopped = f"the optimiser stopped without converging: {message}"
+    if not np.all(np.isfinite(res.x)):
+        reason = stopped
+    else:  # a bound explains a failed line search better than the optimiser's message does
+        reason = _bound_reason(res.x, names, bounds) or (stopped if not res.success else "")
+        reason = reason or _flatness_reason(neg_mean_ll_and_grad, res.x, n, names)
+    if reason:
+        warnings.warn(f"{model} fit did not converge: {reason}", ConvergenceWarning, stacklevel=3)
+    return _FitResult(np.exp(res.x), float(-res.fun * n), not reason, message, int(res.nit), reason)
 
 
 class _Fitted:
@@ -187,6 +309,7 @@ class _Fitted:
         self.params_ = dict(zip(self._param_names, map(float, fit.params)))
         self.loglik_ = fit.loglik
         self.converged_ = fit.converged
+        self.convergence_reason_ = fit.reason
         self.optimizer_message_ = fit.message
         self.n_iter_ = fit.n_iter
         self.n_customers_ = n
@@ -198,6 +321,7 @@ class _Fitted:
         frame = pd.DataFrame(rows, columns=["item", "value"])
         frame["converged"] = self.converged_
         frame["optimizer_message"] = self.optimizer_message_
+        frame["convergence_reason"] = self.convergence_reason_
         return frame
 
 
@@ -279,9 +403,11 @@ class BetaGeo(_Fitted):
     --------------------------
     params_ : dict with keys ``r``, ``alpha`` (in the summary's time unit), ``a``, ``b``.
     loglik_ : float, the maximised log-likelihood (sum over customers).
-    converged_ : bool, whether the optimiser reported success; ``optimizer_message_``
-        holds its message and ``n_iter_`` its iterations. A failed fit warns with
-        ``sklearn.exceptions.ConvergenceWarning``.
+    converged_ : bool, whether the fit is usable: the optimiser reported success, no parameter
+        ended on its bound (``PARAMETER_RANGE``) and the likelihood is not flat along any parameter
+        (``MAX_LOG_PARAMETER_SE``). ``convergence_reason_`` says why not (``""`` when converged),
+        ``optimizer_message_`` holds the optimiser's message and ``n_iter_`` its iterations. A fit
+        that did not converge warns with ``sklearn.exceptions.ConvergenceWarning``.
     """
 
     _param_names = ("r", "alpha", "a", "b")
@@ -299,14 +425,17 @@ class BetaGeo(_Fitted):
         which saves most of the full-data iterations; the result is the full-data optimum.
         """
         x, t_x, T = _summary_arrays(summary, "BetaGeo.fit(summary)")
-        x0 = np.log([1.0, max(float(np.mean(T)), 1e-3), 1.0, 1.0])
+        time_scale = max(float(np.mean(T)), 1e-3)
+        x0 = np.log([1.0, time_scale, 1.0, 1.0])
+        settings = {"names": self._param_names, "scales": np.array([1.0, time_scale, 1.0, 1.0])}
         if self.warm_start_size and len(x) > 2 * self.warm_start_size:
             pick = np.random.default_rng(self.random_state).choice(len(x), self.warm_start_size, replace=False)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)  # only the full-data fit is reported
-                start = _maximise(_BgnbdLikelihood(x[pick], t_x[pick], T[pick]), x0, float(pick.size), "BetaGeo", self.max_iter)
+                start = _maximise(_BgnbdLikelihood(x[pick], t_x[pick], T[pick]), x0, float(pick.size), "BetaGeo",
+                                  self.max_iter, **settings)
             x0 = np.log(start.params) if np.all(np.isfinite(start.params)) else x0
-        fit = _maximise(_BgnbdLikelihood(x, t_x, T), x0, float(len(x)), "BetaGeo", self.max_iter)
+        fit = _maximise(_BgnbdLikelihood(x, t_x, T), x0, float(len(x)), "BetaGeo", self.max_iter, **settings)
         self._store(fit, len(x))
         return self
 
@@ -383,7 +512,8 @@ class GammaGamma(_Fitted):
     Attributes (after ``fit``)
     --------------------------
     params_ : dict with keys ``p``, ``q``, ``gamma``.
-    loglik_, converged_, optimizer_message_, n_iter_ : as for ``BetaGeo``.
+    loglik_, converged_, convergence_reason_, optimizer_message_, n_iter_ : as for ``BetaGeo``;
+        a fit with ``q <= 1`` (no finite mean spend) also counts as not converged.
     """
 
     _param_names = ("p", "q", "gamma")
@@ -410,7 +540,13 @@ class GammaGamma(_Fitted):
         if len(x) < 2:
             raise ValueError("GammaGamma.fit(summary): needs at least two customers with repeat purchases")
         x0 = np.log([1.0, 1.0, float(np.mean(m))])
-        fit = _maximise(lambda p: _gg_terms(p, x, m), x0, float(x.size), "GammaGamma", self.max_iter)
+        fit = _maximise(lambda p: _gg_terms(p, x, m), x0, float(x.size), "GammaGamma", self.max_iter,
+                        names=self._param_names, scales=np.array([1.0, 1.0, float(np.mean(m))]))
+        q = fit.params[1]
+        if fit.converged and q <= 1:
+            reason = f"q = {q:.3g} is not above 1, so the mean spend per purchase is undefined"
+            warnings.warn(f"GammaGamma fit did not converge: {reason}", ConvergenceWarning, stacklevel=2)
+            fit = replace(fit, converged=False, reason=reason)
         self._store(fit, len(x))
         return self
 
@@ -427,6 +563,27 @@ class GammaGamma(_Fitted):
         population_mean = p * v / (q - 1)
         values = (1 - weight) * population_mean + weight * np.where(x > 0, m, 0.0)
         return pd.Series(values, index=summary.index, name="expected_spend_amount")
+
+
+def fit_status_frame(models: dict) -> pd.DataFrame:
+    """Parameters and status of several fits in one table, one block of rows per model.
+
+    Parameters
+    ----------
+    models : dict
+        Label (e.g. ``"BG/NBD"``) -> a fitted ``BetaGeo`` / ``GammaGamma``, or ``None`` for a fit
+        that was skipped (left out of the table).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``summary_frame`` rows of every fitted model with a ``model`` column: ``item``, ``value``,
+        ``converged``, ``optimizer_message``, ``convergence_reason``, ``model``; empty (same columns)
+        when every fit was skipped.
+    """
+    frames = [fitted.summary_frame().assign(model=label) for label, fitted in models.items() if fitted is not None]
+    columns = ["item", "value", "converged", "optimizer_message", "convergence_reason", "model"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 # --------------------------------------------------------------------------- value and checks

@@ -120,8 +120,12 @@ def cohort_table(
 
 
 def _cohort_cells(orders: TableLike, *, group_cols: list[str], period: str, with_revenue: bool = True, **columns: str) -> pd.DataFrame:
-    """``cohort_table`` without the checks; ``with_revenue`` false leaves ``revenue_amount`` missing (NaN)."""
+    """``cohort_table`` without the checks; ``with_revenue`` false leaves ``revenue_amount`` missing (NaN).
+
+    Orders without a customer (anonymous orders) belong to no cohort and are left out.
+    """
     table = as_ibis(orders)
+    table = table.filter(table[columns["customer_col"]].notnull())
     long = None
     if not with_revenue and not group_cols and backend_name(table) == "duckdb":
         long = _active_cells_by_bitset(table, period=period, **columns)

@@ -436,7 +436,7 @@ def _sales_lines(sample: InputSample, roles: Mapping[str, str], dataset: str) ->
             "table": "order_items",
             "query": ("SELECT invoice AS order_id, row_number() OVER (PARTITION BY invoice ORDER BY _source_file, _source_row) AS line_number,\n"
                       "       product AS product_id, quantity, unit_price AS unit_price_amount, _source_file, _source_row\n"
-                      f"FROM {LINES_INPUT}\nWHERE quantity > 0 AND customer IS NOT NULL\n"),
+                      f"FROM {LINES_INPUT}\nWHERE quantity > 0\n"),  # lines of orders without a customer stay (anonymous orders)
         },
         "products": {
             "table": "products",

@@ -21,6 +21,10 @@ A dataset file ``parameters/datasets/<name>.yaml`` declares:
 ``anonymous_orders``      what the cleansing build does with an order without a customer (a guest checkout, a
                           till sale): ``keep`` (default; kept with ``customer_id`` missing, counted in revenue,
                           left out of customer-level analyses) or ``quarantine`` (``missing_required``).
+``value_maps``            the dataset's own spellings of categorical values mapped onto the accepted ones:
+                          ``{table: {column: {their_value: canonical_value}}}``, e.g. ``{opportunity_stage_history:
+                          {stage: {Engaging: qualified}}}``; matched case-insensitively after trimming (see
+                          ``crm_analytics.cleansing.vocabulary`` and the vocabularies in ``docs/data_model.md``).
 ``inputs``                named input files that derived sources query with SQL (``crm_analytics.sources``).
 ``sources``               how each canonical table is read (the source map, see ``crm_analytics.sources``).
 
@@ -34,7 +38,6 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +51,7 @@ TODO = "TODO"
 KEYS = {
     "description", "data_dir", "time_zone", "currency", "country", "locale", "languages", "calendar_events",
     "targets_file", "non_merchandise_codes", "exchange_rates", "ground_truth_dir", "inputs", "sources",
-    "export_date", "anonymous_orders",
+    "export_date", "anonymous_orders", "value_maps",
 }
 ANONYMOUS_ORDER_POLICIES = ("keep", "quarantine")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
@@ -81,6 +84,7 @@ class Dataset:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     export_date: str | None = None  # the day the export was taken: the cleansing build's default "today" (ISO date)
     anonymous_orders: str = "keep"  # orders without a customer: "keep" (customer_id missing) or "quarantine"
+    value_maps: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)  # {table: {column: {theirs: canonical}}}
 
     @property
     def phone_region(self) -> str:
@@ -172,7 +176,76 @@ def parse_dataset(document: dict[str, Any], *, name: str, where: Path) -> Datase
         sources=dict(document.get("sources") or {}),
         export_date=str(document["export_date"]) if document.get("export_date") else None,
         anonymous_orders=_anonymous_orders(document.get("anonymous_orders"), where=where),
+        value_maps=check_value_maps(document.get("value_maps"), where=where),
     )
+
+
+def value_map_key(value: Any) -> str:
+    """How a value is matched against a value map's keys: NFKC text, inner spaces collapsed, trimmed, lower case."""
+    import unicodedata
+
+    return " ".join(unicodedata.normalize("NFKC", str(value)).split()).lower()
+
+
+def check_value_maps(value_maps: Any, *, where: Path | str = "dataset") -> dict[str, dict[str, dict[str, str]]]:
+    """Check ``value_maps`` (``{table: {column: {their_value: canonical_value}}}``); return it with text keys and values.
+
+    Raises ``DatasetError`` naming the file and the key for an unknown table or column (with close
+    matches), a column that holds no codes, a canonical value that is not accepted by the column
+    (listing the accepted ones; ``TODO`` is asked to be replaced by one of them), a key YAML read as a
+    boolean or number, and two keys that match the same values (``Won`` and ``won``) with different targets.
+    """
+    from crm_analytics import schema
+
+    if value_maps is None:
+        return {}
+    if not isinstance(value_maps, dict):
+        raise DatasetError(f"{where}: value_maps must map a table to {{column: {{their_value: canonical_value}}}}, got {value_maps!r}")
+    checked: dict[str, dict[str, dict[str, str]]] = {}
+    for table_name, columns in value_maps.items():
+        if str(table_name) not in schema.TABLES:
+            raise DatasetError(f"{where}: value_maps: unknown table {table_name!r}{_close(str(table_name), schema.TABLES)}; "
+                               f"the canonical tables are {sorted(schema.TABLES)}")
+        table = schema.TABLES[str(table_name)]
+        if not isinstance(columns, dict):
+            raise DatasetError(f"{where}: value_maps.{table_name} must map a column to {{their_value: canonical_value}}, got {columns!r}")
+        checked[table.name] = {}
+        for column_name, mapping in columns.items():
+            key = f"value_maps.{table.name}.{column_name}"
+            if str(column_name) not in table.categorical_columns:
+                elsewhere = [t.name for t in schema.TABLES.values() if str(column_name) in t.categorical_columns]
+                also = f"; {column_name!r} is a column of {elsewhere}" if elsewhere else ""
+                raise DatasetError(f"{where}: {key}: {column_name!r} is not a categorical column of table {table.name!r}"
+                                   f"{_close(str(column_name), table.categorical_columns)}; value maps apply to {table.categorical_columns}{also}")
+            column = table.column(str(column_name))
+            checked[table.name][column.name] = _check_value_map(mapping, column.values, key=key, where=where)
+    return checked
+
+
+def _check_value_map(mapping: Any, accepted: tuple[str, ...] | None, *, key: str, where: Path | str) -> dict[str, str]:
+    """One column's ``{their_value: canonical_value}``, checked against the column's accepted values (``None``: open)."""
+    if not isinstance(mapping, dict) or not mapping:
+        raise DatasetError(f"{where}: {key} must map the dataset's values to canonical ones ({{their_value: canonical_value}}), got {mapping!r}")
+    choices = f"one of {list(accepted)}" if accepted else "a code"
+    out: dict[str, str] = {}
+    targets: dict[str, tuple[str, str]] = {}
+    for theirs, canonical in mapping.items():
+        if isinstance(theirs, (bool, int, float)) or theirs is None:
+            raise DatasetError(f"{where}: {key}: the key {theirs!r} was read by YAML as {type(theirs).__name__}; quote it as the "
+                               f"export writes it (e.g. \"yes\": won)")
+        target = "" if canonical is None else str(canonical).strip()
+        if target.upper() == TODO or not target:
+            raise DatasetError(f"{where}: {key}.{theirs}: set the canonical value ({choices}); it is still {canonical!r}")
+        if accepted is not None and target not in accepted:
+            raise DatasetError(f"{where}: {key}.{theirs}: {target!r} is not an accepted value{_close(target, accepted)}; "
+                               f"use {choices}")
+        match = value_map_key(theirs)
+        if match in targets and targets[match][1] != target:
+            raise DatasetError(f"{where}: {key}: {targets[match][0]!r} and {theirs!r} match the same values (case and spaces "
+                               f"are ignored) but map to {targets[match][1]!r} and {target!r}")
+        targets[match] = (str(theirs), target)
+        out[str(theirs)] = target
+    return out
 
 
 def _anonymous_orders(value: Any, *, where: Path) -> str:

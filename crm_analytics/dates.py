@@ -18,6 +18,8 @@ observation end (CLV)        ``last_day`` (:func:`observation_end`)
 churn scoring date           the day after the last order minus ``window_days``, so the churn
                              window after it is fully observed (:func:`churn_as_of`)
 cohort end                   ``last_day`` (inclusive)
+end of regular data          the day after the last day with at least a fifth of the median daily
+                             rows (:func:`window_end`): stray future-dated rows do not count
 forecast series              whole weeks (Monday to Sunday): from the first Monday on or after
                              ``first_day`` to the last Sunday on or before ``last_day``
                              (:func:`whole_weeks`)
@@ -91,6 +93,40 @@ def data_range(orders: frames.TableLike, *, time_col: str = "order_time") -> Dat
     if pd.isna(bounds["first_time"]):
         raise ValueError(f"data_range: no orders with an {time_col}; dates cannot be derived from the data")
     return DataRange(pd.Timestamp(bounds["first_time"]), pd.Timestamp(bounds["last_time"]))
+
+
+def window_end(table: frames.TableLike, *, time_col: str = "order_time", min_share: float = 0.2) -> pd.Timestamp:
+    """The day after the last day of regular activity: a default end robust to stray future-dated rows.
+
+    Daily row counts are computed in the engine; the last day with at least ``min_share`` of the
+    median daily count is taken, so a few mistyped future dates (one row here and there) do not
+    stretch the window into empty periods.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or Ibis table
+        Needs ``time_col`` (timestamp), e.g. the orders.
+    min_share : float
+        Share of the median daily row count a day needs to count as regular.
+
+    Returns
+    -------
+    Timestamp
+        Naive midnight of the day after the last regular day.
+
+    Raises
+    ------
+    ValueError
+        When no row has a ``time_col``.
+    """
+    t = frames.as_ibis(table)
+    frames.require_columns(t, [time_col], context="window_end(table)")
+    t = t.filter(t[time_col].notnull())
+    daily = t.group_by(day=t[time_col].truncate("D")).aggregate(n=t.count()).to_pandas()
+    if daily.empty:
+        raise ValueError(f"window_end: no rows with a {time_col}")
+    regular = daily[daily.n >= min_share * daily.n.median()]
+    return pd.Timestamp(regular.day.max()).normalize() + _DAY
 
 
 def default_as_of(span: DataRange) -> pd.Timestamp:

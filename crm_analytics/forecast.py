@@ -26,12 +26,56 @@ from crm_analytics.frames import TableLike, as_ibis, require_columns
 
 FREQUENCIES = {"D": "D", "W": "W-SUN", "M": "MS"}
 SEASON = {"D": 7, "W": 52, "M": 12}
+PERIOD_WORDS = {"D": "days", "W": "weeks", "M": "months"}
+
+MIN_TRAINING_PERIODS = {"D": 28, "W": 52, "M": 24}
+"""Fewest periods of history every fit needs (the shortest fit is the backtest's earliest origin).
+
+Weekly (SARIMAX): one year, 52 weeks. The yearly Fourier terms and the calendar regressors (holidays,
+sales days) are only estimable from a year that holds each season and each event once, and the
+seasonal-naive baseline repeats the same week of last year. Daily (ETS with a weekly cycle): four
+weeks, so the seven day-of-week effects are each seen four times before the trend is extrapolated.
+Monthly: two years, two of each calendar month. ``too_little_data`` adds the backtest's periods.
+"""
 YEAR_DAYS = 365.25
 # Days before the first and after the last period that are read so that the first week or month
 # and the last month of a weekly or monthly index count all of their days.
 _CALENDAR_MARGIN = pd.Timedelta(days=40)
 # Dates inside holiday names ("Day off (substituted from 02/04/2024)") would make a new name every year.
 _DATE_IN_NAME = re.compile(r"\s*\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}\s*")
+
+
+def too_little_data(series: pd.Series, *, freq: str, horizon: int = 0, n_origins: int = 0) -> str:
+    """Say whether ``series`` is too short or too flat to forecast and backtest; ``""`` when it is fine.
+
+    Parameters
+    ----------
+    series : pandas.Series
+        A regular series (a ``sales_series`` column).
+    freq : {"D", "W", "M"}
+    horizon, n_origins : int
+        The backtest's horizon and number of origins: the earliest origin still needs
+        ``MIN_TRAINING_PERIODS[freq]`` periods before it.
+
+    Returns
+    -------
+    str
+        ``"too little data (n = 40 weeks, needs 76: 52 to fit and 3 backtest origins of 8)"``;
+        ``"no variation (every value is 0): nothing to forecast"`` for an all-zero or constant
+        series; ``""`` otherwise.
+    """
+    if freq not in FREQUENCIES:
+        raise ValueError(f"freq must be one of {sorted(FREQUENCIES)}, got {freq!r}")
+    minimum = MIN_TRAINING_PERIODS[freq]
+    needed = minimum + n_origins * horizon
+    words = PERIOD_WORDS[freq]
+    if len(series) < needed:
+        backtest = f": {minimum} to fit and {n_origins} backtest origins of {horizon}" if n_origins and horizon else ""
+        return f"too little data (n = {len(series)} {words}, needs {needed}{backtest})"
+    values = series.to_numpy("float64")
+    if np.nanmax(values) == np.nanmin(values):
+        return f"no variation (every value is {values[0]:g}): nothing to forecast"
+    return ""
 
 
 def sales_series(
@@ -292,7 +336,8 @@ def fit_forecast(
     -------
     pandas.DataFrame
         Indexed by ``period_date``: ``forecast``, ``lower_80``, ``upper_80``, ``lower_95``, ``upper_95``
-        (units of ``series``).
+        (units of ``series``). ``attrs["converged"]`` says whether the maximum-likelihood fit converged
+        (statsmodels' own verdict); when it did not, the numbers are those of the last iteration.
     """
     if model not in ("sarimax", "ets"):
         raise ValueError(f"model must be 'sarimax' or 'ets', got {model!r}")
@@ -309,7 +354,7 @@ def fit_forecast(
             result = SARIMAX(y, exog=_exog(y.index, freq, calendar), order=(1, 1, 1), trend="n").fit(disp=False, maxiter=200)
             prediction = result.get_forecast(horizon, exog=_exog(future, freq, future_calendar))
             frames = {level: prediction.conf_int(alpha=1 - level / 100) for level in (80, 95)}
-            return _interval_frame(future, prediction.predicted_mean, frames)
+            return _with_status(_interval_frame(future, prediction.predicted_mean, frames), result)
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
         seasonal = SEASON["D"] if freq == "D" else None
@@ -317,7 +362,14 @@ def fit_forecast(
                           seasonal_periods=seasonal).fit(disp=False)
         prediction = result.get_prediction(start=len(y), end=len(y) + horizon - 1)
         frames = {level: prediction.summary_frame(alpha=1 - level / 100)[["pi_lower", "pi_upper"]] for level in (80, 95)}
-        return _interval_frame(future, prediction.predicted_mean, frames)
+        return _with_status(_interval_frame(future, prediction.predicted_mean, frames), result)
+
+
+def _with_status(frame: pd.DataFrame, result) -> pd.DataFrame:
+    """``frame`` with ``attrs["converged"]``: statsmodels' convergence flag of the fitted ``result``."""
+    retvals = getattr(result, "mle_retvals", None) or {}
+    frame.attrs["converged"] = bool(retvals.get("converged", True))
+    return frame
 
 
 def seasonal_naive(series: pd.Series, *, horizon: int, freq: str = "D") -> pd.Series:

@@ -14,9 +14,13 @@ the business's own calendar, not on its UTC day.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import pandas as pd
+
+if TYPE_CHECKING:  # annotations only
+    import ibis
+    import ibis.expr.types as ir
 
 # Ibis loads on first use, not on import: stakeholder pages check columns of persisted tables only.
 TableLike = Union[pd.DataFrame, "ibis.expr.types.Table"]
@@ -143,3 +147,96 @@ def as_timestamp(value: str | pd.Timestamp) -> pd.Timestamp:
     if stamp.tzinfo is not None:
         return stamp.tz_convert(business_time_zone()).tz_localize(None)
     return stamp
+
+
+def anonymous_orders(orders: TableLike, *, customer_col: str = "customer_id", amount_col: str = "order_amount") -> pd.DataFrame:
+    """How many orders have no customer (anonymous orders, see the dataset key ``anonymous_orders``), counted in the engine.
+
+    Such orders count in revenue and are left out of every customer-level analysis; reports say
+    how many there are with ``results.note_anonymous_orders``.
+
+    Parameters
+    ----------
+    orders : pandas.DataFrame or Ibis table
+        ``customer_col`` (missing for an anonymous order) and ``amount_col`` (money; refunds negative).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row: ``n_orders``, ``n_anonymous_orders``, ``anonymous_orders_pct`` (% of orders; NaN without
+        orders), ``revenue_amount`` (net, all orders), ``anonymous_revenue_amount`` (net, anonymous orders),
+        ``anonymous_revenue_pct`` (% of net revenue; NaN when that is not positive). Money in the dataset's currency.
+    """
+    require_columns(orders, [customer_col, amount_col], context="anonymous_orders(orders)")
+    table = as_ibis(orders)
+    is_anonymous = table[customer_col].isnull()
+    counts = table.aggregate(
+        n_orders=table.count(),
+        n_anonymous_orders=is_anonymous.sum(),
+        revenue_amount=table[amount_col].sum(),
+        anonymous_revenue_amount=table[amount_col].sum(where=is_anonymous),
+    ).to_pandas()
+    row = counts.iloc[0]
+    n_orders, n_anonymous = int(row["n_orders"]), int(row["n_anonymous_orders"] or 0)
+    revenue = float(row["revenue_amount"]) if pd.notna(row["revenue_amount"]) else 0.0
+    anonymous_revenue = float(row["anonymous_revenue_amount"]) if pd.notna(row["anonymous_revenue_amount"]) else 0.0
+    return pd.DataFrame({
+        "n_orders": [n_orders],
+        "n_anonymous_orders": [n_anonymous],
+        "anonymous_orders_pct": [100 * n_anonymous / n_orders if n_orders else float("nan")],
+        "revenue_amount": [revenue],
+        "anonymous_revenue_amount": [anonymous_revenue],
+        "anonymous_revenue_pct": [100 * anonymous_revenue / revenue if revenue > 0 else float("nan")],
+    })
+
+
+def excluded_lines(
+    order_items: TableLike,
+    *,
+    exclude_products,
+    product_col: str = "product_id",
+    quantity_col: str = "quantity",
+    price_col: str = "unit_price_amount",
+) -> pd.DataFrame:
+    """How many order lines a product analysis leaves out because their product is in ``exclude_products``.
+
+    Product analyses (baskets, category mix, recommendations) leave out what is not merchandise
+    (postage, fees, adjustments: the dataset's ``non_merchandise_codes``); revenue keeps it.
+
+    Parameters
+    ----------
+    order_items : pandas.DataFrame or Ibis table
+        ``product_col`` and, when present, ``quantity_col`` and ``price_col`` (the line value is their product).
+    exclude_products : iterable of str
+        Product ids left out.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row: ``n_lines``, ``n_excluded_lines``, ``excluded_lines_pct`` (% of lines), ``n_excluded_products``
+        (distinct excluded ids that occur), ``line_amount`` and ``excluded_line_amount`` (sum of quantity x unit
+        price, dataset currency; NaN without those columns), ``excluded_amount_pct`` (% of the line amount).
+    """
+    require_columns(order_items, [product_col], context="excluded_lines(order_items)")
+    table = as_ibis(order_items)
+    codes = sorted({str(code) for code in exclude_products})
+    is_excluded = table[product_col].cast("string").isin(codes) if codes else table[product_col].isnull() & False
+    has_value = quantity_col in table.columns and price_col in table.columns
+    value = (table[quantity_col] * table[price_col]) if has_value else None
+    metrics = {"n_lines": table.count(), "n_excluded_lines": is_excluded.sum(),
+               "n_excluded_products": table[product_col].nunique(where=is_excluded)}
+    if has_value:
+        metrics |= {"line_amount": value.sum(), "excluded_line_amount": value.sum(where=is_excluded)}
+    row = table.aggregate(**metrics).to_pandas().iloc[0]
+    n_lines, n_excluded = int(row["n_lines"]), int(row["n_excluded_lines"] or 0)
+    amount = float(row["line_amount"]) if has_value and pd.notna(row["line_amount"]) else float("nan")
+    excluded_amount = (float(row["excluded_line_amount"]) if pd.notna(row["excluded_line_amount"]) else 0.0) if has_value else float("nan")
+    return pd.DataFrame({
+        "n_lines": [n_lines],
+        "n_excluded_lines": [n_excluded],
+        "excluded_lines_pct": [100 * n_excluded / n_lines if n_lines else float("nan")],
+        "n_excluded_products": [int(row["n_excluded_products"] or 0)],
+        "line_amount": [amount],
+        "excluded_line_amount": [excluded_amount],
+        "excluded_amount_pct": [100 * excluded_amount / amount if amount > 0 else float("nan")],
+    })

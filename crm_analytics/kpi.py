@@ -45,7 +45,9 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from crm_analytics import frames, money, paths, plots, privacy, results
+from crm_analytics import frames, money, paths, plots, privacy, results, schema
+from crm_analytics.customer_features import customer_segments  # shared with other analyses: a layer module
+from crm_analytics.dates import window_end  # shared with other analyses: a layer module
 from crm_analytics.kpi_catalogue import GRAINS, CatalogueError, KpiDefinition, read_catalogue, read_targets, with_targets
 
 __all__ = [
@@ -70,6 +72,8 @@ __all__ = [
     "required_tables",
     "track",
     "window_end",
+    "window_start",
+    "activity_window_end",
     "write_alerts",
 ]
 
@@ -136,32 +140,53 @@ def load_catalogue(path: str | Path | None = None, *, targets_file: str | Path |
     return with_targets(catalogue, read_targets(targets_file, catalogue) if targets_file else {})
 
 
+# Computation parameters that name a warehouse table the computation reads.
+_TABLE_PARAMETERS = ("table", "spend_table", "orders_table", "touch_table", "history_table", "base_table")
+
+
 def required_tables(catalogue: Sequence[KpiDefinition]) -> list[str]:
     """Return the canonical tables the catalogue's computations read (sorted)."""
     names = set()
     for kpi in catalogue:
         names.update(COMPUTATIONS[kpi.computation].tables)
-        for key in ("table", "spend_table", "orders_table"):
+        for key in _TABLE_PARAMETERS:
             if key in kpi.params:
                 names.add(kpi.params[key])
     return sorted(names)
 
 
-def window_end(table: frames.TableLike, *, time_col: str = "order_time", min_share: float = 0.2) -> pd.Timestamp:
-    """The day after the last day of regular activity: a default ``as_of`` robust to stray future-dated rows.
+# Where the activity a KPI window ends with is read, in order of preference: orders, else the pipeline, ...
+ACTIVITY_TIMES = (
+    ("orders", "order_time"),
+    ("opportunities", "created_time"),
+    ("web_events", "event_time"),
+    ("support_tickets", "opened_time"),
+    ("surveys", "survey_time"),
+)
 
-    Daily row counts are computed in the engine; the last day with at least ``min_share`` of the
-    median daily count is taken, so a few mistyped future dates (one row here and there) do not
-    stretch the window into empty periods. Returns a naive midnight timestamp.
+
+def activity_window_end(tables: Mapping[str, frames.TableLike]) -> pd.Timestamp:
+    """The default end of the tracked window: ``window_end`` of the first table of ``ACTIVITY_TIMES`` given.
+
+    Orders when the data has them; a B2B export without orders ends with its pipeline (the day after the
+    last day of regular lead creation). Raises ``ValueError`` naming the tables looked for when none is given.
     """
-    t = frames.as_ibis(table)
-    frames.require_columns(t, [time_col], context="window_end(table)")
-    t = t.filter(t[time_col].notnull())
-    daily = t.group_by(day=t[time_col].truncate("D")).aggregate(n=t.count()).to_pandas()
-    if daily.empty:
-        raise ValueError(f"window_end: no rows with a {time_col}")
-    regular = daily[daily.n >= min_share * daily.n.median()]
-    return pd.Timestamp(regular.day.max()).normalize() + pd.Timedelta(days=1)
+    for table, time_col in ACTIVITY_TIMES:
+        if table in tables:
+            return window_end(tables[table], time_col=time_col)
+    raise ValueError(f"activity_window_end: needs one of the tables {[t for t, _ in ACTIVITY_TIMES]}; the tables given are {sorted(tables)}")
+
+
+def window_start(end, *, history_months: int) -> pd.Timestamp:
+    """The first day of the month ``history_months`` months before ``end``: the start of a tracked window.
+
+    Starting on a month's first day keeps the window's first month whole (``end`` 2011-12-10 with 24
+    months gives 2009-12-01, not 2009-12-10), so monthly totals such as the sales cube's never label a
+    cut month as a whole one. Returns a naive midnight timestamp.
+    """
+    if history_months < 1:
+        raise ValueError(f"history_months must be at least 1, got {history_months}")
+    return (pd.Timestamp(end) - pd.DateOffset(months=history_months)).to_period("M").start_time
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,11 +426,33 @@ def mean_duration(
 ):
     """Mean time from ``start_col`` to ``end_col`` of rows whose ``time_col`` falls in the period
     (rows with either end missing are left out), e.g. first-response or resolution time. Unit: ``unit`` (days or hours)."""
-    seconds = {"days": 86400.0, "hours": 3600.0}[unit]
-    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, channel_col=channel_col, extra=[start_col, end_col], context="mean_duration")
-    t = t.filter(t[start_col].notnull(), t[end_col].notnull())
-    t = t.mutate(_duration=(t[end_col].epoch_seconds() - t[start_col].epoch_seconds()).cast("float64") / seconds)
+    t = _durations(tables, scope, table=table, time_col=time_col, start_col=start_col, end_col=end_col, unit=unit, where=where,
+                   channel_col=channel_col, context="mean_duration")
     return _by_period(t, value=t._duration.mean())
+
+
+@register("median_duration", tables=(), dimensions=("segment", "channel"))
+def median_duration(
+    tables, scope, *, table: str, time_col: str, start_col: str, end_col: str, unit: str = "days", where: Mapping | None = None, channel_col: str | None = None
+):
+    """Median time from ``start_col`` to ``end_col`` of rows whose ``time_col`` falls in the period (rows with
+    either end missing are left out): the typical case, which a few very long ones do not pull up as they
+    pull up a mean, e.g. lead conversion time. Unit: ``unit`` (days or hours)."""
+    t = _durations(tables, scope, table=table, time_col=time_col, start_col=start_col, end_col=end_col, unit=unit, where=where,
+                   channel_col=channel_col, context="median_duration")
+    return _by_period(t, value=t._duration.median().cast("float64"))
+
+
+def _durations(tables, scope, *, table, time_col, start_col, end_col, unit, where, channel_col, context) -> ir.Table:
+    """Rows of ``table`` in the scope with both ends, and ``_duration`` from ``start_col`` to ``end_col`` in ``unit`` (days or hours)."""
+    if unit not in _SECONDS_PER:
+        raise ValueError(f"{context}: unit must be one of {list(_SECONDS_PER)}, got {unit!r}")
+    t = _periodised(tables, scope, table=table, time_col=time_col, where=where, channel_col=channel_col, extra=[start_col, end_col], context=context)
+    t = t.filter(t[start_col].notnull(), t[end_col].notnull())
+    return t.mutate(_duration=(t[end_col].epoch_seconds() - t[start_col].epoch_seconds()).cast("float64") / _SECONDS_PER[unit])
+
+
+_SECONDS_PER = {"days": 86400.0, "hours": 3600.0}
 
 
 @register("period_retention", tables=("orders",), dimensions=("segment",))
@@ -511,11 +558,10 @@ def touch_conversion(tables, scope, *, window_days: int = 7, touch_table: str = 
     return _by_period(t, value=t._hit.mean() * 100)
 
 
-@register("marketing_roi", tables=("touchpoints", "orders", "campaigns"), dimensions=("channel",))
-def marketing_roi(tables, scope, *, window_days: int = 7, touch_table: str = "touchpoints", orders_table: str = "orders", spend_table: str = "campaigns"):
-    """Marketing ROI: (attributed revenue - spend) / spend, in percent. An order is attributed to the
-    customer's last marketing contact in the ``window_days`` days before it (last touch); with a
-    channel breakdown, to that contact's channel. Unit: pct."""
+def _last_touch_orders(tables, scope, *, window_days: int, touch_table: str, orders_table: str) -> ir.Table:
+    """The period's orders (refunds excluded) that follow a marketing contact of their customer within
+    ``window_days`` days, each once, credited to the last such contact (last touch): ``order_id``,
+    ``order_amount``, ``period_start`` and ``group`` (that contact's channel with a channel breakdown)."""
     touches = _touches(tables, scope, touch_table=touch_table, window_days=window_days)
     touches = touches.select(_customer=touches.customer_id, _touch_time=touches.touch_time, _touch_id=touches.touchpoint_id, _channel=touches.channel)
     orders = _buying_orders(tables, orders_table=orders_table, end=scope.end)
@@ -530,7 +576,29 @@ def marketing_roi(tables, scope, *, window_days: int = 7, touch_table: str = "to
     )
     rank = ibis.row_number().over(group_by=pairs.order_id, order_by=[ibis.desc(pairs._touch_time), pairs._touch_id])
     last = pairs.mutate(_rank=rank).filter(lambda p: p._rank == 0)
-    last = last.mutate(period_start=last.order_time.truncate(scope.unit), group=last._channel.cast("string") if scope.by == "channel" else ibis.literal(ALL))
+    return last.mutate(period_start=last.order_time.truncate(scope.unit), group=last._channel.cast("string") if scope.by == "channel" else ibis.literal(ALL))
+
+
+@register("spend_per_conversion", tables=("touchpoints", "orders", "campaigns"), dimensions=("channel",))
+def spend_per_conversion(tables, scope, *, window_days: int = 7, touch_table: str = "touchpoints", orders_table: str = "orders", spend_table: str = "campaigns"):
+    """Channel efficiency: campaign spend in the period (spread evenly over campaign days) per conversion,
+    a conversion being an order credited to the customer's last marketing contact in the ``window_days``
+    days before it (last touch, as ``marketing_roi``); with a channel breakdown, spend and conversions of
+    each channel. The inverse, conversions per unit of spend, is ``1 / value``. Periods with spend and no
+    conversion have no value. Unit: money."""
+    last = _last_touch_orders(tables, scope, window_days=window_days, touch_table=touch_table, orders_table=orders_table)
+    conversions = _by_period(last, _conversions=last.count())
+    spend = _spend_by_period(tables, scope, spend_table=spend_table, by_channel=scope.by == "channel")
+    joined = spend.join(conversions, [spend.period_start == conversions.period_start, spend.group == conversions.group])
+    return joined.select(spend.period_start, spend.group, value=(joined.spend_amount / joined._conversions.nullif(0)).cast("float64"))
+
+
+@register("marketing_roi", tables=("touchpoints", "orders", "campaigns"), dimensions=("channel",))
+def marketing_roi(tables, scope, *, window_days: int = 7, touch_table: str = "touchpoints", orders_table: str = "orders", spend_table: str = "campaigns"):
+    """Marketing ROI: (attributed revenue - spend) / spend, in percent. An order is attributed to the
+    customer's last marketing contact in the ``window_days`` days before it (last touch); with a
+    channel breakdown, to that contact's channel. Unit: pct."""
+    last = _last_touch_orders(tables, scope, window_days=window_days, touch_table=touch_table, orders_table=orders_table)
     revenue = _by_period(last, _revenue=last.order_amount.sum())
     spend = _spend_by_period(tables, scope, spend_table=spend_table, by_channel=scope.by == "channel")
     joined = spend.left_join(revenue, [spend.period_start == revenue.period_start, spend.group == revenue.group])
@@ -595,6 +663,72 @@ def repeat_within(
     flagged = flagged.mutate(_hit=(gap <= window_days * 86400).fill_null(False).cast("float64"), period_start=flagged[time_col].truncate(scope.unit))
     flagged = _with_group(flagged, scope, customer_col=customer_col, channel_col=channel_col)
     return _by_period(flagged, value=flagged._hit.mean() * 100)
+
+
+@register("count_ratio", tables=(), dimensions=("segment", "channel"))
+def count_ratio(
+    tables, scope, *, table: str, numerator_time_col: str, denominator_time_col: str, where: Mapping | None = None,
+    channel_col: str | None = None, customer_col: str = "customer_id",
+):
+    """100 x the rows of ``table`` whose ``numerator_time_col`` falls in the period / the rows whose
+    ``denominator_time_col`` falls in it (both after ``where``), e.g. tickets resolved per ticket opened
+    (resolution rate). A flow ratio: above 100 when a backlog is worked off. Unit: pct."""
+    common = {"table": table, "where": where, "channel_col": channel_col, "customer_col": customer_col}
+    numerator = row_count(tables, scope, time_col=numerator_time_col, **common)
+    numerator = numerator.select(_period=numerator.period_start, _group=numerator.group, _n=numerator.value)
+    denominator = row_count(tables, scope, time_col=denominator_time_col, **common)
+    joined = denominator.left_join(numerator, [denominator.period_start == numerator._period, denominator.group == numerator._group])
+    return joined.select(denominator.period_start, denominator.group, value=(joined._n.fill_null(0.0) / joined.value * 100).cast("float64"))
+
+
+@register("stage_reached_share", tables=("opportunities", "opportunity_stage_history"), dimensions=("segment", "channel"))
+def stage_reached_share(
+    tables,
+    scope,
+    *,
+    stages: Sequence[str],
+    table: str = "opportunities",
+    history_table: str = "opportunity_stage_history",
+    time_col: str = "created_time",
+    key_col: str = "opportunity_id",
+    stage_col: str = "stage",
+    status_col: str = "status",
+    open_status: str = "open",
+    channel_col: str | None = None,
+    customer_col: str = "customer_id",
+):
+    """Percentage of the rows of ``table`` created in the period (``time_col``) that entered one of ``stages``
+    (``history_table``), among the decided ones: those that entered one, or are closed (``status_col`` not
+    ``open_status``) without. Rows still open that entered none yet are left out, so recent periods are not
+    pulled down by leads nobody has judged. E.g. lead quality: leads qualified. Unit: pct."""
+    t = _periodised(tables, scope, table=table, time_col=time_col, customer_col=customer_col, channel_col=channel_col,
+                    extra=[key_col, status_col], context="stage_reached_share")
+    history = _table(tables, history_table, [key_col, stage_col], "stage_reached_share")
+    reached = history.filter(history[stage_col].isin(list(stages))).select(_reached=history[key_col]).distinct()
+    joined = t.left_join(reached, t[key_col] == reached._reached)
+    joined = joined.mutate(_hit=joined._reached.notnull(), _open=joined[status_col].fill_null(open_status) == open_status)
+    decided = joined.filter(joined._hit | ~joined._open)
+    return _by_period(decided, value=decided._hit.cast("float64").mean() * 100)
+
+
+@register("base_share", tables=("customers",), dimensions=("segment",))
+def base_share(
+    tables, scope, *, table: str, time_col: str, where: Mapping | None = None, base_table: str = "customers",
+    base_time_col: str = "signup_time", customer_col: str = "customer_id",
+):
+    """Percentage of the customers on file at the period end (rows of ``base_table`` created before it) with
+    at least one row of ``table`` (after ``where``) in the period, e.g. customers with a web session
+    (engagement). Rows of customers not on file by then are not counted. Unit: pct."""
+    base = _table(tables, base_table, [customer_col, base_time_col], "base_share")
+    calendar = ibis.memtable(period_calendar(scope.start, scope.end, scope.grain)[["period_start", "period_end"]])
+    on_file = base.join(calendar, base[base_time_col] < calendar.period_end)
+    on_file = on_file.select(on_file[customer_col], period_start=on_file.period_start.cast("timestamp"))
+    active = _in_window(tables, scope, table=table, time_col=time_col, where=where, columns=[customer_col], context="base_share")
+    active = active.select(_customer=active[customer_col], _period=active.period_start.cast("timestamp")).distinct()
+    joined = on_file.left_join(active, [on_file[customer_col] == active._customer, on_file.period_start == active._period])
+    joined = joined.mutate(_hit=joined._customer.notnull().cast("float64"))
+    joined = _with_group(joined, scope, customer_col=customer_col, channel_col=None)
+    return _by_period(joined, value=joined._hit.mean() * 100)
 
 
 # --------------------------------------------------------------------------------------------
@@ -664,12 +798,35 @@ def compute_kpis(
         return pd.DataFrame(columns=_VALUE_COLUMNS)
     result = ibis.union(*expressions, distinct=False).to_pandas()
     result = result[result["value"].notna() & np.isfinite(result["value"].astype(float))]
+    result["channel"] = _masked_personal_groups(result, catalogue)
     result["period_start"] = result["period_start"].astype("datetime64[us]")
     result = result.merge(calendar[["period_start", "period_end"]], on="period_start", how="inner")
     result.insert(0, "grain", grain)
     order = {kpi.id: i for i, kpi in enumerate(catalogue)}
     result = result.sort_values(["kpi_id", "segment", "channel", "period_start"], key=lambda s: s.map(order) if s.name == "kpi_id" else s)
     return result[_VALUE_COLUMNS].reset_index(drop=True)
+
+
+def _masked_personal_groups(values: pd.DataFrame, catalogue: Sequence[KpiDefinition]) -> pd.Series:
+    """The ``channel`` column with names masked where a KPI breaks down by a personal-data column.
+
+    A breakdown by the sales representative (``owner`` of ``opportunities``, listed in
+    ``schema.PERSONAL_DATA_COLUMNS``) is shown per person, but as ``privacy.mask_name`` writes names
+    (``Chen Jing`` -> ``C*** J***``); two names masked alike get `` (2)``, `` (3)``... in sorted order,
+    so they stay apart.
+    """
+    personal = {
+        k.id for k in catalogue
+        if k.params.get("channel_col") in schema.PERSONAL_DATA_COLUMNS.get(k.params.get("table", ""), ())
+    }
+    rows = values["kpi_id"].isin(personal) & ~values["channel"].isin([ALL, "unknown"])
+    if not rows.any():
+        return values["channel"]
+    names = pd.Series(sorted(values.loc[rows, "channel"].unique()), dtype="string")
+    masked = privacy.mask_name(names)
+    repeat = masked.groupby(masked).cumcount()
+    labels = masked.where(repeat == 0, masked + " (" + (repeat + 1).astype(str) + ")")
+    return values["channel"].mask(rows, values["channel"].map(dict(zip(names, labels))))
 
 
 # --------------------------------------------------------------------------------------------
@@ -888,7 +1045,7 @@ def write_alerts(alerts: pd.DataFrame, *, output_dir: str | Path | None) -> list
     folder.mkdir(parents=True, exist_ok=True)
     frame = alerts.reindex(columns=ALERT_COLUMNS)
     csv_path, json_path = folder / "alerts.csv", folder / "alerts.json"
-    frame.to_csv(csv_path, index=False)
+    results.write_csv(frame, csv_path)
     records = json.loads(frame.to_json(orient="records", date_format="iso"))
     json_path.write_text(json.dumps({"n_alerts": len(frame), "alerts": records}, ensure_ascii=False, indent=2), encoding="utf-8")
     table_path = results.save_table(frame, "alerts", output_dir=folder)
@@ -923,7 +1080,8 @@ def sales_cube(
     Parameters
     ----------
     orders : needs ``customer_col``, ``time_col``, ``amount_col`` (dataset currency, refunds negative), ``channel_col``.
-    segments : ``customer_id`` and ``segment`` (``customer_segments``); customers without one count as "unknown".
+    segments : ``customer_id`` and ``segment`` (``customer_segments``); customers without one count as "unknown",
+        orders without a customer (anonymous orders) as "anonymous".
     start, end : orders with ``start <= time < end`` are counted.
 
     Returns
@@ -936,13 +1094,14 @@ def sales_cube(
     frames.require_columns(orders, [customer_col, time_col, amount_col, channel_col], context="sales_cube(orders)")
     frames.require_columns(segments, ["customer_id", "segment"], context="sales_cube(segments)")
     table = frames.as_ibis(orders)
-    table = table.filter(table[time_col] >= start, table[time_col] < end, table[customer_col].notnull())
+    table = table.filter(table[time_col] >= start, table[time_col] < end)
     lookup = ibis.memtable(segments[["customer_id", "segment"]].astype("string").drop_duplicates("customer_id"))
     joined = table.left_join(lookup, table[customer_col] == lookup.customer_id)
     is_purchase = joined[amount_col] >= 0
     cube = joined.group_by(
         month_date=joined[time_col].truncate("M"),
-        segment=joined.segment.fill_null("unknown"),
+        # orders without a customer keep their revenue, in a segment of their own
+        segment=ibis.ifelse(joined[customer_col].isnull(), "anonymous", joined.segment.fill_null("unknown")),
         channel=joined[channel_col].fill_null("unknown"),
     ).aggregate(
         n_customers=joined[customer_col].nunique(),
@@ -952,43 +1111,6 @@ def sales_cube(
     frame = cube.to_pandas().sort_values(["month_date", "segment", "channel"], ignore_index=True)
     frame["month_date"] = pd.to_datetime(frame["month_date"])
     return frame
-
-
-def customer_segments(
-    customers: pd.DataFrame,
-    *,
-    segment_result: pd.DataFrame | None = None,
-    key_col: str = "customer_key",
-    segment_col: str = "rfm_segment",
-    fallback_col: str = "acquisition_channel",
-) -> tuple[pd.DataFrame, str]:
-    """Return each customer's segment for the KPI breakdowns, and where it came from.
-
-    Parameters
-    ----------
-    customers : pandas.DataFrame
-        ``customer_id`` and ``fallback_col``.
-    segment_result : pandas.DataFrame, optional
-        A persisted segmentation table keyed by pseudonymous ``key_col`` (``privacy.pseudonymise``
-        of ``customer_id``) with ``segment_col``. When absent, ``fallback_col`` is the segment.
-
-    Returns
-    -------
-    (pandas.DataFrame, str)
-        ``customer_id``, ``segment`` (string; ``"unknown"`` when missing) and a sentence naming the source.
-    """
-    frames.require_columns(customers, ["customer_id", fallback_col], context="customer_segments(customers)")
-    base = customers[["customer_id", fallback_col]].drop_duplicates("customer_id")
-    if segment_result is not None:
-        frames.require_columns(segment_result, [key_col, segment_col], context="customer_segments(segment_result)")
-        keyed = base.assign(_key=privacy.pseudonymise(base["customer_id"].astype("string")))
-        lookup = segment_result[[key_col, segment_col]].drop_duplicates(key_col)
-        merged = keyed.merge(lookup, left_on="_key", right_on=key_col, how="left")
-        if merged[segment_col].notna().any():
-            segments = merged[["customer_id"]].assign(segment=merged[segment_col].astype("string").fillna("unknown"))
-            return segments, f"segments from the latest segmentation run ({segment_col})"
-    segments = base[["customer_id"]].assign(segment=base[fallback_col].astype("string").fillna("unknown"))
-    return segments, f"no segmentation result available: customers are segmented by {fallback_col}"
 
 
 # --------------------------------------------------------------------------------------------

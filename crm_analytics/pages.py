@@ -37,15 +37,14 @@ from matplotlib.ticker import StrMethodFormatter
 
 from crm_analytics.imports import import_without
 
-
 # seaborn loads scipy.stats and scipy.cluster (0.7 s of every page visit) for kernel densities (it has
 # a bundled fallback) and clustermap dendrograms; pages draw lines and bars.
 sns = import_without("seaborn", hidden=("scipy.stats", "scipy.cluster"))
 
 from crm_analytics import money, paths, plots, results, scheduler
-from crm_analytics.widgets import frontend_available
 from crm_analytics.frames import require_columns
 from crm_analytics.privacy import suppress_small_groups
+from crm_analytics.widgets import frontend_available
 
 RUN_RECORD = "run.json"
 SCHEDULE_ENV = "CRM_ANALYTICS_SCHEDULE"
@@ -94,6 +93,12 @@ class PageStatus:
     def finished_time(self) -> pd.Timestamp | None:
         """When the latest successful run finished (aware), or ``None``."""
         return record_time(self.latest, _FINISHED_KEYS)
+
+    @property
+    def warnings(self) -> list[dict]:
+        """The warnings of the latest successful run (``run.json``'s ``warnings``: ``kind``, ``section``,
+        ``message``): too little data, a fit that did not converge... The data shown carries them."""
+        return [w for w in self.latest.get("warnings") or [] if isinstance(w, dict)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,7 +181,7 @@ def scheduled_jobs(path: str | Path | None = None) -> list[scheduler.ScheduledJo
     """Return the jobs of the schedule file, read and validated by ``crm_analytics.scheduler``; ``[]`` when
     there is no schedule file. A malformed file raises ``scheduler.ScheduleError``."""
     file = Path(path) if path else schedule_file()
-    return list(scheduler.load_schedule(file).jobs) if file.exists() else []
+    return list(scheduler.load_schedule(file, check_jobs=False).jobs) if file.exists() else []  # the page shows times only
 
 
 def next_due_time(
@@ -280,8 +285,21 @@ def banner_html(status: PageStatus) -> str:
         f'<div class="crm-banner crm-banner-{status.state}" data-analysis="{html.escape(status.analysis)}" '
         f'style="background:{background};border-left:6px solid {colour};padding:8px 12px;margin:4px 0;'
         f'font-family:sans-serif;font-size:14px">'
-        f"<strong>{title}</strong> · {html.escape(status.message)}{as_of}</div>"
+        f"<strong>{title}</strong> · {html.escape(status.message)}{as_of}{_warnings_html(status.warnings)}</div>"
     )
+
+
+def _warnings_html(warnings: list[dict]) -> str:
+    """The run's warnings as an amber list inside the banner (class ``crm-warnings``); ``""`` without any."""
+    if not warnings:
+        return ""
+    items = "".join(
+        f"<li>{html.escape(str(w.get('section')) + ': ' if w.get('section') else '')}{html.escape(str(w.get('message', '')))}</li>"
+        for w in warnings
+    )
+    label = f"{len(warnings)} warning" + ("s" if len(warnings) > 1 else "")
+    return (f'<div class="crm-warnings" style="color:#8a5a00;background:#fff4d6;margin-top:6px;padding:4px 8px">'
+            f"<strong>{label} in this run</strong><ul style=\"margin:2px 0 0 1.2em;padding:0\">{items}</ul></div>")
 
 
 def unavailable_html(analysis: str, what: str, *, reason: str = "") -> str:

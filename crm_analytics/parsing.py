@@ -151,6 +151,12 @@ def to_naive_local(stamps: pd.Series, zone: str) -> pd.Series:
 
 ISO8601 = "iso8601"
 EXCEL_SERIAL = "excel_serial"
+UNIX_S = "unix_s"  # seconds since 1970-01-01 UTC
+UNIX_MS = "unix_ms"  # milliseconds since 1970-01-01 UTC
+NAMED_DATE_FORMATS = (ISO8601, EXCEL_SERIAL, UNIX_S, UNIX_MS)
+_UNIX_UNITS = {UNIX_S: "s", UNIX_MS: "ms"}
+_UNIX_NUMBER = re.compile(r"^-?\d{1,16}(?:\.\d+)?$")
+_UNIX_RANGE = (pd.Timestamp("1900-01-01", tz="UTC"), pd.Timestamp("2200-01-01", tz="UTC"))
 _OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2})$")
 _SERIAL = re.compile(r"^\d{1,6}(?:\.\d+)?$")
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
@@ -184,6 +190,28 @@ def _parse_serial(text: pd.Series) -> pd.Series:
     return (_EXCEL_EPOCH + pd.to_timedelta(days, unit="D")).astype("datetime64[us]").dt.round("s")
 
 
+class DateFormatError(ValueError):
+    """A date format is neither a named format nor a valid strftime pattern."""
+
+
+def _parse_pattern(text: pd.Series, fmt: str) -> pd.Series:
+    """Text read with one strftime pattern (missing where it does not match); ``DateFormatError`` for a bad pattern."""
+    try:
+        return pd.to_datetime(text, format=fmt, errors="coerce")
+    except ValueError as error:  # a bad directive: pandas refuses the pattern itself, whatever the values
+        raise DateFormatError(f"date format {fmt!r} is not a strftime pattern ({error}); for unix timestamps use "
+                              f"{UNIX_S} (seconds since 1970-01-01 UTC) or {UNIX_MS} (milliseconds)") from None
+
+
+def _parse_unix(text: pd.Series, unit: str, business_time_zone: str) -> pd.Series:
+    """Unix times (seconds or milliseconds since 1970-01-01 UTC, as text) as naive local times of ``business_time_zone``."""
+    number = pd.to_numeric(text.where(text.str.match(_UNIX_NUMBER, na=False)), errors="coerce")
+    limits = [(t - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(1, unit=unit) for t in _UNIX_RANGE]
+    number = number.where((number >= limits[0]) & (number < limits[1]))
+    stamps = pd.to_datetime(number, unit=unit, utc=True, errors="coerce")
+    return to_naive_local(stamps, business_time_zone).dt.round("ms" if unit == "ms" else "s")
+
+
 def parse_datetimes(
     values: pd.Series,
     *,
@@ -200,8 +228,11 @@ def parse_datetimes(
         Raw values: text, Excel day numbers, or already-typed timestamps (Parquet).
     formats : sequence of str
         Formats tried in order: ``iso8601`` (with or without offset), ``excel_serial``
-        (day numbers from 1899-12-30), or strftime patterns such as ``%Y年%m月%d日``.
-        The first format that reads a value wins, so list unambiguous ones first.
+        (day numbers from 1899-12-30), ``unix_s`` / ``unix_ms`` (seconds / milliseconds since
+        1970-01-01 UTC: instants, converted into the business zone whatever the source's zone;
+        read between 1900 and 2200), or strftime patterns such as ``%Y年%m月%d日``.
+        The first format that reads a value wins, so list unambiguous ones first. A pattern
+        strftime cannot read (``%s``) raises ``DateFormatError`` naming it.
     time_zone : str, optional
         Zone of naive values in this source (default: the business zone); values with an
         offset are converted from theirs. Local times that a daylight-saving change makes
@@ -237,9 +268,10 @@ def parse_datetimes(
             parsed = _parse_iso(text[todo], time_zone, business_time_zone)
         elif fmt == EXCEL_SERIAL:
             parsed = _to_business(_parse_serial(text[todo]), time_zone, business_time_zone)
+        elif fmt in _UNIX_UNITS:
+            parsed = _parse_unix(text[todo], _UNIX_UNITS[fmt], business_time_zone)
         else:
-            stamps = pd.to_datetime(text[todo], format=fmt, errors="coerce")
-            parsed = _to_business(stamps, time_zone, business_time_zone)
+            parsed = _to_business(_parse_pattern(text[todo], fmt), time_zone, business_time_zone)
         out[todo] = parsed
     if date_only:
         out = out.dt.normalize()

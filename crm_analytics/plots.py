@@ -44,3 +44,23 @@ def new_axes(ax=None, *, figsize: tuple[float, float] | None = None):
         return ax
     _, ax = plt.subplots(figsize=figsize)
     return ax
+
+
+def empty_state(ax, message: str, *, title: str | None = None):
+    """Draw an explanatory empty state on ``ax`` (or a new Axes) instead of a chart with nothing to show.
+
+    ``message`` says why there is nothing, with the numbers behind it, e.g.
+    ``"no pair reaches the minimum support (n baskets = 1,204)"``. The axes lose their ticks and
+    grid; ``title`` (optional) is kept so the report still names the chart. Returns the Axes.
+    """
+    ax = new_axes(ax, figsize=(7, 2.2))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=11,
+            color=STATUS_COLOURS["grey"], transform=ax.transAxes)
+    if title:
+        ax.set_title(title)
+    return ax

@@ -24,6 +24,11 @@ outside the repository and outside ``outputs/``: in the environment variable
 Pseudonymised data is still personal data (GDPR Art. 4(5), PIPL Art. 73);
 pseudonyms only keep direct identifiers off the screen.
 
+Every published table that identifies customers carries the same column, ``customer_key``
+(``with_customer_key``: the pseudonym of the warehouse ``customer_id``), so results of different
+analyses join; ``source_ids_for`` maps keys back to source records through the warehouse's
+``customer_lineage`` for whoever holds the key (``docs/privacy.md``).
+
 Everything is vectorised over a pandas Series, null-safe (missing stays
 missing) and never mutates its input. Analysts see raw values only by asking:
 ``mask_frame(df, allow_personal_data=True)``, driven by a notebook parameter
@@ -53,6 +58,7 @@ KEY_ENV = "CRM_ANALYTICS_PSEUDONYM_KEY"
 KEY_FILE_NAME = "pseudonym.key"
 MIN_KEY_LENGTH = 16
 REDACTED = "[redacted]"
+CUSTOMER_KEY_COL = "customer_key"  # the pseudonymous customer column of every published table
 
 # Column-name patterns (case-insensitive regular expressions) -> kind, tried in order. They extend the
 # schema registry to tables outside the canonical schema. Names are deliberately narrow: `product_name`
@@ -115,9 +121,14 @@ def load_key() -> bytes:
         if mode & 0o077:
             raise ValueError(f"the pseudonym key file {path} is readable by others (mode {mode:o}); run chmod 600 on it")
         key = path.read_text(encoding="utf-8").strip()
+    return _checked_key(key)
+
+
+def _checked_key(key: str | bytes) -> bytes:
+    """``key`` as bytes; refused when shorter than ``MIN_KEY_LENGTH`` characters."""
     if len(key) < MIN_KEY_LENGTH:
         raise ValueError(f"the pseudonym key must be at least {MIN_KEY_LENGTH} characters long")
-    return key.encode("utf-8")
+    return key if isinstance(key, bytes) else key.encode("utf-8")
 
 
 _PHONE_LIKE = re.compile(r"^\+?[\d\s\-().]{7,}$")
@@ -149,7 +160,7 @@ def _map_values(values: pd.Series, func: Callable[[str], str]) -> pd.Series:
     return pd.Series(out, index=values.index, name=values.name, dtype="string")
 
 
-def pseudonymise(values: pd.Series, *, prefix: str = "cus", length: int = 16) -> pd.Series:
+def pseudonymise(values: pd.Series, *, prefix: str = "cus", length: int = 16, key: str | bytes | None = None) -> pd.Series:
     """Return keyed pseudonyms of ``values``, e.g. ``cus_3f9a2b1c7d4e5f60``.
 
     The token is ``<prefix>_`` plus the first ``length`` hex digits of HMAC-SHA256(key, normalised value);
@@ -164,6 +175,8 @@ def pseudonymise(values: pd.Series, *, prefix: str = "cus", length: int = 16) ->
         Token prefix naming what is pseudonymised.
     length : int
         Hex digits kept, 8 to 64 (16 digits = 64 bits: collisions are negligible below billions of values).
+    key : str or bytes, optional
+        The pseudonym key; default: the project's (``load_key``). At least 16 characters.
 
     Returns
     -------
@@ -172,13 +185,108 @@ def pseudonymise(values: pd.Series, *, prefix: str = "cus", length: int = 16) ->
     """
     if not 8 <= length <= 64:
         raise ValueError(f"length must be between 8 and 64 hex digits, got {length}")
-    key = load_key()
+    key = load_key() if key is None else _checked_key(key)
 
     def token(value: str) -> str:
         digest = hmac.new(key, _normalise_identifier(value).encode("utf-8"), hashlib.sha256).hexdigest()
         return f"{prefix}_{digest[:length]}"
 
     return _map_values(values, token)
+
+
+# --------------------------------------------------------------------------------------------------
+# the published customer key
+
+
+def with_customer_key(
+    df: pd.DataFrame,
+    *,
+    customer_col: str = "customer_id",
+    key_col: str = CUSTOMER_KEY_COL,
+    key: str | bytes | None = None,
+) -> pd.DataFrame:
+    """Return ``df`` with its warehouse customer id replaced by the published pseudonymous key.
+
+    Every published table that identifies customers carries the same column, ``customer_key``
+    (``pseudonymise`` of the warehouse ``customer_id``), so the tables of different analyses join on it
+    and no raw id leaves the analyst area. ``source_ids_for`` maps keys back to source ids.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A per-customer table with ``customer_col`` as a column or as a named index level.
+    customer_col : str
+        The warehouse customer id (text).
+    key_col : str
+        Name of the key column, first in the result.
+    key : str or bytes, optional
+        The pseudonym key; default: the project's.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``key_col`` (dtype ``string``) first, ``customer_col`` dropped and a plain
+        ``RangeIndex``; the other columns keep their order.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"with_customer_key expects a pandas DataFrame, got {type(df).__name__}")
+    frame = df.reset_index() if customer_col in (df.index.names or []) else df.reset_index(drop=True)
+    require_columns(frame, [customer_col], context="with_customer_key(df)")
+    if key_col in frame.columns:
+        raise ValueError(f"with_customer_key(df): the table already has a {key_col!r} column")
+    codes, distinct = pd.factorize(frame[customer_col], use_na_sentinel=False)
+    keys = pseudonymise(pd.Series(distinct, dtype="object"), key=key).array.take(codes)  # one hash per customer
+    out = frame.drop(columns=customer_col)
+    out.insert(0, key_col, pd.array(keys, dtype="string"))
+    return out
+
+
+def source_ids_for(
+    keys: Iterable[str] | pd.Series,
+    lineage: pd.DataFrame,
+    *,
+    key: str | bytes | None = None,
+    key_col: str = CUSTOMER_KEY_COL,
+) -> pd.DataFrame:
+    """Map published customer keys back to the source records they stand for (for users entitled to it).
+
+    The warehouse's ``customer_lineage`` table names, for every source record, the warehouse customer
+    it became (its ``customer_key`` column holds the warehouse ``customer_id``). Published tables carry
+    ``pseudonymise(customer_id)`` under the pseudonym key, so whoever holds both the lineage and the
+    key recomputes the pseudonyms and joins. Without the key the mapping cannot be made.
+
+    Parameters
+    ----------
+    keys : iterable of str
+        Published keys (``cus_...``), e.g. the ``customer_key`` column of a result table.
+    lineage : pandas.DataFrame
+        The warehouse's ``customer_lineage``: ``source``, ``source_customer_id`` and ``customer_key``
+        (the warehouse customer id).
+    key : str or bytes, optional
+        The pseudonym key the tables were published with; default: the project's.
+    key_col : str
+        Name of the published key column in the result.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``key_col`` (the published key), ``customer_id`` (warehouse), ``source`` and
+        ``source_customer_id``: one row per source record of each key found (a customer merged from
+        three records gives three rows), sorted by ``key_col``, ``source``, ``source_customer_id``.
+        Keys without a match (another key, another warehouse) are left out.
+    """
+    require_columns(lineage, ["source", "source_customer_id", "customer_key"], context="source_ids_for(lineage)")
+    wanted = pd.Series(list(keys) if not isinstance(keys, pd.Series) else keys.to_numpy(), dtype="string").dropna().unique()
+    records = pd.DataFrame(
+        {
+            "customer_id": lineage["customer_key"].astype("string").to_numpy(),
+            "source": lineage["source"].astype("string").to_numpy(),
+            "source_customer_id": lineage["source_customer_id"].astype("string").to_numpy(),
+        }
+    )
+    records.insert(0, key_col, pseudonymise(records["customer_id"], key=key).to_numpy())
+    found = records[records[key_col].isin(wanted)].drop_duplicates()
+    return found.sort_values([key_col, "source", "source_customer_id"], kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -97,11 +97,10 @@ def _as_times(values: pd.Series, formats: list[str]) -> pd.Series:
     """Values as timestamps: typed ones as they are, text through the source's ``date_formats`` (ISO by default)."""
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         return values
-    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
-    for fmt in formats or ["ISO8601"]:
-        fmt = "ISO8601" if fmt.lower() == "iso8601" else fmt
-        parsed = parsed.fillna(pd.to_datetime(values.astype("string"), format=fmt, errors="coerce"))
-    return parsed
+    from crm_analytics.parsing import ISO8601, parse_datetimes
+
+    # the cleansing build's parser (named formats such as excel_serial and unix_s included); a range needs no zone
+    return parse_datetimes(values, formats=formats or [ISO8601], time_zone="UTC", business_time_zone="UTC")["value"]
 
 
 def _filled(values: pd.Series) -> bool:

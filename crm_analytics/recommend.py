@@ -16,11 +16,18 @@ products first bought in ``[split_time, split_time + horizon)``. Reported:
 precision@k, recall@k (averaged over customers), hit rate (share of customers
 with at least one hit) and catalogue coverage (share of products recommended
 to anyone).
+
+Non-merchandise (postage, fees, adjustments: the dataset's ``non_merchandise_codes``) is left out
+with ``purchases(..., exclude_products=...)``: it is then never recommended and never part of the
+evaluation. Orders without a customer (anonymous orders) belong to nobody and are left out too.
+
+Too little data: an evaluation on fewer than ``MIN_TEST_CUSTOMERS`` holdout customers is not reported
+(``evaluation_shortfall`` says why).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,10 +38,13 @@ from crm_analytics import frames, plots
 
 __all__ = [
     "ItemCF",
+    "MIN_TEST_CUSTOMERS",
     "Popularity",
     "also_bought",
     "combine_purchases",
+    "compare_models",
     "evaluate",
+    "evaluation_shortfall",
     "holdout_split",
     "plot_evaluation",
     "purchases",
@@ -47,6 +57,7 @@ def purchases(
     *,
     start=None,
     end=None,
+    exclude_products: Iterable[str] = (),
     customer_col: str = "customer_id",
     product_col: str = "product_id",
     time_col: str = "order_time",
@@ -56,10 +67,12 @@ def purchases(
     Parameters
     ----------
     orders : table with ``order_id``, ``customer_col``, ``time_col`` and optionally ``is_refund``
-        (refund rows are left out).
+        (refund rows are left out; so are orders without a customer).
     order_items : table with ``order_id`` and ``product_col``.
     start, end : timestamp-like, optional
         Only orders in ``[start, end)``.
+    exclude_products : iterable of str
+        Product ids left out (the dataset's ``non_merchandise_codes``: postage, fees, adjustments).
 
     Returns
     -------
@@ -76,8 +89,12 @@ def purchases(
         o = o.filter(o[time_col] >= pd.Timestamp(start))
     if end is not None:
         o = o.filter(o[time_col] < pd.Timestamp(end))
+    o = o.filter(o[customer_col].notnull())  # an anonymous order belongs to no customer
     o = o.select(_oid=o.order_id, _cid=o[customer_col].cast("string"), _time=o[time_col])
     lines = i.select(_oid=i.order_id, _pid=i[product_col].cast("string")).filter(lambda t: t._pid.notnull())
+    excluded = sorted({str(code) for code in exclude_products})
+    if excluded:
+        lines = lines.filter(~lines._pid.isin(excluded))
     joined = o.join(lines, "_oid")
     pairs = joined.group_by(customer_id=joined._cid, product_id=joined._pid).aggregate(
         n_orders=joined._oid.nunique(), first_time=joined._time.min(), last_time=joined._time.max()
@@ -341,6 +358,28 @@ def holdout_split(pairs_before: pd.DataFrame, pairs_after: pd.DataFrame) -> pd.D
     return after[is_new].sort_values(["customer_id", "product_id"]).reset_index(drop=True)
 
 
+# An evaluation needs this many holdout customers. The hit rate is a share of customers, so its standard
+# error is at most 0.5 / sqrt(n): 0.05 at 100 customers. Below that, differences of a few points between
+# the models (the usual size) are noise, and precision@k averages too few customers to mean anything.
+MIN_TEST_CUSTOMERS = 100
+
+
+def evaluation_shortfall(truth: pd.DataFrame, *, minimum: int = MIN_TEST_CUSTOMERS) -> str:
+    """Why the holdout ``truth`` is too small to evaluate on, or ``""`` when it has at least ``minimum`` customers.
+
+    ``truth`` is ``holdout_split``'s result (``customer_id``, ``product_id``). The message reads
+    ``too little data (n = 12 test customers, needs 100): ...``.
+    """
+    frames.require_columns(truth, ["customer_id"], context="evaluation_shortfall(truth)")
+    if minimum < 1:
+        raise ValueError(f"minimum must be at least 1 test customer, got {minimum}")
+    n_customers = int(truth["customer_id"].nunique())
+    if n_customers >= minimum:
+        return ""
+    return (f"too little data (n = {n_customers:,} test customers, needs {minimum:,}): the offline evaluation is not reported, "
+            f"because below that the hit rate's standard error (up to 0.5 / sqrt(n)) swamps the differences between the models")
+
+
 def evaluate(recommendations: pd.DataFrame, truth: pd.DataFrame, *, k: int = 10, n_products: int) -> pd.DataFrame:
     """Offline metrics of top-``k`` recommendations against a holdout truth.
 
@@ -386,12 +425,47 @@ def evaluate(recommendations: pd.DataFrame, truth: pd.DataFrame, *, k: int = 10,
     )
 
 
-def plot_evaluation(comparison: pd.DataFrame, *, ax=None):
-    """Bars of precision@k, recall@k and hit rate per model (``comparison`` has ``model`` and the metric columns)."""
+EVALUATION_COLUMNS = ["model", "n_customers", "precision_at_k", "recall_at_k", "hit_rate", "coverage_pct", "k"]
+
+
+def compare_models(models: Mapping[str, "_Recommender"], train: pd.DataFrame, truth: pd.DataFrame, *,
+                   products: Sequence[str], k: int = 10) -> pd.DataFrame:
+    """Fit each model on ``train`` and ``evaluate`` its top-``k`` for the customers of ``truth``.
+
+    Parameters
+    ----------
+    models : mapping of name to an unfitted ``ItemCF`` or ``Popularity`` (each is fitted here)
+    train, truth : ``purchases`` before the split and ``holdout_split``'s result
+    products : the catalogue (product ids that may be recommended; its size gives the coverage)
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model: ``model`` and ``evaluate``'s columns; empty (same columns) without models,
+        e.g. when ``evaluation_shortfall`` said the holdout is too small.
+    """
+    catalogue = list(dict.fromkeys(map(str, products)))
+    rows = [
+        evaluate(model.fit(train, products=catalogue).recommend(truth.customer_id.unique(), n=k), truth, k=k,
+                 n_products=len(catalogue)).assign(model=name)
+        for name, model in models.items()
+    ]
+    if not rows:
+        return pd.DataFrame({c: pd.Series([], dtype="object" if c == "model" else "float64") for c in EVALUATION_COLUMNS})
+    return pd.concat(rows, ignore_index=True)[EVALUATION_COLUMNS]
+
+
+def plot_evaluation(comparison: pd.DataFrame, *, ax=None, empty_message: str = "no evaluation: no holdout customers"):
+    """Bars of precision@k, recall@k and hit rate per model (``comparison`` has ``model`` and the metric columns).
+
+    Without rows, an empty state says ``empty_message`` (e.g. ``evaluation_shortfall``'s reason).
+    """
     plots.set_style()
-    ax = plots.new_axes(ax, figsize=(7, 3.2))
     metrics = ["precision_at_k", "recall_at_k", "hit_rate"]
     frames.require_columns(comparison, ["model", *metrics], context="plot_evaluation(comparison)")
+    if comparison.empty:
+        return plots.empty_state(ax, empty_message, title="Offline evaluation")
+    ax = plots.new_axes(ax, figsize=(7, 3.2))
     long = comparison.melt(id_vars="model", value_vars=metrics, var_name="metric", value_name="value")
     import seaborn as sns
 

@@ -44,6 +44,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .failed, .timeout, .kernel_died, .truncated, .crashed { background: #ffe3e3; color: #8a1c1c; }
 .skipped_locked, .not_applicable, .running, .never { background: #eef2f7; color: #52606d; }
 .alert { color: #8a1c1c; font-weight: 600; }
+.warnings { background: #fff4d6; color: #8a5a00; }
 .warn { border-left: 3px solid #d64545; padding-left: .5rem; }
 a { color: #0b69a3; }
 small { color: #7b8794; }
@@ -120,6 +121,22 @@ def _badge(status: str | None) -> str:
     return f'<span class="status {_esc(css)}">{_esc(label.replace("_", " "))}</span>'
 
 
+def warnings_badge(record: dict | None) -> str:
+    """An amber badge counting the warnings of a run record (``run.json``'s ``warnings``), ``""`` without any.
+
+    The badge's tooltip lists every warning; the first one is written out below it, so a run that
+    succeeded with too little data or a fit that did not converge is visibly not a clean success.
+    """
+    found = [w for w in (record or {}).get("warnings") or [] if isinstance(w, dict)]
+    if not found:
+        return ""
+    lines = [f"{w.get('section')}: {w.get('message')}" if w.get("section") else str(w.get("message")) for w in found]
+    label = f"{len(found)} warning" + ("s" if len(found) > 1 else "")
+    tooltip = "&#10;".join(_esc(line) for line in lines)  # one line per warning, the row stays one line of HTML
+    return (f'<br><span class="status warnings" title="{tooltip}">{_esc(label)}</span>'
+            f"<br><small>{_esc(lines[0])}</small>")
+
+
 def _link(href: str, text: str) -> str:
     return f'<a href="{_esc(href)}">{_esc(text)}</a>'
 
@@ -144,7 +161,8 @@ def _row(summary: AnalysisSummary, pages_url: str | None) -> str:
     live = _link(f"{pages_url.rstrip('/')}/voila/render/{name}.ipynb", "live page") if pages_url and is_page else ""
     cells = [
         f"<strong>{_esc(name)}</strong>",
-        _badge((last or {}).get("status")) + (f"<br><small>{_esc(last['reason'])}</small>" if (last or {}).get("reason") else ""),
+        _badge((last or {}).get("status")) + (f"<br><small>{_esc(last['reason'])}</small>" if (last or {}).get("reason") else "")
+        + warnings_badge(last),
         _esc(_when(last)),
         f'<span class="num">{_esc(_duration(last))}</span>',
         alert_cell,
@@ -203,7 +221,8 @@ def render_index(
     body = (
         f"{up}"
         f'<p class="meta">Generated {_esc(generated)}. Alerts count rows of the latest good run\'s alerts table. '
-        "A failure newer than the latest good run is shown in red; the good report stays available.</p>\n"
+        "A failure newer than the latest good run is shown in red; the good report stays available. "
+        "Amber counts the warnings of a run that succeeded (too little data, a fit that did not converge).</p>\n"
         f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
     )
     return _page(dataset_heading(dataset), dataset_heading(dataset), body)

@@ -128,14 +128,18 @@ REQUIREMENTS: dict[str, Requirement] = {
         Requirement("forecast", required={"orders": ("order_time", "order_amount")}),
         Requirement(
             "kpi",
-            required={"orders": _ORDERS, "customers": _CUSTOMERS},
+            # each KPI needs its own tables (the catalogue); without orders the order KPIs are left out and
+            # the window ends with the pipeline, so a B2B export still gets its sales KPIs
+            required={"customers": _CUSTOMERS},
             optional={
-                "campaigns": "marketing KPIs (cost per acquisition and lead, ROI)",
+                "orders": "order KPIs (revenue, orders, active customers, retention, realised CLV) and the sales cube",
+                "campaigns": "marketing KPIs (cost per acquisition and lead, ROI, channel efficiency)",
                 "touchpoints": "campaign conversion and ROI per channel",
-                "opportunities": "sales KPIs (win rate, sales cycle, open pipeline, cost per lead)",
-                "web_events": "funnel conversion",
-                "surveys": "satisfaction KPIs (NPS, CSAT)",
-                "support_tickets": "service KPIs (resolution, response time, escalation)",
+                "opportunities": "sales KPIs (win rate, sales cycle, lead conversion time, open pipeline, cost per lead, per-rep counts and rates)",
+                "opportunity_stage_history": "lead quality (leads that become qualified opportunities)",
+                "web_events": "funnel conversion and customer engagement",
+                "surveys": "satisfaction KPIs (NPS, CSAT, service satisfaction)",
+                "support_tickets": "service KPIs (resolution rate and time, response time, escalation)",
             },
         ),
         Requirement(

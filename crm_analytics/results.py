@@ -6,6 +6,10 @@ CSV of every result table) and ``figures/`` (PNG). Notebooks call
 injects; with an empty ``output_dir`` (an analyst iterating in JupyterLab)
 nothing is written. Stakeholder pages read the last successful run's tables
 with ``load_latest_table``.
+
+CSV files are for spreadsheets: every CSV the project writes goes through ``write_csv``, which
+puts a single quote in front of text a spreadsheet would run as a formula (``=``, ``+``, ``-``,
+``@``, tab, carriage return; OWASP "CSV Injection"). The Parquet files keep the raw values.
 """
 
 from __future__ import annotations
@@ -46,12 +50,66 @@ def save_table(df: pd.DataFrame, name: str, *, output_dir: str | Path | None) ->
         return None
     folder = Path(output_dir) / "tables"
     folder.mkdir(parents=True, exist_ok=True)
-    frame = df.reset_index() if any(n is not None for n in df.index.names) else df
+    frame = df.reset_index() if any(n is not None for n in df.index.names) else df.copy(deep=False)
     frame.columns = [str(c) for c in frame.columns]
     parquet_path = folder / f"{_checked_name(name)}.parquet"
     frame.to_parquet(parquet_path, index=False)
-    frame.to_csv(folder / f"{name}.csv", index=False)
+    write_csv(frame, folder / f"{name}.csv")
     return SavedPath(parquet_path)
+
+
+# Leading characters that make Excel or LibreOffice read a cell as a formula (OWASP "CSV Injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Text that is only a decimal number (``-5``, ``+3.5``, ``-1e3``): a spreadsheet reads it as that number and runs nothing.
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def spreadsheet_safe_text(value):
+    """Return ``value`` with a single quote in front when it is text a spreadsheet would run as a formula.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is prefixed with ``'``
+    (OWASP "CSV Injection"), unless it is only a decimal number such as ``-5``. Anything that is
+    not a ``str`` (numbers, dates, missing values) is returned unchanged.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) and not _PLAIN_NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy of ``df`` whose text cells and column names cannot run as spreadsheet formulas.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Any table about to be written as CSV. It is not modified.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The same rows and columns; every text cell (and column name) that ``spreadsheet_safe_text``
+        escapes starts with ``'``. Numeric, boolean and date columns are returned as they are, so a
+        numeric column's ``-5`` stays the number -5. Text columns come back as ``object`` dtype.
+        Parquet files keep the raw values: only CSV, which spreadsheets open, is escaped.
+    """
+    out = df.copy()
+    for position in range(out.shape[1]):
+        column = out.iloc[:, position]
+        if pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column) or isinstance(column.dtype, pd.CategoricalDtype):
+            out.isetitem(position, column.astype(object).map(spreadsheet_safe_text))
+    out.columns = [spreadsheet_safe_text(c) for c in out.columns]
+    return out
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` (without its index) as a CSV file a spreadsheet opens without running any cell.
+
+    Every CSV the project publishes goes through here (``spreadsheet_safe``). Lines end in CRLF as
+    RFC 4180 says, so a cell holding a carriage return is quoted rather than read as a line break.
+    Returns ``path``.
+    """
+    spreadsheet_safe(df).to_csv(path, index=False, lineterminator="\r\n")
+    return Path(path)
 
 
 def save_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = FIGURE_DPI) -> Path | None:
@@ -140,3 +198,79 @@ def read_warnings(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def note_anonymous_orders(
+    orders,
+    *,
+    output_dir: str | Path | None,
+    left_out: str = "the customer-level figures",
+    section: str = "",
+    dataset: str | None = None,
+    currency: str | None = None,
+    locale: str | None = None,
+    customer_col: str = "customer_id",
+    amount_col: str = "order_amount",
+) -> pd.DataFrame:
+    """Say in the report how many orders have no customer and what share of revenue they hold (a ``data_note`` warning).
+
+    Nothing is shown when every order has a customer. ``orders`` is a pandas DataFrame or Ibis table with
+    ``customer_col`` and ``amount_col``; ``left_out`` names what the report leaves them out of. The amount is
+    written in ``currency`` and ``locale``, by default those of ``dataset`` (a notebook's ``dataset``
+    parameter; empty: the default dataset). Returns ``frames.anonymous_orders``.
+    """
+    from crm_analytics import frames, money
+
+    counts = frames.anonymous_orders(orders, customer_col=customer_col, amount_col=amount_col)
+    row = counts.iloc[0]
+    if row["n_anonymous_orders"] > 0:
+        currency, locale = _money_format(dataset, currency, locale)
+        share = "" if pd.isna(row["anonymous_revenue_pct"]) else f", {row['anonymous_revenue_pct']:.1f}% of net revenue"
+        message = (f"{int(row['n_anonymous_orders']):,} of {int(row['n_orders']):,} orders ({row['anonymous_orders_pct']:.1f}%) have no customer "
+                   f"({money.format_money(row['anonymous_revenue_amount'], currency, locale)}{share}): they count in revenue "
+                   f"and are left out of {left_out}.")
+        warn(message, output_dir=output_dir, kind="data_note", section=section)
+    return counts
+
+
+def note_excluded_products(
+    order_items,
+    *,
+    exclude_products,
+    output_dir: str | Path | None,
+    left_out: str = "the product analyses",
+    section: str = "",
+    dataset: str | None = None,
+    currency: str | None = None,
+    locale: str | None = None,
+    product_col: str = "product_id",
+) -> pd.DataFrame:
+    """Say in the report how many order lines (and what value) a product analysis leaves out as non-merchandise.
+
+    ``exclude_products`` are the dataset's ``non_merchandise_codes``; nothing is shown when no line has one.
+    Money is written as in ``note_anonymous_orders``. Returns ``frames.excluded_lines``.
+    """
+    from crm_analytics import frames, money
+
+    counts = frames.excluded_lines(order_items, exclude_products=exclude_products, product_col=product_col)
+    row = counts.iloc[0]
+    if row["n_excluded_lines"] > 0:
+        currency, locale = _money_format(dataset, currency, locale)
+        value = "" if pd.isna(row["excluded_line_amount"]) else (
+            f"; {money.format_money(row['excluded_line_amount'], currency, locale)}"
+            + ("" if pd.isna(row["excluded_amount_pct"]) else f", {row['excluded_amount_pct']:.1f}% of the line value"))
+        message = (f"{int(row['n_excluded_lines']):,} of {int(row['n_lines']):,} order lines ({row['excluded_lines_pct']:.1f}%{value}) carry "
+                   f"{int(row['n_excluded_products']):,} non-merchandise codes (postage, fees, adjustments) and are left out of {left_out}; "
+                   f"revenue keeps them.")
+        warn(message, output_dir=output_dir, kind="data_note", section=section)
+    return counts
+
+
+def _money_format(dataset: str | None, currency: str | None, locale: str | None) -> tuple[str, str]:
+    """The currency and locale to write an amount in: those given, else ``dataset``'s (empty: the default dataset's)."""
+    if currency and locale:
+        return currency, locale
+    from crm_analytics import datasets
+
+    spec = datasets.load_dataset(dataset or None)
+    return currency or spec.currency, locale or spec.locale

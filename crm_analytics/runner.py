@@ -93,7 +93,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
-from crm_analytics import datasets, kernels, paths
+from crm_analytics import datasets, kernels, parameter_types, paths
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +306,21 @@ def check_parameters(analysis: str, values: Mapping[str, Any], declared: Iterabl
         )
 
 
+def check_parameter_types(
+    analysis: str, values: Mapping[str, Any], declared: Mapping[str, Mapping[str, Any]], *, origins: Mapping[str, str] | None = None
+) -> None:
+    """Raise :class:`ParameterError` when a value does not fit the type of the notebook's default.
+
+    Dates must parse as ISO dates, ints be ints, choices among the allowed values
+    (:mod:`crm_analytics.parameter_types`); the message names the parameter, the value, where it
+    came from (``origins``) and the expected type. ``dataset`` and ``output_dir`` are the runner's own.
+    """
+    try:
+        parameter_types.check_types(analysis, values, declared, origins=origins, skip=(DATASET_PARAMETER, "output_dir"))
+    except parameter_types.TypeMismatch as exc:
+        raise ParameterError(str(exc)) from None
+
+
 def choose_dataset(*, explicit: Any = None, given: str | None = None, from_files: Any = None) -> str:
     """Return the dataset a run reads and check that it exists.
 
@@ -373,18 +388,24 @@ def _resolve(
     """:func:`resolve_parameters` plus the chosen dataset (also for notebooks that do not declare it)."""
     root = Path(parameters_root) if parameters_root else paths.parameters_dir()
     merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # parameter -> where its value came from, for type errors
     default = root / analysis / "default.yaml"
     if default.is_file():
         merged.update(load_parameters_file(default))
+        origins.update(dict.fromkeys(merged, str(default)))
     if parameters_file:
-        merged.update(load_parameters_file(parameters_file))
+        from_file = load_parameters_file(parameters_file)
+        merged.update(from_file)
+        origins.update(dict.fromkeys(from_file, str(parameters_file)))
     explicit = dict(parameters or {})
+    origins.update(dict.fromkeys(explicit, "the explicit parameters (-p)"))
     chosen = choose_dataset(
         explicit=explicit.get(DATASET_PARAMETER), given=dataset, from_files=merged.get(DATASET_PARAMETER)
     )
     merged.update(explicit)
     declared = declared_parameters(notebook)
     check_parameters(analysis, merged, declared)
+    check_parameter_types(analysis, merged, declared, origins=origins)
     for key, value in merged.items():
         if key.endswith(("_path", "_dir")) and isinstance(value, str) and value:
             merged[key] = str(paths.resolve(value, Path(value)))
@@ -974,7 +995,8 @@ def inapplicable_reason(analysis: str, warehouse: str | Path) -> str | None:
     declaration in :mod:`crm_analytics.requirements`, a warehouse that does not exist yet or cannot
     be read (the notebook then reports the problem itself).
     """
-    from crm_analytics import requirements, warehouse as warehouse_module  # ibis loads only when a run starts
+    from crm_analytics import requirements  # ibis loads only when a run starts
+    from crm_analytics import warehouse as warehouse_module
 
     if analysis == CLEANSING or not requirements.is_declared(analysis) or not Path(warehouse).is_file():
         return None

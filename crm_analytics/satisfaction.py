@@ -1,5 +1,5 @@
 """Satisfaction: NPS with confidence intervals, CSAT by group and over time, scores that predict churn,
-and keyword / theme counts of free-text comments in Chinese and English.
+and keyword / theme counts of free-text comments in Chinese, English and Portuguese.
 
 Definitions
 -----------
@@ -34,7 +34,9 @@ from crm_analytics import frames, plots
 
 BANDS = ("detractor", "passive", "promoter")
 _CJK = re.compile(r"[\u3400-\u9fff]")
+_CJK_RUN = re.compile(r"([\u3400-\u9fff]+)")
 _WORD = re.compile(r"^[\w\u3400-\u9fff]+$")
+_LATIN_WORD = re.compile(r"\w+")  # letters with accents included (jieba would cut "preço" into "pre", "ç", "o")
 
 STOPWORDS = frozenset(
     """
@@ -43,18 +45,20 @@ STOPWORDS = frozenset(
     here will would can could should have has had do does did get got after before again also all any some
     的 了 是 我 你 他 她 它 们 我们 也 很 都 就 还 又 和 与 及 在 有 没有 没 不 会 要 这 那 个 吧 啊 呢 吗 哦 嗯
     非常 比较 一个 一下 有点 太 再 就是 但是 而且 因为 所以 可以
+    de da do das dos em no na nos nas um uma uns umas com para por que não nao muito mas se ao os foi é meu minha
     """.split()
 )
 
 # Themes: a theme is counted for a comment when any of its terms is one of the comment's tokens.
 THEMES: dict[str, tuple[str, ...]] = {
-    "delivery": ("物流", "快递", "配送", "发货", "送货", "delivery", "shipping", "shipped", "courier", "late", "faster", "slow"),
-    "packaging": ("包装", "破损", "packaging", "package", "box", "damaged"),
-    "quality": ("质量", "品质", "做工", "quality", "broke", "broken", "defect", "defective"),
-    "price": ("价格", "贵", "便宜", "优惠", "price", "expensive", "cheap", "discount"),
-    "service": ("客服", "服务", "态度", "service", "support", "staff", "rude"),
-    "refund": ("退款", "退货", "refund", "return", "returns"),
-    "loyalty": ("推荐", "再买", "回购", "满意", "again", "recommend", "love", "great"),
+    "delivery": ("物流", "快递", "配送", "发货", "送货", "delivery", "shipping", "shipped", "courier", "late", "faster", "slow",
+                 "entrega", "entregue", "prazo", "atraso", "atrasou", "atrasado", "frete", "chegou"),
+    "packaging": ("包装", "破损", "packaging", "package", "box", "damaged", "embalagem", "caixa", "danificado", "amassado"),
+    "quality": ("质量", "品质", "做工", "quality", "broke", "broken", "defect", "defective", "qualidade", "defeito", "quebrado", "quebrou"),
+    "price": ("价格", "贵", "便宜", "优惠", "price", "expensive", "cheap", "discount", "preço", "caro", "barato", "desconto"),
+    "service": ("客服", "服务", "态度", "service", "support", "staff", "rude", "atendimento", "suporte", "vendedor"),
+    "refund": ("退款", "退货", "refund", "return", "returns", "reembolso", "devolução", "estorno", "troca"),
+    "loyalty": ("推荐", "再买", "回购", "满意", "again", "recommend", "love", "great", "recomendo", "ótimo", "excelente", "adorei"),
 }
 
 
@@ -341,9 +345,9 @@ def churn_by_score(frame: pd.DataFrame, *, score_col: str = "nps_score", target_
 # --------------------------------------------------------------------------------------------
 
 
-def language(text: str) -> str:
-    """``"zh"`` when the text has a CJK character, else ``"en"``."""
-    return "zh" if _CJK.search(text or "") else "en"
+def language(text: str, *, latin_language: str = "en") -> str:
+    """``"zh"`` when the text has a CJK character, else ``latin_language`` (the dataset's language of other text)."""
+    return "zh" if _CJK.search(text or "") else latin_language
 
 
 def _jieba():
@@ -356,7 +360,8 @@ def _jieba():
 def tokenise(text: str | None, *, stopwords: Iterable[str] = STOPWORDS) -> list[str]:
     """Split a Chinese, English or mixed comment into keywords.
 
-    Chinese is segmented with jieba (precise mode); Latin words are lower-cased.
+    Chinese is segmented with jieba (precise mode); other text is split into words (accented letters
+    kept, as Portuguese needs) and lower-cased.
     Punctuation, digits-only tokens, one-letter Latin tokens and stopwords are dropped.
     Returns the tokens in order (repeats kept).
     """
@@ -364,7 +369,7 @@ def tokenise(text: str | None, *, stopwords: Iterable[str] = STOPWORDS) -> list[
         return []
     stop = stopwords if isinstance(stopwords, (set, frozenset)) else set(stopwords)
     tokens = []
-    for raw in _jieba().lcut(str(text)):
+    for raw in _words(str(text)):
         token = raw.strip().lower()
         if not token or not _WORD.match(token) or token.isdigit() or token in stop:
             continue
@@ -374,13 +379,25 @@ def tokenise(text: str | None, *, stopwords: Iterable[str] = STOPWORDS) -> list[
     return tokens
 
 
+def _words(text: str) -> list[str]:
+    """Chinese runs segmented by jieba, the rest split into words; in order."""
+    words: list[str] = []
+    for part in _CJK_RUN.split(text):
+        if not part:
+            continue
+        words += _jieba().lcut(part) if _CJK.match(part) else _LATIN_WORD.findall(part)
+    return words
+
+
 def comment_tokens(
-    surveys: pd.DataFrame, *, text_col: str = "comment", score_col: str = "nps_score", stopwords: Iterable[str] = STOPWORDS
+    surveys: pd.DataFrame, *, text_col: str = "comment", score_col: str = "nps_score", stopwords: Iterable[str] = STOPWORDS,
+    latin_language: str = "en",
 ) -> pd.DataFrame:
     """One row per distinct keyword of each comment: ``comment_index``, ``score_band``, ``language``, ``keyword``.
 
     ``comment_index`` is the row position in ``surveys`` (no text is returned). Rows without a
     comment are skipped. Surveys must be a pandas DataFrame with ``text_col`` and ``score_col``.
+    ``latin_language`` labels comments without Chinese characters (the dataset's other language, e.g. ``pt``).
     """
     frames.require_columns(surveys, [text_col, score_col], context="comment_tokens(surveys)")
     data = surveys[[text_col, score_col]].reset_index(drop=True)
@@ -388,7 +405,7 @@ def comment_tokens(
     bands = score_band(data[score_col])
     stop = frozenset(stopwords)
     texts = data[text_col].astype(str)
-    vocabulary = {text: (language(text), list(dict.fromkeys(tokenise(text, stopwords=stop)))) for text in texts.unique()}
+    vocabulary = {text: (language(text, latin_language=latin_language), list(dict.fromkeys(tokenise(text, stopwords=stop)))) for text in texts.unique()}
     rows = [(index, band, vocabulary[text][0], token) for index, text, band in zip(data.index, texts, bands) for token in vocabulary[text][1]]
     return pd.DataFrame(rows, columns=["comment_index", "score_band", "language", "keyword"]).astype(
         {"score_band": "string", "language": "string", "keyword": "string"}
@@ -439,6 +456,15 @@ def theme_counts(tokens: pd.DataFrame, *, themes: Mapping[str, Sequence[str]] = 
     return counts.sort_values(["score_band", "n_comments"], ascending=[True, False]).reset_index(drop=True)
 
 
+def no_themes_message(tokens: pd.DataFrame, *, min_comments: int = 5) -> str:
+    """Why ``theme_counts`` found nothing to show, with the number of comments read (``tokens`` from ``comment_tokens``)."""
+    frames.require_columns(tokens, ["comment_index"], context="no_themes_message(tokens)")
+    n_comments = int(tokens["comment_index"].nunique())
+    if not n_comments:
+        return "no comment to read (n comments = 0)"
+    return f"no theme is mentioned in {min_comments} comments or more (n comments = {n_comments:,})"
+
+
 # --------------------------------------------------------------------------------------------
 # Plots
 # --------------------------------------------------------------------------------------------
@@ -447,8 +473,10 @@ def theme_counts(tokens: pd.DataFrame, *, themes: Mapping[str, Sequence[str]] = 
 def plot_nps_trend(summary: pd.DataFrame, *, ax=None):
     """NPS per period with its confidence band (``nps_summary(..., grain=...)`` without ``by``)."""
     plots.set_style()
-    ax = plots.new_axes(ax, figsize=(8, 3.5))
     frames.require_columns(summary, ["period_start", "nps", "nps_lower", "nps_upper"], context="plot_nps_trend(summary)")
+    if summary.empty:
+        return plots.empty_state(ax, "no NPS score in the surveys (n responses = 0)", title="Net Promoter Score over time")
+    ax = plots.new_axes(ax, figsize=(8, 3.5))
     ax.fill_between(summary.period_start, summary.nps_lower, summary.nps_upper, alpha=0.2, linewidth=0, label="95% interval")
     ax.plot(summary.period_start, summary.nps, marker="o", markersize=3, label="NPS")
     ax.axhline(0, color="grey", linewidth=0.8)
@@ -459,8 +487,10 @@ def plot_nps_trend(summary: pd.DataFrame, *, ax=None):
 
 
 def plot_score_by_group(summary: pd.DataFrame, *, by: str, value: str = "csat_pct", lower: str = "csat_lower", upper: str = "csat_upper", ax=None):
-    """Horizontal bars of a score per group with its interval (e.g. CSAT by province)."""
+    """Horizontal bars of a score per group with its interval (e.g. CSAT by province); an empty state without groups."""
     plots.set_style()
+    if summary.empty:
+        return plots.empty_state(ax, f"no group of {by} with enough responses", title=f"{value} by {by}")
     data = summary.sort_values(value)
     ax = plots.new_axes(ax, figsize=(7, 0.3 * len(data) + 1.2))
     y = np.arange(len(data))
@@ -472,11 +502,14 @@ def plot_score_by_group(summary: pd.DataFrame, *, by: str, value: str = "csat_pc
     return ax
 
 
-def plot_theme_heatmap(themes: pd.DataFrame, *, ax=None):
-    """Share of comments mentioning each theme, by score band (a heatmap)."""
+def plot_theme_heatmap(themes: pd.DataFrame, *, ax=None, empty_message: str = "no theme is mentioned in enough comments"):
+    """Share of comments mentioning each theme, by score band (a heatmap); without themes, an empty state saying ``empty_message``."""
     import seaborn as sns
 
     plots.set_style()
+    frames.require_columns(themes, ["theme", "score_band", "share_pct"], context="plot_theme_heatmap(themes)")
+    if themes.empty:
+        return plots.empty_state(ax, empty_message, title="Comment themes by score band")
     ax = plots.new_axes(ax, figsize=(7, 3.5))
     grid = themes.pivot_table(index="theme", columns="score_band", values="share_pct", aggfunc="sum")
     grid = grid.reindex(columns=[b for b in BANDS if b in set(themes.score_band)]).astype(float)
@@ -487,8 +520,10 @@ def plot_theme_heatmap(themes: pd.DataFrame, *, ax=None):
 
 
 def plot_churn_by_band(table: pd.DataFrame, *, ax=None):
-    """Churn rate per NPS band with Wilson intervals (``churn_by_score``)."""
+    """Churn rate per NPS band with Wilson intervals (``churn_by_score``); an empty state without surveyed customers."""
     plots.set_style()
+    if table.empty:
+        return plots.empty_state(ax, "no surveyed customer with an order before the churn date (n customers = 0)", title="Churn by NPS band")
     ax = plots.new_axes(ax, figsize=(5, 3.2))
     colours = {"detractor": plots.STATUS_COLOURS["red"], "passive": plots.STATUS_COLOURS["amber"], "promoter": plots.STATUS_COLOURS["green"]}
     x = np.arange(len(table))

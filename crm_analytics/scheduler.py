@@ -247,8 +247,20 @@ def parse_schedule(raw: Any, *, source: Path | None = None, dataset: str | None 
     return ScheduleConfig(jobs=jobs, misfire_grace_time=grace, timezone=zone, source=source, dataset=default_dataset)
 
 
-def load_schedule(path: str | Path | None = None, *, dataset: str | None = None) -> ScheduleConfig:
-    """Read and validate ``schedule.yaml`` (default ``parameters/schedule.yaml``); ``dataset`` as in :func:`parse_schedule`."""
+def load_schedule(
+    path: str | Path | None = None,
+    *,
+    dataset: str | None = None,
+    check_jobs: bool = True,
+    notebook_dir: str | Path | None = None,
+    parameters_root: str | Path | None = None,
+) -> ScheduleConfig:
+    """Read and validate ``schedule.yaml`` (default ``parameters/schedule.yaml``); ``dataset`` as in :func:`parse_schedule`.
+
+    With ``check_jobs`` (the default) every job is also checked as the runner would check it when it
+    fires (:func:`check_jobs_can_run`, with the runner's ``notebook_dir`` and ``parameters_root``), so a
+    mistake is reported when the schedule is loaded rather than at fire time.
+    """
     path = Path(path) if path else schedule_file()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -256,7 +268,42 @@ def load_schedule(path: str | Path | None = None, *, dataset: str | None = None)
         raise ScheduleError(f"schedule file not found: {path}") from None
     except yaml.YAMLError as exc:
         raise ScheduleError(f"schedule file {path} is not valid YAML: {exc}") from None
-    return parse_schedule(raw, source=path, dataset=dataset)
+    try:
+        config = parse_schedule(raw, source=path, dataset=dataset)
+    except ScheduleError as exc:
+        raise ScheduleError(f"{path}: {exc}") from None
+    if check_jobs:
+        check_jobs_can_run(config, notebook_dir=notebook_dir, parameters_root=parameters_root)
+    return config
+
+
+def job_parameters_file(job: ScheduledJob) -> str | None:
+    """The absolute path of a job's parameter file (a relative one is taken from the checkout), or ``None``."""
+    if not job.parameters:
+        return None
+    given = Path(job.parameters)
+    return str(given if given.is_absolute() else paths.code_root() / given)
+
+
+def check_jobs_can_run(
+    config: ScheduleConfig, *, notebook_dir: str | Path | None = None, parameters_root: str | Path | None = None
+) -> None:
+    """Raise :class:`ScheduleError` for the first job the runner would refuse when it fires.
+
+    Checks, per job and before any kernel: the analysis has a notebook (else the closest name), the
+    parameter file exists and its keys and value types fit the notebook, and the dataset exists.
+    The message names the schedule file, the job and the problem.
+    """
+    from crm_analytics import runner
+
+    for job in config.jobs:
+        try:
+            notebook = runner.notebook_path(job.analysis, notebook_dir)
+            runner.resolve_parameters(job.analysis, notebook=notebook, parameters_file=job_parameters_file(job),
+                                      parameters_root=parameters_root, dataset=job.dataset)
+        except runner.RunnerError as exc:
+            where = f"{config.source}: " if config.source else ""
+            raise ScheduleError(f"{where}schedule job {job.id!r}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- the run log
@@ -430,15 +477,11 @@ def report_crashed_runs(run_log: RunLog, output_root: str | Path | None = None) 
 
 
 def _job_kwargs(job: ScheduledJob, log_path: Path, runner_options: Mapping[str, Any]) -> dict:
-    parameters = None
-    if job.parameters:  # relative to the checkout, like the crontab lines (cd <root>)
-        given = Path(job.parameters)
-        parameters = str(given if given.is_absolute() else paths.code_root() / given)
     return {
         "job_id": job.id,
         "analysis": job.analysis,
         "dataset": job.dataset,
-        "parameters_file": parameters,
+        "parameters_file": job_parameters_file(job),  # relative to the checkout, like the crontab lines (cd <root>)
         "retries": job.retries,
         "retry_delay_s": job.retry_delay_s,
         "log_path": str(log_path),
@@ -561,8 +604,8 @@ def run_schedule(
     runner_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Run the schedule in the foreground until interrupted (the ``schedule run`` command)."""
-    config = config or load_schedule()
     options = dict(runner_options or {})
+    config = config or load_schedule(notebook_dir=options.get("notebook_dir"), parameters_root=options.get("parameters_root"))
     scheduler = build_scheduler(config, jobstore_url=jobstore_url, runner_options=options)
     run_log: RunLog = scheduler.run_log  # type: ignore[attr-defined]
     run_log.write("scheduler_start", jobs=[job.id for job in config.jobs], misfire_grace_time_s=config.misfire_grace_time)

@@ -39,6 +39,12 @@ class Column:
 
     ``key`` marks the primary key (unique, required); ``required`` columns must
     be present in every source mapped onto the table and must not be null.
+
+    ``values`` is the vocabulary of a categorical column: the only values it may hold
+    in the warehouse (a dataset maps its own spellings onto them with ``value_maps``;
+    any other value is ``unknown_value``, see ``crm_analytics.cleansing.vocabulary``).
+    ``categorical`` marks a coded column whose values are open (a product category, a
+    lead source): spelled one way and mappable, but any value is accepted.
     """
 
     name: str
@@ -46,10 +52,19 @@ class Column:
     description: str
     required: bool = False
     key: bool = False
+    values: tuple[str, ...] | None = None
+    categorical: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in _DUCKDB_TYPES:
             raise ValueError(f"column {self.name!r}: unknown type {self.dtype!r}; use one of {sorted(_DUCKDB_TYPES)}")
+        if self.values is not None and (self.dtype != "string" or not self.values):
+            raise ValueError(f"column {self.name!r}: a vocabulary (values) needs a non-empty tuple on a string column")
+
+    @property
+    def is_categorical(self) -> bool:
+        """Whether the column holds codes (a closed vocabulary or an open list), so a dataset may map its values."""
+        return self.categorical or self.values is not None
 
     @property
     def duckdb_type(self) -> str:
@@ -85,6 +100,11 @@ class Table:
         """The primary-key columns."""
         return [c.name for c in self.columns if c.key]
 
+    @property
+    def categorical_columns(self) -> list[str]:
+        """Columns holding codes (closed vocabularies and open lists), which a dataset's ``value_maps`` may map."""
+        return [c.name for c in self.columns if c.is_categorical]
+
     def column(self, name: str) -> Column:
         """Return one column by name; ``KeyError`` names the table and its columns."""
         for c in self.columns:
@@ -93,8 +113,18 @@ class Table:
         raise KeyError(f"table {self.name!r} has no column {name!r}; it has {self.column_names}")
 
 
-def _c(name: str, dtype: str, description: str, *, required: bool = False, key: bool = False) -> Column:
-    return Column(name, dtype, description, required=required, key=key)
+def _c(name: str, dtype: str, description: str, *, required: bool = False, key: bool = False,
+       values: tuple[str, ...] | None = None, categorical: bool = False) -> Column:
+    return Column(name, dtype, description, required=required, key=key, values=values, categorical=categorical)
+
+
+# Vocabularies shared by several columns. "other" lets a dataset map a value no listed one fits.
+ORDER_CHANNELS = ("web", "app", "mini_program", "store", "call_centre", "marketplace", "wholesale", "other")
+MARKETING_CHANNELS = ("email", "sms", "wechat", "push", "paid_search", "social", "display", "affiliate", "direct_mail", "other")
+TRAFFIC_CHANNELS = ("direct", "organic_search", "paid_search", "social", "email", "sms", "display", "affiliate", "referral", "other")
+ACQUISITION_CHANNELS = ("organic_search", "paid_search", "social", "email", "display", "affiliate", "referral", "direct",
+                        "store", "call_centre", "other", "unknown")
+OPPORTUNITY_STAGES = ("lead", "qualified", "proposal", "negotiation", "won", "lost")
 
 
 CUSTOMERS = Table(
@@ -105,14 +135,14 @@ CUSTOMERS = Table(
         _c("full_name", "string", "Name as given (Chinese or Latin script); personal data"),
         _c("email", "string", "E-mail address; personal data"),
         _c("phone", "string", "Phone number; personal data"),
-        _c("gender", "string", "F, M or unknown"),
+        _c("gender", "string", "Gender", values=("F", "M", "unknown")),
         _c("birth_date", "date", "Date of birth"),
         _c("province", "string", "Province or state (canonical English name, e.g. Guangdong)"),
         _c("city", "string", "City (canonical English name, e.g. Shenzhen)"),
         _c("country", "string", "Country as the source writes it (e.g. France, EIRE); never a province"),
         _c("person_key", "string", "A person identifier known to the source (e.g. a customer number shared by several exports): "
            "records sharing it are one customer, whatever their other fields"),
-        _c("acquisition_channel", "string", "Channel that brought the customer (organic_search, paid_search, social, referral, store, call_centre)"),
+        _c("acquisition_channel", "string", "Channel that brought the customer", values=ACQUISITION_CHANNELS),
         _c("signup_time", "timestamp", "When the customer record was created", required=True),
         _c("source", "string", "Source system the record came from (web, store, call_centre)", required=True),
     ),
@@ -124,7 +154,7 @@ PRODUCTS = Table(
     (
         _c("product_id", "string", "Product identifier", key=True),
         _c("product_name", "string", "Product name", required=True),
-        _c("category", "string", "Product category", required=True),
+        _c("category", "string", "Product category (open: the dataset's own categories)", required=True, categorical=True),
         _c("list_price_amount", "float64", "List price, in the dataset's currency", required=True),
     ),
 )
@@ -139,7 +169,7 @@ ORDERS = Table(
         _c("order_amount", "float64", "Amount paid after discount, in currency; negative for refunds", required=True),
         _c("currency", "string", "ISO 4217 currency code (the dataset's currency)"),
         _c("discount_amount", "float64", "Discount granted on the order, in currency"),
-        _c("channel", "string", "Sales channel (web, app, mini_program, store, call_centre)", required=True),
+        _c("channel", "string", "Sales channel", required=True, values=ORDER_CHANNELS),
         _c("is_refund", "bool", "True for a refund row"),
         _c("source", "string", "Source system (web, store)", required=True),
     ),
@@ -165,9 +195,10 @@ WEB_EVENTS = Table(
         _c("customer_id", "string", "Customer", required=True),
         _c("session_id", "string", "Session the event belongs to", required=True),
         _c("event_time", "timestamp", "When the event happened", required=True),
-        _c("event_name", "string", "visit, product_view, add_to_cart, checkout or purchase", required=True),
-        _c("platform", "string", "web, app or mini_program", required=True),
-        _c("traffic_channel", "string", "Where the session came from (direct, organic_search, paid_search, social, email, referral)"),
+        _c("event_name", "string", "What happened (a funnel step, or another event)", required=True,
+           values=("visit", "page_view", "search", "product_view", "add_to_cart", "remove_from_cart", "checkout", "purchase", "other")),
+        _c("platform", "string", "Where the event happened", required=True, values=("web", "app", "mini_program", "other")),
+        _c("traffic_channel", "string", "Where the session came from", values=TRAFFIC_CHANNELS),
         _c("product_id", "string", "Product concerned, for product events"),
     ),
 )
@@ -178,11 +209,12 @@ OPPORTUNITIES = Table(
     (
         _c("opportunity_id", "string", "Opportunity identifier", key=True),
         _c("customer_id", "string", "Account the opportunity is with", required=True),
-        _c("lead_source", "string", "Where the lead came from (web_form, trade_show, referral, outbound, partner)", required=True),
+        _c("lead_source", "string", "Where the lead came from (open: e.g. web_form, trade_show, referral, outbound, partner)", required=True,
+           categorical=True),
         _c("owner", "string", "Sales representative", required=True),
         _c("created_time", "timestamp", "When the lead was created", required=True),
         _c("expected_amount", "float64", "Expected deal value, in the dataset's currency", required=True),
-        _c("status", "string", "open, won or lost", required=True),
+        _c("status", "string", "Where the opportunity stands", required=True, values=("open", "won", "lost")),
         _c("closed_time", "timestamp", "When it was won or lost; empty while open"),
     ),
 )
@@ -192,7 +224,7 @@ OPPORTUNITY_STAGE_HISTORY = Table(
     "Every stage an opportunity entered, in order.",
     (
         _c("opportunity_id", "string", "Opportunity", required=True),
-        _c("stage", "string", "lead, qualified, proposal, negotiation, won or lost", required=True),
+        _c("stage", "string", "The stage entered", required=True, values=OPPORTUNITY_STAGES),
         _c("entered_time", "timestamp", "When the opportunity entered the stage", required=True),
     ),
 )
@@ -203,7 +235,7 @@ CAMPAIGNS = Table(
     (
         _c("campaign_id", "string", "Campaign identifier", key=True),
         _c("campaign_name", "string", "Campaign name", required=True),
-        _c("channel", "string", "Marketing channel (email, sms, wechat, paid_search, social, display)", required=True),
+        _c("channel", "string", "Marketing channel", required=True, values=MARKETING_CHANNELS),
         _c("start_date", "date", "First day", required=True),
         _c("end_date", "date", "Last day", required=True),
         _c("spend_amount", "float64", "Total spend, in the dataset's currency", required=True),
@@ -217,7 +249,7 @@ TOUCHPOINTS = Table(
         _c("touchpoint_id", "string", "Touchpoint identifier", key=True),
         _c("customer_id", "string", "Customer reached", required=True),
         _c("campaign_id", "string", "Campaign", required=True),
-        _c("channel", "string", "Marketing channel", required=True),
+        _c("channel", "string", "Marketing channel", required=True, values=MARKETING_CHANNELS),
         _c("touch_time", "timestamp", "When the contact happened", required=True),
     ),
 )
@@ -244,8 +276,8 @@ SUPPORT_TICKETS = Table(
         _c("opened_time", "timestamp", "When the ticket was opened", required=True),
         _c("first_response_time", "timestamp", "First reply by an agent"),
         _c("resolved_time", "timestamp", "When it was resolved; empty while open"),
-        _c("category", "string", "delivery, product_quality, refund, account or other", required=True),
-        _c("contact_channel", "string", "phone, chat, email or wechat"),
+        _c("category", "string", "What the ticket is about", required=True, values=("delivery", "product_quality", "refund", "account", "other")),
+        _c("contact_channel", "string", "How the customer got in touch", values=("phone", "chat", "email", "wechat", "social", "store", "other")),
         _c("n_contacts", "int64", "Contacts needed until resolution (1 = first-contact resolution)"),
         _c("is_escalated", "bool", "Escalated to a second-level team"),
     ),
@@ -257,7 +289,8 @@ EXPERIMENT_ASSIGNMENTS = Table(
     (
         _c("experiment_id", "string", "Experiment identifier", required=True),
         _c("customer_id", "string", "Customer", required=True),
-        _c("variant", "string", "control or treatment", required=True),
+        _c("variant", "string", "Arm of the test (open: e.g. control, treatment; the analysis names the two it compares)", required=True,
+           categorical=True),
         _c("assigned_time", "timestamp", "When the customer was assigned", required=True),
         _c("is_converted", "bool", "Whether the customer converted within the experiment window", required=True),
         _c("revenue_amount", "float64", "Revenue from the customer within the window, in the dataset's currency", required=True),
@@ -309,8 +342,15 @@ def markdown_table(table: Table) -> str:
     lines = [f"### `{table.name}`", "", table.description, "", "| column | type | required | meaning |", "| --- | --- | --- | --- |"]
     for c in table.columns:
         flag = "key" if c.key else ("yes" if c.required else "")
-        lines.append(f"| `{c.name}` | {c.dtype} | {flag} | {c.description} |")
+        lines.append(f"| `{c.name}` | {c.dtype} | {flag} | {c.description}{_values_note(c)} |")
     return "\n".join(lines)
+
+
+def _values_note(column: Column) -> str:
+    """The accepted values of a column for the documentation (or that its codes are open)."""
+    if column.values is not None:
+        return ". Accepted values: " + ", ".join(f"`{v}`" for v in column.values)
+    return ". Open list of codes (any value; mappable)" if column.categorical else ""
 
 
 TIME_SECTION = (
@@ -359,6 +399,30 @@ MONEY_SECTION = (
 )
 
 
+VOCABULARY_SECTION = (
+    "## Vocabularies",
+    "",
+    "A categorical column holds only its accepted values (listed in the tables below). Cleansing spells codes one",
+    "way (stripped, lower case, spaces and hyphens as `_`: `Paid Search` is `paid_search`; gender is `F`, `M` or",
+    "`unknown`, from `female`, `男`, ...). A dataset whose exports use other words maps them in its dataset file:",
+    "",
+    "```yaml",
+    "value_maps:",
+    "  opportunity_stage_history:",
+    "    stage: {Prospecting: lead, Engaging: qualified, Won: won, Lost: lost}",
+    "```",
+    "",
+    "A map's values are matched case-insensitively after trimming (and collapsing inner spaces); its targets must be",
+    "accepted values of the column. A value neither accepted nor mapped is never counted as valid: the build fails",
+    "naming the table, the column, the unknown values with their row counts and the line to add to the dataset file.",
+    "Only a few stray values (at most 3 distinct values in at most 0.5% of a source's rows) are tolerated: those",
+    "rows (or, in an optional column, those values) go to the quarantine with reason `unknown_value`. The quality",
+    "report (`quality_value_maps`) lists every mapping applied with its row count. Columns marked \"open\" accept",
+    "any code (the dataset's own product categories, lead sources, experiment arms) and may be mapped too.",
+    "",
+)
+
+
 def data_model_markdown() -> str:
     """Return the documentation page of the whole data model (``docs/data_model.md``)."""
     header = [
@@ -371,6 +435,7 @@ def data_model_markdown() -> str:
         "",
         *TIME_SECTION,
         *MONEY_SECTION,
+        *VOCABULARY_SECTION,
     ]
     return "\n".join(header + [markdown_table(t) + "\n" for t in TABLES.values()])
 

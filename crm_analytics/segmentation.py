@@ -38,6 +38,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from crm_analytics import plots
+from crm_analytics.customer_features import ticket_features
 from crm_analytics.frames import TableLike, as_ibis, as_timestamp, require_columns
 
 # --------------------------------------------------------------------------- RFM
@@ -187,11 +188,31 @@ def _count_worse(keyed: np.ndarray) -> np.ndarray:
 
 
 def _five_level(scores: np.ndarray, n_bins: int) -> np.ndarray:
-    """Map scores 1..n_bins onto 1..5 (``ceil(score * 5 / n_bins)``) to look them up in the segment grid."""
-    return -((-scores.astype(np.int16) * 5) // n_bins)
+    """Map scores 1..n_bins linearly onto 1..5 (``1 + round((score - 1) * 4 / (n_bins - 1))``, halves up).
+
+    The lowest score stays 1 and the highest becomes 5 for every ``n_bins``, so the lowest frequency
+    score (one order) is always the grid's lowest column.
+    """
+    steps = n_bins - 1
+    return 1 + ((scores.astype(np.int16) - 1) * 8 + steps) // (2 * steps)
 
 
-def segment_names(r_score, f_score, m_score, *, n_bins: int = 5) -> pd.Categorical:
+def _grid_cells(r_score, f_score, m_score, *, n_bins: int, frequency=None) -> tuple[np.ndarray, np.ndarray]:
+    """The (R, FM) cell, each 1..5, of every customer on the segment grid.
+
+    ``fm = floor((f_score + m_score + 1) / 2)`` on the 1..5 scale; a one-time buyer (``frequency`` 1)
+    is put in the FM = 1 column whatever they spent: frequency 1 is the lowest frequency there is, and
+    the segments of the other columns (Potential Loyalist, Need Attention, At Risk...) describe
+    customers who bought more than once.
+    """
+    r = _five_level(np.asarray(r_score), n_bins)
+    fm = _five_level((np.asarray(f_score, dtype=np.int16) + np.asarray(m_score, dtype=np.int16) + 1) // 2, n_bins)
+    if frequency is not None:
+        fm = np.where(np.asarray(frequency) <= 1, 1, fm)
+    return r, fm
+
+
+def segment_names(r_score, f_score, m_score, *, n_bins: int = 5, frequency=None) -> pd.Categorical:
     """Return the named RFM segment of each (r, f, m) score triple.
 
     The map is the widely used R x FM grid on 1-5 scores, where
@@ -213,15 +234,19 @@ def segment_names(r_score, f_score, m_score, *, n_bins: int = 5) -> pd.Categoric
     ==================  =================  ==================
 
     (Other maps call the last cell "Hibernating".) With ``n_bins`` other than 5
-    each score is first mapped onto 1-5 as ``ceil(score * 5 / n_bins)``.
+    each score is first mapped linearly onto 1-5 (lowest to 1, highest to 5).
+
+    One-time buyers: when ``frequency`` (purchase orders per customer) is given, a customer with a
+    single purchase is placed in the fm = 1 column whatever they spent, so they are New Customers,
+    Promising, About To Sleep or Lost, never Potential Loyalist (nor Need Attention or At Risk, which
+    describe repeat buyers). ``rfm`` always passes it.
 
     Returns
     -------
     pandas.Categorical with categories ``SEGMENTS`` in that order.
     """
     _check_n_bins(n_bins)
-    r = _five_level(np.asarray(r_score), n_bins)
-    fm = _five_level((np.asarray(f_score, dtype=np.int16) + np.asarray(m_score, dtype=np.int16) + 1) // 2, n_bins)
+    r, fm = _grid_cells(r_score, f_score, m_score, n_bins=n_bins, frequency=frequency)
     return pd.Categorical.from_codes(_SEGMENT_CODES[r - 1, fm - 1], categories=list(SEGMENTS))
 
 
@@ -286,7 +311,7 @@ def rfm(
             "r_score": r_score,
             "f_score": f_score,
             "m_score": m_score,
-            "rfm_segment": segment_names(r_score, f_score, m_score, n_bins=n_bins),
+            "rfm_segment": segment_names(r_score, f_score, m_score, n_bins=n_bins, frequency=frequency),
         }
     )
 
@@ -390,13 +415,15 @@ def segment_transitions(
 def plot_rfm_grid(customers: pd.DataFrame, *, n_bins: int = 5, ax=None):
     """Heatmap of customers on the R x FM grid, each cell annotated with its count and segment.
 
-    ``customers`` is the output of ``rfm``. Returns the Axes.
+    ``customers`` is the output of ``rfm``; with a ``frequency`` column, one-time buyers sit in the
+    FM = 1 column as ``segment_names`` places them. Returns the Axes.
     """
     require_columns(customers, ["r_score", "f_score", "m_score"], context="plot_rfm_grid(customers)")
     plots.set_style()
     ax = plots.new_axes(ax, figsize=(8, 5.5))
-    r = _five_level(customers["r_score"].to_numpy(), n_bins)
-    fm = _five_level((customers["f_score"].to_numpy().astype(np.int16) + customers["m_score"].to_numpy() + 1) // 2, n_bins)
+    frequency = customers["frequency"].to_numpy() if "frequency" in customers.columns else None
+    r, fm = _grid_cells(customers["r_score"].to_numpy(), customers["f_score"].to_numpy(), customers["m_score"].to_numpy(),
+                        n_bins=n_bins, frequency=frequency)
     counts = np.zeros((5, 5), dtype=np.int64)
     np.add.at(counts, (5 - r, fm - 1), 1)
     ax.imshow(counts, cmap=plots.PALETTE, aspect="auto")
@@ -572,7 +599,8 @@ def customer_features(
         purchases = rows.filter(is_purchase).select("order_id", customer_col)
         parts.append(_item_features(purchases, order_items, products, customer_col=customer_col))
     if support_tickets is not None:
-        parts.append(_ticket_features(support_tickets, as_of=stamp, customer_col=customer_col))
+        tickets = ticket_features(support_tickets, as_of=stamp, customer_col=customer_col, include_as_of=True)
+        parts.append(tickets[["n_tickets"]].rename(columns={"n_tickets": "n_support_tickets"}))
     result = pd.concat(parts, axis=1).reindex(base.index)
     fill = {c: 0.0 for c in result.columns if c.endswith("_pct") or c in ("n_support_tickets", "avg_unit_price_amount", "items_per_order")}
     result = result.fillna(fill)
@@ -614,15 +642,6 @@ def _item_features(purchases: ir.Table, order_items: TableLike, products: TableL
     return out.join(_share_columns(totals.fillna({n: 0.0 for n in names}), names, total=totals["line_amount"]))
 
 
-def _ticket_features(support_tickets: TableLike, *, as_of: pd.Timestamp, customer_col: str) -> pd.DataFrame:
-    require_columns(support_tickets, ["customer_id", "opened_time"], context="customer_features(support_tickets)")
-    tickets = as_ibis(support_tickets)
-    cutoff = ibis.literal(as_of.to_pydatetime(), type="timestamp")
-    opened = tickets.filter(tickets.opened_time <= cutoff)
-    counts = opened.group_by(opened.customer_id.name(customer_col)).aggregate(n_support_tickets=opened.count()).to_pandas()
-    return counts.set_index(customer_col)
-
-
 # --------------------------------------------------------------------------- clustering
 
 
@@ -651,6 +670,27 @@ def cluster_pipeline(n_clusters: int, *, feature_cols: Sequence[str], random_sta
 def feature_columns(features: pd.DataFrame, *, customer_col: str = "customer_id") -> list[str]:
     """The numeric feature columns of a ``customer_features`` table (everything but the key)."""
     return [c for c in features.columns if c != customer_col and pd.api.types.is_numeric_dtype(features[c])]
+
+
+MIN_CLUSTER_CUSTOMERS = 50
+"""Fewest customers the behaviour clusters are fitted on.
+
+The number of clusters is chosen by silhouette among k = 2..8. With fewer than about 50 customers the
+larger k leave clusters of a handful of customers: their profiles are single customers' values, and
+the silhouette, hence the chosen k, changes when one customer is added or removed.
+"""
+
+
+def too_little_data(features: pd.DataFrame) -> str:
+    """Say whether ``features`` (a ``customer_features`` result) holds too few customers to cluster; ``""`` otherwise.
+
+    Returns
+    -------
+    str
+        ``"too little data (n = 12 customers, needs 50)"`` (``MIN_CLUSTER_CUSTOMERS``), or ``""``.
+    """
+    n = len(features)
+    return "" if n >= MIN_CLUSTER_CUSTOMERS else f"too little data (n = {n} customers, needs {MIN_CLUSTER_CUSTOMERS})"
 
 
 def select_k(
@@ -884,13 +924,20 @@ def plot_segment_mix(
     """Stacked horizontal bars of the segment mix per group (output of ``segment_mix``).
 
     Groups are shown in ``order`` when given (e.g. age bands), otherwise the
-    ``top`` largest groups, largest first.
+    ``top`` largest groups, largest first. Without any group (e.g. every group was too small to
+    show) the Axes says so instead of drawing bars, and has no legend.
     """
     require_columns(mix, [by, segment_col, "group_pct", "group_customers"], context="plot_segment_mix(mix)")
     plots.set_style()
     sizes = mix.groupby(by)["group_customers"].first().sort_values(ascending=False, kind="stable")
     groups = list(sizes.index[:top]) if order is None else [str(g) for g in order if str(g) in sizes.index]
-    ax = plots.new_axes(ax, figsize=(9, 0.8 + 0.35 * len(groups)))
+    ax = plots.new_axes(ax, figsize=(9, 0.8 + 0.35 * max(len(groups), 2)))
+    ax.set_title(f"Segment mix by {by.replace('_', ' ')}")
+    if not groups:
+        ax.text(0.5, 0.5, "no group with enough customers to show", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return ax
     wide = mix.pivot_table(index=by, columns=segment_col, values="group_pct", aggfunc="sum", fill_value=0.0, observed=True)
     wide = wide.reindex(groups[::-1])
     import seaborn as sns
@@ -900,7 +947,6 @@ def plot_segment_mix(
     ax.set_ylabel(by.replace("_", " "))
     ax.set_xlim(0, 100)
     ax.legend(title="", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
-    ax.set_title(f"Segment mix by {by.replace('_', ' ')}")
     return ax
 
 

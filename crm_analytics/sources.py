@@ -12,6 +12,13 @@ canonical column names and three lineage columns:
 ``_source_row``
     the 1-based data row number in that file, header excluded.
 
+A CSV without a header line is declared with ``header: false`` and ``names`` (its
+columns in order; the first line is then row 1). A source without ids declares
+``generate_key: [columns that identify a row]``: its table's key becomes ``k`` and
+the first 20 hex digits of the SHA-256 of those values' text (``generate_keys``),
+the same in every run and order; identical rows share an id (the second is a
+``duplicate_key`` in cleansing).
+
 Values of CSV and Excel sources stay text (standardisation is the cleansing
 step's job), so nothing is lost or guessed here. Parquet and SQL sources keep
 their types. Problems that make a whole file unreadable raise
@@ -57,8 +64,8 @@ ENCODING_CASCADE = ("utf-8-sig", "gb18030")
 LINEAGE_COLUMNS = ("_source", "_source_file", "_source_row")
 INPUT_LINEAGE = ("_source_file", "_source_sheet", "_source_row")  # columns of every registered input
 _SPEC_KEYS = {"table", "path", "format", "encoding", "sheet", "time_zone", "date_formats", "columns", "constants", "url", "query",
-              "delimiter", "inputs"}
-INPUT_KEYS = {"path", "format", "sheet", "encoding", "delimiter", "url", "query", "description"}
+              "delimiter", "inputs", "header", "names", "generate_key"}
+INPUT_KEYS = {"path", "format", "sheet", "encoding", "delimiter", "url", "query", "description", "header", "names"}
 ALL_SHEETS = "all"
 
 
@@ -120,6 +127,7 @@ def check_inputs(inputs: Mapping[str, Any], *, where: str = "dataset file") -> d
             raise SourceError(f"{prefix}: a query input needs `query` (DuckDB SQL over the inputs declared before it)")
         if spec["format"] not in ("sql", DERIVED) and not spec.get("path"):
             raise SourceError(f"{prefix}: `path` is required (relative to the dataset's data_dir)")
+        check_header_keys(spec, prefix=prefix)
         checked[str(name)] = dict(spec)
     return checked
 
@@ -168,17 +176,88 @@ def check_spec(name: str, spec: dict[str, Any], *, where: str = "source map") ->
     unknown = [c for c in mapped if c not in table.column_names]
     if unknown:
         raise SourceError(f"{prefix}: {unknown} are not columns of table {table.name!r} ({table.column_names})")
+    check_header_keys(spec, prefix=prefix)
+    if spec.get("generate_key") is not None:
+        mapped[generated_key_column(spec, table, prefix=prefix)] = "generate_key"
     if derived:
         if not spec.get("query"):
             raise SourceError(f"{prefix}: a derived source needs `query` (DuckDB SQL over the dataset's inputs)")
         if not isinstance(spec.get("inputs"), Mapping):
             raise SourceError(f"{prefix}: a derived source needs its inputs; read it through load_source_map or a Dataset")
+        _check_time_and_formats(spec, prefix)
         return  # required columns are checked on the query's result
+    _check_time_and_formats(spec, prefix)
     unmapped = [c for c in table.required_columns if c not in mapped]
     if unmapped:
         raise SourceError(f"{prefix}: required column(s) {unmapped} of table {table.name!r} are neither mapped nor constant")
     if spec["format"] == "sql" and not spec.get("url"):
         raise SourceError(f"{prefix}: a sql source needs `url` (a SQLAlchemy URL) and `query` or `path` (a table name)")
+
+
+# strftime codes pandas and strptime read (``%%`` is a literal percent sign)
+STRFTIME_CODES = {
+    "Y": "year", "y": "two-digit year", "m": "month number", "d": "day of the month", "H": "hour (24 h)", "I": "hour (12 h)",
+    "p": "AM/PM", "M": "minute", "S": "second", "f": "microseconds", "z": "UTC offset", "Z": "zone name", "b": "month name, short",
+    "B": "month name", "a": "weekday name, short", "A": "weekday name", "w": "weekday number", "j": "day of the year",
+    "U": "week of the year (Sunday first)", "W": "week of the year (Monday first)", "G": "ISO year", "V": "ISO week",
+    "u": "ISO weekday", "c": "locale date and time", "x": "locale date", "X": "locale time", "%": "a literal %",
+}
+# how people often write a date pattern, and the strftime code meant (longest first)
+_PATTERN_WORDS = (("YYYY", "%Y"), ("yyyy", "%Y"), ("MM", "%m"), ("DD", "%d"), ("dd", "%d"), ("HH", "%H"), ("hh", "%H"),
+                  ("mm", "%M"), ("SS", "%S"), ("ss", "%S"), ("YY", "%y"), ("yy", "%y"))
+
+
+def date_format_problem(fmt: Any) -> str | None:
+    """What is wrong with one entry of a source's ``date_formats``, or ``None`` when it can be used.
+
+    An entry is ``iso8601``, ``excel_serial``, ``unix_s``, ``unix_ms`` or a strftime pattern made of known codes
+    (:data:`STRFTIME_CODES`) with at least one code; the answer suggests what was probably meant
+    (``%s``, unix seconds, which strftime does not read: ``unix_s``).
+    """
+    from crm_analytics.parsing import NAMED_DATE_FORMATS
+
+    text = str(fmt)
+    if text in NAMED_DATE_FORMATS:
+        return None
+    if "%" not in text:
+        special = difflib.get_close_matches(text.lower(), list(NAMED_DATE_FORMATS), n=1, cutoff=0.5)
+        if special:
+            return f"{text!r} is not a format (did you mean {special[0]!r}?)"
+        guess = text
+        for word, code in _PATTERN_WORDS:
+            guess = guess.replace(word, code)
+        hint = f" (did you mean {guess!r}?)" if "%" in guess else ""
+        return f"{text!r} has no strftime code{hint}; write a date with codes such as %Y-%m-%d, or use {', '.join(NAMED_DATE_FORMATS)}"
+    codes = re.findall(r"%(.?)", text)
+    unknown = [code for code in codes if code not in STRFTIME_CODES]
+    if unknown:
+        bad = unknown[0]
+        shown = "a % at the end" if bad == "" else f"the unknown code %{bad}"
+        known = ", ".join(f"%{code} {meaning}" for code, meaning in list(STRFTIME_CODES.items())[:9])
+        if bad in ("s", "Q"):  # unix seconds / milliseconds in some strftime dialects, not in Python's
+            return f"{text!r} has the unknown code %{bad}; for unix timestamps write unix_s (seconds since 1970-01-01 UTC) or unix_ms (milliseconds)"
+        return f"{text!r} has {shown}; strftime codes are {known}, ..."
+    return None
+
+
+def _check_time_and_formats(spec: Mapping[str, Any], prefix: str) -> None:
+    """Raise ``SourceError`` for a source ``time_zone`` that is no IANA zone or a ``date_formats`` entry that is no format."""
+    if spec.get("time_zone"):
+        from crm_analytics import datasets
+
+        try:
+            datasets.check_time_zone(spec["time_zone"], where=prefix)
+        except datasets.DatasetError as error:
+            raise SourceError(str(error)) from None
+    formats = spec.get("date_formats")
+    if formats is None:
+        return
+    if isinstance(formats, str) or not isinstance(formats, (list, tuple)):
+        raise SourceError(f"{prefix}: key `date_formats` must be a list of formats, e.g. [iso8601, \"%d/%m/%Y\"], got {formats!r}")
+    for fmt in formats:
+        problem = date_format_problem(fmt)
+        if problem:
+            raise SourceError(f"{prefix}: key `date_formats`: {problem}")
 
 
 def _close_hint(word: str, candidates) -> str:
@@ -207,7 +286,13 @@ def read_source(name: str, spec: dict[str, Any], dataset_dir: str | Path | None 
     constants, and ``_source``, ``_source_file``, ``_source_row``. ``attrs``
     records ``encoding`` (CSV), ``unknown_columns`` (source columns the map
     does not use; ignored, not an error) and ``missing_optional_columns``
-    (mapped optional columns the file lacks; they read as missing values).
+    (always empty: see below).
+
+    Raises ``SourceError`` when a column would vanish: every column the map names
+    (``columns:``, required or optional) must be in the file's header, and must be
+    there once. The message names the file, the source, the mapped name with close
+    matches among the file's columns, or the name the header holds twice. To leave
+    an optional column out, leave it out of ``columns:``.
     """
     check_spec(name, spec)
     folder = Path(dataset_dir) if dataset_dir else paths.raw_dir()
@@ -235,11 +320,12 @@ def read_source_chunks(
         return
     path, options = _csv_options(spec, folder)
     offset = 0
+    attrs = _csv_attrs(options) | {"header": csv_header(path, options)}
     try:
         with pd.read_csv(path, **options, chunksize=chunk_rows) as reader:
             for raw in reader:
                 raw.columns = [str(c).strip() for c in raw.columns]
-                frame = _mapped_with_lineage(raw, name, spec, str(path), _csv_attrs(options), first_row=offset + 1)
+                frame = _mapped_with_lineage(raw, name, spec, str(path), dict(attrs), first_row=offset + 1)
                 offset += len(frame)
                 yield frame
     except pd.errors.ParserError as error:
@@ -251,8 +337,11 @@ def _mapped_with_lineage(raw: pd.DataFrame, name: str, spec: dict[str, Any], loc
 
     A ``raw`` frame that carries its own ``_source_file`` and ``_source_row`` (several sheets) keeps them.
     """
+    check_header(name, spec, attrs.get("header") or list(raw.columns), location)
     frame = _map_columns(raw, spec, location)
-    frame.attrs.update(attrs)
+    if spec.get("generate_key") is not None:
+        frame = with_generated_key(frame, raw, name, spec, location)
+    frame.attrs.update({key: value for key, value in attrs.items() if key != "header"})
     frame.attrs["unknown_columns"] = [c for c in raw.columns if c not in set(spec["columns"].values()) and c not in INPUT_LINEAGE]
     frame.attrs["missing_optional_columns"] = [c for c in spec["columns"].values() if c not in raw.columns]
     frame["_source"] = name
@@ -291,9 +380,56 @@ def _existing_file(spec: dict[str, Any], dataset_dir: Path) -> Path:
     return path
 
 
-def _missing_columns_error(location: str, missing: dict[str, str], present: list[str]) -> SourceError:
-    named = ", ".join(f"{source!r} (for {canonical!r}){_close_hint(source, present)}" for canonical, source in missing.items())
-    return SourceError(f"{location}: missing required column {named}; the file has columns {present}")
+def duplicated_names(names: list[str]) -> list[str]:
+    """The names that occur more than once in ``names``, in order of their second occurrence."""
+    seen: set[str] = set()
+    twice: list[str] = []
+    for name in names:
+        if name in seen and name not in twice:
+            twice.append(name)
+        seen.add(name)
+    return twice
+
+
+def check_header(name: str, spec: Mapping[str, Any], header: list[str], location: str) -> None:
+    """Raise ``SourceError`` when a column the source's map names would vanish on reading.
+
+    Parameters
+    ----------
+    name, spec : the source and its entry of the source map.
+    header : the file's column names as written (stripped), duplicates included.
+    location : the file, named in the message.
+
+    A mapped name the header lacks is an error (required or optional: a typo such as
+    ``email: emial`` must not read as an empty column), with close matches among the
+    header's names; a mapped name the header holds twice is an error naming it (a reader
+    would keep one and rename or drop the other). Names the map does not use may repeat.
+    """
+    column_map: dict[str, str] = dict(spec.get("columns") or {})
+    present = [c for c in header if c not in INPUT_LINEAGE]
+    twice = [c for c in duplicated_names(present) if c in column_map.values()]
+    if twice:
+        used = ", ".join(f"{c!r} (mapped to {', '.join(repr(k) for k, v in column_map.items() if v == c)})" for c in twice)
+        raise SourceError(f"{location}: source {name!r}: the header names {used} more than once; "
+                          f"rename the columns in the file so that each mapped name occurs once (the header is {present})")
+    table = schema.get_table(spec["table"])
+    missing = {canonical: column for canonical, column in column_map.items() if column not in present}
+    if missing:
+        required = [c for c in missing if c in table.required_columns]
+        optional = [c for c in missing if c not in table.required_columns]
+        if required:
+            raise _missing_columns_error(location, {c: missing[c] for c in required}, present, source=name)
+        raise _missing_columns_error(location, {c: missing[c] for c in optional}, present, source=name, required=False)
+
+
+def _missing_columns_error(location: str, missing: dict[str, str], present: list[str], *, source: str | None = None,
+                           required: bool = True) -> SourceError:
+    named = ", ".join(f"{column!r} (for {canonical!r}){_close_hint(column, present)}" for canonical, column in missing.items())
+    of = f" in source {source!r}" if source else ""
+    if required:
+        return SourceError(f"{location}: missing required column {named}{of}; the file has columns {present}")
+    return SourceError(f"{location}: missing mapped column {named}{of}; the file has columns {present}. "
+                       "Correct the name under `columns:`, or remove the line to leave this optional column out")
 
 
 def _map_columns(raw: pd.DataFrame, spec: dict[str, Any], location: str) -> pd.DataFrame:
@@ -358,13 +494,144 @@ def _csv_options(spec: dict[str, Any], dataset_dir: Path) -> tuple[Path, dict[st
     with open(path, encoding=encoding) as handle:
         header_line = handle.readline().rstrip("\r\n")
     if not header_line.strip():
-        raise SourceError(f"{path}: empty input (no header line)")
+        raise SourceError(f"{path}: empty input (no {'header' if has_header(spec) else 'data'} line)")
+    options = {"encoding": encoding, "dtype": str, "keep_default_na": False, "na_values": [""], "engine": "c"}
+    if not has_header(spec):
+        return path, options | {"sep": _headerless_delimiter(path, spec, header_line), "header": None, "names": list(spec["names"])}
     delimiter = spec.get("delimiter") or _sniff_delimiter(header_line, list((spec.get("columns") or {}).values()))
-    return path, {"encoding": encoding, "sep": delimiter, "dtype": str, "keep_default_na": False, "na_values": [""], "engine": "c"}
+    return path, options | {"sep": delimiter}
+
+
+# ------------------------------------------------------------------------------ header-less files
+
+
+def has_header(spec: Mapping[str, Any]) -> bool:
+    """Whether a CSV's first line names its columns (``header: false`` declares a file without one)."""
+    return spec.get("header", True) is not False
+
+
+def check_header_keys(spec: Mapping[str, Any], *, prefix: str) -> None:
+    """``header`` is true or false; ``header: false`` (CSV only) needs ``names``, the file's columns in order, each once."""
+    header, names = spec.get("header", True), spec.get("names")
+    if not isinstance(header, bool):
+        raise SourceError(f"{prefix}: key `header` must be true or false, got {header!r}")
+    if header:
+        if names is not None:
+            raise SourceError(f"{prefix}: key `names` goes with `header: false` (a file without a header line); "
+                              "a file with a header is mapped by its own names under `columns:`")
+        return
+    if spec.get("format") != "csv":
+        raise SourceError(f"{prefix}: key `header: false` applies to CSV files only, not format {spec.get('format')!r}")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise SourceError(f"{prefix}: `header: false` needs key `names`: the file's column names in order, e.g. "
+                          f"[order_no, account, ordered_at, amount]; got {names!r}")
+    twice = duplicated_names([n.strip() for n in names])
+    if twice:
+        raise SourceError(f"{prefix}: key `names` lists {twice} more than once; each column needs its own name")
+
+
+def _headerless_delimiter(path: Path, spec: Mapping[str, Any], first_line: str) -> str:
+    """The delimiter of a header-less file: the declared one, else the one that splits the first line into ``len(names)``
+    fields. Raises ``SourceError`` (naming the file and key ``names``) when the first line has another number of fields."""
+    n_names = len(spec["names"])
+    count = lambda delimiter: len(next(csv.reader([first_line], delimiter=delimiter)))  # noqa: E731
+    candidates = [spec["delimiter"]] if spec.get("delimiter") else [",", ";", "\t", "|"]
+    for delimiter in candidates:
+        if count(delimiter) == n_names:
+            return delimiter
+    fields = {repr(d): count(d) for d in candidates}
+    raise SourceError(f"{path}: key `names` lists {n_names} columns {list(spec['names'])} but the first line has "
+                      f"{' or '.join(str(n) for n in sorted(set(fields.values())))} fields (by delimiter: {fields}); "
+                      "list one name per column, or give `delimiter`")
+
+
+# ------------------------------------------------------------------------------ generated keys
+
+KEY_PREFIX = "k"
+KEY_HEX_DIGITS = 20  # 80 bits: a collision among 100 million rows has a chance of about 4 in a million
+
+
+def generated_key_column(spec: Mapping[str, Any], table: schema.Table, *, prefix: str) -> str:
+    """The key column ``generate_key`` fills: the table's one key, which the source then neither maps nor fixes."""
+    names = spec.get("generate_key")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise SourceError(f"{prefix}: key `generate_key` must list the columns that identify a row, e.g. "
+                          f"[customer_id, order_time, order_amount]; got {names!r}")
+    if duplicated_names(names):
+        raise SourceError(f"{prefix}: key `generate_key` lists {duplicated_names(names)} more than once")
+    keys = table.key_columns
+    if len(keys) != 1:
+        raise SourceError(f"{prefix}: key `generate_key`: table {table.name!r} has no key column to generate")
+    given = [k for k in keys if k in (spec.get("columns") or {}) or k in (spec.get("constants") or {})]
+    if given:
+        raise SourceError(f"{prefix}: key `generate_key` generates {keys[0]!r}, which the source also maps; "
+                          f"remove {keys[0]!r} from `columns` (or `generate_key`)")
+    return keys[0]
+
+
+def generate_keys(parts: list[pd.Series]) -> pd.Series:
+    """Stable ids from the values that identify each row: ``k`` + the first ``KEY_HEX_DIGITS`` hex digits of the
+    SHA-256 of the values' text joined by the unit separator (``\\x1f``), a missing value written as ``\\x00``.
+
+    The same values give the same id in every run, on every machine, in every order of the rows (and DuckDB's
+    ``sha256`` over ``concat_ws`` gives it too, see ``generated_key_sql``). Identical rows get one id: the
+    second is then a ``duplicate_key`` in cleansing, so the columns named must tell rows apart.
+    """
+    import hashlib
+
+    text = [part.astype("string").fillna("\x00").reset_index(drop=True) for part in parts]
+    joined = text[0].str.cat(text[1:], sep="\x1f") if len(text) > 1 else text[0]
+    digests = [KEY_PREFIX + hashlib.sha256(value.encode("utf-8")).hexdigest()[:KEY_HEX_DIGITS] for value in joined.tolist()]
+    return pd.Series(digests, dtype="string")
+
+
+def _key_part(name: str, raw: pd.DataFrame, frame: pd.DataFrame, spec: Mapping[str, Any], location: str, source: str) -> pd.Series:
+    """The values of one ``generate_key`` entry: a canonical column of the source (mapped or constant), else a column of
+    the file by its own name."""
+    mapped = dict(spec.get("columns") or {})
+    if name in mapped and mapped[name] in raw.columns:
+        return raw[mapped[name]].reset_index(drop=True)
+    if name in frame.columns:
+        return frame[name].reset_index(drop=True)
+    if name in raw.columns:
+        return raw[name].reset_index(drop=True)
+    known = sorted(set(frame.columns) | {c for c in raw.columns if c not in INPUT_LINEAGE})
+    raise SourceError(f"{location}: source {source!r}: key `generate_key` names {name!r}, which is neither a column of the "
+                      f"source nor of the file{_close_hint(name, known)}; it has {known}")
+
+
+def with_generated_key(frame: pd.DataFrame, raw: pd.DataFrame, name: str, spec: Mapping[str, Any], location: str) -> pd.DataFrame:
+    """``frame`` (canonical columns, contract order) with its table's key generated from ``generate_key`` (``generate_keys``)."""
+    table = schema.get_table(spec["table"])
+    key = generated_key_column(spec, table, prefix=f"{location}: source {name!r}")
+    values = generate_keys([_key_part(n, raw, frame, spec, location, name) for n in spec["generate_key"]])
+    out = frame.copy()
+    position = sum(1 for c in table.column_names[: table.column_names.index(key)] if c in out.columns)
+    out.insert(position, key, values.to_numpy())
+    return out
+
+
+def generated_key_sql(expressions: list[str]) -> str:
+    """DuckDB SQL of ``generate_keys`` over SQL expressions (the same ids for the same text)."""
+    parts = ", ".join(f"coalesce(CAST({e} AS VARCHAR), chr(0))" for e in expressions)
+    return f"('{KEY_PREFIX}' || substr(sha256(concat_ws(chr(31), {parts})), 1, {KEY_HEX_DIGITS}))"
 
 
 def _csv_attrs(options: dict[str, Any]) -> dict[str, str]:
     return {"encoding": options["encoding"], "delimiter": options["sep"]}
+
+
+def csv_header(path: str | Path, options: Mapping[str, Any]) -> list[str]:
+    """The header line's names as written (stripped, duplicates kept: pandas would rename a second ``email`` ``email.1``).
+
+    For a file read without a header line (``names`` among the ``read_csv`` options), the names given.
+    """
+    if options.get("names") is not None:
+        return [str(c).strip() for c in options["names"]]
+    with open(path, encoding=options["encoding"], newline="") as handle:
+        if len(options["sep"]) > 1:  # a regular expression, as pandas reads it (e.g. runs of spaces)
+            return [c.strip() for c in re.split(options["sep"], handle.readline().strip())]
+        return [str(c).strip() for c in next(csv.reader(handle, delimiter=options["sep"]), [])]
 
 
 def _read_csv(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, str, dict]:
@@ -374,7 +641,7 @@ def _read_csv(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, st
     except pd.errors.ParserError as error:
         raise SourceError(f"{path}: not a well-formed CSV with delimiter {options['sep']!r}: {error}") from None
     raw.columns = [str(c).strip() for c in raw.columns]
-    return raw, str(path), _csv_attrs(options)
+    return raw, str(path), _csv_attrs(options) | {"header": csv_header(path, options)}
 
 
 def _excel_cell_text(value: Any) -> Any:
@@ -403,7 +670,8 @@ def _read_excel(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, 
     except ValueError as error:  # unknown sheet name
         raise SourceError(f"{path}: {error}") from None
     if not several:
-        return _excel_text(read), f"{path}#{sheet}", {}
+        text = _excel_text(read)
+        return text, f"{path}#{sheet}", {"header": _excel_header(path, sheet, list(text.columns))}
     parts = []
     for name, frame in read.items():
         text = _excel_text(frame)
@@ -414,6 +682,16 @@ def _read_excel(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, 
     if len({tuple(h) for h in headers.values()}) > 1:
         raise SourceError(f"{path}: the sheets {list(headers)} do not share one header ({headers}); read them as separate inputs")
     return pd.concat(parts, ignore_index=True), str(path), {"sheets": list(read)}
+
+
+def _excel_header(path: Path, sheet: Any, columns: list[str]) -> list[str]:
+    """A sheet's header as written. pandas renames a repeated name (``email``, ``email.1``); only then is the
+    first row read again to tell a renamed duplicate from a column really called ``email.1``."""
+    renamed = [c for c in columns if (m := re.fullmatch(r"(.+)\.\d+", c)) and m[1] in columns]
+    if not renamed:
+        return columns
+    first_row = pd.read_excel(path, sheet_name=sheet, header=None, nrows=1, dtype=object, engine="calamine")
+    return [str(c).strip() for c in first_row.iloc[0].tolist()] if len(first_row) else columns
 
 
 def _excel_text(raw: pd.DataFrame) -> pd.DataFrame:
@@ -427,8 +705,9 @@ def _read_parquet(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame
     import pyarrow.parquet as pq
 
     present = pq.read_schema(path).names
-    wanted = [c for c in spec["columns"].values() if c in present] if spec.get("columns") else None
-    return pd.read_parquet(path, columns=wanted), str(path), {}
+    named = [*spec["columns"].values(), *(spec.get("generate_key") or [])]  # generate_key may name the file's own columns
+    wanted = list(dict.fromkeys(c for c in named if c in present)) if spec.get("columns") else None
+    return pd.read_parquet(path, columns=wanted), str(path), {"header": list(present)}
 
 
 def _read_sql(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, str, dict]:
@@ -570,6 +849,8 @@ def read_derived(name: str, spec: Mapping[str, Any], dataset_dir: str | Path) ->
         named = ", ".join(f"{column!r} (for {canonical!r}){_close_hint(column, has)}" for canonical, column in unmapped.items())
         raise SourceError(f"{where}: key `columns`: the query's result has no column {named}; it has {has}")
     renamed = result.rename(columns={column: canonical for canonical, column in column_map.items()})
+    if spec.get("generate_key") is not None:
+        renamed = with_generated_key(renamed, renamed, name, spec, str(spec.get("_where", "source map")))
     extra = [c for c in renamed.columns if c not in table.column_names and c not in INPUT_LINEAGE]
     if extra:
         raise SourceError(f"{where}: key `query`: result column(s) {extra}{_close_hint(extra[0], table.column_names)} are not "
@@ -610,23 +891,65 @@ def parquet_select_sql(name: str, spec: dict[str, Any], dataset_dir: str | Path,
 
     path = _existing_file(spec, Path(dataset_dir))
     file_schema = pq.read_schema(path)
+    check_header(name, spec, list(file_schema.names), str(path))
     table = schema.get_table(spec["table"])
     zone = spec.get("time_zone") or business
     selected = []
+    generated = generated_key_column(spec, table, prefix=_where(name, spec)) if spec.get("generate_key") is not None else None
     for column in table.columns:
         source_column = spec["columns"].get(column.name)
+        if column.name == generated:
+            parts = [_parquet_key_part(part, name, spec, file_schema.names, path) for part in spec["generate_key"]]
+            selected.append(f'CAST({generated_key_sql(parts)} AS {column.duckdb_type}) AS "{column.name}"')
+            continue
         if source_column is None or source_column not in file_schema.names:
             constant = (spec.get("constants") or {}).get(column.name)
             value = "NULL" if constant is None else "'" + str(constant).replace("'", "''") + "'"
             selected.append(f'CAST({value} AS {column.duckdb_type}) AS "{column.name}"')
             continue
         expression = f'"{source_column}"'
-        if column.dtype == "timestamp":
+        if column.dtype in ("timestamp", "date") and _is_number_type(file_schema.field(source_column).type):
+            expression = _unix_sql(expression, spec, column.name, source_column, path)  # naive UTC
+            if column.dtype == "timestamp":
+                expression = _to_business_zone_sql(expression, "UTC", path, business_time_zone=business)
+        elif column.dtype == "timestamp":
             is_aware = getattr(file_schema.field(source_column).type, "tz", None) is not None
             expression = _to_business_zone_sql(expression, "UTC" if is_aware else zone, path, business_time_zone=business)
         selected.append(f'CAST({expression} AS {column.duckdb_type}) AS "{column.name}"')
     source_path_sql = str(path).replace("'", "''")
     return f"SELECT {', '.join(selected)} FROM read_parquet('{source_path_sql}')"
+
+
+def _is_number_type(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
+
+
+def _unix_sql(column_sql: str, spec: Mapping[str, Any], canonical: str, source_column: str, path: Path) -> str:
+    """SQL reading a numeric Parquet column as unix time (naive UTC), by the first ``unix_s`` / ``unix_ms`` of ``date_formats``."""
+    from crm_analytics.parsing import UNIX_MS, UNIX_S
+
+    unit = next((f for f in spec.get("date_formats") or [] if f in (UNIX_S, UNIX_MS)), None)
+    if unit is None:
+        raise SourceError(f"{path}: column {source_column!r} (for {canonical!r}) holds numbers, not timestamps; if they are "
+                          f"unix times, declare `date_formats: [{UNIX_S}]` (seconds) or [{UNIX_MS}] (milliseconds)")
+    micros = 1_000_000 if unit == UNIX_S else 1_000
+    return f"make_timestamp(CAST({column_sql} * {micros} AS BIGINT))"
+
+
+def _parquet_key_part(part: str, name: str, spec: Mapping[str, Any], file_columns: list[str], path: Path) -> str:
+    """SQL of one ``generate_key`` entry of a Parquet source: its raw column (mapped, or the file's own), or its constant."""
+    mapped, constants = dict(spec.get("columns") or {}), dict(spec.get("constants") or {})
+    if part in mapped and mapped[part] in file_columns:
+        return f'"{mapped[part]}"'
+    if part in constants:
+        return "'" + str(constants[part]).replace("'", "''") + "'"
+    if part in file_columns:
+        return f'"{part}"'
+    known = sorted(set(mapped) | set(constants) | set(file_columns))
+    raise SourceError(f"{path}: source {name!r}: key `generate_key` names {part!r}, which is neither a column of the source "
+                      f"nor of the file{_close_hint(part, known)}; it has {known}")
 
 
 def _default_business_time_zone() -> str:

@@ -164,7 +164,7 @@ def monthly_revenue(lines: pd.DataFrame, *, customers_only: bool = False) -> pd.
     ----------
     customers_only : bool
         False: every line, with or without a customer (the shop's revenue). True: only lines with a
-        ``Customer ID`` (what a warehouse holds when it quarantines orders without a customer).
+        ``Customer ID`` (what a warehouse would hold with the dataset key ``anonymous_orders: quarantine``).
 
     Returns
     -------

@@ -107,3 +107,59 @@ def test_plots():
     assert bh.plot_weekday_hour(bh.weekday_hour(_orders(), as_of=AS_OF)) is not None
     assert bh.plot_inter_purchase(bh.inter_purchase_times(_orders(), as_of=AS_OF)) is not None
     matplotlib.pyplot.close("all")
+
+
+def test_non_merchandise_is_left_out_of_baskets():
+    items, products = _items()
+    postage = pd.DataFrame({"order_id": ["b1", "b2", "b3", "b5"], "product_id": ["POST"] * 4, "quantity": [1] * 4})
+    with_postage = pd.concat([items, postage], ignore_index=True)
+    before = with_postage.copy()
+    products = pd.concat([products, pd.DataFrame({"product_id": ["POST"], "category": ["non_merchandise"]})], ignore_index=True)
+    pairs = bh.basket_affinity(with_postage, level="product", min_support=0.0, exclude_products=["POST", "M"])
+    pd.testing.assert_frame_equal(pairs, bh.basket_affinity(items, level="product", min_support=0.0))
+    categories = bh.basket_affinity(with_postage, products=products, level="category", min_support=0.0, exclude_products=["POST"])
+    assert "non_merchandise" not in set(categories["item_a"]) | set(categories["item_b"])
+    summary = bh.basket_summary(with_postage, level="product", exclude_products=["POST"])
+    assert summary.iloc[0].tolist() == [4, 4, 3]  # b5 held only postage: no basket
+    assert bh.basket_summary(with_postage, level="product").iloc[0].tolist() == [5, 5, 3]
+    pd.testing.assert_frame_equal(with_postage, before)
+
+
+def test_no_pair_above_support_gives_an_empty_table_and_an_empty_chart():
+    items, products = _items()
+    pairs = bh.basket_affinity(items, level="product", min_support=0.9)
+    assert pairs.empty and list(pairs.columns) == bh.PAIR_COLUMNS
+    summary = bh.basket_summary(items, level="product")
+    message = bh.no_pairs_message(summary, min_support=0.9, minimum=2)
+    assert message == "no pair reaches the minimum support of 90.00% (n baskets = 4)"
+    ax = bh.plot_basket_lift(pairs, empty_message=message)
+    assert [t.get_text() for t in ax.texts] == [message] and not ax.get_xticks().size
+    matplotlib.pyplot.close("all")
+
+
+def test_pairs_seen_in_too_few_baskets_are_left_out():
+    items, _ = _items()
+    pairs = bh.basket_affinity(items, level="product", min_support=0.0, min_pair_baskets=2)
+    assert pairs[["item_a", "item_b", "n_baskets"]].values.tolist() == [["x", "y", 2]]  # x-z is in one basket only
+    summary = bh.basket_summary(items, level="product")
+    assert bh.no_pairs_message(summary, min_support=0.5, minimum=1, min_pair_baskets=3) == (
+        "no pair reaches the minimum support of 50.00% and 3 baskets (n baskets = 4)")
+
+
+def test_too_few_baskets_or_one_item_say_so():
+    items, products = _items()
+    summary = bh.basket_summary(items, level="product")
+    assert bh.no_pairs_message(summary, min_support=0.01) == "too little data (n = 4 baskets, needs 100)"
+    assert bh.basket_affinity(items, level="product", min_support=0.0, min_baskets=5).empty
+    assert not bh.basket_affinity(items, level="product", min_support=0.0, min_baskets=4).empty
+    one_category = products.assign(category="merchandise")
+    single = bh.basket_summary(items, products=one_category, level="category")
+    assert single.iloc[0].tolist() == [4, 1, 0]
+    assert bh.no_pairs_message(single, min_support=0.01, minimum=1) == "only 1 item at this level, nothing to pair (n baskets = 4)"
+
+
+def test_inter_purchase_plot_without_repeat_purchases_draws_an_empty_state():
+    once = _orders().drop_duplicates("customer_id")
+    ax = bh.plot_inter_purchase(bh.inter_purchase_times(once, as_of=AS_OF))
+    assert "no customer has a repeat purchase" in ax.texts[0].get_text()
+    matplotlib.pyplot.close("all")

@@ -139,6 +139,37 @@ def test_single_class_labels_are_refused():
         churn.fit_churn_model(features, pd.Series([True, True, True], index=features.index))
 
 
+def test_too_little_data_names_both_class_counts():
+    labels = churn.churn_labels(_orders(), as_of=AS_OF, window_days=90)["is_churned"]  # a stays, b and d churn
+    message = churn.too_little_data(labels, when="on the training date 2024-04-01")
+    assert message == (f"too little data (n = 2 churned and 1 retained customers on the training date 2024-04-01, "
+                       f"needs {churn.MIN_CUSTOMERS_PER_CLASS} of each)")
+    single_class = pd.Series([True] * 100)
+    assert churn.too_little_data(single_class).startswith("too little data (n = 100 churned and 0 retained")
+    enough = pd.Series([True, False] * churn.MIN_CUSTOMERS_PER_CLASS + [np.nan] * 5, dtype="object")
+    assert churn.too_little_data(enough) == ""
+
+
+def test_labels_without_an_observed_window_are_too_little_data():
+    # every order before the labelling date lies in the last 90 days: nobody can be labelled before the data starts
+    labels = churn.churn_labels(_orders(), as_of="2023-06-01", window_days=90)["is_churned"]
+    assert labels.empty
+    assert churn.too_little_data(labels).startswith("too little data (n = 0 churned and 0 retained")
+
+
+def test_all_missing_features_are_left_out_of_the_fit():
+    rng = np.random.default_rng(0)
+    n = 200
+    features = pd.DataFrame({"days_since_last_order": rng.exponential(60, n), "mean_nps_score": np.nan,
+                             "days_since_last_visit": np.nan}, index=[f"c{i}" for i in range(n)])
+    labels = pd.Series(features["days_since_last_order"] > 60, index=features.index)
+    assert churn.all_missing_features(features) == ["mean_nps_score", "days_since_last_visit"]
+    model = churn.fit_churn_model(features, labels, random_state=0)
+    assert list(model.feature_names_in_) == ["days_since_last_order"]
+    probability = churn.predict_churn(model, features)
+    assert probability.between(0, 1).all() and len(probability) == n
+
+
 @pytest.mark.slow
 def test_demo_churn_model_finds_true_dropouts(demo_home):
     from crm_analytics import warehouse

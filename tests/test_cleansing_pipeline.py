@@ -150,6 +150,8 @@ def test_demo_accuracy_and_invariant(demo_home, tmp_path):
     mangled = planted[planted["kind"] == "phone_scientific_notation"]
     quarantined = result.quarantine[result.quarantine["reason"] == "excel_mangled"]
     assert len(quarantined) == len(mangled)
+    assert not (result.quarantine["reason"] == "unknown_value").any(), "every value of the demo is in its column's vocabulary"
+    assert result.value_maps.empty, "the demo needs no value maps"
 
 
 def test_sources_validated_in_worker_processes_give_the_same_warehouse(home):

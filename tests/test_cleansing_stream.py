@@ -245,7 +245,7 @@ def test_an_order_without_a_customer_is_kept_anonymous_and_an_unknown_customer_q
     (tmp_path / "orders.csv").write_text(ANONYMOUS, encoding="utf-8")
     staged = stream.stage_source("web_orders", orders_spec(), tmp_path, as_of=AS_OF, work_dir=tmp_path, id_lookup=LOOKUP, chunk_rows=2)
     assert_same(staged, whole_file("web_orders", orders_spec(), tmp_path, LOOKUP))
-    clean = staged_clean(staged).set_index("order_id")
+    clean = as_objects(staged_clean(staged)).set_index("order_id")
     assert clean["customer_id"].to_dict() == {"O1": "cus_1", "O2": None}
     assert staged.quarantine[["source_row", "column_name", "reason"]].values.tolist() == [[3, "customer_id", "unknown_customer"]]
 
@@ -270,7 +270,7 @@ def test_bulk_keeps_or_quarantines_an_order_without_a_customer_as_the_dataset_sa
     dataset = replace(datasets.load_dataset("demo"), anonymous_orders=policy)
     staged = bulk.validate_parquet("orders", anonymous_orders_parquet(tmp_path), tmp_path, as_of=AS_OF, id_lookup=LOOKUP,
                                    work_dir=tmp_path, dataset=dataset)
-    clean = staged_clean(staged).set_index("order_id")["customer_id"].to_dict()
+    clean = as_objects(staged_clean(staged)).set_index("order_id")["customer_id"].to_dict()
     reasons = staged.quarantine[["source_row", "column_name", "reason"]].values.tolist()
     if policy == "keep":
         assert clean == {"O1": "cus_1", "O2": None} and reasons == [[3, "customer_id", "unknown_customer"]]

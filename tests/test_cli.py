@@ -35,6 +35,22 @@ def test_unknown_parameter_is_a_usage_error_with_did_you_mean(tmp_path):
     assert not (tmp_path / "outputs" / "ok").exists()
 
 
+@pytest.mark.parametrize(("assignment", "expected"), [("as_of=notadate", "expected an ISO date"), ("n_rows=2.5", "expected an int"),
+                                                     ("as_of=20240131", "expected an ISO date as text")])
+def test_a_parameter_of_the_wrong_type_is_a_usage_error_before_any_kernel(tmp_path, assignment, expected):
+    result = _invoke(tmp_path, "run", "ok", "-p", assignment)
+    assert result.exit_code == 2 and expected in result.stderr
+    assert f"parameter {assignment.split('=')[0]!r} of 'ok'" in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists(), "no run folder"
+
+
+def test_run_all_with_a_parameter_of_the_wrong_type_runs_nothing(tmp_path):
+    result = _invoke(tmp_path, "run-all", "-p", "as_of=notadate")
+    assert result.exit_code == 2 and "parameter 'as_of' of 'ok' is 'notadate'" in result.stderr
+    assert not list((tmp_path / "outputs").rglob("run.json"))
+
+
 def test_malformed_assignment_is_a_usage_error(tmp_path):
     result = _invoke(tmp_path, "run", "ok", "-p", "n_rows")
     assert result.exit_code == 2 and "key=value" in result.stderr
@@ -96,6 +112,11 @@ def test_relative_paths_on_the_command_line_are_taken_from_the_working_directory
     assert values == {"warehouse_path": str(tmp_path / "data" / "w.duckdb"), "label": "data/w.duckdb", "output_dir": "/abs"}
 
 
+def _invoke_on_project_notebooks(tmp_path: Path, *args: str):
+    """Run the command on the project's notebooks and parameters (a schedule names real analyses), outputs in ``tmp_path``."""
+    return cli.invoke(app, ["--output-root", str(tmp_path / "outputs"), *args])
+
+
 def _schedule(tmp_path: Path) -> Path:
     path = tmp_path / "schedule.yaml"
     path.write_text(
@@ -107,7 +128,7 @@ def _schedule(tmp_path: Path) -> Path:
 
 
 def test_schedule_crontab(tmp_path):
-    result = _invoke(tmp_path, "schedule", "crontab", "-f", str(_schedule(tmp_path)), "--root", "/srv/crm")
+    result = _invoke_on_project_notebooks(tmp_path, "schedule", "crontab", "-f", str(_schedule(tmp_path)), "--root", "/srv/crm")
     assert result.exit_code == 0
     lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
     assert lines == [
@@ -119,7 +140,7 @@ def test_schedule_crontab(tmp_path):
 
 
 def test_schedule_list_prints_next_fire_times(tmp_path):
-    result = _invoke(tmp_path, "schedule", "list", "-f", str(_schedule(tmp_path)), "-n", "2")
+    result = _invoke_on_project_notebooks(tmp_path, "schedule", "list", "-f", str(_schedule(tmp_path)), "-n", "2")
     assert result.exit_code == 0
     assert "kpi-daily" in result.stdout and "churn-eu" in result.stdout
     assert result.stdout.count("07:00 CST") == 2 and "(23:00 UTC)" in result.stdout
@@ -133,13 +154,33 @@ def test_bad_schedule_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "5 fields" in result.stderr and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        ("{id: a, analysis: kpii, cron: '0 7 * * *'}", "job 'a': unknown analysis 'kpii' (did you mean 'kpi'?)"),
+        ("{id: b, analysis: kpi, cron: '0 7 * * *', parameters: parameters/kpi/nightly.yaml}", "job 'b': parameter file not found"),
+        ("{id: c, analysis: kpi, cron: '0 7 * * *', dataset: dem}", "no dataset 'dem'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["list", "run"])
+def test_schedule_checks_every_job_when_loaded(tmp_path, job, expected, command):
+    path = tmp_path / "schedule.yaml"
+    path.write_text(f"timezone: UTC\njobs:\n  - {{id: fine, analysis: overview, cron: '0 6 * * *'}}\n  - {job}\n")
+    result = _invoke_on_project_notebooks(tmp_path, "schedule", command, "-f", str(path), "--jobstore", "memory") if command == "run" \
+        else _invoke_on_project_notebooks(tmp_path, "schedule", command, "-f", str(path))
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr and str(path) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert "scheduler started" not in result.stderr
+
+
 @pytest.mark.slow
 def test_run_succeeds_with_typed_parameters(tmp_path):
-    result = _invoke(tmp_path, "run", "ok", "-p", "n_rows=2", "-p", "as_of=2024-02-29", "-p", "label=yes")
+    result = _invoke(tmp_path, "run", "ok", "-p", "n_rows=2", "-p", "as_of=2024-02-29", "-p", 'label="yes"')
     assert result.exit_code == 0, result.output
     record = json.loads((runner.latest_run("ok", output_root=tmp_path / "outputs") / "run.json").read_text())
     assert record["parameters"]["n_rows"] == 2 and record["parameters"]["as_of"] == "2024-02-29"
-    assert record["parameters"]["label"] is True  # YAML: yes is a boolean
+    assert record["parameters"]["label"] == "yes"  # quoted: unquoted, YAML reads yes as a boolean, which a text parameter refuses
     assert "cell-stdout-marker" not in result.output  # cell output stays in the run folder
 
 

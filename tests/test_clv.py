@@ -241,3 +241,87 @@ def test_summarize_reads_aware_times_in_the_business_zone():
     from_naive = clv.summarize(naive, calibration_end="2024-01-29", observation_end="2024-02-26", time_unit="D")
     pd.testing.assert_frame_equal(from_aware, from_naive)
     assert from_aware.loc["a", "T"] == 28.0, "a's first purchase stays on 1 January"
+
+
+# --------------------------------------------------------------------------- too little data, degenerate fits
+
+
+def _simulated_bgnbd(n: int, *, rate: float, dropout: float, weeks: float = 52.0, seed: int = 0) -> pd.DataFrame:
+    """BG/NBD inputs of ``n`` customers who all share one purchase rate and one dropout probability."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        t, times = 0.0, []
+        while (t := t + rng.exponential(1 / rate)) <= weeks:
+            times.append(t)
+            if rng.random() < dropout:
+                break
+        rows.append((len(times), times[-1] if times else 0.0, weeks))
+    return pd.DataFrame(rows, columns=["frequency", "recency", "T"])
+
+
+def test_bgnbd_on_three_customers_is_not_converged():
+    summary = pd.DataFrame({"frequency": [1, 2, 0], "recency": [10.0, 20.0, 0.0], "T": [30.0, 30.0, 30.0]})
+    with pytest.warns(ConvergenceWarning, match="BetaGeo fit did not converge"):
+        bg = clv.BetaGeo().fit(summary)
+    assert not bg.converged_
+    assert "flat" in bg.convergence_reason_ or "bound" in bg.convergence_reason_
+    low, high = clv.PARAMETER_RANGE
+    assert all(low / 10 < value < high * 10 * 30 for value in bg.params_.values()), "bounded, no runaway to 1e9"
+
+
+def test_bgnbd_without_heterogeneity_runs_to_a_bound_and_is_not_converged():
+    # everybody shares one dropout probability: a and b run off to infinity together (a degenerate Beta)
+    summary = _simulated_bgnbd(300, rate=0.5, dropout=0.1, seed=1)
+    with pytest.warns(ConvergenceWarning):
+        bg = clv.BetaGeo().fit(summary)
+    assert not bg.converged_ and "ran to the optimiser's bound" in bg.convergence_reason_
+    status = bg.summary_frame()
+    assert (~status["converged"]).all() and (status["convergence_reason"] == bg.convergence_reason_).all()
+
+
+def test_bgnbd_without_any_repeat_purchase_is_not_converged():
+    summary = pd.DataFrame({"frequency": [0, 0, 0], "recency": [0.0, 0.0, 0.0], "T": [30.0, 20.0, 10.0]})
+    with pytest.warns(ConvergenceWarning):
+        bg = clv.BetaGeo().fit(summary)
+    assert not bg.converged_ and bg.convergence_reason_.startswith("r = ")
+
+
+def test_gamma_gamma_with_q_below_one_is_not_converged():
+    rng = np.random.default_rng(0)
+    summary = pd.DataFrame({"frequency": rng.integers(5, 30, 300), "monetary_value": np.exp(rng.normal(3, 2.5, 300))})
+    with pytest.warns(ConvergenceWarning, match="GammaGamma"):
+        gg = clv.GammaGamma().fit(summary)
+    assert gg.params_["q"] < 1 and not gg.converged_ and "q = " in gg.convergence_reason_
+
+
+def test_gamma_gamma_on_a_few_customers_is_not_converged():
+    summary = pd.DataFrame({"frequency": [1, 2, 0], "monetary_value": [10.0, 20.0, 0.0]})
+    with pytest.warns(ConvergenceWarning):
+        gg = clv.GammaGamma().fit(summary)
+    assert not gg.converged_ and gg.convergence_reason_
+
+
+def test_published_fits_stay_converged_without_a_reason(cdnow_bg, cdnow_summary):
+    assert cdnow_bg.converged_ and cdnow_bg.convergence_reason_ == ""
+    gg = clv.GammaGamma().fit(cdnow_summary)
+    assert gg.converged_ and gg.convergence_reason_ == ""
+
+
+def test_too_little_data_counts_repeat_customers():
+    summary = pd.DataFrame({"frequency": [0] * 50 + [1] * 29, "monetary_value": [0.0] * 50 + [5.0] * 28 + [0.0]})
+    assert clv.too_little_data(summary, model="bgnbd") == (
+        f"too little data (n = 29 customers with a repeat purchase, needs {clv.MIN_REPEAT_CUSTOMERS_BGNBD})")
+    assert clv.too_little_data(summary, model="gamma_gamma").startswith(
+        "too little data (n = 28 customers with a repeat purchase and positive spend")
+    enough = pd.DataFrame({"frequency": [1] * 30, "monetary_value": [5.0] * 30})
+    assert clv.too_little_data(enough, model="bgnbd") == clv.too_little_data(enough, model="gamma_gamma") == ""
+    with pytest.raises(ValueError, match="model"):
+        clv.too_little_data(enough, model="pareto_nbd")
+
+
+def test_fit_status_frame_leaves_out_skipped_fits(cdnow_bg):
+    both_skipped = clv.fit_status_frame({"BG/NBD": None, "Gamma-Gamma": None})
+    assert both_skipped.empty and "convergence_reason" in both_skipped.columns
+    one = clv.fit_status_frame({"BG/NBD": cdnow_bg, "Gamma-Gamma": None})
+    assert set(one["model"]) == {"BG/NBD"} and set(one["item"]) >= {"r", "alpha", "a", "b", "loglik"}

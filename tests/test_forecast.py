@@ -135,3 +135,28 @@ def test_demo_forecast_beats_baseline(demo_home):
     mean = table.groupby("method")[["mape_pct", "smape_pct"]].mean()
     assert mean.loc["sarimax", "smape_pct"] < mean.loc["seasonal_naive", "smape_pct"]
     assert mean.loc["sarimax", "mape_pct"] < mean.loc["seasonal_naive", "mape_pct"]
+
+
+def test_too_little_history_is_said_with_counts():
+    weekly = forecast.sales_series(pd.DataFrame({"order_time": pd.date_range("2024-01-01", periods=280, freq="D"),
+                                                 "order_amount": np.arange(280.0)}), freq="W")
+    assert len(weekly) == 40
+    assert forecast.too_little_data(weekly["revenue_amount"], freq="W", horizon=8, n_origins=3) == (
+        "too little data (n = 40 weeks, needs 76: 52 to fit and 3 backtest origins of 8)")
+    assert forecast.too_little_data(weekly["revenue_amount"], freq="D") == ""
+    assert forecast.too_little_data(weekly["revenue_amount"].iloc[:10], freq="D") == "too little data (n = 10 days, needs 28)"
+
+
+@pytest.mark.parametrize("value", [0.0, 125.5])
+def test_a_constant_series_has_no_variation(value):
+    flat = pd.Series(value, index=pd.date_range("2022-01-02", periods=120, freq="W-SUN"))
+    message = forecast.too_little_data(flat, freq="W", horizon=8, n_origins=3)
+    assert message.startswith("no variation") and f"{value:g}" in message
+    assert forecast.too_little_data(_synthetic(), freq="D", horizon=28, n_origins=3) == ""
+
+
+def test_forecast_records_whether_the_fit_converged():
+    series = _synthetic(120)
+    assert forecast.fit_forecast(series, horizon=7, model="ets", freq="D").attrs["converged"] is True
+    weekly = series.resample("W-SUN").sum().iloc[1:-1]
+    assert isinstance(forecast.fit_forecast(weekly, horizon=4, model="sarimax", freq="W").attrs["converged"], bool)

@@ -65,3 +65,32 @@ def test_as_timestamp_converts_an_offset_into_the_business_zone(use_time_zone):
     use_time_zone("Europe/London")
     assert frames.as_timestamp("2024-03-01T00:00:00+08:00") == pd.Timestamp("2024-02-29 16:00")
     assert frames.as_timestamp("2024-03-01") == pd.Timestamp("2024-03-01")
+
+
+def _orders_with_a_guest() -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": pd.array(["a", None, "b", None], dtype="string"), "order_amount": [60.0, 30.0, 20.0, -10.0]})
+
+
+def test_anonymous_orders_are_counted_with_their_share_of_net_revenue():
+    orders = _orders_with_a_guest()
+    before = orders.copy()
+    row = frames.anonymous_orders(orders).iloc[0]
+    assert (row["n_orders"], row["n_anonymous_orders"]) == (4, 2) and row["anonymous_orders_pct"] == pytest.approx(50.0)
+    assert (row["revenue_amount"], row["anonymous_revenue_amount"]) == (100.0, 20.0) and row["anonymous_revenue_pct"] == pytest.approx(20.0)
+    pd.testing.assert_frame_equal(orders, before)
+    none = frames.anonymous_orders(orders.iloc[:0]).iloc[0]
+    assert none["n_orders"] == 0 and none["n_anonymous_orders"] == 0 and pd.isna(none["anonymous_orders_pct"])
+    with pytest.raises(frames.MissingColumnError, match="customer_id"):
+        frames.anonymous_orders(orders.drop(columns="customer_id"))
+
+
+def test_excluded_lines_counts_non_merchandise_lines_and_value():
+    items = pd.DataFrame({"product_id": ["A", "POST", "B", "POST", "M"], "quantity": [2, 1, 1, 1, 1],
+                          "unit_price_amount": [5.0, 10.0, 3.0, 10.0, 2.0]})
+    row = frames.excluded_lines(items, exclude_products=["POST", "M", "ADJUST"]).iloc[0]
+    assert (row["n_lines"], row["n_excluded_lines"], row["n_excluded_products"]) == (5, 3, 2)
+    assert row["excluded_line_amount"] == 22.0 and row["excluded_amount_pct"] == pytest.approx(100 * 22 / 35)
+    nothing = frames.excluded_lines(items, exclude_products=[]).iloc[0]
+    assert nothing["n_excluded_lines"] == 0 and nothing["excluded_amount_pct"] == 0.0
+    no_prices = frames.excluded_lines(items[["product_id"]], exclude_products=["POST"]).iloc[0]
+    assert no_prices["n_excluded_lines"] == 2 and pd.isna(no_prices["line_amount"])

@@ -270,6 +270,141 @@ def test_inputs_not_mutated():
         pd.testing.assert_frame_equal(frame, before[name])
 
 
+# --------------------------------------------------------------------------- the lecture's further KPIs
+
+
+def _pipeline():
+    """Opportunities (with owners) and their stage history, on days chosen for whole-day durations."""
+    opportunities = pd.DataFrame(
+        {
+            "opportunity_id": ["p1", "p2", "p3", "p4", "p5", "p6"],
+            "customer_id": ["c1", "c2", "c3", "c1", "c2", "c3"],
+            "lead_source": ["web_form", "referral", "web_form", "referral", "web_form", "web_form"],
+            "owner": ["Zhao Min", "Zhou Mei", "Zhao Min", "Zhou Mei", "Chen Jing", "Zhao Min"],
+            "created_time": [T("2024-01-05"), T("2024-01-10"), T("2024-01-20"), T("2024-01-25"), T("2024-02-03"), T("2024-01-01")],
+            "status": ["won", "lost", "open", "won", "open", "won"],
+            "closed_time": [T("2024-02-14"), T("2024-02-20"), pd.NaT, T("2024-02-14"), pd.NaT, T("2024-02-01")],
+        }
+    )
+    history = pd.DataFrame(
+        {
+            "opportunity_id": ["p1", "p1", "p1", "p2", "p3", "p4", "p4", "p5", "p5", "p6", "p6"],
+            "stage": ["lead", "qualified", "won", "lead", "lead", "lead", "won", "lead", "proposal", "lead", "won"],
+            "entered_time": [T("2024-01-05"), T("2024-01-09"), T("2024-02-14"), T("2024-01-10"), T("2024-01-20"), T("2024-01-25"),
+                             T("2024-02-14"), T("2024-02-03"), T("2024-02-08"), T("2024-01-01"), T("2024-02-01")],
+        }
+    )
+    return {**_tables(), "opportunities": opportunities, "opportunity_stage_history": history}
+
+
+WON = {"table": "opportunities", "time_col": "closed_time", "start_col": "created_time", "end_col": "closed_time", "where": {"status": "won"}}
+
+
+def test_lead_conversion_time_is_the_median_days_from_lead_to_win():
+    # Won in February after 40 (p1), 20 (p4) and 31 days (p6); p2 was lost.
+    result = _values("median_duration", {**WON, "channel_col": "lead_source"}, tables=_pipeline(), unit="days", dimensions=("channel",))
+    assert _series(result) == {"2024-02": 31.0}
+    assert _series(result, channel="web_form") == {"2024-02": 35.5}  # p1 and p6
+    mean = _values("mean_duration", WON, tables=_pipeline(), unit="days")
+    assert _series(mean) == {"2024-02": round(91 / 3, 4)}  # the sales cycle is the mean of the same deals
+
+
+def test_lead_quality_counts_qualified_leads_among_the_decided_ones():
+    params = {"stages": ["qualified", "proposal", "negotiation", "won"], "channel_col": "lead_source"}
+    result = _values("stage_reached_share", params, tables=_pipeline(), unit="pct", dimensions=("channel", "segment"))
+    # January's leads: p1 qualified, p4 and p6 won (so qualified), p2 lost at the lead stage, p3 still open at
+    # the lead stage (undecided, left out): 3 of 4. February: p5 open but already at proposal: 1 of 1.
+    assert _series(result) == {"2024-01": 75.0, "2024-02": 100.0}
+    assert _series(result, channel="referral") == {"2024-01": 50.0}
+    assert _series(result, segment="A") == {"2024-01": 100.0}  # c1 and c3: p1, p4, p6
+    with pytest.raises(CatalogueError, match="params.stages"):
+        _values("stage_reached_share", {}, tables=_pipeline(), unit="pct")
+
+
+def test_per_rep_kpis_are_counts_and_rates_with_masked_names_kept_apart():
+    opp = {"table": "opportunities", "time_col": "closed_time", "channel_col": "owner"}
+    won = _values("row_count", {**opp, "where": {"status": "won"}}, tables=_pipeline(), dimensions=("channel",), breakdown="channel")
+    # Zhao Min and Zhou Mei both mask to "Z*** M**": sorted, the second is told apart by " (2)".
+    assert set(won.channel) == {"Z*** M**", "Z*** M** (2)"}
+    assert _series(won, channel="Z*** M**") == {"2024-02": 2.0}  # Zhao Min: p1, p6
+    assert _series(won, channel="Z*** M** (2)") == {"2024-02": 1.0}  # Zhou Mei: p4
+    rate = _values("row_share", {**opp, "where": {"status": ["won", "lost"]}, "numerator": {"status": "won"}}, tables=_pipeline(),
+                   unit="pct", dimensions=("channel",), breakdown="channel")
+    assert _series(rate, channel="Z*** M**") == {"2024-02": 100.0}
+    assert _series(rate, channel="Z*** M** (2)") == {"2024-02": 50.0}  # p4 won, p2 lost
+    assert (rate.channel != "all").all(), "a breakdown-only KPI has no total row"
+    assert not rate.channel.str.contains("Zhao|Zhou|Chen").any()
+
+
+def test_lead_source_breakdowns_are_not_masked():
+    result = _values("row_count", {"table": "opportunities", "time_col": "created_time", "channel_col": "lead_source"}, tables=_pipeline(), dimensions=("channel",))
+    assert set(result.channel) == {"all", "web_form", "referral"}
+
+
+def test_channel_efficiency_is_spend_per_last_touch_conversion():
+    result = _values("spend_per_conversion", {"window_days": 7}, unit="money", direction="lower", dimensions=("channel",))
+    # Jan: spend 1000 (k1, email) + 200 (k2's first 2 of 4 days, sms); one conversion (o1 two days after tp1).
+    # Feb: spend 200 (sms), one conversion (o5 three days after tp3). o4 came 13 days after its contact.
+    assert _series(result) == {"2024-01": 1200.0, "2024-02": 200.0}
+    assert _series(result, channel="email") == {"2024-01": 1000.0}
+    assert _series(result, channel="sms") == {"2024-02": 200.0}  # January's sms spend converted nobody: no value
+
+
+def test_customer_engagement_is_the_share_of_customers_on_file_with_a_session():
+    tables = _tables()
+    extra = pd.DataFrame({"customer_id": ["c1"], "session_id": ["s9"], "event_time": [T("2024-02-10")], "event_name": ["visit"], "traffic_channel": ["direct"]})
+    tables["web_events"] = pd.concat([tables["web_events"], extra], ignore_index=True)
+    result = _values("base_share", {"table": "web_events", "time_col": "event_time"}, tables=tables, unit="pct", dimensions=("segment",))
+    # January: c1 and c2 are on file and visit; c3 visits on 01-07 but signs up on 02-01, so is not counted.
+    # February: c1 of c1, c2, c3. March: nobody visits.
+    assert _series(result) == {"2024-01": 100.0, "2024-02": round(100 / 3, 4), "2024-03": 0.0}
+    assert _series(result, segment="A") == {"2024-01": 100.0, "2024-02": 50.0, "2024-03": 0.0}
+
+
+def test_service_satisfaction_is_the_mean_csat_score():
+    params = {"table": "surveys", "time_col": "survey_time", "value_col": "csat_score", "where": {"csat_score": {"notnull": True}}}
+    result = _values("mean_value", params, unit="score")
+    assert _series(result) == {"2024-01": 3.5, "2024-02": round(11 / 3, 4)}  # (5 + 4 + 3 + 2) / 4; (5 + 5 + 1) / 3
+
+
+def test_resolution_rate_is_tickets_resolved_per_ticket_opened():
+    tables = _tables()
+    tickets = tables["support_tickets"].copy()
+    tickets.loc[1, "resolved_time"] = T("2024-02-05")  # t2, opened in January, resolved in February
+    tables["support_tickets"] = tickets
+    params = {"table": "support_tickets", "numerator_time_col": "resolved_time", "denominator_time_col": "opened_time", "channel_col": "contact_channel"}
+    result = _values("count_ratio", params, tables=tables, unit="pct", dimensions=("channel",))
+    # Jan: 1 resolved (t1) of 2 opened; Feb: 2 resolved (t2, t3) of 1 opened, the backlog worked off; Mar: 1 of 1.
+    assert _series(result) == {"2024-01": 50.0, "2024-02": 200.0, "2024-03": 100.0}
+    assert _series(result, channel="chat") == {"2024-01": 0.0}  # opened, none resolved in the month
+
+
+def test_new_kpis_are_left_out_where_their_tables_are_missing():
+    by_id = {k.id: k for k in kpi.load_catalogue()}
+    needs = {kpi_id: kpi.required_tables([by_id[kpi_id]]) for kpi_id in (
+        "lead_conversion_time", "lead_quality", "channel_efficiency", "customer_engagement", "service_satisfaction",
+        "resolution_rate", "deals_won_per_rep", "win_rate_per_rep")}
+    assert needs == {
+        "lead_conversion_time": ["opportunities"],
+        "lead_quality": ["opportunities", "opportunity_stage_history"],
+        "channel_efficiency": ["campaigns", "orders", "touchpoints"],
+        "customer_engagement": ["customers", "web_events"],
+        "service_satisfaction": ["surveys"],
+        "resolution_rate": ["support_tickets"],
+        "deals_won_per_rep": ["opportunities"],
+        "win_rate_per_rep": ["opportunities"],
+    }
+    per_rep = [by_id["deals_won_per_rep"], by_id["win_rate_per_rep"]]
+    assert all(k.unit in ("count", "pct") for k in per_rep), "per person: counts and rates, never money"
+
+
+def test_window_start_is_the_first_day_of_the_month():
+    assert kpi.window_start(T("2011-12-10"), history_months=24) == T("2009-12-01")
+    assert kpi.window_start(T("2024-04-01"), history_months=3) == T("2024-01-01")
+    with pytest.raises(ValueError, match="history_months"):
+        kpi.window_start(T("2024-04-01"), history_months=0)
+
+
 # --------------------------------------------------------------------------- catalogue
 
 
@@ -281,6 +416,8 @@ def test_project_catalogue_loads_and_covers_the_agreed_kpis():
         "campaign_conversion_rate", "cost_per_lead", "marketing_roi", "roi_per_channel",
         "revenue", "orders", "average_order_value", "funnel_conversion", "win_rate", "average_sales_cycle", "open_pipeline_value", "forecast_accuracy",
         "first_contact_resolution", "average_first_response_time", "average_resolution_time", "escalation_rate", "repeat_issue_rate",
+        "lead_conversion_time", "lead_quality", "channel_efficiency", "customer_engagement", "service_satisfaction", "resolution_rate",
+        "deals_won_per_rep", "win_rate_per_rep",
     } <= ids
     assert kpi.required_tables(catalogue)
 
@@ -498,7 +635,8 @@ def test_demo_targets_file_covers_the_demo_catalogue():
     demo = datasets.load_dataset("demo")
     assert demo.targets_file is not None and demo.targets_file.name == "demo.yaml"
     catalogue = kpi.load_catalogue(targets_file=demo.targets_file)
-    assert all(k.has_target for k in catalogue)
+    # a count per person (a breakdown-only count) has no target of its own; every other KPI has one
+    assert [k.id for k in catalogue if not k.has_target] == ["deals_won_per_rep"]
     assert {k.id: k.target for k in catalogue}["active_customers"] == 13000.0
 
 
@@ -590,4 +728,5 @@ def test_sales_cube_counts_buyers_orders_and_net_revenue_per_month_segment_and_c
         ("2025-01", "Lost", "web"): (1, 1, 30.0),
         ("2025-02", "Champions", "web"): (1, 0, -40.0),  # a refund is revenue, not an order
         ("2025-02", "unknown", "store"): (1, 1, 20.0),
-    }, "orders without a customer are left out; customers without a segment are 'unknown'"
+        ("2025-01", "anonymous", "web"): (0, 1, 99.0),
+    }, "orders without a customer keep their revenue as 'anonymous'; customers without a segment are 'unknown'"

@@ -23,7 +23,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from crm_analytics import dates, paths, privacy
+from crm_analytics import datasets, dates, paths, privacy
 
 sys.path.insert(0, str(Path(__file__).parent))
 import reference_online_retail as reference  # noqa: E402
@@ -130,12 +130,6 @@ def orders(lines) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def customer_orders(orders) -> pd.DataFrame:
-    """The orders a warehouse keeps: the 22 invoices without a customer are quarantined by the cleansing build."""
-    return orders[orders["customer_id"].notna()].reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
 def published_key(project, warehouse, key) -> pd.Series:
     """Workbook customer id -> the pseudonymous ``customer_key`` of the published tables.
 
@@ -186,8 +180,9 @@ def test_every_customers_rfm_at_the_day_after_the_last_order(project, orders, pu
     pd.testing.assert_frame_equal(result, expected, check_dtype=False, check_names=False, check_index_type=False, rtol=1e-9)
 
 
-def test_monthly_retention_matrix(project, customer_orders):
-    expected = reference.retention_matrix(customer_orders)
+def test_monthly_retention_matrix(project, orders):
+    # the 22 invoices without a Customer ID are in the warehouse as anonymous orders; cohorts leave them out
+    expected = reference.retention_matrix(orders)
     published = project.latest_table("cohort", "retention_matrix").set_index("cohort_date")
     published.columns = published.columns.astype(int)
     assert published.shape == expected.shape == (25, 25)
@@ -195,29 +190,57 @@ def test_monthly_retention_matrix(project, customer_orders):
                                   check_index_type=False, check_column_type=False, rtol=1e-12)
 
 
-def test_monthly_revenue_of_customers(project, lines):
-    # The 22 invoices without a Customer ID are quarantined by the cleansing build (orders need a customer),
-    # so every persisted revenue is the customers' revenue, not the shop's.
-    expected = reference.monthly_revenue(lines, customers_only=True)
+def test_monthly_revenue_of_the_shop(project, lines):
+    # The 22 invoices without a Customer ID are kept as anonymous orders (the dataset's anonymous_orders: keep),
+    # so every persisted revenue is the shop's, all invoices included.
+    expected = reference.monthly_revenue(lines)
+    assert not expected.equals(reference.monthly_revenue(lines, customers_only=True)), "the anonymous invoices carry revenue"
     assert len(expected) == 25
     values = project.latest_table("kpi", "kpi_values")
     revenue = values[(values["kpi_id"] == "revenue") & (values["grain"] == "month")
                      & (values["segment"] == "all") & (values["channel"] == "all")]
     assert (revenue["unit"] == "money").all()
     kpi_months = revenue.set_index("period_start")["value"]
-    # the KPI months are the complete ones: 2010-01 .. 2011-11 (the data starts 2009-12-01 and stops 2011-12-09)
-    assert kpi_months.index.min() == pd.Timestamp("2010-01-01") and len(kpi_months) == 23
+    # the KPI months are the complete ones of the window, 2009-12 .. 2011-11: the window starts on the first day of the
+    # month 24 months before the day after the last order (2009-12-01) and the data stops on 2011-12-09
+    assert kpi_months.index.min() == pd.Timestamp("2009-12-01") and len(kpi_months) == 24
     pd.testing.assert_series_equal(kpi_months, expected.loc[kpi_months.index], check_names=False, check_index_type=False,
                                    check_freq=False, rtol=1e-9)
 
     cube = project.latest_table("kpi", "sales_cube").groupby("month_date")["revenue_amount"].sum()
     assert len(cube) == 25
-    # the cube covers history_months=24 before the day after the last order: 2009-12-10 .. 2011-12-09, so its
-    # first month holds only 2009-12-10..31
-    window_start = reference.AS_OF - pd.DateOffset(months=24)
-    of_window = reference.monthly_revenue(lines[lines["InvoiceDate"] >= window_start], customers_only=True)
-    assert of_window.iloc[0] < expected.iloc[0]
-    pd.testing.assert_series_equal(cube, of_window, check_names=False, check_index_type=False, check_freq=False, rtol=1e-9)
+    # the cube's months are whole: its window starts on 2009-12-01, the first day of the month 24 months before the
+    # day after the last order, so its first month holds all of December 2009, not only 2009-12-10..31
+    assert cube.index.min() == pd.Timestamp("2009-12-01")
+    pd.testing.assert_series_equal(cube, expected, check_names=False, check_index_type=False, check_freq=False, rtol=1e-9)
+
+
+def test_reports_state_the_anonymous_orders_they_leave_out(project, orders):
+    anonymous = orders[orders["customer_id"].isna()]
+    assert len(anonymous) == 22
+    share = 100 * len(anonymous) / len(orders)
+    expected = f"22 of {len(orders):,} orders ({share:.1f}%) have no customer"
+    for analysis in ("behaviour", "recommendation", "segmentation", "cohort", "clv", "churn", "lifecycle", "kpi"):
+        notes = [w["message"] for w in project.records[analysis]["warnings"] if w["kind"] == "data_note"]
+        assert any(note.startswith(expected) for note in notes), (analysis, notes)
+
+
+def test_product_analyses_leave_out_non_merchandise_and_say_how_much(project, lines):
+    codes = set(datasets.load_dataset(DATASET).non_merchandise_codes)
+    sales_lines = lines[~lines["Invoice"].str.startswith("C")]  # order_items: every sales line, with or without a customer
+    excluded = sales_lines[sales_lines["StockCode"].isin(codes)]
+    assert len(excluded) > 0
+    for analysis in ("behaviour", "recommendation"):
+        counts = project.latest_table(analysis, "non_merchandise_lines").iloc[0]
+        assert (counts["n_lines"], counts["n_excluded_lines"]) == (len(sales_lines), len(excluded))
+        assert counts["excluded_line_amount"] == pytest.approx(excluded["amount"].sum(), rel=1e-9)
+        notes = [w["message"] for w in project.records[analysis]["warnings"] if w["kind"] == "data_note"]
+        assert any(note.startswith(f"{len(excluded):,} of {len(sales_lines):,} order lines") for note in notes), notes
+    pairs = project.latest_table("behaviour", "product_pairs")
+    assert not (set(pairs["item_a"]) | set(pairs["item_b"])) & codes
+    top_n, also = project.latest_table("recommendation", "top_n_per_customer"), project.latest_table("recommendation", "also_bought")
+    assert len(top_n) and not set(top_n["product_id"]) & codes
+    assert not (set(also["product_id"]) | set(also["also_bought_product_id"])) & codes
 
 
 @pytest.fixture(scope="module")

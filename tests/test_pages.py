@@ -405,3 +405,28 @@ def test_only_the_stakeholder_notebooks_are_staged(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in found)
     with pytest.raises(FileNotFoundError, match="no_such_page"):
         serve.resolve_notebooks(["no_such_page"])
+
+
+# --------------------------------------------------------------------------------------------------
+# warnings of the latest run
+
+
+def test_the_banner_shows_the_warnings_of_the_latest_good_run(page_home):
+    run_dir = write_run(page_home, "clv", "20250103T000000.000Z-eeeeee", started=NOW - pd.Timedelta(minutes=5))
+    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    record["warnings"] = [
+        {"kind": "too_little_data", "section": "Gamma-Gamma", "message": "too little data (n = 12 customers, needs 30) <b>"},
+        {"kind": "not_converged", "section": "", "message": "the BG/NBD fit did not converge"},
+    ]
+    (run_dir / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    status = pages.page_status("clv", now=NOW)
+    assert status.state == "fresh" and [w["kind"] for w in status.warnings] == ["too_little_data", "not_converged"]
+    fragment = pages.banner_html(status)
+    assert 'class="crm-warnings"' in fragment and "2 warnings in this run" in fragment
+    assert "Gamma-Gamma: too little data (n = 12 customers, needs 30) &lt;b&gt;" in fragment
+    assert "<li>the BG/NBD fit did not converge</li>" in fragment
+
+
+def test_a_run_without_warnings_shows_none(page_home):
+    status = pages.page_status("kpi", now=NOW)
+    assert status.warnings == [] and "crm-warnings" not in pages.banner_html(status)

@@ -103,6 +103,65 @@ def test_pseudonymise_needs_a_series(env_key):
         privacy.pseudonymise(["a@b.com"])
 
 
+def test_an_explicit_key_overrides_the_project_key(env_key):
+    other = "another-key-of-enough-length"
+    expected = "cus_" + hmac.new(other.encode(), b"c1", hashlib.sha256).hexdigest()[:16]
+    assert privacy.pseudonymise(pd.Series(["c1"]), key=other)[0] == expected
+    assert privacy.pseudonymise(pd.Series(["c1"]), key=other.encode())[0] == expected
+    with pytest.raises(ValueError, match="at least 16"):
+        privacy.pseudonymise(pd.Series(["c1"]), key="short")
+
+
+# --------------------------------------------------------------------------------------------------
+# the published customer key and the way back to source ids
+
+
+def test_with_customer_key_replaces_the_id_column_or_index(env_key):
+    by_column = pd.DataFrame({"score": [0.5, 0.2, 0.9], "customer_id": ["c2", "c1", "c2"]}, index=[7, 8, 9])
+    keyed = privacy.with_customer_key(by_column)
+    assert keyed.columns.tolist() == ["customer_key", "score"]
+    assert keyed["customer_key"].tolist() == privacy.pseudonymise(pd.Series(["c2", "c1", "c2"])).tolist()
+    assert keyed.index.tolist() == [0, 1, 2] and str(keyed["customer_key"].dtype) == "string"
+    assert by_column.columns.tolist() == ["score", "customer_id"]  # input untouched
+    by_index = by_column.set_index("customer_id")
+    assert privacy.with_customer_key(by_index).equals(keyed)
+
+
+def test_with_customer_key_names_a_missing_id_and_refuses_a_second_key(env_key):
+    with pytest.raises(MissingColumnError, match="customer_id"):
+        privacy.with_customer_key(pd.DataFrame({"score": [1.0]}))
+    with pytest.raises(ValueError, match="already has"):
+        privacy.with_customer_key(pd.DataFrame({"customer_id": ["c1"], "customer_key": ["x"]}))
+
+
+LINEAGE = pd.DataFrame(
+    {
+        "source": ["crm", "shop", "shop", "crm"],
+        "source_customer_id": ["CRM-7", "S-001", "S-002", "CRM-9"],
+        "customer_key": ["c1", "c1", "c2", "c3"],  # the warehouse customer_id each record became
+        "match_rule": ["exact_email", "exact_email", "single_record", "single_record"],
+    }
+)
+
+
+def test_source_ids_for_maps_published_keys_back_through_the_lineage(env_key):
+    published = privacy.with_customer_key(pd.DataFrame({"customer_id": ["c1", "c2"], "clv_amount": [10.0, 3.0]}))
+    found = privacy.source_ids_for(published["customer_key"], LINEAGE)
+    assert found.columns.tolist() == ["customer_key", "customer_id", "source", "source_customer_id"]
+    by_customer = found.groupby("customer_id")["source_customer_id"].apply(sorted).to_dict()
+    assert by_customer == {"c1": ["CRM-7", "S-001"], "c2": ["S-002"]}  # c3 was not asked for
+    assert set(found["customer_key"]) == set(published["customer_key"])
+
+
+def test_source_ids_for_needs_the_key_the_tables_were_published_with(env_key):
+    other = "another-key-of-enough-length"
+    published = privacy.pseudonymise(pd.Series(["c1"]), key=other)
+    assert privacy.source_ids_for(published, LINEAGE).empty  # the project key does not open them
+    assert privacy.source_ids_for(published, LINEAGE, key=other)["source_customer_id"].tolist() == ["CRM-7", "S-001"]
+    with pytest.raises(MissingColumnError, match="source_customer_id"):
+        privacy.source_ids_for(published, LINEAGE.drop(columns="source_customer_id"))
+
+
 # --------------------------------------------------------------------------------------------------
 # masks
 

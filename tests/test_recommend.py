@@ -109,6 +109,57 @@ def test_evaluation_on_a_hand_checked_case():
     assert result.coverage_pct == pytest.approx(30.0)  # P1, P2, P4 of 10
 
 
+def _orders_with_postage_and_a_guest():
+    orders = pd.DataFrame({
+        "order_id": ["o1", "o2", "o3", "o4"],
+        "customer_id": pd.array(["c1", "c2", None, "c2"], dtype="string"),
+        "order_time": [T("2024-01-01"), T("2024-01-02"), T("2024-01-03"), T("2024-02-01")],
+    })
+    items = pd.DataFrame({"order_id": ["o1", "o1", "o2", "o2", "o3", "o3", "o4"],
+                          "product_id": ["A", "POST", "A", "B", "B", "POST", "POST"]})
+    return orders, items
+
+
+def test_purchases_leave_out_non_merchandise_and_orders_without_a_customer():
+    orders, items = _orders_with_postage_and_a_guest()
+    before = orders.copy()
+    pairs = rec.purchases(orders, items, exclude_products=["POST", "M"])
+    assert pairs[["customer_id", "product_id"]].values.tolist() == [["c1", "A"], ["c2", "A"], ["c2", "B"]]
+    pd.testing.assert_frame_equal(orders, before)
+    everything = rec.purchases(orders, items)
+    assert "POST" in set(everything["product_id"]) and everything["customer_id"].notna().all()
+    assert set(everything["customer_id"]) == {"c1", "c2"}, "the guest's order is no customer's"
+
+
+def test_non_merchandise_is_never_recommended_nor_evaluated():
+    orders, items = _orders_with_postage_and_a_guest()
+    catalogue = ["A", "B", "C"]  # the products table without POST
+    train = rec.purchases(orders, items, exclude_products=["POST"], end="2024-01-10")
+    model = rec.Popularity().fit(train, products=catalogue)
+    assert "POST" not in set(model.recommend(n=5)["product_id"])
+    truth = rec.holdout_split(train, rec.purchases(orders, items, exclude_products=["POST"], start="2024-01-10"))
+    assert truth.empty, "c2's only later purchase is postage"
+    comparison = rec.compare_models({"popularity": rec.Popularity()}, train, _pairs([("c1", "B")]), products=catalogue, k=2)
+    assert comparison[["model", "n_customers", "hit_rate"]].values.tolist() == [["popularity", 1, 1.0]]
+    assert comparison["coverage_pct"].iloc[0] == pytest.approx(100 / 3), "B of the three catalogue products (C has no buyer)"
+
+
+def test_too_few_test_customers_are_not_evaluated_and_say_why():
+    truth = _pairs([(f"u{i}", "A") for i in range(12)])
+    message = rec.evaluation_shortfall(truth)
+    assert message.startswith("too little data (n = 12 test customers, needs 100)")
+    assert rec.evaluation_shortfall(truth, minimum=12) == ""
+    with pytest.raises(ValueError, match="minimum"):
+        rec.evaluation_shortfall(truth, minimum=0)
+    empty = rec.compare_models({}, PAIRS, truth, products=["A"], k=10)
+    assert empty.empty and list(empty.columns) == rec.EVALUATION_COLUMNS
+    ax = rec.plot_evaluation(empty, empty_message=message)
+    assert ax.texts[0].get_text() == message and ax.get_title() == "Offline evaluation"
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 def test_holdout_split_keeps_new_products_of_known_customers():
     before = _pairs([("a", "P1"), ("b", "P2")])
     after = _pairs([("a", "P1"), ("a", "P3"), ("c", "P1"), ("b", "P2")])
@@ -132,7 +183,7 @@ def test_item_cf_beats_popularity_on_demo_data(demo_home):
     from crm_analytics import warehouse
 
     con = warehouse.connect()
-    from crm_analytics.kpi import window_end
+    from crm_analytics.dates import window_end
 
     orders, items = con.table("orders"), con.table("order_items")
     end = window_end(orders)

@@ -101,3 +101,95 @@ def test_warnings_are_shown_and_recorded_for_the_run(tmp_path, capsys):
 
 def test_a_run_without_warnings_has_none(tmp_path):
     assert results.read_warnings(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- spreadsheet-safe CSV
+
+FORMULA_PAYLOADS = ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3", "\tleading tab", "\rleading return"]
+
+
+def test_text_that_a_spreadsheet_would_run_is_quoted_in_csv_and_raw_in_parquet(tmp_path):
+    frame = pd.DataFrame({"product_name": FORMULA_PAYLOADS, "change": [-5, -1, 0, 2, -3, -4], "lift": [-0.5, 1.5, 2.0, -2.0, 0.1, 0.2]})
+    results.save_table(frame, "payloads", output_dir=tmp_path)
+    csv = pd.read_csv(tmp_path / "tables" / "payloads.csv", keep_default_na=False)
+    assert csv["product_name"].tolist() == ["'" + p for p in FORMULA_PAYLOADS]
+    assert csv["change"].tolist() == [-5, -1, 0, 2, -3, -4], "a numeric column's negatives stay numbers"
+    assert csv["lift"].tolist() == [-0.5, 1.5, 2.0, -2.0, 0.1, 0.2]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "tables" / "payloads.parquet"), frame)
+    assert frame["product_name"].tolist() == FORMULA_PAYLOADS, "the input is not mutated"
+
+
+def test_harmless_text_missing_values_and_plain_numbers_in_text_stay_as_they_are():
+    frame = pd.DataFrame({
+        "label": ["plain", "a=b", "-5", "+3.25", "-1e3", None, "'=already quoted"],
+        "category": pd.Categorical(["x", "=1+1", "x", "y", "y", "x", "y"]),
+        "text": pd.array(["@me", None, "ok", "-", "+", "=", "b"], dtype="string"),
+    })
+    safe = results.spreadsheet_safe(frame)
+    assert safe["label"].tolist()[:5] == ["plain", "a=b", "-5", "+3.25", "-1e3"]
+    assert safe["label"].isna().tolist() == [False] * 5 + [True, False]
+    assert safe["label"].iloc[6] == "'=already quoted", "a leading quote is not a formula"
+    assert safe["category"].tolist() == ["x", "'=1+1", "x", "y", "y", "x", "y"]
+    assert safe["text"].tolist()[:1] == ["'@me"] and pd.isna(safe["text"].iloc[1])
+    assert safe["text"].tolist()[3:6] == ["'-", "'+", "'="]
+
+
+def test_column_names_from_data_are_quoted_too(tmp_path):
+    pivot = pd.DataFrame({"=cmd()": [1], "web": [2]})
+    results.save_table(pivot, "pivot", output_dir=tmp_path)
+    assert (tmp_path / "tables" / "pivot.csv").read_text().splitlines()[0] == "'=cmd(),web"
+    assert list(pd.read_parquet(tmp_path / "tables" / "pivot.parquet").columns) == ["=cmd()", "web"]
+
+
+def test_a_product_named_as_a_formula_reaches_a_published_table_escaped(tmp_path):
+    import duckdb
+
+    from crm_analytics import behaviour, warehouse
+
+    path = tmp_path / "tiny.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE products (product_id VARCHAR, product_name VARCHAR, category VARCHAR)")
+        con.execute("INSERT INTO products VALUES ('p1', '=HYPERLINK(\"http://x\",\"y\")', '@SUM(1+1)'), ('p2', 'Mug', 'Kitchen')")
+        con.execute("CREATE TABLE order_items (order_id VARCHAR, product_id VARCHAR, quantity INTEGER)")
+        con.execute("INSERT INTO order_items VALUES ('o1', 'p1', 1), ('o1', 'p2', 1), ('o2', 'p1', 2), ('o2', 'p2', 1)")
+    con = warehouse.connect(path)
+    pairs = behaviour.basket_affinity(con.table("order_items"), products=con.table("products"), level="category", min_support=0.0)
+    names = con.table("products").to_pandas().set_index("product_id")["product_name"]
+    products = behaviour.basket_affinity(con.table("order_items"), level="product").assign(product_a=lambda t: t["item_a"].map(names))
+    results.save_table(pairs, "category_pairs", output_dir=tmp_path)
+    results.save_table(products, "product_pairs", output_dir=tmp_path)
+    assert "'@SUM(1+1)" in pd.read_csv(tmp_path / "tables" / "category_pairs.csv")[["item_a", "item_b"]].to_numpy()
+    assert pd.read_csv(tmp_path / "tables" / "product_pairs.csv")["product_a"].tolist() == ["'=HYPERLINK(\"http://x\",\"y\")"]
+    assert pd.read_parquet(tmp_path / "tables" / "product_pairs.parquet")["product_a"].tolist() == ['=HYPERLINK("http://x","y")']
+
+
+def test_every_csv_the_package_writes_goes_through_write_csv():
+    import re
+    from pathlib import Path
+
+    package = Path(results.__file__).parent
+    writers = {
+        str(path.relative_to(package)): n
+        for path in package.rglob("*.py")
+        if path.parts[-2] != "demo"  # the demo generator writes raw exports, the input of a build
+        and (n := len(re.findall(r"\.to_csv\(|csv\.writer\(|pa_csv\.write_csv\(", path.read_text(encoding="utf-8"))))
+    }
+    assert writers == {"results.py": 1}, "write published CSV files with results.write_csv"
+
+
+def test_anonymous_orders_are_noted_with_their_share_and_nothing_when_there_are_none(tmp_path):
+    orders = pd.DataFrame({"customer_id": pd.array(["a", None, "b", None], dtype="string"), "order_amount": [60.0, 30.0, 20.0, -10.0]})
+    counts = results.note_anonymous_orders(orders, output_dir=tmp_path, left_out="the RFM scores", section="Load", currency="GBP", locale="en_GB")
+    assert counts["n_anonymous_orders"].iloc[0] == 2
+    assert results.read_warnings(tmp_path) == [{"kind": "data_note", "section": "Load", "message":
+        "2 of 4 orders (50.0%) have no customer (£20.00, 20.0% of net revenue): they count in revenue and are left out of the RFM scores."}]
+    results.note_anonymous_orders(orders.dropna(), output_dir=tmp_path / "none")
+    assert results.read_warnings(tmp_path / "none") == []
+
+
+def test_excluded_products_are_noted_with_lines_and_value(tmp_path):
+    items = pd.DataFrame({"product_id": ["A", "POST", "B"], "quantity": [2, 1, 1], "unit_price_amount": [5.0, 10.0, 3.0]})
+    results.note_excluded_products(items, exclude_products=["POST"], output_dir=tmp_path, left_out="the basket pairs", dataset="online_retail_ii")
+    assert [w["message"] for w in results.read_warnings(tmp_path)] == [
+        "1 of 3 order lines (33.3%; £10.00, 43.5% of the line value) carry 1 non-merchandise codes (postage, fees, adjustments) "
+        "and are left out of the basket pairs; revenue keeps them."]

@@ -79,6 +79,28 @@ def test_unknown_key_in_default_yaml_is_refused(tmp_path):
         runner.resolve_parameters("ok", notebook=FIXTURES / "ok.ipynb", parameters_root=tmp_path)
 
 
+def test_a_value_of_the_wrong_type_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(runner.ParameterError) as info:
+        runner.run_analysis("ok", parameters={"as_of": "notadate"}, notebook_dir=FIXTURES, output_root=tmp_path / "outputs",
+                            parameters_root=tmp_path)
+    assert "parameter 'as_of' of 'ok' is 'notadate'" in str(info.value) and "expected an ISO date" in str(info.value)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_wrong_type_in_a_parameter_file_names_the_file(tmp_path):
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "default.yaml").write_text("n_rows: 2.5\n")
+    override = tmp_path / "override.yaml"
+    override.write_text("label: 7\n")
+    with pytest.raises(runner.ParameterError) as info:
+        runner.resolve_parameters("ok", notebook=FIXTURES / "ok.ipynb", parameters_file=override, parameters_root=tmp_path)
+    message = str(info.value)
+    assert f"'n_rows' of 'ok' is 2.5 (from {tmp_path / 'ok' / 'default.yaml'}): expected an int" in message
+    assert f"'label' of 'ok' is 7 (from {override}): expected text" in message
+    fixed = runner.resolve_parameters("ok", notebook=FIXTURES / "ok.ipynb", parameters={"n_rows": 2, "label": "7"}, parameters_root=tmp_path)
+    assert fixed["n_rows"] == 2, "an explicit value of the right type replaces the file's"
+
+
 def test_parameters_merge_default_then_file_then_explicit(tmp_path):
     (tmp_path / "ok").mkdir()
     (tmp_path / "ok" / "default.yaml").write_text("n_rows: 1\nlabel: default\nas_of: 2024-01-01\n")

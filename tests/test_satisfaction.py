@@ -173,12 +173,52 @@ def test_plots_return_axes():
     assert sat.plot_theme_heatmap(themes).get_title(loc="left")
 
 
+def test_portuguese_comments_keep_their_accents_and_find_themes():
+    assert sat.tokenise("Ótimo atendimento, recomendo! Preço alto, devolução demorada") == [
+        "ótimo", "atendimento", "recomendo", "preço", "alto", "devolução", "demorada"]
+    surveys = pd.DataFrame({"comment": ["A entrega atrasou e o produto chegou quebrado"] * 5 + ["Ótimo atendimento, recomendo"] * 5,
+                            "nps_score": [2] * 5 + [10] * 5})
+    tokens = sat.comment_tokens(surveys, latin_language="pt")
+    assert set(tokens["language"]) == {"pt"}
+    themes = sat.theme_counts(tokens, min_comments=5).set_index(["score_band", "theme"])["n_comments"].to_dict()
+    assert themes == {("detractor", "delivery"): 5, ("detractor", "quality"): 5, ("promoter", "loyalty"): 5, ("promoter", "service"): 5}
+
+
+def test_no_comments_or_no_theme_give_empty_tables_and_an_empty_state():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    silent = pd.DataFrame({"comment": [None, "  ", None], "nps_score": [3, 9, 10]})
+    tokens = sat.comment_tokens(silent)
+    assert tokens.empty and sat.keyword_counts(tokens).empty
+    themes = sat.theme_counts(tokens)
+    assert themes.empty and sat.no_themes_message(tokens) == "no comment to read (n comments = 0)"
+    ax = sat.plot_theme_heatmap(themes, empty_message=sat.no_themes_message(tokens))
+    assert ax.texts[0].get_text() == "no comment to read (n comments = 0)"
+    off_topic = sat.comment_tokens(pd.DataFrame({"comment": ["bonjour tout le monde"] * 3, "nps_score": [9] * 3}))
+    assert sat.theme_counts(off_topic, min_comments=1).empty
+    assert sat.no_themes_message(off_topic, min_comments=1) == "no theme is mentioned in 1 comments or more (n comments = 3)"
+    matplotlib.pyplot.close("all")
+
+
+def test_plots_of_empty_summaries_draw_an_empty_state():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    no_scores = _surveys().assign(nps_score=np.nan, csat_score=np.nan)
+    assert "no NPS score" in sat.plot_nps_trend(sat.nps_summary(no_scores, grain="month")).texts[0].get_text()
+    assert "no group" in sat.plot_score_by_group(sat.csat_summary(no_scores, by=["province"]), by="province").texts[0].get_text()
+    frame = pd.DataFrame({"nps_score": pd.Series([], dtype=float), "is_churned": pd.Series([], dtype=bool)})
+    assert "no surveyed customer" in sat.plot_churn_by_band(sat.churn_by_score(frame)).texts[0].get_text()
+    matplotlib.pyplot.close("all")
+
+
 @pytest.mark.slow
 def test_detractors_churn_more_on_demo_data(demo_home):
     from crm_analytics import warehouse
 
     con = warehouse.connect()
-    from crm_analytics.kpi import window_end
+    from crm_analytics.dates import window_end
 
     orders = con.table("orders")
     frame = sat.churn_frame(con.table("surveys"), orders, as_of=window_end(orders) - pd.Timedelta(days=180), churn_days=180)

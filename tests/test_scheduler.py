@@ -118,6 +118,32 @@ def test_a_job_names_its_dataset_and_an_unknown_one_is_refused():
         scheduler.parse_schedule({"timezone": "UTC", "jobs": [KPI]}, dataset="dem")
 
 
+def test_every_job_is_checked_as_the_runner_will_check_it_when_it_fires(tmp_path):
+    wrong_types = tmp_path / "kpi_nightly.yaml"
+    wrong_types.write_text("history_months: twelve\nas_of: 2024-02-30\n")
+    typo = tmp_path / "kpi_typo.yaml"
+    typo.write_text("histroy_months: 12\n")
+    cases = [
+        ({**KPI, "analysis": "kpii"}, r"schedule job 'kpi-daily': unknown analysis 'kpii' \(did you mean 'kpi'\?\)"),
+        ({**KPI, "parameters": str(tmp_path / "missing.yaml")}, "schedule job 'kpi-daily': parameter file not found"),
+        ({**KPI, "parameters": str(typo)}, "unknown parameter for 'kpi': 'histroy_months' \\(did you mean 'history_months'\\?\\)"),
+        ({**KPI, "parameters": str(wrong_types)}, "(?=.*'history_months' of 'kpi' is 'twelve'.*expected an int)(?=.*'as_of' of 'kpi' is '2024-02-30'.*ISO date)"),
+    ]
+    for job, message in cases:
+        with pytest.raises(scheduler.ScheduleError, match=message):
+            scheduler.check_jobs_can_run(_config(job))
+    scheduler.check_jobs_can_run(_config(KPI, {**KPI, "id": "kpi-file", "parameters": "parameters/kpi/default.yaml"}))
+
+
+def test_loading_a_schedule_checks_its_jobs_unless_told_not_to(tmp_path):
+    path = tmp_path / "schedule.yaml"
+    path.write_text("timezone: UTC\njobs:\n  - {id: a, analysis: segmentatoin, cron: '0 6 * * 1'}\n")
+    with pytest.raises(scheduler.ScheduleError, match=f"{path}: schedule job 'a': unknown analysis 'segmentatoin'"):
+        scheduler.load_schedule(path)
+    assert scheduler.load_schedule(path, check_jobs=False).jobs[0].analysis == "segmentatoin"
+    assert scheduler.load_schedule(path, notebook_dir=tmp_path, check_jobs=False).jobs  # no notebook needed to read cron times
+
+
 def test_job_passes_its_dataset_to_the_runner(tmp_path, monkeypatch):
     seen = {}
 

@@ -43,7 +43,7 @@ def _orders() -> pd.DataFrame:
 # customer: recency_days, frequency, monetary, r, f, m, segment (n_bins=5, 4 customers).
 EXPECTED = {
     "A": (4, 2, 120.0, 3, 3, 3, "Need Attention"),
-    "B": (0, 1, 200.0, 4, 1, 4, "Potential Loyalist"),
+    "B": (0, 1, 200.0, 4, 1, 4, "Promising"),  # one order: the FM = 1 column, never Potential Loyalist
     "C": (6, 2, 100.0, 2, 3, 1, "Lost"),
     "D": (7, 1, 100.0, 1, 1, 1, "Lost"),
 }
@@ -152,6 +152,40 @@ def test_segment_names_rescale_other_bins():
     # 10 bins: score 10 -> 5, score 1 -> 1.
     assert seg.segment_names([10], [10], [10], n_bins=10)[0] == "Champions"
     assert seg.segment_names([1], [1], [1], n_bins=10)[0] == "Lost"
+
+
+@pytest.mark.parametrize("n_bins", [2, 3, 4, 5, 7, 10])
+def test_one_order_is_the_lowest_frequency_score_on_every_scale(n_bins):
+    # most customers have one order (ties), a few many; the lowest score maps to the grid's lowest column
+    frequency = np.r_[np.ones(80, dtype=int), np.arange(2, 22)]
+    scores = seg.quantile_scores(frequency, n_bins=n_bins)
+    assert (scores[frequency == 1] == 1).all() and scores.max() == n_bins
+    assert seg._five_level(np.array([1, n_bins]), n_bins).tolist() == [1, 5]
+    # a recent one-order customer with the lowest spend is a New Customer on every scale
+    assert seg.segment_names([n_bins], [1], [1], n_bins=n_bins)[0] == "New Customers"
+
+
+def test_one_time_buyers_are_never_potential_loyalists():
+    # 40 customers: 30 recent one-time buyers spending a lot, 10 earlier repeat buyers spending little
+    customers = [f"c{i:02d}" for i in range(40)]
+    as_of = pd.Timestamp(AS_OF)
+    rows = [(c, as_of - pd.Timedelta(days=i, hours=12), 500.0 + i) for i, c in enumerate(customers[:30])]
+    rows += [(c, as_of - pd.Timedelta(days=days), 20.0) for c in customers[30:] for days in (200, 100)]
+    orders = pd.DataFrame(rows, columns=["customer_id", "order_time", "order_amount"])
+    result = seg.rfm(orders, as_of=AS_OF)
+    one_time = result[result["frequency"] == 1]
+    assert len(one_time) == 30 and (one_time["m_score"] >= 2).all(), "high spenders: fm would be 2-3"
+    assert (one_time["f_score"] == 1).all()
+    assert not one_time["rfm_segment"].isin(["Potential Loyalist", "Need Attention", "At Risk", "Loyal Customers", "Champions"]).any()
+    assert set(one_time["rfm_segment"].astype(str)) <= {"New Customers", "Promising", "About To Sleep", "Lost"}
+    # without the frequency, the same scores would name them Potential Loyalists
+    by_scores = seg.segment_names(one_time["r_score"], one_time["f_score"], one_time["m_score"])
+    assert (by_scores == "Potential Loyalist").any()
+
+
+def test_segment_names_puts_one_time_buyers_in_the_first_column():
+    names = seg.segment_names([5, 4, 3, 2, 4], [1, 1, 1, 1, 2], [5, 5, 5, 5, 3], frequency=[1, 1, 1, 1, 2])
+    assert list(names) == ["New Customers", "Promising", "About To Sleep", "Lost", "Potential Loyalist"]
 
 
 def test_value_tiers_by_cumulative_share_with_ties():
@@ -378,3 +412,20 @@ def test_quantile_scores_match_rank_definition(dtype):
     assert seg.quantile_scores(values, n_bins=5).tolist() == (1 + below * 5 // 500).tolist()
     worse = pd.Series(values).rank(method="min", ascending=False).to_numpy().astype(int) - 1
     assert seg.quantile_scores(values, n_bins=4, higher_is_better=False).tolist() == (1 + worse * 4 // 500).tolist()
+
+
+def test_too_little_data_for_clusters_names_the_count():
+    few = pd.DataFrame({"customer_id": [f"c{i}" for i in range(12)], "frequency": 1.0})
+    assert seg.too_little_data(few) == f"too little data (n = 12 customers, needs {seg.MIN_CLUSTER_CUSTOMERS})"
+    enough = pd.DataFrame({"customer_id": [f"c{i}" for i in range(seg.MIN_CLUSTER_CUSTOMERS)], "frequency": 1.0})
+    assert seg.too_little_data(enough) == ""
+
+
+def test_segment_mix_plot_of_no_group_says_so():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    empty = pd.DataFrame({"city": pd.Series(dtype="object"), "rfm_segment": pd.Series(dtype="object"),
+                          "group_pct": pd.Series(dtype="float64"), "group_customers": pd.Series(dtype="int64")})
+    ax = seg.plot_segment_mix(empty, by="city")
+    assert ax.get_legend() is None and "no group with enough customers" in ax.texts[0].get_text()

@@ -182,3 +182,104 @@ def test_parquet_daylight_saving_times_follow_the_rule_of_the_pandas_reader(tmp_
     assert in_utc.astype("datetime64[us]").tolist() == expected.tolist()
     assert in_utc.iloc[0] == parsing.localize(naive, zone).iloc[0].tz_localize(None), "the repeated hour's first occurrence"
     assert in_utc.notna().all(), "no local time is lost at a daylight-saving change"
+
+
+# ----------------------------------------------------------------------------- columns never vanish
+
+
+WEB_HEADER = "account_id,name,email,mobile,gender,birthday,province,city,utm_source,signup_time"
+WEB_ROW = "W1,Li Na,ln@example.com,13800138000,F,1990-01-02,Guangdong,Shenzhen,baidu,2024-03-04T10:00:00Z"
+
+
+def test_a_mistyped_optional_column_is_an_error_with_close_matches(tmp_path, source_map):
+    write(tmp_path / "web_signups.csv", f"{WEB_HEADER}\n{WEB_ROW}\n", "utf-8")
+    spec = source_map["web_signups"] | {"columns": source_map["web_signups"]["columns"] | {"email": "emial"}}
+    with pytest.raises(sources.SourceError) as error:
+        sources.read_source("web_signups", spec, tmp_path)
+    message = str(error.value)
+    assert "web_signups.csv: missing mapped column 'emial' (for 'email') (did you mean 'email'?) in source 'web_signups'" in message
+    with pytest.raises(sources.SourceError, match="'emial'"):
+        list(sources.read_source_chunks("web_signups", spec, tmp_path, chunk_rows=1))
+
+
+def test_a_header_naming_a_mapped_column_twice_is_an_error(tmp_path, source_map):
+    renamed = WEB_HEADER.replace("mobile", "email")  # the phone column renamed: two columns called email
+    write(tmp_path / "web_signups.csv", f"{renamed}\n{WEB_ROW}\n", "utf-8")
+    spec = source_map["web_signups"] | {"columns": {k: v for k, v in source_map["web_signups"]["columns"].items() if k != "phone"}}
+    with pytest.raises(sources.SourceError, match=r"web_signups\.csv: source 'web_signups': the header names 'email' \(mapped to 'email'\) more than once"):
+        sources.read_source("web_signups", spec, tmp_path)
+    with pytest.raises(sources.SourceError, match="more than once"):
+        list(sources.read_source_chunks("web_signups", spec, tmp_path))
+
+
+def test_a_repeated_column_the_map_does_not_use_is_read(tmp_path, source_map):
+    write(tmp_path / "web_signups.csv", f"{WEB_HEADER},note,note\n{WEB_ROW},a,b\n", "utf-8")
+    frame = sources.read_source("web_signups", source_map["web_signups"], tmp_path)
+    assert frame["email"].tolist() == ["ln@example.com"] and frame.attrs["missing_optional_columns"] == []
+
+
+def test_a_repeated_mapped_column_in_a_workbook_is_an_error_but_a_column_called_like_a_renamed_one_is_not(tmp_path, source_map):
+    rows = [["C1", "王芳", "13800138000", "a@example.com", "b@example.com", 45123, "深圳"]]
+    header = ["contact_id", "customer_name", "phone", "email", "email", "created", "region"]
+    pd.DataFrame(rows).to_excel(tmp_path / "call_centre_contacts.xlsx", sheet_name="contacts", index=False, header=header)
+    with pytest.raises(sources.SourceError, match=r"call_centre_contacts\.xlsx#contacts: source 'call_centre_contacts': the header names 'email'"):
+        sources.read_source("call_centre_contacts", source_map["call_centre_contacts"], tmp_path)
+    header[4] = "email.1"  # a real column of that name
+    pd.DataFrame(rows).to_excel(tmp_path / "call_centre_contacts.xlsx", sheet_name="contacts", index=False, header=header)
+    assert sources.read_source("call_centre_contacts", source_map["call_centre_contacts"], tmp_path)["email"].tolist() == ["a@example.com"]
+
+
+def test_a_parquet_source_missing_a_mapped_column_is_an_error_in_pandas_and_in_duckdb(tmp_path, source_map):
+    pd.DataFrame({"event_id": ["E1"], "account_id": ["W1"], "session_id": ["s1"], "event_time": pd.to_datetime(["2024-01-01"]),
+                  "event_name": ["visit"], "platform": ["app"], "traffic_sorce": ["direct"], "product_id": [None]}).to_parquet(
+        tmp_path / "web_events.parquet")
+    expected = r"missing mapped column 'traffic_source' \(for 'traffic_channel'\) \(did you mean 'traffic_sorce'\?\) in source 'web_events'"
+    with pytest.raises(sources.SourceError, match=expected):
+        sources.read_source("web_events", source_map["web_events"], tmp_path)
+    with pytest.raises(sources.SourceError, match=expected):
+        sources.parquet_select_sql("web_events", source_map["web_events"], tmp_path, business_time_zone="Asia/Shanghai")
+
+
+def test_whitespace_separated_headers_are_read_as_written(tmp_path):
+    (tmp_path / "log.txt").write_text(" customer_id  date  dollar_value\n 00001 19970101   11.77\n", encoding="utf-8")
+    path, options = sources._csv_options({"path": "log.txt", "table": "orders", "delimiter": r"\s+"}, tmp_path)
+    assert sources.csv_header(path, options) == ["customer_id", "date", "dollar_value"]
+
+
+# ----------------------------------------------------------------------------- configuration mistakes
+
+
+def _dataset_with_source(tmp_path, **changes) -> "Path":
+    spec = {"table": "orders", "path": "orders.csv", "format": "csv", "date_formats": ["%Y-%m-%d"],
+            "columns": {"order_id": "order_no", "order_time": "ordered_at", "order_amount": "amount"},
+            "constants": {"channel": "web", "source": "web"}} | changes
+    import yaml
+
+    path = tmp_path / "shop.yaml"
+    path.write_text(yaml.safe_dump({"sources": {"web_orders": spec}}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"time_zone": "Europe/Londn"}, r"source 'web_orders': time_zone 'Europe/Londn' is not an IANA time zone \(did you mean 'Europe/London'"),
+        ({"date_formats": ["%Y-%m-%q"]}, r"source 'web_orders': key `date_formats`: '%Y-%m-%q' has the unknown code %q; strftime codes are %Y year"),
+        ({"date_formats": ["YYYY-MM-DD"]}, r"key `date_formats`: 'YYYY-MM-DD' has no strftime code \(did you mean '%Y-%m-%d'\?\)"),
+        ({"date_formats": ["ISO8601"]}, r"key `date_formats`: 'ISO8601' is not a format \(did you mean 'iso8601'\?\)"),
+        ({"date_formats": "%Y-%m-%d"}, r"key `date_formats` must be a list of formats"),
+    ],
+)
+def test_a_mistyped_time_zone_or_date_format_names_the_file_the_source_and_the_key(tmp_path, changes, expected):
+    path = _dataset_with_source(tmp_path, **changes)
+    with pytest.raises(sources.SourceError, match=expected) as error:
+        sources.load_source_map(path)
+    assert str(error.value).startswith(str(path))
+
+
+def test_the_project_datasets_date_formats_are_all_readable():
+    from crm_analytics import datasets
+
+    for name in datasets.list_datasets():
+        for spec in sources.load_source_map(datasets.dataset_file(name)).values():
+            assert all(sources.date_format_problem(fmt) is None for fmt in spec.get("date_formats") or [])

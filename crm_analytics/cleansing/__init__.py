@@ -23,10 +23,12 @@ from crm_analytics.cleansing.standardise import (
     standardise_region,
     standardise_text,
 )
+from crm_analytics.cleansing.vocabulary import UnknownValueError
 
 __all__ = [
     "CleansingResult",
     "QuarantineThresholdError",
+    "UnknownValueError",
     "build_clean_warehouse",
     "resolve_entities",
     "name_key",

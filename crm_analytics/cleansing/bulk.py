@@ -13,7 +13,7 @@ spills to that folder (``duck.connect``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import duckdb
 import pandas as pd
 
 from crm_analytics import schema, sources
-from crm_analytics.cleansing import validate
+from crm_analytics.cleansing import validate, vocabulary
 from crm_analytics.cleansing.duck import arrow, connect, contract_select, copy_to_parquet, quote
 
 _ROW_REASONS = (validate.DUPLICATE_KEY, validate.MISSING_REQUIRED, validate.UNKNOWN_CUSTOMER)
@@ -33,7 +33,8 @@ class StagedSource:
 
     ``clean_path``: the clean rows, every column of the table's contract in order and
     type (absent ones null); ``columns``: the contract columns the source provides;
-    ``quarantine``: ``validate.QUARANTINE_COLUMNS``; ``profile``: the before/after quality rows.
+    ``quarantine``: ``validate.QUARANTINE_COLUMNS``; ``profile``: the before/after quality rows;
+    ``value_maps``: the dataset's value maps applied, with row counts (``vocabulary.VALUE_MAP_COLUMNS``).
     """
 
     name: str
@@ -44,6 +45,7 @@ class StagedSource:
     n_rows_in: int
     n_rows_clean: int
     columns: list[str]
+    value_maps: pd.DataFrame = field(default_factory=vocabulary.empty_mapping_counts)
 
     @property
     def n_rows_quarantined(self) -> int:
@@ -95,11 +97,36 @@ def _action_sql(table: schema.Table) -> str:
     return f"CASE WHEN column_name IN ({required}) OR reason IN ({reasons}) THEN 'row' ELSE 'value' END"
 
 
-def _clean_columns(table: schema.Table, present: list[str], *, link_customers: bool) -> str:
+def _settle_vocabularies(con: duckdb.DuckDBPyConnection, table: schema.Table, columns: list[str],
+                         value_maps: dict[str, dict[str, str]]) -> pd.DataFrame | None:
+    """For each categorical column to settle: a temp table ``"vocab__<column>"`` (``raw``, ``value``, ``reason``) of its
+    distinct values settled by ``vocabulary.settle_values`` (the rule of the pandas path, so both agree), and the
+    value-map entries applied with their row counts (``column_name``, ``source_value``, ``canonical_value``, ``n_rows``)."""
+    applied = []
+    for name in columns:
+        counts = con.execute(f'SELECT CAST("{name}" AS VARCHAR) AS raw, count(*) AS n FROM src WHERE "{name}" IS NOT NULL GROUP BY 1').df()
+        settled = vocabulary.settle_values(counts["raw"].astype("string"), table.column(name), value_maps.get(name))
+        frame = pd.DataFrame({"raw": counts["raw"].astype("string"), "value": settled["value"], "reason": settled["reason"]})
+        con.register("vocab_frame", arrow(frame))
+        con.execute(f'CREATE TEMP TABLE "vocab__{name}" AS SELECT * FROM vocab_frame')
+        con.unregister("vocab_frame")
+        applied.append(vocabulary.applied_maps(counts.set_index("raw")["n"], value_maps.get(name)).assign(column_name=name))
+    return pd.concat(applied, ignore_index=True) if applied else None
+
+
+def _vocabulary_failure_selects(columns: list[str]) -> list[str]:
+    """SQL selecting ``(_source_row, column_name, reason)`` for the values ``_settle_vocabularies`` rejected."""
+    return [f'SELECT src._source_row, {quote(name)}, voc.reason FROM src JOIN "vocab__{name}" voc '
+            f'ON voc.raw = CAST(src."{name}" AS VARCHAR) WHERE voc.reason <> \'\'' for name in columns]
+
+
+def _clean_columns(table: schema.Table, present: list[str], *, link_customers: bool, settled: tuple[str, ...] = ()) -> str:
     parts = []
     for name in present:
         col = f'src."{name}"'
         value = f"replace(replace(lower(trim({col})), ' ', '_'), '-', '_')" if name in validate.CODE_COLUMNS else col
+        if name in settled:
+            value = f'(SELECT voc.value FROM "vocab__{name}" voc WHERE voc.raw = CAST({col} AS VARCHAR))'
         value = f"CASE WHEN v.\"{name}\" THEN NULL ELSE {value} END" if name not in table.required_columns else value
         if name == "customer_id" and link_customers:
             value = "k.customer_key"
@@ -148,13 +175,17 @@ def validate_parquet(
     con = connect(work_dir)
     try:
         con.execute(f"CREATE TEMP TABLE src AS {source_select(name, spec, dataset_dir, business_time_zone=business_time_zone)}")
-        present = [c for c in table.column_names if c in spec["columns"] or c in (spec.get("constants") or {})]
+        generated = table.key_columns if spec.get("generate_key") else []  # sources.generate_keys, in SQL
+        present = [c for c in table.column_names if c in spec["columns"] or c in (spec.get("constants") or {}) or c in generated]
         link = id_lookup is not None and "customer_id" in present
         if link:
             con.register("id_lookup_frame", arrow(id_lookup[["source_customer_id", "customer_key"]]))
             con.execute("CREATE TEMP TABLE id_lookup AS SELECT DISTINCT ON (source_customer_id) source_customer_id, customer_key FROM id_lookup_frame")
             con.unregister("id_lookup_frame")
-        failures = " UNION ALL ".join(_failure_selects(table, present, cutoff, link_customers=link))
+        value_maps = vocabulary.table_value_maps(dataset, table.name)
+        settled = tuple(c for c in vocabulary.checked_columns(table, value_maps) if c in present)
+        applied = _settle_vocabularies(con, table, list(settled), value_maps)
+        failures = " UNION ALL ".join(_failure_selects(table, present, cutoff, link_customers=link) + _vocabulary_failure_selects(list(settled)))
         con.execute(
             f"CREATE TEMP TABLE failures AS SELECT DISTINCT ON (_source_row, column_name) _source_row, column_name, reason, "
             f"{_action_sql(table)} AS action FROM ({failures})"
@@ -164,7 +195,7 @@ def validate_parquet(
         con.execute(f"CREATE TEMP TABLE value_flags AS SELECT _source_row, {flags} FROM failures GROUP BY _source_row")
         join = "LEFT JOIN id_lookup k ON k.source_customer_id = src.customer_id" if link else ""
         clean = (
-            f"SELECT {_clean_columns(table, present, link_customers=link)} FROM src "
+            f"SELECT {_clean_columns(table, present, link_customers=link, settled=settled)} FROM src "
             f"LEFT JOIN value_flags v ON v._source_row = src._source_row {join} "
             f"ANTI JOIN (SELECT _source_row FROM failures WHERE action = 'row') q ON q._source_row = src._source_row"
         )
@@ -173,7 +204,8 @@ def validate_parquet(
         profile = _profile(con, name, table, present, f"read_parquet({quote(clean_path)})")
     finally:
         con.close()
-    return StagedSource(name, table.name, clean_path, quarantine, profile, int(n_in), n_clean, present)
+    return StagedSource(name, table.name, clean_path, quarantine, profile, int(n_in), n_clean, present,
+                        value_maps=vocabulary.label_mapping_counts(applied, source=name, table_name=table.name))
 
 
 def _quarantine_frame(con: duckdb.DuckDBPyConnection, name: str, table: schema.Table, present: list[str], path: str) -> pd.DataFrame:

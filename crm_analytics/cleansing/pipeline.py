@@ -38,13 +38,17 @@ from typing import Any
 import pandas as pd
 
 from crm_analytics import datasets, paths, privacy, regions, schema, sources, warehouse
-from crm_analytics.cleansing import bulk, duck, quality, resolve, stream, survive, validate
+from crm_analytics.cleansing import bulk, duck, quality, resolve, stream, survive, validate, vocabulary
 
 CUSTOMER_TABLE = "customers"
 
 
 class QuarantineThresholdError(RuntimeError):
     """Too large a share of some source's rows went to quarantine; the warehouse was not replaced."""
+
+
+class UnreadableColumnError(sources.SourceError):
+    """A required column of a source arrived entirely empty or without one readable value (a mapping or format mistake)."""
 
 
 @dataclass
@@ -55,6 +59,10 @@ class CleansingResult:
     ``quarantined_pct``, ``is_balanced``. ``quarantine``: every entry (raw values; personal
     data). ``profile``: completeness / validity / uniqueness before and after.
     ``accuracy``: pairwise precision / recall / F1 against ground truth (empty without it).
+    ``value_maps``: every entry of the dataset's ``value_maps`` applied, per source, with its row count
+    (``source``, ``table_name``, ``column_name``, ``source_value``, ``canonical_value``, ``n_rows``).
+    ``column_notes``: optional columns a source maps that arrived entirely empty or unreadable
+    (``quality.column_notes``; a required one stops the build); the cleansing report shows each as a warning.
     ``timings``: wall-clock seconds per step; ``cpu_timings``: CPU seconds per step (all threads);
     ``peak_rss_mb``: the largest resident set of the process during each step (MiB).
     """
@@ -68,6 +76,8 @@ class CleansingResult:
     accuracy: pd.DataFrame
     model_weights: pd.DataFrame
     table_rows: dict[str, int] = field(default_factory=dict)
+    value_maps: pd.DataFrame = field(default_factory=vocabulary.empty_mapping_counts)
+    column_notes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=quality.COLUMN_NOTE_COLUMNS))
     timings: dict[str, float] = field(default_factory=dict)
     cpu_timings: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
@@ -334,12 +344,25 @@ def measure_accuracy(customers: pd.DataFrame, keys: pd.Series, lineage: pd.DataF
     return quality.pairwise_accuracy(predicted.astype("string"), truth)
 
 
-def _quarantine_share_check(counts: pd.DataFrame, threshold: float) -> str | None:
+def _quarantine_share_check(counts: pd.DataFrame, threshold: float, by_reason: pd.DataFrame | None = None) -> str | None:
+    """The sources quarantining more than ``threshold`` of their rows, each with its main reason (from ``by_reason``)."""
     over = counts[counts["quarantined_pct"] > threshold * 100.0]
     if over.empty:
         return None
-    listed = ", ".join(f"{r.source} {r.quarantined_pct:.1f}%" for r in over.itertuples())
+    listed = ", ".join(f"{r.source} {r.quarantined_pct:.1f}%{_main_reason(by_reason, r.source)}" for r in over.itertuples())
     return f"quarantined share above {threshold:.1%} in: {listed}"
+
+
+def _main_reason(by_reason: pd.DataFrame | None, source: str) -> str:
+    """`` (mostly <reason> in <column>: n rows)`` for the reason that set most of a source's rows aside, or ``""``."""
+    if by_reason is None or by_reason.empty:
+        return ""
+    rows = by_reason[(by_reason["source"] == source) & (by_reason["action"] == "row")]
+    if rows.empty:
+        return ""
+    top = rows.sort_values("n_entries", ascending=False).iloc[0]
+    hint = "; check the source's `date_formats`" if top["reason"] == "unparsed_date" else ""
+    return f" (mostly {top['reason']} in {top['column_name']}: {int(top['n_entries']):,} rows{hint})"
 
 
 def masked_quarantine(quarantine: pd.DataFrame) -> pd.DataFrame:
@@ -364,7 +387,7 @@ def persist_outputs(result: CleansingResult, output_dir: str | Path | None) -> N
 
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    masked_quarantine(result.quarantine).to_csv(folder / "quarantine.csv", index=False)
+    results.write_csv(masked_quarantine(result.quarantine), folder / "quarantine.csv")
     for name, frame in _quality_tables(result).items():
         results.save_table(frame, name, output_dir=output_dir)
 
@@ -377,6 +400,8 @@ def _quality_tables(result: CleansingResult) -> dict[str, pd.DataFrame]:
         "quality_duplicates": result.duplicates,
         "quality_match_accuracy": result.accuracy,
         "quality_match_weights": result.model_weights,
+        "quality_value_maps": result.value_maps,
+        "quality_column_notes": result.column_notes,
     }
 
 
@@ -438,7 +463,11 @@ def build_clean_warehouse(
 
     Raises ``datasets.DatasetError`` for a dataset file that is missing or inconsistent and
     ``sources.SourceError`` for a source that cannot be read as declared, each naming the file,
-    the source and the key, before any warehouse is replaced.
+    the source and the key, before any warehouse is replaced. Categorical values neither accepted
+    by their column nor mapped by the dataset's ``value_maps`` raise ``vocabulary.UnknownValueError``
+    (a ``SourceError``) naming the table, the column, the values with their row counts and the
+    ``value_maps`` line to add, unless they are a few strays (see ``cleansing.vocabulary``), which
+    stay in the quarantine as ``unknown_value``; the reports are written to ``output_dir`` first.
     """
     with _Timer() as timer:
         spec = build_dataset(dataset, sources_file=sources_file)
@@ -562,7 +591,18 @@ def _build(
     order = [name for name in source_map if not is_bulk(source_map[name])] + [name for name in source_map if is_bulk(source_map[name])]
     result = _result(linked, pd.concat([profiles[name] for name in order], ignore_index=True), lineage, accuracy, model)
     timer.lap("report")
-    problem = _quarantine_share_check(result.row_counts, quarantine_threshold)
+    result.column_notes = quality.column_notes(result.profile, source_map, quarantine=masked_quarantine(result.quarantine))
+    unusable = result.column_notes[result.column_notes["is_required"]]
+    if not unusable.empty:  # first: a mapping or format mistake, not dirty data, explains the quarantine that follows
+        persist_outputs(result, output_dir)
+        raise UnreadableColumnError(f"{dataset.file}: required " + "; required ".join(unusable["message"])
+                                    + f"; the warehouse at {target} was not replaced")
+    unknown = vocabulary.unknown_value_error(result.quarantine, result.row_counts, dataset_file=dataset.file)
+    if unknown is not None:  # before the share check: unknown values say what to add to the dataset file
+        persist_outputs(result, output_dir)
+        result.quarantine.to_parquet(target.with_name(target.name + ".quarantine.parquet"), index=False)
+        raise unknown
+    problem = _quarantine_share_check(result.row_counts, quarantine_threshold, result.quarantine_by_reason)
     if problem:
         result.timings, result.peak_rss_mb = timer.timings, timer.peak_rss_mb
         persist_outputs(result, output_dir)
@@ -610,4 +650,5 @@ def _result(
         duplicates=quality.duplicates_summary(lineage),
         accuracy=accuracy,
         model_weights=model.level_weights() if model is not None else pd.DataFrame(),
+        value_maps=pd.concat([v.value_maps for v in linked.values()], ignore_index=True),
     )

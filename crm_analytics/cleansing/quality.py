@@ -43,7 +43,7 @@ def profile_before_after(raw: pd.DataFrame, reasons: pd.DataFrame, clean: pd.Dat
         that are readable and on their canonical list) and ``uniqueness_pct`` (distinct values
         per non-missing value), all in percent.
     """
-    return profile_from_counts(profile_counts(raw, reasons, clean), source=source, table_name=table_name)
+    return profile_from_counts(profile_counts(raw, reasons, clean, table_name=table_name), source=source, table_name=table_name)
 
 
 def present_text(values: pd.Series) -> pd.Series:
@@ -51,11 +51,13 @@ def present_text(values: pd.Series) -> pd.Series:
     return values.astype("string").str.strip().replace("", pd.NA)
 
 
-def profile_counts(raw: pd.DataFrame, reasons: pd.DataFrame, clean: pd.DataFrame, *, distinct: bool = True) -> pd.DataFrame:
+def profile_counts(raw: pd.DataFrame, reasons: pd.DataFrame, clean: pd.DataFrame, *, distinct: bool = True,
+                   table_name: str | None = None) -> pd.DataFrame:
     """The counts behind ``profile_before_after``: ``PROFILE_COUNTS`` per column and stage.
 
     ``n_present``: non-missing values; ``n_valid``: present values that are readable (before)
-    or on the canonical list (after; all present values except for regions); ``n_distinct``:
+    or on the canonical list (after: regions on the list, categorical values of ``table_name`` among the
+    accepted values of their column (``schema.Column.values``), all other present values); ``n_distinct``:
     distinct present values (missing unless ``distinct``). Columns absent from ``clean`` get
     no ``after`` row. A source validated in chunks adds up its counts, except ``n_distinct``,
     which it counts over all chunks at once.
@@ -70,7 +72,8 @@ def profile_counts(raw: pd.DataFrame, reasons: pd.DataFrame, clean: pd.DataFrame
         if column in clean.columns:
             after = clean[column]
             kept = after.notna()
-            rows.append((column, "after", len(clean), int(kept.sum()), _after_valid(after[kept], column), after[kept].nunique()))
+            rows.append((column, "after", len(clean), int(kept.sum()), _after_valid(after[kept], column, table_name=table_name),
+                         after[kept].nunique()))
     return pd.DataFrame(rows, columns=PROFILE_COUNTS)
 
 
@@ -86,13 +89,25 @@ def profile_from_counts(counts: pd.DataFrame, *, source: str, table_name: str) -
     return out
 
 
-def _after_valid(values: pd.Series, column: str) -> int:
-    """Present values after cleansing that count as valid: all, except regions not on the canonical list."""
+def _after_valid(values: pd.Series, column: str, *, table_name: str | None = None) -> int:
+    """Present values after cleansing that count as valid: all, except regions not on the canonical list and
+    categorical values outside their column's vocabulary (when ``table_name`` is given)."""
+    accepted = accepted_values(table_name, column)
+    if accepted is not None:
+        return int(values.astype("string").isin(accepted).sum())
     if column not in ("province", "city") or values.empty:
         return len(values)
     distinct = pd.unique(values.astype(str))
     known = set(distinct[known_regions(pd.Series(distinct), column).to_numpy()])
     return int(values.astype(str).isin(known).sum())
+
+
+def accepted_values(table_name: str | None, column: str) -> tuple[str, ...] | None:
+    """The vocabulary of ``column`` of canonical table ``table_name`` (``None``: open, unknown table or column)."""
+    from crm_analytics import schema
+
+    table = schema.TABLES.get(table_name or "")
+    return table.column(column).values if table is not None and column in table.column_names else None
 
 
 def known_regions(values: pd.Series, column: str) -> pd.Series:
@@ -121,6 +136,84 @@ def row_accounting(counts: pd.DataFrame) -> pd.DataFrame:
     out["quarantined_pct"] = np.where(out["rows_in"] > 0, out["rows_quarantined"] / out["rows_in"].clip(lower=1) * 100.0, 0.0)
     out["is_balanced"] = out["rows_in"] == out["rows_clean"] + out["rows_quarantined"]
     return out
+
+
+COLUMN_NOTE_COLUMNS = ["source", "table_name", "column_name", "source_column", "problem", "n_rows", "is_required", "message"]
+EMPTY_COLUMN, UNREADABLE_COLUMN = "empty", "unreadable"
+_READ_TYPES = ("timestamp", "date", "float64", "int64", "bool")  # types whose values are parsed: all can fail to read
+_READ_COLUMNS = ("email", "phone")  # text columns whose values are checked as addresses and numbers
+
+
+def column_notes(profile: pd.DataFrame, source_map, *, quarantine: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Columns a source maps that arrived entirely empty, or with not one readable value.
+
+    Parameters
+    ----------
+    profile : DataFrame
+        ``profile_before_after`` of every source (its ``before`` rows are read: ``n_rows``,
+        ``completeness_pct``, ``validity_pct`` per source and column).
+    source_map : mapping
+        ``{source: spec}``; a source's ``constants`` are not read from its file and are skipped,
+        its ``columns`` name each column in the file, its ``date_formats`` go into the message.
+    quarantine : DataFrame, optional
+        Quarantine entries (masked for display); up to three raw values of an unreadable column
+        are quoted from it.
+
+    Returns
+    -------
+    DataFrame
+        ``COLUMN_NOTE_COLUMNS``: one row per such column of a source with at least one row;
+        ``problem`` is ``empty`` (no value at all) or ``unreadable`` (values present, none readable:
+        dates, numbers, flags, e-mail addresses, phone numbers); ``is_required`` says whether the
+        table's contract requires the column; ``message`` says it in one line, naming the source,
+        the column as the file calls it and, for dates, the source's ``date_formats``.
+    """
+    from crm_analytics import schema
+
+    rows = []
+    before = profile[(profile["stage"] == "before") & (profile["n_rows"] > 0)]
+    for r in before.itertuples():
+        spec = source_map.get(r.source) or {}
+        if r.column_name in (spec.get("constants") or {}) or r.table_name not in schema.TABLES:
+            continue
+        table = schema.get_table(r.table_name)
+        if r.column_name not in table.column_names:
+            continue
+        column = table.column(r.column_name)
+        readable = column.dtype in _READ_TYPES or column.name in _READ_COLUMNS
+        if r.completeness_pct == 0:
+            problem = EMPTY_COLUMN
+        elif readable and r.validity_pct == 0:
+            problem = UNREADABLE_COLUMN
+        else:
+            continue
+        source_column = (spec.get("columns") or {}).get(r.column_name, r.column_name)
+        required = column.name in table.required_columns
+        rows.append((r.source, r.table_name, r.column_name, source_column, problem, int(r.n_rows), required,
+                     _column_note(r.source, column, source_column, problem, int(r.n_rows), spec, quarantine)))
+    return pd.DataFrame(rows, columns=COLUMN_NOTE_COLUMNS).astype({"n_rows": "int64", "is_required": "bool"})
+
+
+def _column_note(source: str, column, source_column: str, problem: str, n_rows: int, spec, quarantine: pd.DataFrame | None) -> str:
+    """One line saying which column of which source arrived empty or unreadable, and what to check."""
+    named = f"column {source_column!r} of source {source!r} (for {column.name!r})"
+    if problem == EMPTY_COLUMN:
+        return f"{named} is empty in all {n_rows:,} rows; check that the file fills it, or leave it out of the source's `columns:`"
+    examples = ""
+    if quarantine is not None and not quarantine.empty:
+        mine = quarantine[(quarantine["source"] == source) & (quarantine["column_name"] == column.name)]["raw_value"].dropna()
+        if len(mine):
+            examples = " (e.g. " + ", ".join(repr(v) for v in mine.drop_duplicates().head(3)) + ")"
+    if column.dtype in ("timestamp", "date"):
+        formats = spec.get("date_formats") or ["iso8601"]
+        hint = f"none matches the source's key `date_formats` {list(formats)}; correct it"
+    elif column.dtype in ("float64", "int64"):
+        hint = "none is a number"
+    elif column.dtype == "bool":
+        hint = "none is a yes/no flag"
+    else:
+        hint = f"none is a valid {'e-mail address' if column.name == 'email' else 'phone number'}; check that the mapping names the right column"
+    return f"{named} has values in its rows but not one is readable{examples}: {hint}"
 
 
 def quarantine_by_reason(quarantine: pd.DataFrame) -> pd.DataFrame:

@@ -36,7 +36,7 @@ import duckdb
 import pandas as pd
 
 from crm_analytics import schema, sources
-from crm_analytics.cleansing import quality, validate
+from crm_analytics.cleansing import quality, validate, vocabulary
 from crm_analytics.cleansing.bulk import StagedSource
 from crm_analytics.cleansing.duck import arrow, connect, contract_select, copy_to_parquet, quote
 
@@ -72,6 +72,7 @@ class _Spill:
     counts: list[pd.DataFrame] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     profiled: list[str] = field(default_factory=list)
+    value_maps: list[pd.DataFrame] = field(default_factory=list)
     source_file: str = ""
     n_rows_in: int = 0
     n_chunks: int = 0
@@ -114,6 +115,7 @@ def _spill_chunk(con: duckdb.DuckDBPyConnection, spill: _Spill, raw: pd.DataFram
         copy_to_parquet(con, f"SELECT {', '.join(columns)} FROM chunk", chunk_path(kind))
         con.unregister("chunk")
     spill.quarantine.append(result.quarantine)
+    spill.value_maps.append(result.value_maps)
     spill.counts.append(quality.profile_counts(raw, result.reasons, pd.DataFrame(), distinct=False))
     spill.n_rows_in += len(raw)
     spill.n_chunks += 1
@@ -161,11 +163,17 @@ def _profile(con: duckdb.DuckDBPyConnection, spill: _Spill, clean_relation: str)
         n_text = con.execute(f'SELECT count(DISTINCT "{column}") FROM read_parquet({spill.files("text")})').fetchone()[0]
         rows.append((column, "before", *before.loc[column].tolist(), int(n_text)))
         n_rows, n_present, n_distinct = con.execute(f'SELECT count(*), count("{column}"), count(DISTINCT "{column}") FROM {clean_relation}').fetchone()
-        rows.append((column, "after", int(n_rows), int(n_present), _after_valid(con, clean_relation, column, n_present), int(n_distinct)))
+        rows.append((column, "after", int(n_rows), int(n_present), _after_valid(con, clean_relation, column, n_present, table=spill.table),
+                     int(n_distinct)))
     return pd.DataFrame(rows, columns=quality.PROFILE_COUNTS)
 
 
-def _after_valid(con: duckdb.DuckDBPyConnection, relation: str, column: str, n_present: int) -> int:
+def _after_valid(con: duckdb.DuckDBPyConnection, relation: str, column: str, n_present: int, *, table: schema.Table) -> int:
+    """Present clean values that count as valid (the rule of ``quality.profile_counts``)."""
+    accepted = table.column(column).values
+    if accepted is not None:
+        listed = ", ".join(quote(v) for v in accepted)
+        return int(con.execute(f'SELECT count(*) FROM {relation} WHERE CAST("{column}" AS VARCHAR) IN ({listed})').fetchone()[0])
     if column not in ("province", "city"):
         return int(n_present)
     counts = con.execute(f'SELECT CAST("{column}" AS VARCHAR) AS value, count(*) AS n FROM {relation} WHERE "{column}" IS NOT NULL GROUP BY 1').df()
@@ -276,4 +284,6 @@ def stage_source(
     finally:
         con.close()
     quarantine_frame = pd.concat([q for q in quarantine if not q.empty] or [validate.empty_quarantine()], ignore_index=True)
-    return StagedSource(name, table.name, clean_path, quarantine_frame, profile, spill.n_rows_in, n_clean, present)
+    applied = vocabulary.label_mapping_counts(pd.concat(spill.value_maps, ignore_index=True) if spill.value_maps else None,
+                                              source=name, table_name=table.name)
+    return StagedSource(name, table.name, clean_path, quarantine_frame, profile, spill.n_rows_in, n_clean, present, value_maps=applied)

@@ -30,8 +30,9 @@ import pandas as pd
 import pandera.pandas as pa
 
 from crm_analytics import money, schema
-from crm_analytics.sources import SourceError
 from crm_analytics.cleansing import standardise as st
+from crm_analytics.cleansing import vocabulary
+from crm_analytics.sources import SourceError
 
 LINEAGE = ["_source", "_source_file", "_source_row"]
 QUARANTINE_COLUMNS = ["source", "source_file", "source_row", "table_name", "column_name", "raw_value", "reason", "action"]
@@ -80,6 +81,7 @@ class ValidatedSource:
     quarantine: pd.DataFrame
     n_rows_in: int
     reasons: pd.DataFrame = field(default_factory=pd.DataFrame)
+    value_maps: pd.DataFrame = field(default_factory=vocabulary.empty_mapping_counts)  # vocabulary.VALUE_MAP_COLUMNS
 
     @property
     def n_rows_quarantined(self) -> int:
@@ -114,12 +116,19 @@ def raw_text(values: pd.Series) -> pd.Series:
 
 
 def _standardise_column(
-    column: schema.Column, values: pd.Series, spec: Mapping[str, Any], *, default_region: str | None, business_time_zone: str
+    column: schema.Column, values: pd.Series, spec: Mapping[str, Any], *, default_region: str | None, business_time_zone: str,
+    value_maps: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Return ``(typed columns, reason)`` for one canonical column; the frame may add helper columns."""
+    """Return ``(typed columns, reason)`` for one canonical column; the frame may add helper columns.
+
+    ``value_maps``: the dataset's ``{column: {their_value: canonical_value}}`` of the table.
+    """
     formats = spec.get("date_formats") or [st.ISO8601]
     zone = spec.get("time_zone") or business_time_zone
     name = column.name
+    if vocabulary.is_checked(column, value_maps):
+        result = vocabulary.settle_values(values, column, (value_maps or {}).get(name))
+        return result[["value"]].rename(columns={"value": name}), result["reason"]
     if name == "phone":
         result = st.standardise_phone(values, default_region=default_region)
         return result[["phone", "phone_type"]], result["reason"]
@@ -161,6 +170,7 @@ def standardise_frame(
     exchange_rates: pd.DataFrame | None = None,
     dataset_file: str = "the dataset file",
     business_time_zone: str | None = None,
+    value_maps: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Standardise every canonical column of one source.
 
@@ -183,6 +193,9 @@ def standardise_frame(
     business_time_zone : str, optional
         The dataset's business time zone, where timestamps are stored (default: the
         default dataset's); a source's own ``time_zone`` defaults to it.
+    value_maps : mapping, optional
+        The dataset's ``{column: {their_value: canonical_value}}`` of this table; categorical values
+        neither mapped nor accepted get the reason ``unknown_value`` (``cleansing.vocabulary``).
 
     Returns
     -------
@@ -198,7 +211,8 @@ def standardise_frame(
         if column.name not in frame.columns:
             continue
         values, reason = _standardise_column(
-            column, frame[column.name], spec, default_region=default_region, business_time_zone=business_time_zone
+            column, frame[column.name], spec, default_region=default_region, business_time_zone=business_time_zone,
+            value_maps=value_maps,
         )
         typed.append(values)
         reasons[column.name] = reason
@@ -413,7 +427,7 @@ def _parse_failures(reasons: pd.DataFrame) -> pd.DataFrame:
 def _action(failures: pd.DataFrame, table: schema.Table) -> pd.Series:
     """``row`` when the failing column is required or a key, or the reason concerns the whole row; else ``value``."""
     required = set(table.required_columns)
-    row_reasons = {DUPLICATE_KEY, MISSING_REQUIRED, UNKNOWN_CUSTOMER, UNKNOWN_CURRENCY, NO_EXCHANGE_RATE}
+    row_reasons = {DUPLICATE_KEY, MISSING_REQUIRED, UNKNOWN_CUSTOMER, UNKNOWN_CURRENCY, NO_EXCHANGE_RATE}  # unknown_value: by column
     is_row = failures["column_name"].isin(required) | failures["reason"].isin(row_reasons)
     return pd.Series(np.where(is_row, "row", "value"), index=failures.index, dtype="string")
 
@@ -527,10 +541,12 @@ def validate_source_typed(name: str, raw: pd.DataFrame, spec: Mapping[str, Any],
     require_columns(raw, LINEAGE, context=f"validate_source({name})")
     table = table_contract(spec["table"], dataset=options.get("dataset"))
     raw = raw.reset_index(drop=True)
+    value_maps = vocabulary.table_value_maps(options.get("dataset"), table.name)
     typed, reasons = standardise_frame(raw, spec, default_region=default_region, business_time_zone=_business_time_zone(options),
-                                       **_money_options(options))
+                                       value_maps=value_maps, **_money_options(options))
     failures = pd.concat([_parse_failures(reasons), contract_failures(typed, table, as_of=as_of)], ignore_index=True)
-    return replace(split_clean(name, raw, typed, failures, table), reasons=reasons.reset_index(drop=True)), typed
+    applied = vocabulary.label_mapping_counts(vocabulary.mapping_counts(raw, table.name, value_maps), source=name, table_name=table.name)
+    return replace(split_clean(name, raw, typed, failures, table), reasons=reasons.reset_index(drop=True), value_maps=applied), typed
 
 
 def _default_region(options: Mapping[str, Any]) -> str:

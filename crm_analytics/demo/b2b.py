@@ -59,9 +59,9 @@ class Pipeline:
     history_time: np.ndarray
 
 
-def simulate_pipeline(rng: np.random.Generator, period: calendar.Period, first_time: np.ndarray) -> Pipeline:
-    """Opportunities of about 3 % of persons, created after ``first_time`` (their first contact)."""
-    accounts = np.flatnonzero((rng.random(len(first_time)) < ACCOUNT_SHARE) & (first_time < period.end - calendar.DAY))
+def simulate_pipeline(rng: np.random.Generator, period: calendar.Period, first_time: np.ndarray, *, account_share: float = ACCOUNT_SHARE) -> Pipeline:
+    """Opportunities of ``account_share`` of persons (about 3 % in the demo), created after ``first_time`` (their first contact)."""
+    accounts = np.flatnonzero((rng.random(len(first_time)) < account_share) & (first_time < period.end - calendar.DAY))
     person = np.repeat(accounts, 1 + rng.poisson(0.6, len(accounts)))
     created = first_time[person] + (rng.random(len(person)) * (period.end - first_time[person])).astype(np.int64)
     order = np.argsort(created, kind="stable")
@@ -93,3 +93,122 @@ def simulate_pipeline(rng: np.random.Generator, period: calendar.Period, first_t
     order = np.lexsort((np.concatenate(times), history_opportunity))
     return Pipeline(person, created, source, owner, amount, status, closed, history_opportunity[order],
                     np.concatenate(stages)[order], np.concatenate(times)[order])
+
+
+# --------------------------------------------------------------------------------------------
+# A B2B-only dataset: accounts and their pipeline, no orders (parameters/datasets/b2b_demo.yaml)
+# --------------------------------------------------------------------------------------------
+
+B2B_DATASET = "b2b_demo"
+B2B_FILES = ("accounts.csv", "opportunities.csv", "opportunity_stage_history.csv")
+# A German sales team: its representatives, its customers' cities, and the parts of company names.
+OWNERS_DE = ("Anna Becker", "Jonas Weber", "Lena Fischer", "Felix Wagner", "Mia Schulz", "Paul Hoffmann", "Sophie Koch", "Lukas Richter")
+CITIES_DE = ("Berlin", "Hamburg", "München", "Köln", "Frankfurt am Main", "Stuttgart", "Düsseldorf", "Leipzig", "Hannover", "Nürnberg")
+_COMPANY_STEMS = ("Nord", "Süd", "Rhein", "Alpen", "Elbe", "Main", "Spree", "Hansa", "Isar", "Weser", "Harz", "Ostsee",
+                  "Taunus", "Neckar", "Mosel", "Eifel")
+_COMPANY_TRADES = ("Logistik", "Maschinenbau", "Software", "Handel", "Medizintechnik", "Energie", "Bau", "Druck", "Versand", "Chemie")
+_LEGAL_FORMS = ("GmbH", "AG", "KG", "GmbH & Co. KG")
+
+
+def company_names(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` distinct company names (stem, trade, legal form), e.g. ``Rhein Logistik GmbH``.
+
+    Distinct so that entity resolution never merges two accounts by name; at most 640 are possible.
+    """
+    combos = len(_COMPANY_STEMS) * len(_COMPANY_TRADES) * len(_LEGAL_FORMS)
+    if n > combos:
+        raise ValueError(f"at most {combos} accounts have distinct generated names; got {n}")
+    picks = rng.permutation(combos)[:n]
+    stem, rest = np.divmod(picks, len(_COMPANY_TRADES) * len(_LEGAL_FORMS))
+    trade, form = np.divmod(rest, len(_LEGAL_FORMS))
+    return [f"{_COMPANY_STEMS[s]} {_COMPANY_TRADES[t]} {_LEGAL_FORMS[f]}" for s, t, f in zip(stem, trade, form)]
+
+
+def _utc_text(t: np.ndarray):
+    """ISO 8601 UTC text (``2024-03-05T09:12:00``) of UTC seconds; missing (negative) values stay empty."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from crm_analytics.demo import text
+
+    values = text.iso_seconds(np.maximum(t, 0))
+    return pc.if_else(pa.array(np.asarray(t) >= 0), values, pa.nulls(len(t), pa.string()))
+
+
+def generate_b2b(
+    n_accounts: int = 400,
+    *,
+    seed: int = 7,
+    out_dir=None,
+    start_date: str = "2023-01-01",
+    end_date: str = "2025-06-30",
+):
+    """Write the B2B-only dataset: accounts, opportunities and their stage history, no orders.
+
+    A German sales team's CRM export (read by ``parameters/datasets/b2b_demo.yaml``: Europe/Berlin, EUR, DE):
+    every account has one or more opportunities (``simulate_pipeline`` with every person an account),
+    moving through lead -> qualified -> proposal -> negotiation -> won or lost; the win chance depends on
+    the lead source and the representative. Timestamps are written in UTC (ISO 8601); amounts in euros.
+
+    Parameters
+    ----------
+    n_accounts : int
+        Accounts (customers), 10 to 640; about 1.6 opportunities each.
+    seed : int
+        Random seed; the same arguments give the same files.
+    out_dir : path, optional
+        Target folder; ``None`` means ``paths.raw_dir("b2b_demo")``.
+    start_date, end_date : str
+        First and last calendar day of the export (ISO dates); opportunities whose next step falls after
+        ``end_date`` stay open.
+
+    Returns
+    -------
+    Path
+        The folder holding ``accounts.csv``, ``opportunities.csv`` and ``opportunity_stage_history.csv``.
+    """
+    import pyarrow as pa
+
+    from crm_analytics import paths
+    from crm_analytics.demo import export, text
+
+    if int(n_accounts) < 10:
+        raise ValueError(f"n_accounts must be at least 10; got {n_accounts}")
+    rng = np.random.default_rng(int(seed))
+    period = calendar.Period.from_dates(start_date, end_date)
+    names = company_names(rng, int(n_accounts))
+    # first contacts spread over the period, the last month left for the newest leads to move
+    first_time = period.start + (rng.random(len(names)) * (period.end - period.start - 30 * calendar.DAY)).astype(np.int64)
+    pipeline = simulate_pipeline(rng, period, first_time, account_share=1.0)
+    account_ids = text.ids("ACC", np.arange(1, len(names) + 1), 5)
+    opportunity_ids = text.ids("OPP", np.arange(1, len(pipeline.created) + 1), 6)
+    # opportunities are in creation order, so an account's first row is its first lead: its acquisition channel
+    accounts_with_leads, first_row = np.unique(pipeline.person, return_index=True)
+    first_source = np.full(len(names), -1)
+    first_source[accounts_with_leads] = pipeline.source[first_row]
+    folder = paths.resolve(out_dir, paths.raw_dir(B2B_DATASET))
+    folder.mkdir(parents=True, exist_ok=True)
+    export.write_csv(folder / "accounts.csv", {
+        "account_id": account_ids,
+        "company": pa.array(names),
+        "city": pa.array([CITIES_DE[i] for i in rng.integers(0, len(CITIES_DE), len(names))]),
+        "country": pa.array(["Germany"] * len(names)),
+        "created_at": _utc_text(first_time),
+        "first_lead_source": pa.array([LEAD_SOURCES[i] if i >= 0 else None for i in first_source], pa.string()),
+    })
+    export.write_csv(folder / "opportunities.csv", {
+        "opportunity_id": opportunity_ids,
+        "account_id": account_ids.take(pa.array(pipeline.person)),
+        "lead_source": text.lookup(LEAD_SOURCES, pipeline.source),
+        "owner": text.lookup(OWNERS_DE, pipeline.owner),
+        "created_at": _utc_text(pipeline.created),
+        "amount_eur": pa.array(pipeline.amount),
+        "status": text.lookup(("open", "won", "lost"), pipeline.status),
+        "closed_at": _utc_text(pipeline.closed),
+    })
+    export.write_csv(folder / "opportunity_stage_history.csv", {
+        "opportunity_id": opportunity_ids.take(pa.array(pipeline.history_opportunity)),
+        "stage": text.lookup(STAGES + ("won", "lost"), pipeline.history_stage),
+        "entered_at": _utc_text(pipeline.history_time),
+    })
+    return folder
