@@ -385,15 +385,19 @@ def _number_sql(profile: ColumnProfile, *, as_text: bool) -> str:
     column = _q(profile.name)
     if profile.shape == "decimal" and profile.decimal_comma:
         column = f"replace(replace({column}, '.', ''), ',', '.')"
-    return column if as_text else f"CAST({column} AS DOUBLE)"
+    return column if as_text else f"TRY_CAST({column} AS DOUBLE)"
 
 
 def _time_sql(profile: ColumnProfile) -> str:
-    """SQL turning a date column into a TIMESTAMP (typed dates as they are, text through its format)."""
+    """SQL turning a date column into a TIMESTAMP (typed dates as they are, text through its format).
+
+    ``TRY_`` forms: a value that does not read becomes missing, so its order is quarantined as a row
+    (with its file and row) instead of failing the whole query.
+    """
     column = _q(profile.name)
     if profile.date_format is None or profile.date_format in ISO_FORMATS:
-        return f"CAST({column} AS TIMESTAMP)"
-    return f"strptime({column}, '{profile.date_format}')"
+        return f"TRY_CAST({column} AS TIMESTAMP)"
+    return f"try_strptime({column}, '{profile.date_format}')"
 
 
 _LINEAGE_FIRST = ("arg_min(_source_file, (_source_file, _source_row)) AS _source_file, "
@@ -404,12 +408,12 @@ def _sales_lines(sample: InputSample, roles: Mapping[str, str], dataset: str) ->
     """Inputs and sources deriving orders, order_items, customers and products from invoice lines."""
     col = sample.column
     price = (f"{_number_sql(col(roles['unit_price']), as_text=False)} AS unit_price" if "unit_price" in roles
-             else f"{_number_sql(col(roles['amount']), as_text=False)} / nullif(CAST({_q(roles['quantity'])} AS DOUBLE), 0) AS unit_price")
+             else f"{_number_sql(col(roles['amount']), as_text=False)} / nullif(TRY_CAST({_q(roles['quantity'])} AS DOUBLE), 0) AS unit_price")
     selected = [
         f"CAST({_q(roles['invoice'])} AS VARCHAR) AS invoice",
         f"CAST({_q(roles['product'])} AS VARCHAR) AS product",
         f"{_q(roles['description'])} AS description" if "description" in roles else "NULL AS description",
-        f"CAST({_q(roles['quantity'])} AS BIGINT) AS quantity",
+        f"TRY_CAST({_q(roles['quantity'])} AS BIGINT) AS quantity",
         price,
         f"CAST({_q(roles['customer'])} AS VARCHAR) AS customer",
         f"{_time_sql(col(roles['date']))} AS line_time",

@@ -118,8 +118,9 @@ def _c(name: str, dtype: str, description: str, *, required: bool = False, key: 
     return Column(name, dtype, description, required=required, key=key, values=values, categorical=categorical)
 
 
-# Vocabularies shared by several columns. "other" lets a dataset map a value no listed one fits.
-ORDER_CHANNELS = ("web", "app", "mini_program", "store", "call_centre", "marketplace", "wholesale", "other")
+# Vocabularies shared by several columns. "other" lets a dataset map a value no listed one fits; "unknown"
+# stands for an export that does not say (an order list without a channel column).
+ORDER_CHANNELS = ("web", "app", "mini_program", "store", "call_centre", "marketplace", "wholesale", "other", "unknown")
 MARKETING_CHANNELS = ("email", "sms", "wechat", "push", "paid_search", "social", "display", "affiliate", "direct_mail", "other")
 TRAFFIC_CHANNELS = ("direct", "organic_search", "paid_search", "social", "email", "sms", "display", "affiliate", "referral", "other")
 ACQUISITION_CHANNELS = ("organic_search", "paid_search", "social", "email", "display", "affiliate", "referral", "direct",

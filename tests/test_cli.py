@@ -202,7 +202,7 @@ def _sales_export(folder: Path, *, with_bad_line: bool = False) -> Path:
         "1003;C-17;28/02/2024 21:10;P3;Copo;1;7,90",
     ]
     if with_bad_line:
-        lines.append("1004;;29/02/2024 10:00;P3;Copo;1;7,90")  # no customer: the order is quarantined
+        lines.append("1004;C-42;31/02/2024 10:00;P3;Copo;1;7,90")  # no such day: the order is quarantined
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -228,7 +228,7 @@ def test_build_warehouse_runs_the_cleansing_build_and_never_replaces_a_good_ware
 
     _sales_export(tmp_path / "exports", with_bad_line=True)
     failed = cli.invoke(app, [*options, "build-warehouse", "-d", "loja", "--as-of", "2024-12-31"])
-    assert failed.exit_code == 1 and "was not replaced" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+    assert failed.exit_code == 1 and "was not replaced" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
     assert warehouse.stat().st_mtime_ns == before
     tolerant = cli.invoke(app, [*options, "build-warehouse", "-d", "loja", "--as-of", "2024-12-31", "--quarantine-threshold", "0.5"])
     assert tolerant.exit_code == 0, tolerant.output
