@@ -86,7 +86,9 @@ def main(
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -321,8 +323,10 @@ def demo_data(
 @app.command("build-warehouse")
 def build_warehouse(
     dataset: DatasetOption = None,
-    as_of: Annotated[
-        Optional[str], typer.Option(help="The build's today, ISO date (default: today in the dataset's time zone).")
+    export_date: Annotated[
+        Optional[str],
+        typer.Option("--export-date", "--as-of", help="Day the export was taken, ISO date; later rows are quarantined as future-dated "
+                     "(default: the dataset's export_date, else today in its time zone)."),
     ] = None,
     quarantine_threshold: Annotated[
         float, typer.Option(min=0, max=1, help="Largest share (0-1) of quarantined rows in any source; above it the build fails.")
@@ -334,18 +338,19 @@ def build_warehouse(
     """
     from crm_analytics import datasets, money, paths, sources
     from crm_analytics.cleansing import QuarantineThresholdError, build_clean_warehouse
+    from crm_analytics.cleansing.pipeline import build_as_of
 
     loaded = _load_dataset(_dataset_reference(dataset) if dataset else None)
-    today = as_of or _today_in(loaded.time_zone)
+    built_as_of = build_as_of(export_date, loaded)
     try:
         result = build_clean_warehouse(
-            dataset=loaded, as_of=today, warehouse_path=paths.warehouse_path(loaded.name), quarantine_threshold=quarantine_threshold
+            dataset=loaded, as_of=built_as_of, warehouse_path=paths.warehouse_path(loaded.name), quarantine_threshold=quarantine_threshold
         )
     except (datasets.DatasetError, sources.SourceError) as exc:
         _fail(_one_line(exc))
     except (QuarantineThresholdError, money.ExchangeRateError) as exc:  # the data, not the command
         _fail(_one_line(exc), EXIT_RUN_FAILED)
-    console.print(f"warehouse built: {result.warehouse_path} (dataset {loaded.describe()}, as of {today})", highlight=False, soft_wrap=True)
+    console.print(f"warehouse built: {result.warehouse_path} (dataset {loaded.describe()}, export date {built_as_of:%Y-%m-%d})", highlight=False, soft_wrap=True)
     console.print(_build_tables(result))
 
 
@@ -360,13 +365,6 @@ def _load_dataset(name: str | None):
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
-
-
-def _today_in(zone: str) -> str:
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    return datetime.now(ZoneInfo(zone)).date().isoformat()
 
 
 def _build_tables(result) -> Any:

@@ -247,3 +247,13 @@ def test_served_pages_read_the_outputs_of_the_chosen_dataset(monkeypatch):
     serve_module._kernel_environment("127.0.0.1", "online_retail_ii")  # what every page kernel inherits
     assert paths.default_dataset() == "online_retail_ii"
     assert paths.latest_run_dir("kpi") == paths.outputs_root() / "online_retail_ii" / "kpi" / "latest"
+
+
+def test_error_messages_keep_their_bracketed_text(capsys):
+    import typer
+
+    from crm_analytics.cli import _fail
+
+    with pytest.raises(typer.Exit):
+        _fail("give `names` in order, e.g. [order_no, account]; got None")
+    assert "e.g. [order_no, account]; got None" in capsys.readouterr().err

@@ -10,6 +10,10 @@ The blocks run with bash from a new project home (``CRM_ANALYTICS_HOME``) laid o
 shipped workbook and write the dataset file where ``init-dataset`` writes it. The scratch dataset file
 ``parameters/datasets/my_shop.yaml`` is removed afterwards. The numbers of the reports are checked by
 the Online Retail II tests; this test checks the page.
+
+Step 3 of the page quotes the finished dataset file ``parameters/datasets/online_retail_ii.yaml`` in ```yaml
+blocks, where a line ``...`` marks text left out: every quoted passage must be in that file word for word;
+likewise the ```yaml blocks of step 2 in the file ``init-dataset`` proposes.
 """
 
 from __future__ import annotations
@@ -28,9 +32,12 @@ from crm_analytics import paths, runner, warehouse
 
 DOC = paths.code_root() / "docs" / "your_data.md"
 DATASET = "my_shop"
+FINISHED_FILE = paths.datasets_dir() / "online_retail_ii.yaml"  # step 3 of the page quotes it
 BLOCK = re.compile(r"<!--\s*doc-test(?:\s+exit=(?P<exit>\d+))?\s*-->\s*\n```bash\n(?P<command>.*?)\n```(?P<after>\n\n```text\n(?P<output>.*?)\n```)?", re.S)
 REPORT_ROW = re.compile(r"^\| `(?P<analysis>[a-z_]+)` \| (?P<ran>yes|no) \|", re.M)
 DURATION = re.compile(r"\d+(?:\.\d+)? s\b")
+YAML_BLOCK = re.compile(r"^```yaml\n(?P<body>.*?)\n```", re.S | re.M)
+ELISION = "..."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +76,27 @@ def missing_lines(shown: str, printed: str) -> list[str]:
     return [line for line in shown.splitlines() if line.strip() and not line_pattern(line).search(haystack)]
 
 
+def section(text: str, heading: str) -> str:
+    """The text of the ``## `` section whose heading starts with ``heading``, up to the next ``## `` heading."""
+    start = text.index(f"\n## {heading}")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def quoted_passages(text: str) -> list[str]:
+    """The passages of the ```yaml blocks of ``text``: each block split at its ``...`` lines (text left out)."""
+    passages = []
+    for block in YAML_BLOCK.finditer(text):
+        passage: list[str] = []
+        for line in [*block["body"].splitlines(), ELISION]:
+            if line.strip() == ELISION:
+                passages += ["\n".join(passage)] if passage else []
+                passage = []
+            else:
+                passage.append(line)
+    return passages
+
+
 def report_table(text: str) -> dict[str, bool]:
     """``{analysis: ran}`` from the page's table of reports."""
     return {m["analysis"]: m["ran"] == "yes" for m in REPORT_ROW.finditer(text)}
@@ -91,6 +119,19 @@ def test_the_page_runs_the_whole_path_in_order():
 
 def test_the_table_of_reports_covers_every_analysis():
     assert set(report_table(DOC.read_text(encoding="utf-8"))) == set(runner.list_analyses())
+
+
+def test_the_quoted_parts_of_the_finished_dataset_file_are_in_it_word_for_word():
+    finished = FINISHED_FILE.read_text(encoding="utf-8")
+    passages = quoted_passages(section(DOC.read_text(encoding="utf-8"), "3. "))
+    assert len(passages) >= 5  # the market keys, the inputs, orders and order_items, the non-merchandise list, products
+    stale = [passage for passage in passages if passage not in finished]
+    assert stale == [], f"re-copy these passages of docs/your_data.md from {FINISHED_FILE.name}:\n" + "\n---\n".join(stale)
+
+
+def test_quoted_passages_split_at_elisions():
+    text = "## 3. x\n```yaml\na: 1\n...\n  b:\n    c: 2\n      ...\n```\n"
+    assert quoted_passages(text) == ["a: 1", "  b:\n    c: 2"]
 
 
 def test_shown_output_allows_shortened_text_and_other_durations():
@@ -140,6 +181,10 @@ def test_the_page_works_as_written(checkout_like_home):
         assert done.returncode == block.exit_code, f"`{block.command}` exited {done.returncode}:\n{printed[-3000:]}"
         if block.shown_output:
             assert missing_lines(block.shown_output, printed) == [], f"`{block.command}` printed:\n{printed[-6000:]}"
+        if f"init-dataset {DATASET}" in block.command:  # step 2 quotes the proposal it writes
+            proposal = (paths.datasets_dir() / f"{DATASET}.yaml").read_text(encoding="utf-8")
+            stale = [passage for passage in quoted_passages(section(text, "2. ")) if passage not in proposal]
+            assert stale == [], "re-copy these passages of the proposal:\n" + "\n---\n".join(stale)
 
     outputs = home / "outputs"
     assert (outputs / "index.html").is_file()
