@@ -1,6 +1,7 @@
 """The ``crm-analytics`` command.
 
-Exit codes: 0 success, 1 a run failed, 2 a usage or parameter error. Mistakes a
+Exit codes: 0 success, 1 a run failed, 2 a usage or parameter error, 130 or 143 a run cancelled by
+SIGINT (Ctrl-C) or SIGTERM (128 plus the signal number, as a shell reports it). Mistakes a
 user can fix (an unknown analysis, an unknown parameter, a malformed schedule)
 are reported as one line on stderr, without a traceback.
 
@@ -54,7 +55,7 @@ DatasetOption = Annotated[
 ParameterOption = Annotated[
     Optional[list[str]], typer.Option("--parameter", "-p", help="key=value (repeatable); the value is read as YAML.")
 ]
-_STATUS_STYLE = {"succeeded": "green", "skipped_locked": "yellow", "not_applicable": "bright_black"}
+_STATUS_STYLE = {"succeeded": "green", "skipped_locked": "yellow", "not_applicable": "bright_black", "cancelled": "yellow"}
 
 
 class _Folders:
@@ -161,7 +162,15 @@ def run(
     except runner.RunnerError as exc:
         _fail(str(exc))
     _print_result(result)
-    raise typer.Exit(EXIT_OK if result.ok else EXIT_RUN_FAILED)
+    raise typer.Exit(_exit_code([result]))
+
+
+def _exit_code(results) -> int:
+    """128 plus the signal that cancelled a run, else 0 when every run is ok, else 1."""
+    cancelled = [r.cancel_signal for r in results if r.cancel_signal]
+    if cancelled:
+        return 128 + int(cancelled[0])
+    return EXIT_OK if results and all(r.ok for r in results) else EXIT_RUN_FAILED
 
 
 def _results_table(results) -> Any:
@@ -274,7 +283,8 @@ def run_all(
         jobs, cell_timeout, run_timeout, dataset=dataset, common_parameters=_parse_assignments(parameter or []),
         parameters_file=parameters_file.resolve() if parameters_file else None,
     )
-    raise typer.Exit(EXIT_OK if results and all(r.ok for r in results) and _all_ran(results) else EXIT_RUN_FAILED)
+    code = _exit_code(results)
+    raise typer.Exit(EXIT_RUN_FAILED if code == EXIT_OK and not _all_ran(results) else code)
 
 
 def _all_ran(results) -> bool:
@@ -403,7 +413,8 @@ def demo(
     results = _run_all_command(jobs, 600, 3600, dataset=paths.DEMO_DATASET)
     index = report_index.write_index(_Folders.output_root, dataset=paths.DEMO_DATASET)
     console.print(f"report index: {index}", highlight=False)
-    raise typer.Exit(EXIT_OK if results and all(r.ok for r in results) and _all_ran(results) else EXIT_RUN_FAILED)
+    code = _exit_code(results)
+    raise typer.Exit(EXIT_RUN_FAILED if code == EXIT_OK and not _all_ran(results) else code)
 
 
 def _generate_while_preloading(customers: int, seed: int) -> None:

@@ -25,6 +25,10 @@ A dataset file ``parameters/datasets/<name>.yaml`` declares:
                           ``{table: {column: {their_value: canonical_value}}}``, e.g. ``{opportunity_stage_history:
                           {stage: {Engaging: qualified}}}``; matched case-insensitively after trimming (see
                           ``crm_analytics.cleansing.vocabulary`` and the vocabularies in ``docs/data_model.md``).
+``bounds``                plausibility bounds overriding the defaults (``cleansing.validate.Bounds``):
+                          ``{order_amount: [min, max], quantity: [min, max], earliest_date: "YYYY-MM-DD"}``;
+                          values outside are quarantined as ``out_of_range``.
+``may_be_empty`` (source)  on a source of ``sources``: a file with no rows is accepted (else it is an error).
 ``inputs``                named input files that derived sources query with SQL (``crm_analytics.sources``).
 ``sources``               how each canonical table is read (the source map, see ``crm_analytics.sources``).
 
@@ -51,7 +55,7 @@ TODO = "TODO"
 KEYS = {
     "description", "data_dir", "time_zone", "currency", "country", "locale", "languages", "calendar_events",
     "targets_file", "non_merchandise_codes", "exchange_rates", "ground_truth_dir", "inputs", "sources",
-    "export_date", "anonymous_orders", "value_maps",
+    "export_date", "anonymous_orders", "value_maps", "bounds",
 }
 ANONYMOUS_ORDER_POLICIES = ("keep", "quarantine")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
@@ -85,6 +89,7 @@ class Dataset:
     export_date: str | None = None  # the day the export was taken: the cleansing build's default "today" (ISO date)
     anonymous_orders: str = "keep"  # orders without a customer: "keep" (customer_id missing) or "quarantine"
     value_maps: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)  # {table: {column: {theirs: canonical}}}
+    bounds: dict[str, Any] = field(default_factory=dict)  # {column: (min, max), "earliest_date": "YYYY-MM-DD"} (check_bounds)
 
     @property
     def phone_region(self) -> str:
@@ -177,6 +182,7 @@ def parse_dataset(document: dict[str, Any], *, name: str, where: Path) -> Datase
         export_date=str(document["export_date"]) if document.get("export_date") else None,
         anonymous_orders=_anonymous_orders(document.get("anonymous_orders"), where=where),
         value_maps=check_value_maps(document.get("value_maps"), where=where),
+        bounds=check_bounds(document.get("bounds"), where=where),
     )
 
 
@@ -246,6 +252,50 @@ def _check_value_map(mapping: Any, accepted: tuple[str, ...] | None, *, key: str
         targets[match] = (str(theirs), target)
         out[str(theirs)] = target
     return out
+
+
+def check_bounds(bounds: Any, *, where: Path | str = "dataset") -> dict[str, Any]:
+    """Check ``bounds`` (``{column: [min, max], earliest_date: "YYYY-MM-DD"}``); return ``{column: (min, max)}`` and
+    ``earliest_date`` as an ISO date text.
+
+    A column must be a numeric column of some canonical table; ``DatasetError`` names the file, the key and close
+    matches for a mistyped column, a range that is not two numbers with min <= max, or a date that is not a date.
+    """
+    from crm_analytics import schema
+
+    if not bounds:
+        return {}
+    if not isinstance(bounds, dict):
+        raise DatasetError(f"{where}: bounds must be a mapping such as {{order_amount: [-1e9, 1e9], earliest_date: 1990-01-01}}")
+    numeric = {c.name for table in schema.TABLES.values() for c in table.columns if c.dtype in ("float64", "int64")}
+    out: dict[str, Any] = {}
+    for key, value in bounds.items():
+        key = str(key)
+        if key == "earliest_date":
+            try:
+                out[key] = _iso_date(value)
+            except ValueError:
+                raise DatasetError(f"{where}: bounds.earliest_date must be a date (YYYY-MM-DD), got {value!r}") from None
+            continue
+        if key not in numeric:
+            raise DatasetError(f"{where}: bounds.{key} is not a numeric column of any table{_close(key, numeric | {'earliest_date'})}")
+        try:
+            low, high = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{where}: bounds.{key} must be [min, max] (two numbers), got {value!r}") from None
+        if not low <= high:
+            raise DatasetError(f"{where}: bounds.{key} has min {low} above max {high}")
+        out[key] = (low, high)
+    return out
+
+
+def _iso_date(value: Any) -> str:
+    """``value`` (a YAML date or ISO text) as ``YYYY-MM-DD``; ``ValueError`` when it is no date."""
+    import datetime as dt
+
+    if isinstance(value, dt.date):
+        return value.isoformat()[:10]
+    return dt.date.fromisoformat(str(value).strip()).isoformat()
 
 
 def _anonymous_orders(value: Any, *, where: Path) -> str:

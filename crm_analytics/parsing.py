@@ -34,6 +34,8 @@ NOT_A_NUMBER = "not_a_number"
 
 _NULL_TOKENS = {"", "nan", "none", "null", "n/a", "na", "-", "--", "nat", "<na>", "无", "空"}
 _SPACE = re.compile(r"\s+")
+# C0 and C1 control characters other than the whitespace ones (tab, line breaks), which collapse to a space
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 
 # --------------------------------------------------------------------------- text
@@ -44,10 +46,11 @@ def clean_text(value: object) -> str | None:
 
     Full-width letters, digits and punctuation become their ASCII forms; the
     usual spellings of "nothing" (``""``, ``"NULL"``, ``"nan"``, ``"-"`` ...) become ``None``.
+    Control characters (NUL, escape...; ``CONTROL_CHARACTERS``) are removed.
     """
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT:
         return None
-    text = unicodedata.normalize("NFKC", str(value))
+    text = CONTROL_CHARACTERS.sub("", unicodedata.normalize("NFKC", str(value)))
     text = _SPACE.sub(" ", text).strip().strip("\ufeff\u200b")
     return None if text.lower() in _NULL_TOKENS else text
 
@@ -288,6 +291,8 @@ def _date_result(stamps: pd.Series, failed: pd.Series) -> pd.DataFrame:
 # Currency spellings an amount may carry (``money.CURRENCY_ALIASES``), longest first so ``HK$`` wins over ``$``.
 _CURRENCY_TOKENS = sorted(CURRENCY_ALIASES.items(), key=lambda item: -len(item[0]))
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$", re.IGNORECASE)
+# digits grouped by thousands: 1-3 leading digits, then groups of exactly 3 (``1,234,567.5``; not ``1,2,3``)
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?(?:e[+-]?\d+)?$", re.IGNORECASE)
 _PLAIN_NUMBER = r"-?\d{1,15}(?:\.\d{1,15})?"  # read by float() exactly as parse_amount would
 
 
@@ -297,7 +302,8 @@ def parse_amount(raw: str | None) -> tuple[float | None, str | None, str]:
 
     Reads ``¥1,234.50``, ``1,234元``, ``RMB 99``, ``（123.00）`` (negative),
     ``123-`` (trailing minus, negative) and full-width digits. ``currency`` is the
-    ISO code named in the value, or ``None`` when the value names none.
+    ISO code named in the value, or ``None`` when the value names none. Commas are read as
+    thousands separators only in valid groups (``1,234``, ``1,234,567.5``); ``1,2,3`` is ``not_a_number``.
     """
     text = clean_text(raw)
     if text is None:
@@ -313,6 +319,8 @@ def parse_amount(raw: str | None) -> tuple[float | None, str | None, str]:
         negative, compact = True, compact[1:-1]
     if compact.endswith("-") and len(compact) > 1:
         negative, compact = not negative, compact[:-1]
+    if "," in compact and not _GROUPED.match(compact):
+        return None, currency, NOT_A_NUMBER
     compact = compact.replace(",", "").replace("_", "")
     if not _NUMBER.match(compact):
         return None, currency, NOT_A_NUMBER

@@ -146,15 +146,14 @@ def resolve(path: str | os.PathLike | None, default: Path) -> Path:
 def resolve_data(path: str | os.PathLike | None, default: Path) -> Path:
     """Return a data path from a dataset file as an absolute path, or ``default`` when ``path`` is empty.
 
-    Relative paths are taken from the project root (the data home, ``CRM_ANALYTICS_HOME``); when
-    nothing is there but the checkout holds the path (data shipped with the code, ``data/external/``),
-    the checkout's copy is used.
+    Relative paths are taken from the project root (the data home, ``CRM_ANALYTICS_HOME``), except
+    data shipped with the code (under ``data/external/``), which is found in the checkout when the
+    home does not hold a copy.
     """
     resolved = resolve(path, default)
-    if path and not Path(path).expanduser().is_absolute() and not resolved.exists():
-        shipped = code_root() / Path(path).expanduser()
-        if shipped.exists():
-            return shipped
+    relative = Path(path).expanduser() if path else None
+    if relative is not None and not relative.is_absolute() and relative.parts[:2] == ("data", "external") and not resolved.exists():
+        return code_root() / relative
     return resolved
 
 

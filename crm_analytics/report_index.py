@@ -20,14 +20,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from crm_analytics import paths
+from crm_analytics import paths, stale_runs
 from crm_analytics.serve import STAKEHOLDER_NOTEBOOKS
 
 PAGES_URL_ENV = "CRM_ANALYTICS_PAGES_URL"
 INDEX_NAME = "index.html"
 _GOOD = "succeeded"
 _NOT_RUN = "skipped_locked"
-_NOT_FAILED = (_GOOD, "not_applicable")  # a run the data cannot support is shown grey, never as a failure
+# A run the data cannot support, and a run someone cancelled, are never shown as failures.
+_NOT_FAILED = (_GOOD, "not_applicable", "cancelled")
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", "Helvetica Neue", Arial, "Noto Sans CJK SC", sans-serif;
@@ -43,6 +44,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .succeeded { background: #e3f9e5; color: #1f6b2c; }
 .failed, .timeout, .kernel_died, .truncated, .crashed { background: #ffe3e3; color: #8a1c1c; }
 .skipped_locked, .not_applicable, .running, .never { background: #eef2f7; color: #52606d; }
+.cancelled, .abandoned { background: #fff4d6; color: #8a5a00; }
 .alert { color: #8a1c1c; font-weight: 600; }
 .warnings { background: #fff4d6; color: #8a5a00; }
 .warn { border-left: 3px solid #d64545; padding-left: .5rem; }
@@ -271,6 +273,9 @@ def write_index(
 ) -> Path:
     """Rewrite one dataset's ``index.html`` and ``<output_root>/index.html`` (each atomically).
 
+    First marks ``abandoned`` every ``*.tmp`` run folder of the dataset whose runner is gone
+    (:func:`crm_analytics.stale_runs.mark_abandoned`).
+
     Parameters
     ----------
     output_root : str or Path, optional
@@ -295,6 +300,8 @@ def write_index(
     pages_url = pages_url if pages_url is not None else os.environ.get(PAGES_URL_ENV) or None
     names = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
     names.update(analyses or [])
+    for analysis in sorted(names):  # a run whose runner died must not be shown as running
+        stale_runs.mark_abandoned(folder / analysis)
     summaries = [summarise(folder / analysis) for analysis in sorted(names)]
     page = _write_atomic(folder / INDEX_NAME, render_index(summaries, pages_url=pages_url, dataset=name))
     _write_atomic(root / INDEX_NAME, render_root_index(dataset_folders(root)))

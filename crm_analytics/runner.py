@@ -43,6 +43,16 @@ jupyter_client launches starts yet another session, so a wall-clock timeout kill
 the child's process tree by walking it (psutil) and killing every process group
 in it. ZMQ state lives only in the child and dies with it.
 
+Cancelling: while runs are under way SIGINT and SIGTERM only set a flag
+(:func:`cancel_on_signals`); the runner then kills each run's process tree, records it
+``cancelled`` (with ``"signal"``, its partial notebook and report; ``latest`` stays) and the
+command exits 128 plus the signal number. Further signals while stopping change nothing. The
+child watches its parent: if the runner is killed outright, the child kills the kernel and every
+other descendant, then exits (the analysis lock it inherited is released last). ``run.json``
+names the runner (``pid``, ``pid_started_at``), so a ``.tmp`` folder whose runner is gone is
+recorded ``abandoned`` by the next run of the analysis or the next index build
+(:mod:`crm_analytics.stale_runs`).
+
 Data fingerprint recorded in ``run.json``: the warehouse file's absolute path,
 size in bytes, modification time (UTC, ISO 8601) and the SHA-256 of its first and
 last MiB (``head_tail_sha256``). DuckDB keeps its checkpoint counter in the file
@@ -93,7 +103,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
-from crm_analytics import datasets, kernels, parameter_types, paths
+from crm_analytics import datasets, kernels, parameter_types, paths, stale_runs
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +119,10 @@ KERNEL_DIED = "kernel_died"
 TRUNCATED = "truncated"
 SKIPPED_LOCKED = "skipped_locked"
 NOT_APPLICABLE = "not_applicable"
-STATUSES = (SUCCEEDED, FAILED, TIMEOUT, KERNEL_DIED, TRUNCATED, SKIPPED_LOCKED, NOT_APPLICABLE)
+CANCELLED = "cancelled"
+ABANDONED = stale_runs.ABANDONED
+STATUSES = (SUCCEEDED, FAILED, TIMEOUT, KERNEL_DIED, TRUNCATED, SKIPPED_LOCKED, NOT_APPLICABLE, CANCELLED, ABANDONED)
+CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 RUN_RECORD = "run.json"
 REPORT = "report.html"
@@ -175,6 +188,8 @@ class RunResult:
         The dataset the run read.
     reason : str or None
         Why a ``not_applicable`` run did not start (``"needs web_events"``).
+    cancel_signal : int or None
+        The signal (SIGINT or SIGTERM) that cancelled a ``cancelled`` run.
     """
 
     analysis: str
@@ -191,6 +206,7 @@ class RunResult:
     alert_count: int | None = None
     dataset: str | None = None
     reason: str | None = None
+    cancel_signal: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -600,6 +616,9 @@ def _isolate_child(run_dir: Path, own_lock_fd: int | None, dataset: str | None =
     The kernel inherits ``CRM_ANALYTICS_DATASET``: what the notebook reads by default is the run's dataset.
     """
     os.setsid()
+    # The parent's handlers only set a flag in its own memory; here they would swallow the signal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     code_root = str(paths.code_root())
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH", "")) if p)
     if dataset:
@@ -656,10 +675,32 @@ def _kill_descendants() -> None:
             proc.kill()
 
 
+def _watch_parent(parent_pid: int, interval_s: float = 0.5) -> threading.Thread:
+    """Start a daemon thread that ends this process's tree and this process once ``parent_pid`` is gone.
+
+    A runner killed outright (``kill -9``, the OOM killer) cannot end its run; the child then finds
+    itself re-parented, kills the kernel and every other descendant (waiting for them, so the lock
+    it inherited is held until they are gone) and exits.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error, OSError):
+                kill_process_tree(child.pid)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="crm-run-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def _child_main(spec: dict, conn: multiprocessing.connection.Connection) -> None:
     """Body of the forked run: execute the notebook with papermill, write the report, send the outcome."""
     run_dir = Path(spec["run_dir"])
     _isolate_child(run_dir, spec.get("lock_fd"), spec.get("dataset"))
+    _watch_parent(spec.get("parent_pid") or os.getppid())
     outcome: dict[str, Any] = {"kind": SUCCEEDED}
     kernel_options = {}
     if spec.get("prefork"):  # fork the kernel-to-be now, before papermill starts its event loop and sockets
@@ -807,6 +848,7 @@ class _Run:
     deadline: float = math.inf
     outcome: dict | None = None
     wall_clock_killed: bool = False
+    cancelled_by: int | None = None
 
     @property
     def final_dir(self) -> Path:
@@ -826,6 +868,7 @@ class _Run:
             "cell_timeout_s": self.cell_timeout,
             "run_timeout_s": self.run_timeout,
             "pid": os.getpid(),
+            "pid_started_at": stale_runs.process_start_time(),
             "versions": package_versions(),
             "data_fingerprint": data_fingerprint(self.parameters.get("warehouse_path") or None),
             "git_commit": git_commit(),
@@ -907,6 +950,8 @@ def _start(run: _Run, *, prefork_kernel: bool = False) -> RunResult | None:
         return _setup_failure(run, exc)
     run.lock = lock
     fd = _lock_fd(lock)
+    with contextlib.suppress(OSError):
+        stale_runs.mark_abandoned(run.analysis_root)
     try:
         run.tmp_dir.mkdir()
         write_json_atomic(run.tmp_dir / RUN_RECORD, run.base_record())
@@ -923,6 +968,7 @@ def _start(run: _Run, *, prefork_kernel: bool = False) -> RunResult | None:
         "lock_fd": fd,
         "prefork": prefork_kernel,
         "dataset": run.dataset,
+        "parent_pid": os.getpid(),
     }
     warm_up()
     context = multiprocessing.get_context("fork")
@@ -1035,6 +1081,15 @@ def _decide(run: _Run) -> dict:
     """Turn the child's outcome and the executed notebook into the run's status and error fields."""
     output = run.tmp_dir / run.notebook.name
     checked = inspect_executed(output)
+    if run.cancelled_by is not None:
+        name = signal.Signals(run.cancelled_by).name
+        return {
+            "status": CANCELLED,
+            "error_name": "RunCancelled",
+            "error_message": f"cancelled by {name}; the run's process tree was killed",
+            "error_cell_index": _last_started_cell(output),
+            "cancel_signal": run.cancelled_by,
+        }
     if run.wall_clock_killed:
         return {
             "status": TIMEOUT,
@@ -1086,6 +1141,8 @@ def _final_record(run: _Run, result: RunResult) -> dict:
     )
     if result.reason:
         record["reason"] = result.reason
+    if result.cancel_signal is not None:
+        record["signal"] = signal.Signals(result.cancel_signal).name
     from crm_analytics.results import read_warnings  # on use: results loads pandas, which the runner itself never needs
 
     record["warnings"] = read_warnings(run.tmp_dir)
@@ -1115,6 +1172,53 @@ def _finish(run: _Run) -> RunResult:
         return result
     finally:
         _release(run)
+
+
+class Cancellation:
+    """The first SIGINT or SIGTERM received while runs are under way.
+
+    The handlers only record the signal; the runner's loop then kills the process trees of its
+    runs and records them ``cancelled``. Later signals change nothing, so a second Ctrl-C while
+    the runs are being stopped cannot interrupt the stopping and orphan a kernel.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def request(self, signum: int, frame: Any = None) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+
+@contextlib.contextmanager
+def cancel_on_signals():
+    """Within the block SIGINT and SIGTERM set the yielded :class:`Cancellation` instead of raising.
+
+    Only the main thread can handle signals; elsewhere (a scheduler's worker) nothing is installed
+    and the yielded object never fires. The previous handlers are restored on exit.
+    """
+    cancellation = Cancellation()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancellation
+        return
+    previous = {signum: signal.getsignal(signum) for signum in CANCEL_SIGNALS}
+    for signum in CANCEL_SIGNALS:
+        signal.signal(signum, cancellation.request)
+    try:
+        yield cancellation
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _cancel(runs: Iterable[_Run], signum: int) -> None:
+    """Kill the process tree of every run still under way and mark it cancelled by ``signum``."""
+    for run in runs:
+        if run.process is None or run.cancelled_by is not None or run.process.exitcode is not None:
+            continue
+        run.cancelled_by = signum
+        log.warning("run %s/%s cancelled by %s", run.analysis, run.run_id, signal.Signals(signum).name)
+        kill_process_tree(run.process.pid)
 
 
 def _refresh_index(output_root: str | Path | None, dataset: str | None = None) -> None:
@@ -1182,13 +1286,16 @@ def run_analysis(
         parameters_root=parameters_root,
         dataset=dataset,
     )
-    result = _start(run)
-    if result is None:
-        while not _poll(run):
-            _wait([run], 0.5)
-        result = _finish(run)
-    if write_index:
-        _refresh_index(output_root, run.dataset)
+    with cancel_on_signals() as cancellation:
+        result = _start(run)
+        if result is None:
+            while not _poll(run):
+                if cancellation.signum is not None:
+                    _cancel([run], cancellation.signum)
+                _wait([run], 0.5)
+            result = _finish(run)
+        if write_index:
+            _refresh_index(output_root, run.dataset)
     return result
 
 
@@ -1259,18 +1366,20 @@ def run_all(
         _prepare(name, parameters=by_analysis.get(name), parameters_file=None, **common)
     notify = on_progress or (lambda kind, analysis, result: None)
     results: list[RunResult] = []
-    if CLEANSING in names:
-        names.remove(CLEANSING)
-        first = _run_batch([CLEANSING], 1, by_analysis, common, notify, preload=preload_kernels)
-        results.extend(first)
-        if not first[0].ok:
-            log.error("cleansing did not succeed (%s); the other analyses were not run", first[0].status)
-            return results
-    dependencies = run_order(names, parameters_root=parameters_root)
-    queue = critical_path_first(
-        names, dependencies, output_root=output_root, typical=typical_durations(parameters_root=parameters_root), dataset=chosen
-    )
-    results.extend(_run_batch(queue, max(1, jobs), by_analysis, common, notify, dependencies, preload=preload_kernels))
+    with cancel_on_signals() as cancellation:
+        if CLEANSING in names:
+            names.remove(CLEANSING)
+            first = _run_batch([CLEANSING], 1, by_analysis, common, notify, preload=preload_kernels, cancellation=cancellation)
+            results.extend(first)
+            if not first[0].ok:
+                log.error("cleansing did not succeed (%s); the other analyses were not run", first[0].status)
+                return results
+        dependencies = run_order(names, parameters_root=parameters_root)
+        queue = critical_path_first(
+            names, dependencies, output_root=output_root, typical=typical_durations(parameters_root=parameters_root), dataset=chosen
+        )
+        results.extend(_run_batch(queue, max(1, jobs), by_analysis, common, notify, dependencies, preload=preload_kernels,
+                                  cancellation=cancellation))
     return results
 
 
@@ -1380,18 +1489,23 @@ def _run_batch(
     dependencies: Mapping[str, set[str]] | None = None,
     *,
     preload: bool = False,
+    cancellation: Cancellation | None = None,
 ) -> list[RunResult]:
     """Run ``names`` with at most ``jobs`` children at a time, from this single thread.
 
     An analysis starts only when every analysis it depends on (``dependencies``) has finished,
     successfully or not: a dependent run then uses whatever latest results exist. With
     ``preload`` the kernel libraries are imported here once the first runs are under way.
+    Once ``cancellation`` has fired no run starts and the running ones are cancelled.
     """
     queue = list(names)
     waits_for = {name: set((dependencies or {}).get(name, ())) for name in names}
     running: list[_Run] = []
     done: list[RunResult] = []
     while queue or running:
+        if cancellation is not None and cancellation.signum is not None:
+            queue.clear()
+            _cancel(running, cancellation.signum)
         unfinished = set(queue) | {r.analysis for r in running}
         if queue and not running and all(waits_for[n] & unfinished for n in queue):
             raise RunnerError(f"parameters/run_order.yaml has a cycle among {sorted(queue)}")

@@ -64,7 +64,7 @@ ENCODING_CASCADE = ("utf-8-sig", "gb18030")
 LINEAGE_COLUMNS = ("_source", "_source_file", "_source_row")
 INPUT_LINEAGE = ("_source_file", "_source_sheet", "_source_row")  # columns of every registered input
 _SPEC_KEYS = {"table", "path", "format", "encoding", "sheet", "time_zone", "date_formats", "columns", "constants", "url", "query",
-              "delimiter", "inputs", "header", "names", "generate_key"}
+              "delimiter", "inputs", "header", "names", "generate_key", "may_be_empty"}
 INPUT_KEYS = {"path", "format", "sheet", "encoding", "delimiter", "url", "query", "description", "header", "names"}
 ALL_SHEETS = "all"
 

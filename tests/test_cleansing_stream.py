@@ -16,6 +16,7 @@ import pytest
 
 from crm_analytics import paths, schema, sources
 from crm_analytics.cleansing import pipeline, stream, validate
+from crm_analytics.cleansing.bulk import EmptySourceError
 
 AS_OF = pd.Timestamp("2025-06-30")
 SOURCE_MAP = sources.load_source_map()
@@ -152,8 +153,11 @@ def test_without_lookup_customer_ids_stay(orders_dir, tmp_path):
 
 def test_header_only_file(tmp_path):
     (tmp_path / "orders.csv").write_text(HEADER, encoding="utf-8")
-    staged = stream.stage_source("web_orders", orders_spec(), tmp_path, as_of=AS_OF, work_dir=tmp_path, id_lookup=LOOKUP, chunk_rows=5)
-    assert_same(staged, whole_file("web_orders", orders_spec(), tmp_path, LOOKUP))
+    with pytest.raises(EmptySourceError, match=r"orders\.csv: source 'web_orders' \(table 'orders'\) has no rows"):
+        stream.stage_source("web_orders", orders_spec(), tmp_path, as_of=AS_OF, work_dir=tmp_path, id_lookup=LOOKUP, chunk_rows=5)
+    spec = orders_spec() | {"may_be_empty": True}
+    staged = stream.stage_source("web_orders", spec, tmp_path, as_of=AS_OF, work_dir=tmp_path, id_lookup=LOOKUP, chunk_rows=5)
+    assert_same(staged, whole_file("web_orders", spec, tmp_path, LOOKUP))
     assert staged.n_rows_in == 0 and staged.quarantine.empty
 
 

@@ -24,7 +24,7 @@ from crm_analytics import schema, sources
 from crm_analytics.cleansing import validate, vocabulary
 from crm_analytics.cleansing.duck import arrow, connect, contract_select, copy_to_parquet, quote
 
-_ROW_REASONS = (validate.DUPLICATE_KEY, validate.MISSING_REQUIRED, validate.UNKNOWN_CUSTOMER)
+_ROW_REASONS = (validate.DUPLICATE_KEY, validate.MISSING_REQUIRED, validate.UNKNOWN_CUSTOMER, validate.UNKNOWN_ORDER)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,41 @@ class StagedSource:
         return validate.count_quarantined_rows(self.quarantine)
 
 
+class EmptySourceError(sources.SourceError):
+    """A fact source has no rows (a header-only export) and the dataset does not declare that it may be empty."""
+
+
+def check_not_empty(name: str, spec: Mapping[str, Any], dataset_dir: str | Path, n_rows: int) -> None:
+    """Raise ``EmptySourceError`` naming the source and its file when a fact source read no rows.
+
+    A truncated or failed export that kept only its header would otherwise build a warehouse missing
+    that whole table's part; a source that may legitimately be empty says so with ``may_be_empty: true``.
+    """
+    if n_rows or spec.get("may_be_empty"):
+        return
+    where = str(sources.source_path(dict(spec), dataset_dir)) if spec.get("path") else f"query over inputs {spec.get('inputs') or []}"
+    raise EmptySourceError(
+        f"{where}: source {name!r} (table {spec['table']!r}) has no rows (only a header?). Check the export; if this "
+        f"source may be empty, set `may_be_empty: true` on it in the dataset file's `sources:`"
+    )
+
+
+def links_orders(table_name: str, present: list[str], known_orders: list[Path] | None) -> bool:
+    """Whether a source's order lines are checked against the orders: a table ``order_items`` with ``order_id``,
+    and the clean Parquet files of the ``orders`` sources given (a dataset without orders checks nothing)."""
+    return bool(known_orders) and table_name == "order_items" and "order_id" in present
+
+
+def register_known_orders(con: duckdb.DuckDBPyConnection, known_orders: list[Path]) -> None:
+    """Temp table ``known_orders`` (``order_id`` as text): every order id of the staged ``orders`` sources."""
+    files = "[" + ", ".join(quote(path) for path in known_orders) + "]"
+    con.execute(f"CREATE TEMP TABLE known_orders AS SELECT DISTINCT CAST(order_id AS VARCHAR) AS order_id "
+                f"FROM read_parquet({files}) WHERE order_id IS NOT NULL")
+
+
+UNKNOWN_ORDER_WHERE = "order_id IS NOT NULL AND CAST(order_id AS VARCHAR) NOT IN (SELECT order_id FROM known_orders)"
+
+
 def source_select(name: str, spec: Mapping[str, Any], dataset_dir: str | Path, *, business_time_zone: str | None = None) -> str:
     """The source's typed canonical columns plus ``_source_row`` (1-based row in the file); timestamps in ``business_time_zone``."""
     select = sources.parquet_select_sql(name, dict(spec), dataset_dir, business_time_zone=business_time_zone)
@@ -62,8 +97,11 @@ def source_select(name: str, spec: Mapping[str, Any], dataset_dir: str | Path, *
     return f"{head}, file_row_number + 1 AS _source_row FROM read_parquet({tail[:-1]}, file_row_number = true)"
 
 
-def _failure_selects(table: schema.Table, present: list[str], cutoff: pd.Timestamp, *, link_customers: bool) -> list[str]:
-    """SQL selecting ``(_source_row, column_name, reason)`` for every check of the contract."""
+def _failure_selects(table: schema.Table, present: list[str], cutoff: pd.Timestamp, *, link_customers: bool,
+                     bounds: validate.Bounds | None = None, link_orders: bool = False) -> list[str]:
+    """SQL selecting ``(_source_row, column_name, reason)`` for every check of the contract (``bounds``: the
+    plausibility bounds, default ``validate.plausibility_bounds()``)."""
+    bounds = bounds or validate.plausibility_bounds()
     selects = []
     for column in table.columns:
         if column.name not in present:
@@ -79,10 +117,13 @@ def _failure_selects(table: schema.Table, present: list[str], cutoff: pd.Timesta
             )
         if column.dtype in ("timestamp", "date"):
             selects.append(fail(f"{col} >= TIMESTAMP {quote(cutoff)}", validate.FUTURE_DATE))
-            selects.append(fail(f"{col} < TIMESTAMP '1900-01-01'", validate.OUT_OF_RANGE))
-        if column.name in validate.RANGES:
-            low, high = validate.RANGES[column.name]
-            selects.append(fail(f"{col} < {low} OR {col} > {high}", validate.OUT_OF_RANGE))
+            selects.append(fail(f"{col} < TIMESTAMP {quote(bounds.earliest_of(column))}", validate.OUT_OF_RANGE))
+        if bounds.range_of(column) is not None:
+            low, high = bounds.range_of(column)
+            not_finite = f" OR NOT isfinite({col})" if column.dtype == "float64" else ""
+            selects.append(fail(f"{col} < {low!r} OR {col} > {high!r}{not_finite}", validate.OUT_OF_RANGE))
+    if link_orders:
+        selects.append(f"SELECT _source_row, 'order_id', {quote(validate.UNKNOWN_ORDER)} FROM src WHERE {UNKNOWN_ORDER_WHERE}")
     if link_customers:
         selects.append(
             "SELECT _source_row, 'customer_id', " + quote(validate.UNKNOWN_CUSTOMER)
@@ -144,6 +185,7 @@ def validate_parquet(
     work_dir: str | Path,
     business_time_zone: str | None = None,
     dataset: Any = None,
+    known_orders: list[Path] | None = None,
 ) -> StagedSource:
     """Validate one Parquet source in DuckDB.
 
@@ -161,7 +203,11 @@ def validate_parquet(
     business_time_zone : str, optional
         The dataset's business time zone, where timestamps are stored (default: the default dataset's).
     dataset : datasets.Dataset, optional
-        Its ``anonymous_orders`` policy decides whether an order without a customer is kept (default) or quarantined.
+        Its ``anonymous_orders`` policy decides whether an order without a customer is kept (default) or quarantined;
+        its ``bounds`` the plausibility ranges (``validate.plausibility_bounds``).
+    known_orders : list of paths, optional
+        The clean Parquet files of the ``orders`` sources: an order line whose order is in none is
+        quarantined as ``unknown_order``.
 
     Returns
     -------
@@ -182,10 +228,15 @@ def validate_parquet(
             con.register("id_lookup_frame", arrow(id_lookup[["source_customer_id", "customer_key"]]))
             con.execute("CREATE TEMP TABLE id_lookup AS SELECT DISTINCT ON (source_customer_id) source_customer_id, customer_key FROM id_lookup_frame")
             con.unregister("id_lookup_frame")
+        link_orders = links_orders(table.name, present, known_orders)
+        if link_orders:
+            register_known_orders(con, known_orders)
         value_maps = vocabulary.table_value_maps(dataset, table.name)
         settled = tuple(c for c in vocabulary.checked_columns(table, value_maps) if c in present)
         applied = _settle_vocabularies(con, table, list(settled), value_maps)
-        failures = " UNION ALL ".join(_failure_selects(table, present, cutoff, link_customers=link) + _vocabulary_failure_selects(list(settled)))
+        bounds = validate.plausibility_bounds(dataset)
+        failures = " UNION ALL ".join(_failure_selects(table, present, cutoff, link_customers=link, bounds=bounds,
+                                                        link_orders=link_orders) + _vocabulary_failure_selects(list(settled)))
         con.execute(
             f"CREATE TEMP TABLE failures AS SELECT DISTINCT ON (_source_row, column_name) _source_row, column_name, reason, "
             f"{_action_sql(table)} AS action FROM ({failures})"
@@ -201,6 +252,7 @@ def validate_parquet(
         )
         n_clean = copy_to_parquet(con, contract_select(f"({clean})", table, present), clean_path)
         n_in = con.execute("SELECT count(*) FROM src").fetchone()[0]
+        check_not_empty(name, spec, dataset_dir, n_in)
         profile = _profile(con, name, table, present, f"read_parquet({quote(clean_path)})")
     finally:
         con.close()

@@ -23,6 +23,7 @@ and memory grows with the customers, not with orders or events.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import shutil
@@ -238,8 +239,13 @@ def stage_facts(
     if pool is not None and len(names) > 1:
         lookup = Path(work_dir) / "id_lookup.parquet"
         id_lookup.to_parquet(lookup, index=False)
-    return _map_sources(pool, _stage_fact_source, names, source_map, dataset_dir, as_of=as_of, id_lookup=lookup,
-                        work_dir=work_dir, default_region=default_region, chunk_rows=chunk_rows, **options)
+    stage = functools.partial(_map_sources, pool, _stage_fact_source, source_map=source_map, dataset_dir=dataset_dir, as_of=as_of,
+                              id_lookup=lookup, work_dir=work_dir, default_region=default_region, chunk_rows=chunk_rows, **options)
+    # the orders first: an order line is checked against them (``unknown_order``), as a row against its customer
+    orders = stage(names=[name for name in names if source_map[name]["table"] == "orders"])
+    known_orders = [source.clean_path for source in orders.values()] or None
+    rest = stage(names=[name for name in names if name not in orders], known_orders=known_orders)
+    return {name: orders[name] if name in orders else rest[name] for name in names}
 
 
 def _stage_fact_source(
@@ -250,7 +256,8 @@ def _stage_fact_source(
     lookup = _read_lookup(id_lookup) if isinstance(id_lookup, Path) else id_lookup
     if is_bulk(spec):
         return bulk.validate_parquet(name, spec, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir,
-                                     business_time_zone=options.get("business_time_zone"), dataset=options.get("dataset"))
+                                     business_time_zone=options.get("business_time_zone"), dataset=options.get("dataset"),
+                                     known_orders=options.get("known_orders"))
     return stream.stage_source(name, spec, dataset_dir, as_of=as_of, work_dir=work_dir, id_lookup=lookup,
                                default_region=default_region, chunk_rows=chunk_rows, **options)
 

@@ -15,6 +15,7 @@ Reason codes (empty string = valid):
 - ``not_a_number``: an amount with no readable number (``parse_amounts``)
 - ``unknown_region``: a province or city not on the canonical list (the value is kept)
 - ``too_long``: longer than ``MAX_TEXT_LENGTH`` characters
+- ``control_characters``: control characters (NUL...) were removed from a text (the cleaned value is kept)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from crm_analytics import regions
 # The parsers of dates, amounts, integers and flags live at the bottom of the package (the warehouse's
 # plain load uses them too); they are re-exported here so the cleansing step has one place to import from.
 from crm_analytics.parsing import (  # noqa: F401
+    CONTROL_CHARACTERS,
     EXCEL_SERIAL,
     ISO8601,
     MISSING,
@@ -52,6 +54,7 @@ EXCEL_MANGLED = "excel_mangled"
 INVALID_EMAIL = "invalid_email"
 UNKNOWN_REGION = "unknown_region"
 TOO_LONG = "too_long"
+CONTROL_CHARACTERS_REMOVED = "control_characters"
 
 MAX_TEXT_LENGTH = 1000
 _SPACE = re.compile(r"\s+")
@@ -81,7 +84,16 @@ def standardise_text(values: pd.Series, *, max_length: int = MAX_TEXT_LENGTH) ->
     cleaned = clean_texts(values)
     too_long = (cleaned.str.len() > max_length).fillna(False).astype(bool)
     reason = pd.Series(np.where(too_long, TOO_LONG, ""), index=values.index, dtype="string")
+    reason = reason.mask(~too_long & has_control_characters(values), CONTROL_CHARACTERS_REMOVED)
     return pd.DataFrame({"value": cleaned.mask(too_long), "reason": reason})
+
+
+def has_control_characters(values: pd.Series) -> pd.Series:
+    """True where a raw text holds control characters that ``clean_text`` removes (``parsing.CONTROL_CHARACTERS``)."""
+    if not (pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)):
+        return pd.Series(False, index=values.index)
+    found = values.astype("string").str.contains(CONTROL_CHARACTERS.pattern, regex=True)
+    return found.fillna(False).astype(bool)
 
 
 def standardise_code(values: pd.Series) -> pd.Series:
@@ -288,14 +300,14 @@ def standardise_name(values: pd.Series) -> pd.DataFrame:
     -------
     DataFrame
         Same index; ``full_name`` (standard spelling), ``name_key`` (pinyin / Latin
-        tokens, lower case, sorted) and ``reason`` (``too_long`` or empty).
+        tokens, lower case, sorted) and ``reason`` (``too_long``, ``control_characters`` or empty).
     """
 
     def rule(raw: object) -> tuple:
         text = None if raw is None else normalise_name(str(raw))
         if text is not None and len(text) > MAX_TEXT_LENGTH:
             return None, None, TOO_LONG
-        return text, name_key(text), ""
+        return text, name_key(text), CONTROL_CHARACTERS_REMOVED if raw is not None and CONTROL_CHARACTERS.search(str(raw)) else ""
 
     columns = ["full_name", "name_key", "reason"]
     return as_string_columns(map_unique(values, rule, columns), columns)

@@ -37,7 +37,7 @@ import pandas as pd
 
 from crm_analytics import schema, sources
 from crm_analytics.cleansing import quality, validate, vocabulary
-from crm_analytics.cleansing.bulk import StagedSource
+from crm_analytics.cleansing.bulk import UNKNOWN_ORDER_WHERE, StagedSource, check_not_empty, links_orders, register_known_orders
 from crm_analytics.cleansing.duck import arrow, connect, contract_select, copy_to_parquet, quote
 
 CHUNK_ROWS = 250_000
@@ -214,6 +214,7 @@ def stage_source(
     default_region: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
     business_time_zone: str | None = None,
+    known_orders: list[Path] | None = None,
     **options: Any,
 ) -> StagedSource:
     """Validate one file source in chunks and stage its clean rows as Parquet (see the module notes).
@@ -238,6 +239,9 @@ def stage_source(
         Rows per chunk of a CSV source; memory grows with it, not with the file.
     business_time_zone : str, optional
         The dataset's business time zone, where timestamps are stored (default: the default dataset's).
+    known_orders : list of paths, optional
+        The clean Parquet files of the ``orders`` sources: an order line whose order is in none is
+        quarantined as ``unknown_order`` (as an unknown customer is).
     **options
         Further validation options (``currency``, ``dataset``), passed to ``validate.validate_source_typed``.
 
@@ -245,7 +249,7 @@ def stage_source(
     -------
     StagedSource
         The clean rows in ``clean_path`` (the table's contract columns, in source row order),
-        the quarantine (chunk entries, then duplicates across chunks, then unknown customers)
+        the quarantine (chunk entries, then duplicates across chunks, then unknown customers, then unknown orders)
         and the before/after profile.
     """
     table = schema.get_table(spec["table"])
@@ -260,6 +264,7 @@ def stage_source(
             )
             _spill_chunk(con, spill, raw, result, typed)
             del raw, result, typed
+        check_not_empty(name, spec, dataset_dir, spill.n_rows_in)
         duplicates = _cross_chunk_duplicates(con, spill, name)
         con.register("duplicate_rows", duplicates[["source_row"]].astype("int64"))
         con.execute(f"CREATE TEMP TABLE deduplicated AS SELECT * FROM read_parquet({spill.files('clean')}) "
@@ -280,6 +285,14 @@ def stage_source(
             relation = "linked"
         else:
             relation = "deduplicated"
+        if links_orders(table.name, present, known_orders):
+            register_known_orders(con, known_orders)
+            orphans = con.execute(f"SELECT _source_row, _source_file, CAST(order_id AS VARCHAR) AS order_id FROM {relation} "
+                                  f"WHERE {UNKNOWN_ORDER_WHERE} ORDER BY _source_row").df()
+            quarantine.append(_entries(name, spill, orphans["_source_row"], "order_id", orphans["order_id"], validate.UNKNOWN_ORDER,
+                                       files=orphans["_source_file"]))
+            con.execute(f"CREATE OR REPLACE TEMP TABLE ordered AS SELECT * FROM {relation} WHERE NOT ({UNKNOWN_ORDER_WHERE})")
+            relation = "ordered"
         n_clean = copy_to_parquet(con, contract_select(f"(SELECT * FROM {relation} ORDER BY _source_row)", table, present), clean_path)
     finally:
         con.close()

@@ -43,15 +43,19 @@ DUPLICATE_KEY = "duplicate_key"
 FUTURE_DATE = "future_date"
 OUT_OF_RANGE = "out_of_range"
 UNKNOWN_CUSTOMER = "unknown_customer"
+UNKNOWN_ORDER = "unknown_order"  # an order line whose order no source of ``orders`` holds
 UNKNOWN_CURRENCY = "unknown_currency"  # a currency text no ISO 4217 code or alias matches
 NO_EXCHANGE_RATE = "no_exchange_rate"  # an amount in another currency with no rate on or before its day
-WARNINGS = frozenset({st.UNKNOWN_REGION})  # reason codes reported in the quality tables but never quarantined
+# reason codes reported in the quality tables (the "before" validity of their column) but never quarantined
+WARNINGS = frozenset({st.UNKNOWN_REGION, st.CONTROL_CHARACTERS_REMOVED})
 
 # Categorical code columns: lower case, words joined by "_" (``Paid Search`` -> ``paid_search``).
 CODE_COLUMNS = frozenset({"acquisition_channel", "channel", "platform", "traffic_channel", "event_name", "lead_source",
                           "status", "stage", "category", "contact_channel", "variant", "gender"})
-_EARLIEST = pd.Timestamp("1900-01-01")
-# Extra range checks per column: (low, high), inclusive.
+_EARLIEST = pd.Timestamp("1900-01-01")  # birth dates: the oldest living people were born after it
+DEFAULT_EARLIEST_DATE = "1970-01-01"
+AMOUNT_LIMIT = 1e9
+# Extra range checks per column: (low, high), inclusive; a dataset's ``bounds`` override them (``plausibility_bounds``).
 RANGES: dict[str, tuple[float, float]] = {
     "nps_score": (0, 10),
     "csat_score": (1, 5),
@@ -63,6 +67,51 @@ RANGES: dict[str, tuple[float, float]] = {
     "spend_amount": (0, 1e12),
     "discount_amount": (-1e9, 1e9),
 }
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Plausibility bounds of one build: ``ranges`` ``{column: (low, high)}`` (inclusive) and ``earliest``, the first
+    accepted day of every date and time except ``birth_date`` (which starts at 1900-01-01).
+
+    Defaults (``plausibility_bounds``), chosen so that no real record of a customer business falls outside while
+    overflow, sentinel and unit mistakes do:
+
+    * every ``*_amount`` without its own entry in ``RANGES``: absolute value at most ``AMOUNT_LIMIT`` (1e9) in the
+      dataset's currency. A billion is beyond one order or line of any retail or B2B customer in the currencies that
+      have minor units, while ``1e308``, ``9999999999999`` (a filler of nines) or an amount read in the wrong unit
+      are far above it. A dataset in a currency of very small unit (IDR, VND) or with very large contracts raises it.
+    * ``quantity`` 1 to 1e6 units per line; prices 0 to 1e9; scores within their scale (``RANGES``).
+    * dates and times not before 1970-01-01 (``DEFAULT_EARLIEST_DATE``): CRM data is digital, and the usual
+      placeholders (``1900-01-01``, Excel's serial 0, Unix time 0 in zones west of UTC) fall before it; a dataset with
+      older records declares ``earliest_date``. Not after the build's ``as_of`` (checked separately, ``future_date``).
+
+    A dataset overrides any of them with ``bounds: {order_amount: [min, max], quantity: [min, max],
+    earliest_date: "YYYY-MM-DD"}`` (``datasets.check_bounds``).
+    """
+
+    ranges: dict[str, tuple[float, float]]
+    earliest: pd.Timestamp
+
+    def range_of(self, column: schema.Column) -> tuple[float, float] | None:
+        """The inclusive range of a numeric column, or None when it has none."""
+        if column.name in self.ranges:
+            return self.ranges[column.name]
+        if column.name.endswith("_amount") and column.dtype == "float64":
+            return (-AMOUNT_LIMIT, AMOUNT_LIMIT)
+        return None
+
+    def earliest_of(self, column: schema.Column) -> pd.Timestamp:
+        """The first accepted instant of a date or time column."""
+        return _EARLIEST if column.name == "birth_date" else self.earliest
+
+
+def plausibility_bounds(dataset: Any = None) -> Bounds:
+    """The bounds of a build: the defaults (``Bounds``) with the ``dataset``'s ``bounds`` applied (None: defaults)."""
+    declared = dict(getattr(dataset, "bounds", None) or {})
+    earliest = pd.Timestamp(declared.pop("earliest_date", None) or DEFAULT_EARLIEST_DATE)
+    ranges = RANGES | {column: (float(low), float(high)) for column, (low, high) in declared.items()}
+    return Bounds(ranges=ranges, earliest=earliest)
 
 
 @dataclass(frozen=True)
@@ -326,31 +375,34 @@ def _not_after(as_of: pd.Timestamp):
     return pa.Check(lambda s: s.isna() | (s < cutoff), name=FUTURE_DATE)
 
 
-def _not_before_earliest():
-    return pa.Check(lambda s: s.isna() | (s >= _EARLIEST), name=OUT_OF_RANGE)
+def _not_before(earliest: pd.Timestamp):
+    return pa.Check(lambda s: s.isna() | (s >= earliest), name=OUT_OF_RANGE)
 
 
 def _in_range(low: float, high: float):
     return pa.Check(lambda s: s.isna() | ((s >= low) & (s <= high)), name=OUT_OF_RANGE)
 
 
-def contract_schema(table: schema.Table, *, as_of: pd.Timestamp, columns: list[str] | None = None) -> pa.DataFrameSchema:
+def contract_schema(table: schema.Table, *, as_of: pd.Timestamp, columns: list[str] | None = None,
+                    bounds: Bounds | None = None) -> pa.DataFrameSchema:
     """Return the pandera schema of a canonical table, checked after standardisation.
 
     Required and key columns must be present and non-null; keys are unique
     (every occurrence after the first fails); timestamps and dates lie between
-    1900 and ``as_of``; scores, quantities and prices lie in ``RANGES``.
+    the bounds' earliest day and ``as_of``; amounts, scores, quantities and prices lie in
+    their range (``bounds``, default ``plausibility_bounds()``).
     ``columns`` limits the schema to the columns a source provides.
     """
+    bounds = bounds or plausibility_bounds()
     spec = {}
     for column in table.columns:
         if columns is not None and column.name not in columns:
             continue
         checks = []
         if column.dtype in ("timestamp", "date"):
-            checks += [_not_after(as_of), _not_before_earliest()]
-        if column.name in RANGES:
-            checks.append(_in_range(*RANGES[column.name]))
+            checks += [_not_after(as_of), _not_before(bounds.earliest_of(column))]
+        if bounds.range_of(column) is not None:
+            checks.append(_in_range(*bounds.range_of(column)))
         required = column.required or column.key
         spec[column.name] = pa.Column(
             nullable=not required,
@@ -371,13 +423,13 @@ def _reason_of(check: str) -> str:
     return check
 
 
-def contract_failures(typed: pd.DataFrame, table: schema.Table, *, as_of: pd.Timestamp) -> pd.DataFrame:
+def contract_failures(typed: pd.DataFrame, table: schema.Table, *, as_of: pd.Timestamp, bounds: Bounds | None = None) -> pd.DataFrame:
     """Run the contract in lazy mode; return ``(position, column_name, reason)`` for every failing value.
 
-    ``position`` is the row's 0-based position in ``typed``.
+    ``position`` is the row's 0-based position in ``typed``; ``bounds``: see ``contract_schema``.
     """
     columns = [c for c in table.column_names if c in typed.columns]
-    contract = contract_schema(table, as_of=as_of, columns=columns)
+    contract = contract_schema(table, as_of=as_of, columns=columns, bounds=bounds)
     frame = typed[columns].reset_index(drop=True)
     try:
         contract.validate(frame, lazy=True)
@@ -427,7 +479,7 @@ def _parse_failures(reasons: pd.DataFrame) -> pd.DataFrame:
 def _action(failures: pd.DataFrame, table: schema.Table) -> pd.Series:
     """``row`` when the failing column is required or a key, or the reason concerns the whole row; else ``value``."""
     required = set(table.required_columns)
-    row_reasons = {DUPLICATE_KEY, MISSING_REQUIRED, UNKNOWN_CUSTOMER, UNKNOWN_CURRENCY, NO_EXCHANGE_RATE}  # unknown_value: by column
+    row_reasons = {DUPLICATE_KEY, MISSING_REQUIRED, UNKNOWN_CUSTOMER, UNKNOWN_ORDER, UNKNOWN_CURRENCY, NO_EXCHANGE_RATE}  # unknown_value: by column
     is_row = failures["column_name"].isin(required) | failures["reason"].isin(row_reasons)
     return pd.Series(np.where(is_row, "row", "value"), index=failures.index, dtype="string")
 
@@ -544,7 +596,8 @@ def validate_source_typed(name: str, raw: pd.DataFrame, spec: Mapping[str, Any],
     value_maps = vocabulary.table_value_maps(options.get("dataset"), table.name)
     typed, reasons = standardise_frame(raw, spec, default_region=default_region, business_time_zone=_business_time_zone(options),
                                        value_maps=value_maps, **_money_options(options))
-    failures = pd.concat([_parse_failures(reasons), contract_failures(typed, table, as_of=as_of)], ignore_index=True)
+    failures = pd.concat([_parse_failures(reasons), contract_failures(typed, table, as_of=as_of, bounds=plausibility_bounds(options.get("dataset")))],
+                         ignore_index=True)
     applied = vocabulary.label_mapping_counts(vocabulary.mapping_counts(raw, table.name, value_maps), source=name, table_name=table.name)
     return replace(split_clean(name, raw, typed, failures, table), reasons=reasons.reset_index(drop=True), value_maps=applied), typed
 
