@@ -92,14 +92,14 @@ def currency_symbol(currency: str, locale: str = "en_GB") -> str:
     return babel.numbers.get_currency_symbol(currency, locale=locale)
 
 
-def currency_and_locale(currency: str | None = None, locale: str | None = None) -> tuple[str, str]:
-    """The currency and locale to write money in: those given, else the default dataset's."""
+def currency_and_locale(currency: str | None = None, locale: str | None = None, *, dataset: str | None = None) -> tuple[str, str]:
+    """The currency and locale to write money in: those given, else ``dataset``'s (empty: the default dataset's)."""
     if currency and locale:
         return currency, locale
     from crm_analytics import datasets
 
-    default = datasets.load_dataset(None)
-    return currency or default.currency, locale or default.locale
+    spec = datasets.load_dataset(dataset or None)
+    return currency or spec.currency, locale or spec.locale
 
 
 def axis_label(what: str, currency: str) -> str:

@@ -224,7 +224,7 @@ def note_anonymous_orders(
     counts = frames.anonymous_orders(orders, customer_col=customer_col, amount_col=amount_col)
     row = counts.iloc[0]
     if row["n_anonymous_orders"] > 0:
-        currency, locale = _money_format(dataset, currency, locale)
+        currency, locale = money.currency_and_locale(currency, locale, dataset=dataset)
         share = "" if pd.isna(row["anonymous_revenue_pct"]) else f", {row['anonymous_revenue_pct']:.1f}% of net revenue"
         message = (f"{int(row['n_anonymous_orders']):,} of {int(row['n_orders']):,} orders ({row['anonymous_orders_pct']:.1f}%) have no customer "
                    f"({money.format_money(row['anonymous_revenue_amount'], currency, locale)}{share}): they count in revenue "
@@ -255,7 +255,7 @@ def note_excluded_products(
     counts = frames.excluded_lines(order_items, exclude_products=exclude_products, product_col=product_col)
     row = counts.iloc[0]
     if row["n_excluded_lines"] > 0:
-        currency, locale = _money_format(dataset, currency, locale)
+        currency, locale = money.currency_and_locale(currency, locale, dataset=dataset)
         value = "" if pd.isna(row["excluded_line_amount"]) else (
             f"; {money.format_money(row['excluded_line_amount'], currency, locale)}"
             + ("" if pd.isna(row["excluded_amount_pct"]) else f", {row['excluded_amount_pct']:.1f}% of the line value"))
@@ -264,13 +264,3 @@ def note_excluded_products(
                    f"revenue keeps them.")
         warn(message, output_dir=output_dir, kind="data_note", section=section)
     return counts
-
-
-def _money_format(dataset: str | None, currency: str | None, locale: str | None) -> tuple[str, str]:
-    """The currency and locale to write an amount in: those given, else ``dataset``'s (empty: the default dataset's)."""
-    if currency and locale:
-        return currency, locale
-    from crm_analytics import datasets
-
-    spec = datasets.load_dataset(dataset or None)
-    return currency or spec.currency, locale or spec.locale

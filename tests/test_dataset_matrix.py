@@ -171,8 +171,7 @@ _RUNS: dict[str, RunAll] = {}
 @pytest.fixture(scope="module", params=sorted(EXPECTED))
 def run_all(request, tmp_path_factory) -> RunAll:
     dataset = request.param
-    if shipped_data_missing(dataset):
-        pytest.skip(f"the files of dataset {dataset} are not in the checkout")
+    assert not shipped_data_missing(dataset), f"the files of dataset {dataset} are not in the checkout"
     if dataset not in _RUNS:
         home = tmp_path_factory.mktemp(f"{dataset}_home")
         if dataset in GENERATE:

@@ -20,8 +20,6 @@ from crm_analytics import clv, cohort, forecast, segmentation
 sys.path.insert(0, str(Path(__file__).parent))
 import reference_online_retail as reference  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not reference.WORKBOOK.is_file(), reason=f"{reference.WORKBOOK} is not in the checkout")
-
 
 @pytest.fixture(scope="module")
 def lines() -> pd.DataFrame:

@@ -28,10 +28,7 @@ from crm_analytics import datasets, dates, paths, privacy
 sys.path.insert(0, str(Path(__file__).parent))
 import reference_online_retail as reference  # noqa: E402
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not reference.WORKBOOK.is_file(), reason=f"{reference.WORKBOOK} is not in the checkout"),
-]
+pytestmark = pytest.mark.slow
 
 CLI = str(Path(sys.executable).parent / "crm-analytics")
 DATASET = "online_retail_ii"
