@@ -136,10 +136,18 @@ class _Timer:
 
 
 def _max_rss_bytes() -> int:
-    """The process's largest resident set so far (``getrusage``; kilobytes on Linux)."""
-    import resource
+    """The process's largest resident set so far, in bytes.
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    Reads ``VmHWM`` from ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` also counts the pages of the
+    parent at the fork, so a build started from a large process would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # -------------------------------------------------------------------------------- source reading
