@@ -45,10 +45,24 @@ err_console = Console(stderr=True)
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
 _PATH_SUFFIXES = ("_path", "_dir", "_file")
 
+
+
+def _dataset_name_only(value: str | None) -> str | None:
+    """Refuse a path given as ``--dataset``: runs, warehouses and reports are named after the dataset."""
+    if value and (value.endswith((".yaml", ".yml")) or "/" in value or "\\" in value):
+        stem = Path(value).stem
+        raise typer.BadParameter(
+            f"{value!r} is a path; give the dataset's name: put the file at parameters/datasets/{stem}.yaml "
+            f"and pass `--dataset {stem}`."
+        )
+    return value
+
+
 DatasetOption = Annotated[
     Optional[str],
     typer.Option(
         "--dataset", "-d",
+        callback=_dataset_name_only,
         help="Dataset: a name under parameters/datasets/ (default: the project default of parameters/project.yaml).",
     ),
 ]

@@ -46,6 +46,10 @@ class DateOutOfRangeError(ValueError):
     """A date parameter lies outside the data's range, or leaves a window without data."""
 
 
+class TooLittleDataError(DateOutOfRangeError):
+    """The data spans too few days for an analysis, whatever its parameters (the run is not applicable)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DataRange:
     """The first and last order times of the data (naive business-zone timestamps).
@@ -139,14 +143,14 @@ def calibration_end(span: DataRange, *, share: float = CALIBRATION_SHARE) -> pd.
 
     Raises
     ------
-    DateOutOfRangeError
+    TooLittleDataError
         When the data covers fewer than two days (nothing to hold out).
     """
     if not 0 < share < 1:
         raise ValueError(f"calibration share must lie strictly between 0 and 1, got {share}")
     span_days = (span.last_day - span.first_day).days
     if span_days < 2:
-        raise DateOutOfRangeError(f"a calibration/holdout split needs orders on more than two days; {span.describe()}")
+        raise TooLittleDataError(f"a calibration/holdout split needs orders on more than two days; {span.describe()}")
     return span.first_day + pd.Timedelta(days=int(share * span_days))
 
 
@@ -165,13 +169,13 @@ def whole_weeks(span: DataRange) -> tuple[pd.Timestamp, pd.Timestamp]:
 
     Raises
     ------
-    DateOutOfRangeError
+    TooLittleDataError
         When the data holds no complete week.
     """
     start = span.first_day + pd.Timedelta(days=(7 - span.first_day.weekday()) % 7)
     end = span.last_day - pd.Timedelta(days=(span.last_day.weekday() + 1) % 7)
     if end < start + pd.Timedelta(days=6):
-        raise DateOutOfRangeError(f"a weekly series needs one whole week (Monday to Sunday) of orders; {span.describe()}")
+        raise TooLittleDataError(f"a weekly series needs one whole week (Monday to Sunday) of orders; {span.describe()}")
     return start, end
 
 

@@ -25,7 +25,7 @@ models then work on the customer-level result in pandas / NumPy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import ibis
 import ibis.expr.types as ir
@@ -522,6 +522,7 @@ def customer_features(
     order_items: TableLike | None = None,
     products: TableLike | None = None,
     support_tickets: TableLike | None = None,
+    exclude_products: Iterable[str] = (),
     customer_col: str = "customer_id",
     time_col: str = "order_time",
     amount_col: str = "order_amount",
@@ -545,6 +546,9 @@ def customer_features(
         ``unit_price_amount``; ``products``: ``product_id``, ``category``.
     support_tickets
         Optional; ``customer_id`` and ``opened_time``: adds ``n_support_tickets``.
+    exclude_products
+        Product ids left out of the item features (the dataset's ``non_merchandise_codes``: postage, fees),
+        so a postage line is neither a category nor a unit price; ``monetary`` keeps them.
 
     Returns
     -------
@@ -597,7 +601,7 @@ def customer_features(
     parts = [features, _share_columns(base, channel_names, total=base["frequency"])]
     if order_items is not None and products is not None:
         purchases = rows.filter(is_purchase).select("order_id", customer_col)
-        parts.append(_item_features(purchases, order_items, products, customer_col=customer_col))
+        parts.append(_item_features(purchases, order_items, products, customer_col=customer_col, exclude_products=exclude_products))
     if support_tickets is not None:
         tickets = ticket_features(support_tickets, as_of=stamp, customer_col=customer_col, include_as_of=True)
         parts.append(tickets[["n_tickets"]].rename(columns={"n_tickets": "n_support_tickets"}))
@@ -608,11 +612,18 @@ def customer_features(
     return result.sort_index().reset_index()
 
 
-def _item_features(purchases: ir.Table, order_items: TableLike, products: TableLike, *, customer_col: str) -> pd.DataFrame:
+def _item_features(
+    purchases: ir.Table, order_items: TableLike, products: TableLike, *, customer_col: str, exclude_products: Iterable[str] = ()
+) -> pd.DataFrame:
     require_columns(order_items, ["order_id", "product_id", "quantity", "unit_price_amount"], context="customer_features(order_items)")
     require_columns(products, ["product_id", "category"], context="customer_features(products)")
+    codes = sorted({str(code) for code in exclude_products})
     items = as_ibis(order_items)
+    if codes:
+        items = items.filter(~items.product_id.cast("string").isin(codes))
     catalogue = as_ibis(products).select("product_id", "category")
+    if codes:
+        catalogue = catalogue.filter(~catalogue.product_id.cast("string").isin(codes))
     categories = {f"_c_{i}": value for i, value in enumerate(_distinct_values(catalogue.category))}
     lines = (
         items.filter(items.quantity > 0)

@@ -189,7 +189,12 @@ def check_spec(name: str, spec: dict[str, Any], *, where: str = "source map") ->
     _check_time_and_formats(spec, prefix)
     unmapped = [c for c in table.required_columns if c not in mapped]
     if unmapped:
-        raise SourceError(f"{prefix}: required column(s) {unmapped} of table {table.name!r} are neither mapped nor constant")
+        example = ", ".join(f"{c}: <value>" for c in unmapped)
+        raise SourceError(
+            f"{prefix}: required column(s) {unmapped} of table {table.name!r} are neither mapped nor constant; "
+            f"map each to a column of the file under `columns:`, or give the value every row shares under "
+            f"`constants:` (e.g. `constants: {{{example}}}`)"
+        )
     if spec["format"] == "sql" and not spec.get("url"):
         raise SourceError(f"{prefix}: a sql source needs `url` (a SQLAlchemy URL) and `query` or `path` (a table name)")
 

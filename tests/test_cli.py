@@ -97,6 +97,14 @@ def test_unknown_dataset_is_a_one_line_usage_error_everywhere(tmp_path, args):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_dataset_given_as_a_path_is_refused_with_the_name_to_use(tmp_path):
+    result = _invoke(tmp_path, "run-all", "--dataset", str(tmp_path / "shop.yaml"))
+    assert result.exit_code == 2, result.output
+    assert "is a path" in result.stderr and "parameters/datasets/shop.yaml" in result.stderr
+    assert "--dataset shop" in " ".join(result.stderr.split())
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_run_all_parameter_that_no_analysis_declares_is_a_usage_error(tmp_path):
     result = _invoke(tmp_path, "run-all", "-p", "n_row=2")
     assert result.exit_code == 2

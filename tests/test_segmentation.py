@@ -290,6 +290,20 @@ def test_customer_features_values():
     assert features.set_index("customer_id").loc["c00", "n_support_tickets"] == 2
 
 
+def test_non_merchandise_lines_are_no_category_and_no_unit_price():
+    orders, items, products, _ = _feature_inputs()
+    postage = items.assign(line_number=2, product_id="POST", quantity=1, unit_price_amount=18.0)
+    with_postage = pd.concat([items, postage], ignore_index=True)
+    catalogue = pd.concat([products, pd.DataFrame({"product_id": ["POST"], "category": ["postage"]})], ignore_index=True)
+    kept = seg.customer_features(orders, as_of="2024-12-31", order_items=with_postage, products=catalogue)
+    left_out = seg.customer_features(orders, as_of="2024-12-31", order_items=with_postage, products=catalogue, exclude_products=["POST"])
+    plain = seg.customer_features(orders, as_of="2024-12-31", order_items=items, products=products)
+    assert "category_postage_pct" in kept.columns and kept["category_postage_pct"].gt(0).all()
+    assert "category_postage_pct" not in left_out.columns
+    pd.testing.assert_frame_equal(left_out, plain)  # as if the postage lines were never there
+    assert left_out["monetary"].equals(kept["monetary"])  # revenue is the orders' and keeps them
+
+
 def test_customer_features_missing_column():
     orders, *_ = _feature_inputs()
     with pytest.raises(MissingColumnError, match="channel"):
