@@ -260,6 +260,21 @@ class PreforkedKernelManager(AsyncKernelManager):
     """Kernel manager that starts the kernel in ``waiting`` (a ``PreforkedKernel``) when it can.
 
     Set the class attribute ``waiting`` before papermill starts; it is used once.
+
+    This class is the project's one seam into jupyter_client internals (written against 8.x;
+    ``pyproject.toml`` pins ``jupyter_client<9``). jupyter_client has no public hook for "run this
+    command in a process I already have", so it uses three private parts:
+
+    - ``AsyncKernelManager._async_launch_kernel(kernel_cmd, **kw)``, overridden: the one step
+      between the finished kernel command and a running process, which is the step replaced here
+      (its own docstring says to override it in a subclass).
+    - ``LocalProvisioner.process``, ``.pid``, ``.pgid`` and ``.cwd``, set as
+      ``LocalProvisioner.launch_kernel`` sets them, so that polling, interrupting and killing the
+      kernel reach the preforked process.
+    - ``KernelManager._reconcile_connection_info(info)``, called as the overridden method calls it:
+      it loads the provisioner's ports and key and writes the connection file.
+
+    After a jupyter_client upgrade, ``tests/test_kernels.py`` shows whether these still hold.
     """
 
     waiting: PreforkedKernel | None = None
