@@ -1,0 +1,113 @@
+"""Tables for people: values in their units, headers in words, no bare index, long tables cut with a note."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from crm_analytics import tables
+
+
+def segment_table() -> pd.DataFrame:
+    return pd.DataFrame({
+        "rfm_segment": ["Champions", "Lost"],
+        "n_customers": [14558, 3],
+        "customer_pct": [60.34171830204383, 39.65828169795617],
+        "revenue_amount": [71754482.5, 12.5],
+        "churn_rate": [0.6034171830204383, 0.1],
+    })
+
+
+def test_money_in_gbp_with_en_gb_separators_and_symbol():
+    shown = tables.format_table(segment_table(), currency="GBP", locale="en_GB")
+    assert shown["Revenue (GBP)"].tolist() == ["£71,754,482", "£12.50"]
+    assert shown["Customers"].tolist() == ["14,558", "3"]
+
+
+def test_money_in_brl_with_pt_br_separators_and_symbol():
+    shown = tables.format_table(segment_table(), currency="BRL", locale="pt_BR")
+    assert shown["Revenue (BRL)"].iloc[0].replace("\xa0", " ") == "R$ 71.754.482"
+    assert shown["Customers"].iloc[0] == "14.558"
+    assert shown["Customer %"].iloc[0] == "60,3%"
+
+
+def test_a_share_is_a_percentage_with_one_decimal():
+    assert tables.format_value(0.6034171830204383, "share") == "60.3%"
+    shown = tables.format_table(segment_table())
+    assert shown["Churn rate"].tolist() == ["60.3%", "10.0%"]
+    assert shown["Customer %"].tolist() == ["60.3%", "39.7%"]
+
+
+@pytest.mark.parametrize(("column", "unit"), [
+    ("net_revenue_amount", "money"), ("monetary", "money"), ("revenue_pct", "percent"), ("hit_rate", "share"),
+    ("n_orders", "count"), ("recency_days", "days"), ("cohort_date", "date"), ("p_value", "p_value"),
+    ("median_minutes_from_previous", "minutes"), ("step_number", "integer"), ("silhouette", "number"),
+])
+def test_units_follow_the_column_name_conventions(column, unit):
+    assert tables.infer_unit(column, "float64") == unit or (unit == "date" and tables.infer_unit(column, "datetime64[ns]") == "date")
+
+
+def test_explicit_units_win_and_unknown_units_are_refused():
+    frame = pd.DataFrame({"value": [1234.5]})
+    assert tables.format_table(frame, units={"value": "money"}, currency="GBP")["Value (GBP)"].iloc[0] == "£1,234"
+    with pytest.raises(ValueError, match="unit 'euros' of column 'value'"):
+        tables.format_table(frame, units={"value": "euros"})
+
+
+def test_dates_durations_and_booleans_for_people():
+    frame = pd.DataFrame({
+        "cohort_date": pd.to_datetime(["2024-03-01", "2024-04-01"]),
+        "first_time": pd.to_datetime(["2024-03-01 14:05:09", "2024-04-01 00:00:00"]),
+        "recency_days": [1.0, 12.46],
+        "is_best": [True, False],
+    })
+    shown = tables.format_table(frame)
+    assert shown["Cohort date"].tolist() == ["2024-03-01", "2024-04-01"]
+    assert shown["First time"].tolist() == ["2024-03-01 14:05", "2024-04-01 00:00"]
+    assert shown["Recency"].tolist() == ["1 day", "12.5 days"]
+    assert shown["Is best"].tolist() == ["yes", "no"]
+
+
+def test_missing_values_show_a_dash():
+    shown = tables.format_table(pd.DataFrame({"revenue_amount": [float("nan")], "rfm_segment": [None]}))
+    assert shown.iloc[0].tolist() == [tables.MISSING, tables.MISSING]
+
+
+def test_headers_in_words():
+    assert tables.header("net_revenue_amount", "money", currency="GBP") == "Net revenue (GBP)"
+    assert tables.header("n_repeat_customers", "count") == "Repeat customers"
+    assert tables.header("conversion_from_first_pct", "percent") == "Conversion from first %"
+    assert tables.header("clv_amount", "money", currency="EUR") == "CLV (EUR)"
+    assert tables.header("p_value", "p_value") == "p-value"
+
+
+def test_bare_index_is_dropped_and_a_named_one_becomes_a_column():
+    html = tables.table_html(segment_table())
+    assert "row_heading" not in html and ">0<" not in html and ">1<" not in html
+    keyed = tables.format_table(segment_table().set_index("rfm_segment"))
+    assert list(keyed.columns)[0] == "RFM segment" and keyed.iloc[0, 0] == "Champions"
+
+
+def test_no_float_with_more_than_the_expected_decimals():
+    frame = pd.DataFrame({"silhouette": [0.312345678], "inertia": [12345.6789], "lift": [3.14159265], "p_value": [0.0123456], "t": [0.00001234]})
+    html = tables.table_html(frame)
+    assert tables.long_floats(html) == []
+    assert ">0.312<" in html and ">12,346<" in html and ">3.14<" in html and ">0.012<" in html
+
+
+def test_long_tables_are_cut_with_a_note_naming_the_full_table():
+    frame = pd.DataFrame({"n_orders": range(1234)})
+    html = tables.table_html(frame, name="orders_by_day", max_rows=20)
+    assert len(re.findall(r"<tr>", html)) == 21  # header and 20 rows
+    assert "Showing 20 of 1,234 rows; the full table is tables/orders_by_day.parquet" in html
+    assert "table-note" not in tables.table_html(frame.head(5), name="orders_by_day")
+
+
+def test_the_input_is_not_modified_and_persisted_tables_stay_raw(tmp_path):
+    frame = segment_table()
+    before = frame.copy()
+    path = tables.show_table(frame, "segment_summary", output_dir=tmp_path, currency="GBP", locale="en_GB")
+    pd.testing.assert_frame_equal(frame, before)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), before)
