@@ -28,6 +28,11 @@ A dataset file ``parameters/datasets/<name>.yaml`` declares:
 ``bounds``                plausibility bounds overriding the defaults (``cleansing.validate.Bounds``):
                           ``{order_amount: [min, max], quantity: [min, max], earliest_date: "YYYY-MM-DD"}``;
                           values outside are quarantined as ``out_of_range``.
+``pipeline``              the sales pipeline of the company (``PipelineSettings``): ``open_stages``, its ordered open
+                          stages (canonical stage names; default the whole ladder ``[lead, qualified, proposal,
+                          negotiation]``), and ``expected_amount_rule``, how a missing amount of an open deal is filled
+                          (``product_list_price`` or ``{by: column, amounts: {value: amount}, default: amount}``; without
+                          it such deals are left out of the open pipeline value and counted).
 ``may_be_empty`` (source)  on a source of ``sources``: a file with no rows is accepted (else it is an error).
 ``inputs``                named input files that derived sources query with SQL (``crm_analytics.sources``).
 ``sources``               how each canonical table is read (the source map, see ``crm_analytics.sources``).
@@ -55,15 +60,57 @@ TODO = "TODO"
 KEYS = {
     "description", "data_dir", "time_zone", "currency", "country", "locale", "languages", "calendar_events",
     "targets_file", "non_merchandise_codes", "exchange_rates", "ground_truth_dir", "inputs", "sources",
-    "export_date", "anonymous_orders", "value_maps", "bounds",
+    "export_date", "anonymous_orders", "value_maps", "bounds", "pipeline",
 }
 ANONYMOUS_ORDER_POLICIES = ("keep", "quarantine")
+PIPELINE_KEYS = ("open_stages", "expected_amount_rule")
+OPEN_STAGES = ("lead", "qualified", "proposal", "negotiation")  # the canonical open stages, in their order
+PRODUCT_LIST_PRICE = "product_list_price"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
 
 
 class DatasetError(ValueError):
     """A dataset file is missing or inconsistent. The message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class ExpectedAmountRule:
+    """How the missing amount of an open opportunity is filled.
+
+    ``product_list_price``: the list price (``products.list_price_amount``) of the deal's ``product``, matched on
+    ``products.product_id``, else ``products.product_name``. Otherwise ``amounts[<the deal's value of by>]``,
+    else ``default``; a deal no entry fits keeps its amount missing. Amounts are in the dataset's currency.
+    """
+
+    by: str | None = None
+    amounts: dict[str, float] = field(default_factory=dict)
+    default: float | None = None
+    product_list_price: bool = False
+
+    def describe(self) -> str:
+        """One line for reports, e.g. ``the list price of the deal's product`` or ``by product (3 amounts), else 5000``."""
+        if self.product_list_price:
+            return "the list price of the deal's product"
+        text = f"by {self.by} ({len(self.amounts)} amounts)" if self.by else ""
+        if self.default is not None:
+            text += (", else " if text else "a constant ") + f"{self.default:g}"
+        return text
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """A dataset's sales pipeline: its ordered open stages and how missing open amounts are filled.
+
+    ``open_stages``: the stages an opportunity passes before it is won, in order (canonical names, a subsequence
+    of ``OPEN_STAGES``); the terminal stages are always ``won`` and ``lost``. ``declared``: whether the dataset
+    file names them (else the whole canonical ladder is assumed). ``expected_amount_rule``: None (missing open
+    amounts are left out of the open value and counted) or the declared rule.
+    """
+
+    open_stages: tuple[str, ...] = OPEN_STAGES
+    declared: bool = False
+    expected_amount_rule: ExpectedAmountRule | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +137,8 @@ class Dataset:
     anonymous_orders: str = "keep"  # orders without a customer: "keep" (customer_id missing) or "quarantine"
     value_maps: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)  # {table: {column: {theirs: canonical}}}
     bounds: dict[str, Any] = field(default_factory=dict)  # {column: (min, max), "earliest_date": "YYYY-MM-DD"} (check_bounds)
+
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)  # stage ladder and expected-amount rule
 
     @property
     def phone_region(self) -> str:
@@ -183,6 +232,7 @@ def parse_dataset(document: dict[str, Any], *, name: str, where: Path) -> Datase
         anonymous_orders=_anonymous_orders(document.get("anonymous_orders"), where=where),
         value_maps=check_value_maps(document.get("value_maps"), where=where),
         bounds=check_bounds(document.get("bounds"), where=where),
+        pipeline=check_pipeline(document.get("pipeline"), where=where),
     )
 
 
@@ -287,6 +337,75 @@ def check_bounds(bounds: Any, *, where: Path | str = "dataset") -> dict[str, Any
             raise DatasetError(f"{where}: bounds.{key} has min {low} above max {high}")
         out[key] = (low, high)
     return out
+
+
+def check_pipeline(value: Any, *, where: Path | str = "dataset") -> PipelineSettings:
+    """Check ``pipeline`` (``{open_stages: [...], expected_amount_rule: ...}``); return the ``PipelineSettings``.
+
+    ``open_stages`` must be canonical open stages (``OPEN_STAGES``), each once, in their canonical order (a
+    proposal follows the qualification whatever a company calls them; other analyses read the stages in that
+    order). ``DatasetError`` names the file, the key and the accepted values.
+    """
+    if value is None:
+        return PipelineSettings()
+    if not isinstance(value, dict):
+        raise DatasetError(f"{where}: pipeline must be a mapping such as {{open_stages: [lead, qualified]}}, got {value!r}")
+    unknown = sorted(str(k) for k in set(value) - set(PIPELINE_KEYS))
+    if unknown:
+        raise DatasetError(f"{where}: pipeline: unknown key(s) {unknown}{''.join(_close(k, PIPELINE_KEYS) for k in unknown)}; "
+                           f"allowed: {list(PIPELINE_KEYS)}")
+    rule = _expected_amount_rule(value.get("expected_amount_rule"), where=where)
+    if value.get("open_stages") is None:
+        return PipelineSettings(expected_amount_rule=rule)
+    stages = value["open_stages"]
+    if not isinstance(stages, list) or not stages:
+        raise DatasetError(f"{where}: pipeline.open_stages must be a list of stages in order, e.g. [lead, qualified], got {stages!r}")
+    stages = [str(s).strip() for s in stages]
+    for stage in stages:
+        if stage not in OPEN_STAGES:
+            terminal = " (won and lost are the terminal stages, always present: leave them out)" if stage in ("won", "lost") else ""
+            raise DatasetError(f"{where}: pipeline.open_stages: {stage!r} is not an open stage{terminal}{_close(stage, OPEN_STAGES)}; "
+                               f"use some of {list(OPEN_STAGES)} (map the export's own stage names onto them with value_maps)")
+    in_order = [s for s in OPEN_STAGES if s in stages]
+    if stages != in_order:
+        raise DatasetError(f"{where}: pipeline.open_stages {stages} must name each stage once, in the canonical order: "
+                           f"open_stages: [{', '.join(in_order)}]")
+    return PipelineSettings(open_stages=tuple(stages), declared=True, expected_amount_rule=rule)
+
+
+def _expected_amount_rule(value: Any, *, where: Path | str) -> ExpectedAmountRule | None:
+    """``pipeline.expected_amount_rule``: absent, ``product_list_price`` or ``{by, amounts, default}``."""
+    key = "pipeline.expected_amount_rule"
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip() != PRODUCT_LIST_PRICE:
+            raise DatasetError(f"{where}: {key}: {value!r} is not a rule{_close(value.strip(), [PRODUCT_LIST_PRICE])}; use "
+                               f"{PRODUCT_LIST_PRICE} or {{by: product, amounts: {{<product>: <amount>}}, default: <amount>}}")
+        return ExpectedAmountRule(by="product", product_list_price=True)
+    if not isinstance(value, dict) or set(value) - {"by", "amounts", "default"}:
+        raise DatasetError(f"{where}: {key} must be {PRODUCT_LIST_PRICE} or a mapping with keys by, amounts, default, got {value!r}")
+    amounts = value.get("amounts") or {}
+    if amounts and not value.get("by"):
+        raise DatasetError(f"{where}: {key}: amounts need `by`, the column of opportunities whose value picks the amount (e.g. by: product)")
+    if not isinstance(amounts, dict) or (not amounts and value.get("default") is None):
+        raise DatasetError(f"{where}: {key} needs amounts ({{<value>: <amount>}}) or a default amount, got {value!r}")
+    checked = {str(k): _amount(v, key=f"{key}.amounts.{k}", where=where) for k, v in amounts.items()}
+    default = _amount(value["default"], key=f"{key}.default", where=where) if value.get("default") is not None else None
+    return ExpectedAmountRule(by=str(value["by"]) if value.get("by") else None, amounts=checked, default=default)
+
+
+def _amount(value: Any, *, key: str, where: Path | str) -> float:
+    """A non-negative number from the dataset file; ``DatasetError`` naming ``key`` otherwise."""
+    if isinstance(value, bool):
+        raise DatasetError(f"{where}: {key} must be an amount (a number of at least 0), got {value!r}")
+    try:
+        amount = float(value)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: {key} must be an amount (a number of at least 0), got {value!r}") from None
+    if not amount >= 0:
+        raise DatasetError(f"{where}: {key} must be an amount (a number of at least 0), got {value!r}")
+    return amount
 
 
 def _iso_date(value: Any) -> str:

@@ -180,8 +180,9 @@ def _parse_iso(text: pd.Series, time_zone: str, business_time_zone: str) -> pd.S
 
 def _to_business(stamps: pd.Series, time_zone: str, business_time_zone: str) -> pd.Series:
     stamps = stamps.astype("datetime64[us]")
-    if time_zone == business_time_zone:
+    if time_zone == business_time_zone and time_zone in ("UTC", "Etc/UTC"):
         return stamps
+    # even within one zone: a time the spring-forward gap skips is moved by localize's rule, never stored as written
     return convert_zone(stamps, time_zone, business_time_zone)
 
 

@@ -66,7 +66,7 @@ CUSTOMER_KEY_COL = "customer_key"  # the pseudonymous customer column of every p
 PERSONAL_COLUMN_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"e[-_ ]?mail|邮箱|邮件", "email"),
     (r"phone|mobile|^tel$|telephone|手机|电话", "phone"),
-    (r"^(full_|first_|last_|given_|family_|customer_|contact_|member_)?name$|^owner$|^姓名$|^名字$", "name"),
+    (r"^(full_|first_|last_|given_|family_|customer_|contact_|member_)?name$|^owner$|^manager$|^姓名$|^名字$", "name"),
     (r"birth|生日|出生", "date"),
     (r"comment|address|remark|free_?text|^notes?$|地址|备注|评论|留言", "text"),
 )
@@ -350,6 +350,47 @@ def mask_name(values: pd.Series) -> pd.Series:
     return _map_values(values, _mask_one_name)
 
 
+def _suffixes(names: list[str], key: bytes) -> dict[str, str]:
+    """A short keyed suffix per name (``#3f9a``), lengthened until the names' suffixes differ."""
+    digests = {name: hmac.new(key, name.encode("utf-8"), hashlib.sha256).hexdigest() for name in names}
+    length = 4
+    while len({digest[:length] for digest in digests.values()}) < len(digests):
+        length += 2
+    return {name: f"#{digest[:length]}" for name, digest in digests.items()}
+
+
+def mask_names_distinct(values: pd.Series, *, key: str | bytes | None = None) -> pd.Series:
+    """Mask names for display so that two different names never show alike.
+
+    Each name is masked as ``mask_name`` writes it; when different names share a mask (``Wang Fang`` and
+    ``Wang Fei`` are both ``W*** F**``), each of them gets a short keyed suffix (``W*** F** #3f9a``): the
+    first hex digits of HMAC-SHA256(key, name as written), stable across runs and independent of which
+    other names are shown, lengthened when two suffixes would agree. Names are compared as written, as the
+    groups a table was computed on are: mask at display time, never before grouping.
+
+    Parameters
+    ----------
+    values : pandas.Series
+        Names (one per row; repeated names keep one label). Missing values stay missing.
+    key : str or bytes, optional
+        The pseudonym key; default: the project's (``load_key``), read only when masks collide.
+
+    Returns
+    -------
+    pandas.Series
+        Same index and name, dtype ``string``.
+    """
+    masked = mask_name(values)
+    present = masked.notna()
+    pairs = pd.DataFrame({"name": values[present].astype(str), "mask": masked[present]}).drop_duplicates()
+    shared = pairs.loc[pairs.duplicated("mask", keep=False), "name"].tolist()
+    if not shared:
+        return masked
+    suffixes = _suffixes(shared, load_key() if key is None else _checked_key(key))
+    labelled = masked + values.astype(str).map(lambda v: f" {suffixes[v]}" if v in suffixes else "").astype("string")
+    return labelled.where(present, masked)
+
+
 def mask_date(values: pd.Series) -> pd.Series:
     """Reduce dates (birth dates) to their year, as strings: ``1987-03-04`` becomes ``1987``."""
     if pd.api.types.is_datetime64_any_dtype(values):
@@ -396,6 +437,8 @@ def mask_frame(
     *,
     columns: Iterable[str] | None = None,
     allow_personal_data: bool = False,
+    distinct_names: bool = False,
+    key: str | bytes | None = None,
 ) -> pd.DataFrame:
     """Return a copy of ``df`` with its personal-data columns masked for display.
 
@@ -409,6 +452,11 @@ def mask_frame(
         reveal is treated as free text and redacted entirely.
     allow_personal_data : bool
         ``True`` returns an unmasked copy: only for analysts, set explicitly by a notebook parameter.
+    distinct_names : bool
+        Mask name columns with ``mask_names_distinct``, so that two different names never show alike: for
+        tables with one row per person (a breakdown by sales representative).
+    key : str or bytes, optional
+        The pseudonym key of ``mask_names_distinct``; default: the project's.
 
     Returns
     -------
@@ -426,7 +474,8 @@ def mask_frame(
         targets = list(columns)
         require_columns(df, targets, context="mask_frame(df)")
     for column in targets:
-        out[column] = MASKS[personal_column_kind(column) or "text"](out[column])
+        kind = personal_column_kind(column) or "text"
+        out[column] = mask_names_distinct(out[column], key=key) if distinct_names and kind == "name" else MASKS[kind](out[column])
     return out
 
 

@@ -97,9 +97,11 @@ REQUIREMENTS: dict[str, Requirement] = {
         ),
         Requirement(
             "pipeline",
-            required={
-                "opportunities": ("opportunity_id", "created_time", "status"),
-                "opportunity_stage_history": ("opportunity_id", "stage"),
+            required={"opportunities": ("opportunity_id", "created_time", "status")},
+            optional={
+                "opportunity_stage_history": "stage conversion and time in stage from the recorded stages (without it, conversion "
+                "is inferred from each opportunity's current stage and the dataset's stage ladder, and says so)",
+                "products": "list prices for open deals without an amount, when the dataset's expected_amount_rule is product_list_price",
             },
         ),
         Requirement(

@@ -45,6 +45,10 @@ class Column:
     any other value is ``unknown_value``, see ``crm_analytics.cleansing.vocabulary``).
     ``categorical`` marks a coded column whose values are open (a product category, a
     lead source): spelled one way and mappable, but any value is accepted.
+
+    ``required_when`` makes an optional column required on some rows only: ``("status", ("won", "lost"))``
+    means the value must be present where ``status`` is ``won`` or ``lost`` (a missing one quarantines the
+    row as ``missing_required``) and may be missing elsewhere (an open deal without an amount).
     """
 
     name: str
@@ -54,6 +58,7 @@ class Column:
     key: bool = False
     values: tuple[str, ...] | None = None
     categorical: bool = False
+    required_when: tuple[str, tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in _DUCKDB_TYPES:
@@ -114,8 +119,10 @@ class Table:
 
 
 def _c(name: str, dtype: str, description: str, *, required: bool = False, key: bool = False,
-       values: tuple[str, ...] | None = None, categorical: bool = False) -> Column:
-    return Column(name, dtype, description, required=required, key=key, values=values, categorical=categorical)
+       values: tuple[str, ...] | None = None, categorical: bool = False,
+       required_when: tuple[str, tuple[str, ...]] | None = None) -> Column:
+    return Column(name, dtype, description, required=required, key=key, values=values, categorical=categorical,
+                  required_when=required_when)
 
 
 # Vocabularies shared by several columns. "other" lets a dataset map a value no listed one fits; "unknown"
@@ -204,21 +211,36 @@ WEB_EVENTS = Table(
     ),
 )
 
+_CLOSED = ("status", ("won", "lost"))
+_WON = ("status", ("won",))
+
 OPPORTUNITIES = Table(
     "opportunities",
     "B2B sales opportunities (corporate gifting and bulk accounts).",
     (
         _c("opportunity_id", "string", "Opportunity identifier", key=True),
-        _c("customer_id", "string", "Account the opportunity is with", required=True),
-        _c("lead_source", "string", "Where the lead came from (open: e.g. web_form, trade_show, referral, outbound, partner)", required=True,
-           categorical=True),
+        # an open deal may still lack an account, a source, a start date or an amount; a closed one needs what
+        # its figures use: win rates and the lead score (source, start), cycles (start), won value (amount, account)
+        _c("customer_id", "string", "Account the opportunity is with", required_when=_WON),
+        _c("lead_source", "string", "Where the lead came from (open: e.g. web_form, trade_show, referral, outbound, partner)",
+           categorical=True, required_when=_CLOSED),
         _c("owner", "string", "Sales representative", required=True),
-        _c("created_time", "timestamp", "When the lead was created", required=True),
-        _c("expected_amount", "float64", "Expected deal value, in the dataset's currency", required=True),
+        _c("created_time", "timestamp", "When the lead was created", required_when=_CLOSED),
+        _c("expected_amount", "float64", "Expected deal value, in the dataset's currency", required_when=_WON),
         _c("status", "string", "Where the opportunity stands", required=True, values=("open", "won", "lost")),
         _c("closed_time", "timestamp", "When it was won or lost; empty while open"),
+        _c("stage", "string", "Current stage (optional): stage conversion reads it when there is no stage history",
+           values=OPPORTUNITY_STAGES),
+        # optional breakdown dimensions, known when the lead is created (see OPPORTUNITY_DIMENSIONS)
+        _c("product", "string", "Product or product line the deal is about (open: the dataset's own names)", categorical=True),
+        _c("team", "string", "Sales team of the owner (open: the dataset's own names)", categorical=True),
+        _c("manager", "string", "The owner's manager; personal data"),
+        _c("region", "string", "Sales region or regional office (open: the dataset's own names)", categorical=True),
     ),
 )
+
+# Columns of `opportunities` the pipeline may break win rates, cycles and pipeline value down by (one a run).
+OPPORTUNITY_DIMENSIONS = ("lead_source", "owner", "product", "team", "manager", "region")
 
 OPPORTUNITY_STAGE_HISTORY = Table(
     "opportunity_stage_history",
@@ -320,7 +342,7 @@ TABLES: dict[str, Table] = {
 PERSONAL_DATA_COLUMNS: dict[str, tuple[str, ...]] = {
     "customers": ("full_name", "email", "phone", "birth_date"),
     "surveys": ("comment",),
-    "opportunities": ("owner",),  # the sales representative's name
+    "opportunities": ("owner", "manager"),  # the sales representative's and their manager's names
 }
 
 
@@ -342,9 +364,17 @@ def markdown_table(table: Table) -> str:
     """Return the contract as a Markdown table, for the documentation."""
     lines = [f"### `{table.name}`", "", table.description, "", "| column | type | required | meaning |", "| --- | --- | --- | --- |"]
     for c in table.columns:
-        flag = "key" if c.key else ("yes" if c.required else "")
+        flag = "key" if c.key else ("yes" if c.required else _required_when_note(c))
         lines.append(f"| `{c.name}` | {c.dtype} | {flag} | {c.description}{_values_note(c)} |")
     return "\n".join(lines)
+
+
+def _required_when_note(column: Column) -> str:
+    """``when status is won or lost`` for a column required on some rows only; empty otherwise."""
+    if column.required_when is None:
+        return ""
+    on, values = column.required_when
+    return f"when {on} is {' or '.join(values)}"
 
 
 def _values_note(column: Column) -> str:

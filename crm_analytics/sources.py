@@ -53,6 +53,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import duckdb
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -67,6 +68,13 @@ _SPEC_KEYS = {"table", "path", "format", "encoding", "sheet", "time_zone", "date
               "delimiter", "inputs", "header", "names", "generate_key", "may_be_empty"}
 INPUT_KEYS = {"path", "format", "sheet", "encoding", "delimiter", "url", "query", "description", "header", "names"}
 ALL_SHEETS = "all"
+# A CSV row that cannot be read is kept as a row fault, not a whole-file error: the frame then has the columns
+# ``_row_fault`` (the reason code, missing on good rows) and ``_raw_line`` (what went wrong and the line as written,
+# undecodable bytes escaped as ``\\xe9``); the row's values are missing, and cleansing quarantines it.
+UNDECODABLE_BYTES = "undecodable_bytes"  # a byte sequence the file's encoding cannot decode
+RAGGED_ROW = "ragged_row"  # more or fewer fields than the header
+ROW_FAULT, RAW_LINE = "_row_fault", "_raw_line"
+ROW_FAULT_COLUMNS = (ROW_FAULT, RAW_LINE)
 
 
 class SourceError(ValueError):
@@ -326,15 +334,10 @@ def read_source_chunks(
     path, options = _csv_options(spec, folder)
     offset = 0
     attrs = _csv_attrs(options) | {"header": csv_header(path, options)}
-    try:
-        with pd.read_csv(path, **options, chunksize=chunk_rows) as reader:
-            for raw in reader:
-                raw.columns = [str(c).strip() for c in raw.columns]
-                frame = _mapped_with_lineage(raw, name, spec, str(path), dict(attrs), first_row=offset + 1)
-                offset += len(frame)
-                yield frame
-    except pd.errors.ParserError as error:
-        raise SourceError(f"{path}: not a well-formed CSV with delimiter {options['sep']!r}: {error}") from None
+    for raw in csv_frames(path, options, chunk_rows=chunk_rows):
+        frame = _mapped_with_lineage(raw, name, spec, str(path), dict(attrs), first_row=offset + 1)
+        offset += len(frame)
+        yield frame
 
 
 def _mapped_with_lineage(raw: pd.DataFrame, name: str, spec: dict[str, Any], location: str, attrs: dict, *, first_row: int = 1) -> pd.DataFrame:
@@ -347,7 +350,8 @@ def _mapped_with_lineage(raw: pd.DataFrame, name: str, spec: dict[str, Any], loc
     if spec.get("generate_key") is not None:
         frame = with_generated_key(frame, raw, name, spec, location)
     frame.attrs.update({key: value for key, value in attrs.items() if key != "header"})
-    frame.attrs["unknown_columns"] = [c for c in raw.columns if c not in set(spec["columns"].values()) and c not in INPUT_LINEAGE]
+    frame.attrs["unknown_columns"] = [c for c in raw.columns if c not in set(spec["columns"].values())
+                                      and c not in INPUT_LINEAGE and c not in ROW_FAULT_COLUMNS]
     frame.attrs["missing_optional_columns"] = [c for c in spec["columns"].values() if c not in raw.columns]
     frame["_source"] = name
     if "_source_file" in raw.columns and "_source_row" in raw.columns:
@@ -356,6 +360,9 @@ def _mapped_with_lineage(raw: pd.DataFrame, name: str, spec: dict[str, Any], loc
     else:
         frame["_source_file"] = location
         frame["_source_row"] = pd.RangeIndex(first_row, first_row + len(frame)).to_numpy()
+    for column in ROW_FAULT_COLUMNS:
+        if column in raw.columns:
+            frame[column] = raw[column].to_numpy()
     return frame
 
 
@@ -495,9 +502,12 @@ def _csv_options(spec: dict[str, Any], dataset_dir: Path) -> tuple[Path, dict[st
     path = _existing_file(spec, dataset_dir)
     encoding = spec.get("encoding", "auto")
     if encoding == "auto":
-        encoding = detect_encoding(path)
-    with open(path, encoding=encoding) as handle:
+        encoding = choose_encoding(path)
+    with open(path, encoding=encoding, errors="surrogateescape") as handle:
         header_line = handle.readline().rstrip("\r\n")
+    if _UNDECODED.search(header_line):
+        raise SourceError(f"{path}: the first line is not {_encoding_label(encoding)} ({escape_undecoded(header_line)!r}); "
+                          "give the source's `encoding` (e.g. latin-1, cp1252, gb18030)")
     if not header_line.strip():
         raise SourceError(f"{path}: empty input (no {'header' if has_header(spec) else 'data'} line)")
     options = {"encoding": encoding, "dtype": str, "keep_default_na": False, "na_values": [""], "engine": "c"}
@@ -505,6 +515,189 @@ def _csv_options(spec: dict[str, Any], dataset_dir: Path) -> tuple[Path, dict[st
         return path, options | {"sep": _headerless_delimiter(path, spec, header_line), "header": None, "names": list(spec["names"])}
     delimiter = spec.get("delimiter") or _sniff_delimiter(header_line, list((spec.get("columns") or {}).values()))
     return path, options | {"sep": delimiter}
+
+
+# ------------------------------------------------------------------------------ rows that cannot be read
+
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the decoder could not read, as errors="surrogateescape" keeps them
+_FIELD_LIMIT = 1 << 30  # the csv module refuses fields over 128 KiB by default; free text may be longer
+
+
+def escape_undecoded(text: str) -> str:
+    """``text`` read with ``errors="surrogateescape"``, its undecodable bytes written ``\\xNN`` (as ``backslashreplace``)."""
+    return _UNDECODED.sub(lambda found: f"\\x{ord(found[0]) - 0xDC00:02x}", text)
+
+
+def _encoding_label(encoding: str) -> str:
+    """The encoding as a person names it (``utf-8-sig``, UTF-8 read past a byte-order mark, is ``utf-8``)."""
+    name = codecs.lookup(encoding).name
+    return "utf-8" if name == "utf-8-sig" else name
+
+
+def choose_encoding(path: str | Path, *, cascade: tuple[str, ...] = ENCODING_CASCADE) -> str:
+    """The encoding a CSV declared ``encoding: auto`` is read in; never raises for the bytes it holds.
+
+    The first encoding of ``cascade`` when it decodes the whole file; else still the first one if it decodes at
+    least as many of the lines holding non-ASCII bytes as it fails on
+    (a UTF-8 export with a stray Latin-1 byte stays UTF-8: only that row is quarantined, as
+    ``undecodable_bytes``); else the first later encoding that decodes the whole file (an export written in
+    GB18030 throughout); else the first, its undecodable rows quarantined one by one.
+    """
+    if _decodes(path, cascade[0]):
+        return cascade[0]
+    n_decoded, n_failed = _non_ascii_lines(path, cascade[0])
+    return cascade[0] if n_decoded >= n_failed else next((e for e in cascade[1:] if _decodes(path, e)), cascade[0])
+
+
+def _non_ascii_lines(path: str | Path, encoding: str) -> tuple[int, int]:
+    """Lines holding non-ASCII bytes that ``encoding`` decodes, and that it does not (read line by line)."""
+    n_decoded = n_failed = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.isascii():
+                continue
+            try:
+                line.decode(encoding)
+                n_decoded += 1
+            except UnicodeDecodeError:
+                n_failed += 1
+    return n_decoded, n_failed
+
+
+def csv_frames(path: str | Path, options: Mapping[str, Any], *, chunk_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """A CSV's data rows as text frames (column names stripped), in chunks of ``chunk_rows`` rows (None: one frame).
+
+    Parameters
+    ----------
+    path : the file.
+    options : its ``pandas.read_csv`` options (``_csv_options``: encoding, delimiter ``sep``, ``names`` without a header).
+    chunk_rows : rows per frame; memory grows with it, not with the file.
+
+    A file whose every record decodes and has the header's number of fields is read by pandas. Otherwise
+    every record is read by the ``csv`` module (``_careful_frames``): a record with undecodable bytes, or with
+    more or fewer fields than the header, gets its reason in ``ROW_FAULT`` and its line in ``RAW_LINE`` and no
+    values; the others read as pandas reads them. Extra fields that are all empty (a delimiter closing the
+    line) are dropped, not a fault. A blank line is no row.
+    """
+    if _has_row_faults(path, options):
+        yield from _careful_frames(path, options, chunk_rows=chunk_rows)
+        return
+    try:
+        if chunk_rows is None:
+            yield _stripped_names(pd.read_csv(path, **options))
+            return
+        with pd.read_csv(path, **options, chunksize=chunk_rows) as reader:
+            for raw in reader:
+                yield _stripped_names(raw)
+    except pd.errors.ParserError as error:
+        raise SourceError(f"{path}: not a well-formed CSV with delimiter {options['sep']!r}: {error}") from None
+
+
+def _stripped_names(raw: pd.DataFrame) -> pd.DataFrame:
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return raw
+
+
+def _split_records(lines: Iterator[str], sep: str) -> Iterator[list[str]]:
+    """The fields of each record: the ``csv`` module's for a one-character delimiter, else each line split by the
+    regular expression (as pandas splits, leading and trailing blanks ignored)."""
+    if len(sep) > 1:
+        return (re.split(sep, line.strip()) for line in lines)
+    csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
+    return csv.reader(lines, delimiter=sep)
+
+
+def _is_blank(fields: list[str]) -> bool:
+    """A record of a blank line (pandas skips it, so it is no row)."""
+    return not fields or (len(fields) == 1 and not fields[0].strip())
+
+
+def _has_row_faults(path: str | Path, options: Mapping[str, Any]) -> bool:
+    """Whether some record of the file does not decode or has another number of fields than the header (one pass)."""
+    n_fields = len(csv_header(path, options))
+    try:
+        with open(path, encoding=options["encoding"], newline="") as handle:
+            records = _split_records(handle, options["sep"])
+            if options.get("names") is None:
+                next(records, None)
+            return any(len(fields) != n_fields and not _is_blank(fields) for fields in records)
+    except (UnicodeDecodeError, csv.Error):
+        return True
+
+
+class _LineTap:
+    """Iterate the lines of ``handle``, keeping those read since the last ``take`` (a record's text as written)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle, self._lines = handle, []
+
+    def __iter__(self) -> "_LineTap":
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._handle)
+        self._lines.append(line)
+        return line
+
+    def take(self) -> str:
+        text, self._lines = "".join(self._lines).rstrip("\r\n"), []
+        return text
+
+
+def _row_fault(fields: list[str], line: str, n_fields: int, encoding: str) -> tuple[str, str] | None:
+    """``(reason, raw line)`` of a record that cannot be read, or None. The raw line starts with what went wrong."""
+    if _UNDECODED.search(line):
+        return UNDECODABLE_BYTES, f"(undecodable as {_encoding_label(encoding)}) {escape_undecoded(line)}"
+    if len(fields) > n_fields and not any(field.strip() for field in fields[n_fields:]):
+        return None
+    if len(fields) != n_fields:
+        return RAGGED_ROW, f"({len(fields)} fields, expected {n_fields}) {line}"
+    return None
+
+
+def _careful_frames(path: str | Path, options: Mapping[str, Any], *, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    """``csv_frames`` of a file with row faults: every record read by the ``csv`` module, faults marked."""
+    names = [str(c).strip() for c in pd.read_csv(path, **options, nrows=0, encoding_errors="surrogateescape").columns]
+    n_fields, encoding = len(names), options["encoding"]
+    rows: list[list[Any]] = []
+    faults: list[tuple[str, str] | None] = []
+    with open(path, encoding=encoding, errors="surrogateescape", newline="") as handle:
+        tap = _LineTap(handle)
+        records = _split_records(tap, options["sep"])
+        if options.get("names") is None:
+            next(records, None)
+            tap.take()
+        try:
+            for fields in records:
+                line = tap.take()
+                if _is_blank(fields):
+                    continue
+                fault = _row_fault(fields, line, n_fields, encoding)
+                rows.append([None] * n_fields if fault else fields[:n_fields])
+                faults.append(fault)
+                if chunk_rows and len(rows) == chunk_rows:
+                    yield _fault_frame(rows, faults, names)
+                    rows, faults = [], []
+        except csv.Error as error:
+            raise SourceError(f"{path}: not a well-formed CSV with delimiter {options['sep']!r}: {error}") from None
+    if rows or not chunk_rows:
+        yield _fault_frame(rows, faults, names)
+
+
+def _fault_frame(rows: list[list[Any]], faults: list[tuple[str, str] | None], names: list[str]) -> pd.DataFrame:
+    """Text rows as pandas reads them (empty text missing), with ``ROW_FAULT`` and ``RAW_LINE``."""
+    frame = pd.DataFrame(rows, columns=names, dtype=object)
+    frame = frame.where(frame.notna() & frame.ne(""), np.nan)
+    frame[ROW_FAULT] = pd.array([f[0] if f else None for f in faults], dtype="string")
+    frame[RAW_LINE] = pd.array([f[1] if f else None for f in faults], dtype="string")
+    return frame
+
+
+def readable_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without its row faults and their columns (unchanged when it has none)."""
+    if ROW_FAULT not in frame.columns:
+        return frame
+    return frame.loc[frame[ROW_FAULT].isna()].drop(columns=list(ROW_FAULT_COLUMNS))
 
 
 # ------------------------------------------------------------------------------ header-less files
@@ -633,7 +826,7 @@ def csv_header(path: str | Path, options: Mapping[str, Any]) -> list[str]:
     """
     if options.get("names") is not None:
         return [str(c).strip() for c in options["names"]]
-    with open(path, encoding=options["encoding"], newline="") as handle:
+    with open(path, encoding=options["encoding"], errors="surrogateescape", newline="") as handle:  # later lines may not decode
         if len(options["sep"]) > 1:  # a regular expression, as pandas reads it (e.g. runs of spaces)
             return [c.strip() for c in re.split(options["sep"], handle.readline().strip())]
         return [str(c).strip() for c in next(csv.reader(handle, delimiter=options["sep"]), [])]
@@ -641,11 +834,8 @@ def csv_header(path: str | Path, options: Mapping[str, Any]) -> list[str]:
 
 def _read_csv(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, str, dict]:
     path, options = _csv_options(spec, dataset_dir)
-    try:
-        raw = pd.read_csv(path, **options)
-    except pd.errors.ParserError as error:
-        raise SourceError(f"{path}: not a well-formed CSV with delimiter {options['sep']!r}: {error}") from None
-    raw.columns = [str(c).strip() for c in raw.columns]
+    parts = list(csv_frames(path, options))
+    raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
     return raw, str(path), _csv_attrs(options) | {"header": csv_header(path, options)}
 
 
@@ -687,6 +877,31 @@ def _read_excel(spec: dict[str, Any], dataset_dir: Path) -> tuple[pd.DataFrame, 
     if len({tuple(h) for h in headers.values()}) > 1:
         raise SourceError(f"{path}: the sheets {list(headers)} do not share one header ({headers}); read them as separate inputs")
     return pd.concat(parts, ignore_index=True), str(path), {"sheets": list(read)}
+
+
+def unread_sheets(spec: Mapping[str, Any], dataset_dir: str | Path) -> dict[str, int]:
+    """``{sheet name: data rows}`` of the sheets of an Excel source (or input) that it does not read and that hold rows.
+
+    A sheet's data rows are its non-empty rows below the first (the header). A source reading ``sheet: all``
+    reads every sheet; one naming a sheet (or a list) leaves the others, which must not go unnoticed.
+    """
+    if spec.get("format") != "excel" or spec.get("sheet") == ALL_SHEETS:
+        return {}
+    from python_calamine import CalamineWorkbook
+
+    path = _existing_file(dict(spec) | {"table": spec.get("table", "input")}, Path(dataset_dir))
+    workbook = CalamineWorkbook.from_path(str(path))
+    read = spec.get("sheet", 0)
+    read = {workbook.sheet_names[r] if isinstance(r, int) else str(r) for r in (read if isinstance(read, (list, tuple)) else [read])}
+    counts = {}
+    for name in workbook.sheet_names:
+        if name in read:
+            continue
+        rows = workbook.get_sheet_by_name(name).to_python(skip_empty_area=True)
+        n_rows = sum(1 for row in rows if any(cell not in ("", None) for cell in row)) - 1
+        if n_rows > 0:
+            counts[name] = n_rows
+    return counts
 
 
 def _excel_header(path: Path, sheet: Any, columns: list[str]) -> list[str]:
@@ -747,7 +962,21 @@ def read_input(name: str, spec: Mapping[str, Any], dataset_dir: str | Path) -> p
         ``_source_file`` (the file, ``file#sheet`` for a workbook), ``_source_sheet`` (the sheet
         name, missing for other formats) and ``_source_row`` (1-based data row in that file or sheet).
         File inputs are cached per file version: several queries over one workbook read it once.
+        Rows of a CSV that cannot be read are left out (``input_row_faults`` lists them).
     """
+    return readable_rows(_input_frame(name, spec, dataset_dir))
+
+
+def input_row_faults(name: str, spec: Mapping[str, Any], dataset_dir: str | Path) -> pd.DataFrame:
+    """The rows of an input that cannot be read (``csv_frames``): ``_source_file``, ``_source_row``, ``_row_fault``, ``_raw_line``."""
+    frame = _input_frame(name, spec, dataset_dir) if spec.get("format") == "csv" else pd.DataFrame()
+    if ROW_FAULT not in frame.columns:
+        return pd.DataFrame(columns=["_source_file", "_source_row", *ROW_FAULT_COLUMNS])
+    return frame.loc[frame[ROW_FAULT].notna(), ["_source_file", "_source_row", *ROW_FAULT_COLUMNS]].reset_index(drop=True)
+
+
+def _input_frame(name: str, spec: Mapping[str, Any], dataset_dir: str | Path) -> pd.DataFrame:
+    """One input as read, row faults included."""
     spec = dict(spec)
     if spec["format"] == "sql":
         return _with_input_lineage(*_read_sql(spec, Path(dataset_dir))[:2], sheet=None)
@@ -880,7 +1109,24 @@ def read_derived(name: str, spec: Mapping[str, Any], dataset_dir: str | Path) ->
                           "(or `_source_file`); every row must name the input row it comes from")
     frame["_source_file"] = renamed["_source_file"].astype("string").to_numpy()
     frame["_source_row"] = renamed["_source_row"].astype("int64").to_numpy()
-    return frame
+    return _with_input_faults(frame, name, spec, dataset_dir)
+
+
+def _with_input_faults(frame: pd.DataFrame, name: str, spec: Mapping[str, Any], dataset_dir: str | Path) -> pd.DataFrame:
+    """A derived source's rows, then one row (values missing, ``ROW_FAULT`` and ``RAW_LINE`` set) per line of a CSV
+    input it reads that could not be read: the query never saw them, cleansing quarantines them with their lineage."""
+    used = [n for n in frame.attrs["inputs"] if spec["inputs"][n].get("format") == "csv"]
+    faults = [input_row_faults(n, spec["inputs"][n], dataset_dir) for n in used]
+    faults = [f for f in faults if len(f)]
+    if not faults:
+        return frame
+    rows = pd.concat(faults, ignore_index=True).assign(_source=name)
+    out = pd.concat([frame.assign(**{c: pd.Series(pd.NA, index=frame.index, dtype="string") for c in ROW_FAULT_COLUMNS}), rows],
+                    ignore_index=True)
+    out.attrs = dict(frame.attrs)
+    out["_source_file"] = out["_source_file"].astype("string")
+    out["_source_row"] = out["_source_row"].astype("int64")
+    return out
 
 
 def parquet_select_sql(name: str, spec: dict[str, Any], dataset_dir: str | Path, *, business_time_zone: str | None = None) -> str:

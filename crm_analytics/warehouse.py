@@ -13,7 +13,10 @@ frames that need no cleansing.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ import duckdb
 import ibis
 import pandas as pd
 
-from crm_analytics import datasets, paths, schema, sources
+from crm_analytics import datasets, paths, schema, sources, stale_runs
 from crm_analytics.parsing import ISO8601, parse_amounts, parse_datetimes
 
 
@@ -83,8 +86,8 @@ def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path |
     """
     target = paths.resolve(path, paths.warehouse_path())
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f"{target.name}.building-{os.getpid()}")
-    staging.unlink(missing_ok=True)
+    staging = target.with_name(f"{target.name}{BUILDING_MARKER}{os.getpid()}")
+    _unlink_with_wal(staging)
     try:
         with duckdb.connect(str(staging)) as con:
             con.execute("SET enable_progress_bar = false")
@@ -93,10 +96,59 @@ def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path |
             for name, content in tables.items():
                 _write_one(con, name, content)
             con.execute("CHECKPOINT")
+        # a write-ahead log beside the target belongs to the old file: replayed onto the new one it would corrupt it
+        target.with_name(target.name + WAL_SUFFIX).unlink(missing_ok=True)
         os.replace(staging, target)
     finally:
-        staging.unlink(missing_ok=True)
+        _unlink_with_wal(staging)
     return target
+
+
+BUILDING_MARKER = ".building-"  # <warehouse>.building-<pid>: the new file while write_tables writes it
+STAGING_MARKER = ".staging-"  # <warehouse>.staging-<pid>/: the cleansing build's work folder
+WAL_SUFFIX = ".wal"  # DuckDB's write-ahead log, <database>.wal
+
+
+def _unlink_with_wal(database: Path) -> None:
+    database.unlink(missing_ok=True)
+    database.with_name(database.name + WAL_SUFFIX).unlink(missing_ok=True)
+
+
+def build_leftovers(path: str | Path | None = None) -> list[Path]:
+    """The files and folders that builds of the warehouse at ``path`` left beside it and whose process is gone.
+
+    A build writes ``<warehouse>.building-<pid>`` (and its ``.wal``) and works in ``<warehouse>.staging-<pid>/``;
+    it removes them itself unless it was killed outright (SIGKILL, the out-of-memory killer). A leftover whose
+    process still runs, and started before the leftover was last written, belongs to a build in progress and
+    is not listed; a pid reused by a later process is not mistaken for the builder.
+    """
+    target = paths.resolve(path, paths.warehouse_path())
+    pattern = re.compile(rf"{re.escape(target.name)}(?:{re.escape(BUILDING_MARKER)}|{re.escape(STAGING_MARKER)})(\d+)(?:{re.escape(WAL_SUFFIX)})?")
+    found = []
+    for candidate in sorted(target.parent.glob(f"{glob.escape(target.name)}.*")):
+        match = pattern.fullmatch(candidate.name)
+        if match and not _builder_alive(int(match.group(1)), candidate):
+            found.append(candidate)
+    return found
+
+
+def _builder_alive(pid: int, leftover: Path) -> bool:
+    started = stale_runs.process_start_time(pid)
+    try:
+        return started is not None and started <= leftover.stat().st_mtime + 1.0
+    except FileNotFoundError:  # its build just removed it
+        return True
+
+
+def remove_build_leftovers(path: str | Path | None = None) -> list[Path]:
+    """Remove ``build_leftovers(path)`` (the temporary files of killed builds) and return what was removed."""
+    removed = build_leftovers(path)
+    for leftover in removed:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return removed
 
 
 def _write_one(con: duckdb.DuckDBPyConnection, name: str, content: pd.DataFrame | str) -> None:

@@ -39,7 +39,7 @@ NOT_APPLICABLE = {  # analysis -> the reason its run records: invoice lines have
     "attribution": "needs touchpoints, campaigns",
     "experiments": "needs experiment_assignments",
     "funnel": "needs web_events",
-    "pipeline": "needs opportunities, opportunity_stage_history",
+    "pipeline": "needs opportunities",
     "satisfaction": "needs surveys",
 }
 FOREIGN_MARKET_WORDS = ("CNY", "¥", "Asia/Shanghai")

@@ -65,10 +65,10 @@ def test_an_empty_table_counts_as_missing_and_the_reason_says_empty():
     assert result.reason == "needs web_events (empty)"
 
 
-def test_pipeline_names_every_missing_table():
+def test_pipeline_needs_opportunities_and_runs_without_stage_history():
     result = requirements.check("pipeline", {"opportunities": 3})
-    assert result.reason == "needs opportunity_stage_history"
-    assert requirements.check("pipeline", {}).reason == "needs opportunities, opportunity_stage_history"
+    assert result.applicable and "opportunity_stage_history" in result.missing_optional
+    assert requirements.check("pipeline", {"opportunity_stage_history": 5}).reason == "needs opportunities"
 
 
 def test_churn_on_invoice_lines_runs_without_its_optional_features():

@@ -63,7 +63,7 @@ def test_run_all_lists_every_inapplicable_analysis_and_none_failed(tmp_path, inv
     by_analysis = {r.analysis: r for r in results}
     assert {name: r.status for name, r in by_analysis.items()} == dict.fromkeys(parameters, runner.NOT_APPLICABLE)
     assert all(r.ok for r in results)
-    assert by_analysis["pipeline"].reason == "needs opportunities, opportunity_stage_history"
+    assert by_analysis["pipeline"].reason == "needs opportunities"
     for result in results:
         record = json.loads((result.run_dir / runner.RUN_RECORD).read_text(encoding="utf-8"))
         assert record["status"] != "running"

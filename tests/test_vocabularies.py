@@ -94,8 +94,8 @@ def test_value_maps_are_checked_when_the_dataset_is_loaded(home):
         datasets.load_dataset(file)
     for value_maps, expected in [
         ({"oportunities": {"status": {"Open": "open"}}}, r"unknown table 'oportunities' \(did you mean 'opportunities'\?\)"),
-        ({"opportunities": {"stage": {"Won": "won"}}}, r"'stage' is not a categorical column of table 'opportunities'.*"
-                                                       r"'stage' is a column of \['opportunity_stage_history'\]"),
+        ({"opportunities": {"event_name": {"Won": "won"}}}, r"'event_name' is not a categorical column of table 'opportunities'.*"
+                                                            r"'event_name' is a column of \['web_events'\]"),
         ({"opportunity_stage_history": {"stage": {"Engaging": "TODO"}}}, r"Engaging: set the canonical value \(one of \['lead'"),
     ]:
         file.write_text(yaml.safe_dump(yaml.safe_load(file.read_text()) | {"value_maps": value_maps}), encoding="utf-8")

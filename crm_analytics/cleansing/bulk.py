@@ -24,6 +24,8 @@ from crm_analytics import schema, sources
 from crm_analytics.cleansing import validate, vocabulary
 from crm_analytics.cleansing.duck import arrow, connect, contract_select, copy_to_parquet, quote
 
+# parsing.CONTROL_CHARACTERS in DuckDB's (RE2) syntax: removed from text columns, as the standardisers do
+CONTROL_CHARACTERS_SQL = r"[\x00-\x08\x0e-\x1f\x{7f}-\x{9f}]"
 _ROW_REASONS = (validate.DUPLICATE_KEY, validate.MISSING_REQUIRED, validate.UNKNOWN_CUSTOMER, validate.UNKNOWN_ORDER)
 
 
@@ -156,15 +158,39 @@ def _settle_vocabularies(con: duckdb.DuckDBPyConnection, table: schema.Table, co
 
 
 def _vocabulary_failure_selects(columns: list[str]) -> list[str]:
-    """SQL selecting ``(_source_row, column_name, reason)`` for the values ``_settle_vocabularies`` rejected."""
+    """SQL selecting ``(_source_row, column_name, reason)`` for the values ``_settle_vocabularies`` rejected (a warning,
+    such as control characters removed, rejects nothing: ``validate.WARNINGS``)."""
+    warnings = ", ".join(quote(w) for w in sorted(validate.WARNINGS))
     return [f'SELECT src._source_row, {quote(name)}, voc.reason FROM src JOIN "vocab__{name}" voc '
-            f'ON voc.raw = CAST(src."{name}" AS VARCHAR) WHERE voc.reason <> \'\'' for name in columns]
+            f'ON voc.raw = CAST(src."{name}" AS VARCHAR) WHERE voc.reason <> \'\' AND voc.reason NOT IN ({warnings})' for name in columns]
+
+
+def _required_when_selects(table: schema.Table, present: list[str], settled: tuple[str, ...]) -> list[str]:
+    """SQL selecting ``(_source_row, column_name, reason)`` for values missing where ``required_when`` asks for them
+    (``validate.required_when_failures``): the condition is read on its settled value (the dataset's value maps applied)."""
+    selects = []
+    for column in table.columns:
+        if column.required_when is None or column.required_when[0] not in present:
+            continue
+        on, values = column.required_when
+        condition = f'src."{on}"'
+        if on in settled:
+            condition = f'(SELECT voc.value FROM "vocab__{on}" voc WHERE voc.raw = CAST({condition} AS VARCHAR))'
+        elif on in validate.CODE_COLUMNS:
+            condition = f"replace(replace(lower(trim({condition})), ' ', '_'), '-', '_')"
+        missing = f'src."{column.name}" IS NULL AND ' if column.name in present else ""
+        listed = ", ".join(quote(v) for v in values)
+        selects.append(f"SELECT src._source_row, {quote(column.name)}, {quote(validate.MISSING_REQUIRED)} FROM src "
+                       f"WHERE {missing}{condition} IN ({listed})")
+    return selects
 
 
 def _clean_columns(table: schema.Table, present: list[str], *, link_customers: bool, settled: tuple[str, ...] = ()) -> str:
     parts = []
     for name in present:
         col = f'src."{name}"'
+        if table.column(name).dtype == "string":
+            col = f"regexp_replace({col}, {quote(CONTROL_CHARACTERS_SQL)}, '', 'g')"
         value = f"replace(replace(lower(trim({col})), ' ', '_'), '-', '_')" if name in validate.CODE_COLUMNS else col
         if name in settled:
             value = f'(SELECT voc.value FROM "vocab__{name}" voc WHERE voc.raw = CAST({col} AS VARCHAR))'
@@ -236,7 +262,8 @@ def validate_parquet(
         applied = _settle_vocabularies(con, table, list(settled), value_maps)
         bounds = validate.plausibility_bounds(dataset)
         failures = " UNION ALL ".join(_failure_selects(table, present, cutoff, link_customers=link, bounds=bounds,
-                                                        link_orders=link_orders) + _vocabulary_failure_selects(list(settled)))
+                                                        link_orders=link_orders) + _vocabulary_failure_selects(list(settled))
+                                     + _required_when_selects(table, present, settled))
         con.execute(
             f"CREATE TEMP TABLE failures AS SELECT DISTINCT ON (_source_row, column_name) _source_row, column_name, reason, "
             f"{_action_sql(table)} AS action FROM ({failures})"
@@ -274,6 +301,9 @@ def _quarantine_frame(con: duckdb.DuckDBPyConnection, name: str, table: schema.T
 
 def _profile(con: duckdb.DuckDBPyConnection, name: str, table: schema.Table, present: list[str], clean_relation: str) -> pd.DataFrame:
     rows = []
+    text = [c for c in present if table.column(c).dtype == "string"]
+    controls = ", ".join(f'count(*) FILTER (WHERE regexp_matches("{c}", {quote(CONTROL_CHARACTERS_SQL)}))' for c in text)
+    n_control = dict(zip(text, con.execute(f"SELECT {controls} FROM src").fetchone())) if text else {}
     for stage, relation in (("before", "src"), ("after", clean_relation)):
         parts = ", ".join(f'count("{c}"), approx_count_distinct("{c}")' for c in present)
         values = con.execute(f"SELECT count(*), {parts} FROM {relation}").fetchone()
@@ -282,5 +312,7 @@ def _profile(con: duckdb.DuckDBPyConnection, name: str, table: schema.Table, pre
             filled, distinct = values[1 + 2 * i], values[2 + 2 * i]
             invalid = con.execute(f"SELECT count(*) FROM failures WHERE column_name = {quote(column)} AND reason <> {quote(validate.MISSING_REQUIRED)}").fetchone()[0] if stage == "before" else 0
             rows.append((name, table.name, column, stage, n, filled / n * 100 if n else float("nan"),
-                         (filled - invalid) / filled * 100 if filled else float("nan"), min(distinct, filled) / filled * 100 if filled else float("nan")))
-    return pd.DataFrame(rows, columns=["source", "table_name", "column_name", "stage", "n_rows", "completeness_pct", "validity_pct", "uniqueness_pct"])
+                         (filled - invalid) / filled * 100 if filled else float("nan"), min(distinct, filled) / filled * 100 if filled else float("nan"),
+                         int(n_control.get(column, 0)) if stage == "before" else 0))
+    return pd.DataFrame(rows, columns=["source", "table_name", "column_name", "stage", "n_rows", "completeness_pct", "validity_pct", "uniqueness_pct",
+                                       "n_control_characters"])

@@ -63,7 +63,8 @@ class CleansingResult:
     ``value_maps``: every entry of the dataset's ``value_maps`` applied, per source, with its row count
     (``source``, ``table_name``, ``column_name``, ``source_value``, ``canonical_value``, ``n_rows``).
     ``column_notes``: optional columns a source maps that arrived entirely empty or unreadable
-    (``quality.column_notes``; a required one stops the build); the cleansing report shows each as a warning.
+    (``quality.column_notes``; a required one stops the build), and sheets of an Excel file that no source reads, with
+    their rows (``quality.unread_sheet_notes``, problem ``unread_sheet``); the cleansing report shows each as a warning.
     ``timings``: wall-clock seconds per step; ``cpu_timings``: CPU seconds per step (all threads);
     ``peak_rss_mb``: the largest resident set of the process during each step (MiB).
     """
@@ -368,6 +369,13 @@ def _quarantine_share_check(counts: pd.DataFrame, threshold: float, by_reason: p
     return f"quarantined share above {threshold:.1%} in: {listed}"
 
 
+_REASON_HINTS = {
+    "unparsed_date": "; check the source's `date_formats`",
+    validate.UNDECODABLE_BYTES: "; check the source's `encoding` (e.g. latin-1, cp1252, gb18030)",
+    validate.RAGGED_ROW: "; check the source's `delimiter` and the file's quoting",
+}
+
+
 def _main_reason(by_reason: pd.DataFrame | None, source: str) -> str:
     """`` (mostly <reason> in <column>: n rows)`` for the reason that set most of a source's rows aside, or ``""``."""
     if by_reason is None or by_reason.empty:
@@ -376,7 +384,7 @@ def _main_reason(by_reason: pd.DataFrame | None, source: str) -> str:
     if rows.empty:
         return ""
     top = rows.sort_values("n_entries", ascending=False).iloc[0]
-    hint = "; check the source's `date_formats`" if top["reason"] == "unparsed_date" else ""
+    hint = _REASON_HINTS.get(str(top["reason"]), "")
     return f" (mostly {top['reason']} in {top['column_name']}: {int(top['n_entries']):,} rows{hint})"
 
 
@@ -391,6 +399,9 @@ def masked_quarantine(quarantine: pd.DataFrame) -> pd.DataFrame:
     comment = out["column_name"] == "comment"
     if comment.any():
         out.loc[comment, "raw_value"] = privacy.redact_text(out.loc[comment, "raw_value"]).to_numpy()
+    lines = out["column_name"] == validate.RAW_LINE  # a whole unreadable line: what went wrong is kept, the line is not
+    if lines.any():
+        out.loc[lines, "raw_value"] = validate.redacted_raw_lines(out.loc[lines, "raw_value"]).to_numpy()
     return out
 
 
@@ -488,7 +499,8 @@ def build_clean_warehouse(
         spec = build_dataset(dataset, sources_file=sources_file)
         target = paths.resolve(warehouse_path, paths.warehouse_path(spec.name))
         target.parent.mkdir(parents=True, exist_ok=True)
-        work_dir = target.with_name(f"{target.name}.staging-{os.getpid()}")
+        warehouse.remove_build_leftovers(target)  # of builds killed outright, which could not clean up
+        work_dir = target.with_name(f"{target.name}{warehouse.STAGING_MARKER}{os.getpid()}")
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir()
         try:
@@ -606,7 +618,8 @@ def _build(
     order = [name for name in source_map if not is_bulk(source_map[name])] + [name for name in source_map if is_bulk(source_map[name])]
     result = _result(linked, pd.concat([profiles[name] for name in order], ignore_index=True), lineage, accuracy, model)
     timer.lap("report")
-    result.column_notes = quality.column_notes(result.profile, source_map, quarantine=masked_quarantine(result.quarantine))
+    result.column_notes = pd.concat([quality.column_notes(result.profile, source_map, quarantine=masked_quarantine(result.quarantine)),
+                                     quality.unread_sheet_notes(source_map, dataset_dir)], ignore_index=True)
     unusable = result.column_notes[result.column_notes["is_required"]]
     if not unusable.empty:  # first: a mapping or format mistake, not dirty data, explains the quarantine that follows
         persist_outputs(result, output_dir)

@@ -12,13 +12,31 @@ import pandas as pd
 
 from crm_analytics import plots
 from crm_analytics.frames import require_columns
+from crm_analytics.parsing import CONTROL_CHARACTERS
+from crm_analytics.sources import ROW_FAULT
 
 
 def _share(numerator: float, denominator: float) -> float:
     return float(numerator) / float(denominator) * 100.0 if denominator else float("nan")
 
 
-PROFILE_COUNTS = ["column_name", "stage", "n_rows", "n_present", "n_valid", "n_distinct"]
+PROFILE_COUNTS = ["column_name", "stage", "n_rows", "n_present", "n_valid", "n_distinct", "n_control_characters"]
+
+
+def count_control_characters(values: pd.Series) -> int:
+    """Values holding control characters (C0 but tab and line breaks, DEL, C1; NUL included: ``parsing.CONTROL_CHARACTERS``),
+    which the standardisers remove from text."""
+    if not (pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)):
+        return 0
+    return int(values.astype("string").str.contains(CONTROL_CHARACTERS.pattern, regex=True).fillna(False).sum())
+
+
+def is_text_column(table_name: str | None, column: str) -> bool:
+    """Whether ``column`` of canonical table ``table_name`` holds text (unknown table: every column may)."""
+    from crm_analytics import schema
+
+    table = schema.TABLES.get(table_name or "")
+    return table is None or column not in table.column_names or table.column(column).dtype == "string"
 
 
 def profile_before_after(raw: pd.DataFrame, reasons: pd.DataFrame, clean: pd.DataFrame, *, source: str, table_name: str) -> pd.DataFrame:
@@ -41,7 +59,8 @@ def profile_before_after(raw: pd.DataFrame, reasons: pd.DataFrame, clean: pd.Dat
         ``source``, ``table_name``, ``column_name``, ``stage`` (``before`` / ``after``), ``n_rows``,
         ``completeness_pct`` (non-missing share), ``validity_pct`` (share of non-missing values
         that are readable and on their canonical list) and ``uniqueness_pct`` (distinct values
-        per non-missing value), all in percent.
+        per non-missing value), all in percent; ``n_control_characters``: values of a text column
+        that held control characters (NUL, escape...), removed by cleansing (``before``; 0 ``after``).
     """
     return profile_from_counts(profile_counts(raw, reasons, clean, table_name=table_name), source=source, table_name=table_name)
 
@@ -58,32 +77,39 @@ def profile_counts(raw: pd.DataFrame, reasons: pd.DataFrame, clean: pd.DataFrame
     ``n_present``: non-missing values; ``n_valid``: present values that are readable (before)
     or on the canonical list (after: regions on the list, categorical values of ``table_name`` among the
     accepted values of their column (``schema.Column.values``), all other present values); ``n_distinct``:
-    distinct present values (missing unless ``distinct``). Columns absent from ``clean`` get
-    no ``after`` row. A source validated in chunks adds up its counts, except ``n_distinct``,
+    distinct present values (missing unless ``distinct``); ``n_control_characters``: values of a text
+    column holding control characters (``count_control_characters``; 0 after, as cleansing removed them).
+    Columns absent from ``clean`` get no ``after`` row. A source validated in chunks adds up its counts, except ``n_distinct``,
     which it counts over all chunks at once.
     """
+    if ROW_FAULT in raw.columns:  # a row that could not be read has no values to profile (its fault is in the quarantine)
+        readable = raw[ROW_FAULT].isna().to_numpy(dtype=bool)
+        raw, reasons = raw[readable], reasons[readable]
     rows = []
     for column in reasons.columns:
         before = present_text(raw[column])
         present = before.notna()
         invalid = present & reasons[column].fillna("").ne("").to_numpy()
         n_distinct = before[present].nunique() if distinct else pd.NA
-        rows.append((column, "before", len(raw), int(present.sum()), int(present.sum() - invalid.sum()), n_distinct))
+        n_control = count_control_characters(raw[column]) if is_text_column(table_name, column) else 0
+        rows.append((column, "before", len(raw), int(present.sum()), int(present.sum() - invalid.sum()), n_distinct, n_control))
         if column in clean.columns:
             after = clean[column]
             kept = after.notna()
             rows.append((column, "after", len(clean), int(kept.sum()), _after_valid(after[kept], column, table_name=table_name),
-                         after[kept].nunique()))
+                         after[kept].nunique(), 0))
     return pd.DataFrame(rows, columns=PROFILE_COUNTS)
 
 
 def profile_from_counts(counts: pd.DataFrame, *, source: str, table_name: str) -> pd.DataFrame:
     """Turn ``PROFILE_COUNTS`` into the profile of ``profile_before_after`` (same rows, in the same order)."""
     rows = [
-        (r.column_name, r.stage, int(r.n_rows), _share(r.n_present, r.n_rows), _share(r.n_valid, r.n_present), _share(r.n_distinct, r.n_present))
+        (r.column_name, r.stage, int(r.n_rows), _share(r.n_present, r.n_rows), _share(r.n_valid, r.n_present), _share(r.n_distinct, r.n_present),
+         int(r.n_control_characters))
         for r in counts.itertuples()
     ]
-    out = pd.DataFrame(rows, columns=["column_name", "stage", "n_rows", "completeness_pct", "validity_pct", "uniqueness_pct"])
+    out = pd.DataFrame(rows, columns=["column_name", "stage", "n_rows", "completeness_pct", "validity_pct", "uniqueness_pct",
+                                      "n_control_characters"])
     out.insert(0, "table_name", table_name)
     out.insert(0, "source", source)
     return out
@@ -191,6 +217,46 @@ def column_notes(profile: pd.DataFrame, source_map, *, quarantine: pd.DataFrame 
         required = column.name in table.required_columns
         rows.append((r.source, r.table_name, r.column_name, source_column, problem, int(r.n_rows), required,
                      _column_note(r.source, column, source_column, problem, int(r.n_rows), spec, quarantine)))
+    return pd.DataFrame(rows, columns=COLUMN_NOTE_COLUMNS).astype({"n_rows": "int64", "is_required": "bool"})
+
+
+UNREAD_SHEET = "unread_sheet"
+
+
+def unread_sheet_notes(source_map, dataset_dir) -> pd.DataFrame:
+    """Sheets of the Excel files a dataset reads that no source or input reads, with their rows: never silently ignored.
+
+    Parameters
+    ----------
+    source_map : mapping
+        ``{source: spec}``; an Excel source is checked, and so is every Excel input a derived source may read.
+    dataset_dir : path
+        The folder the files are relative to.
+
+    Returns
+    -------
+    DataFrame
+        ``COLUMN_NOTE_COLUMNS``: one row per sheet left unread that holds rows; ``problem`` is ``unread_sheet``,
+        ``source_column`` the sheet, ``n_rows`` its data rows, ``column_name`` empty, ``is_required`` false,
+        and ``message`` names the file, the sheet, its rows and the source, and how to read them.
+    """
+    from crm_analytics import sources
+
+    rows, seen = [], set()
+    for name, spec in source_map.items():
+        candidates = [(name, spec.get("table", ""), spec)]
+        candidates += [(f"{name} (input {n})", spec.get("table", ""), s) for n, s in (spec.get("inputs") or {}).items()]
+        for label, table_name, entry in candidates:
+            key = (str(entry.get("path")), str(entry.get("sheet", 0)))
+            if entry.get("format") != "excel" or key in seen:
+                continue
+            seen.add(key)
+            read = entry.get("sheet", "the first sheet")
+            for sheet, n_rows in sources.unread_sheets(entry, dataset_dir).items():
+                message = (f"{entry['path']}: sheet {sheet!r} holds {n_rows:,} rows that source {label} does not read (it reads "
+                           f"sheet {read!r}); to load them, declare `sheet: [{read}, {sheet}]` (sheets sharing one header) "
+                           "or `sheet: all`, or give the sheet a source of its own")
+                rows.append((name, table_name, "", sheet, UNREAD_SHEET, n_rows, False, message))
     return pd.DataFrame(rows, columns=COLUMN_NOTE_COLUMNS).astype({"n_rows": "int64", "is_required": "bool"})
 
 
@@ -319,7 +385,8 @@ def plot_before_after(profile: pd.DataFrame, *, metric: str = "completeness_pct"
     plots.set_style()
     ax = plots.new_axes(ax, figsize=(8, 5))
     data = profile[profile["table_name"] == table_name].groupby(["column_name", "stage"], as_index=False)[metric].mean()
-    sns.barplot(data=data, y="column_name", x=metric, hue="stage", hue_order=["before", "after"], ax=ax)
+    sns.barplot(data=data, y="column_name", x=metric, hue="stage", hue_order=["before", "after"], ax=ax,
+                palette=plots.category_colours(["before", "after"]))
     label = metric.replace("_pct", "")
     ax.set(ylabel="", xlabel=f"{label} (%)", xlim=(0, 105), title=f"{table_name}: {label} before and after cleansing")
     ax.legend(title="stage", bbox_to_anchor=(1.01, 1.0), loc="upper left")
@@ -336,8 +403,8 @@ def plot_quarantine_reasons(by_reason: pd.DataFrame, *, ax=None):
     if data.empty:
         ax.set_title("Quarantine: no entries")
         return ax
-    sns.barplot(data=data, y="reason", x="n_entries", hue="action", ax=ax)
-    ax.set(xlabel="entries", ylabel="", title="Quarantine entries by reason")
+    sns.barplot(data=data, y="reason", x="n_entries", hue="action", ax=ax, palette=plots.category_colours(data["action"]))
+    ax.set(xlabel="quarantine entries (count)", ylabel="", title="Quarantine entries by reason")
     return ax
 
 
@@ -348,8 +415,8 @@ def plot_duplicates(summary: pd.DataFrame, *, ax=None):
     plots.set_style()
     ax = plots.new_axes(ax)
     data = summary[summary["match_rule"] != "all"]
-    sns.barplot(data=data, y="match_rule", x="n_records", hue="source", ax=ax)
+    sns.barplot(data=data, y="match_rule", x="n_records", hue="source", ax=ax, palette=plots.category_colours(data["source"]))
     total = summary[summary["match_rule"] == "all"].iloc[0]
-    ax.set(xlabel="source records", ylabel="",
+    ax.set(xlabel="source records (count)", ylabel="",
            title=f"{int(total['n_records']):,} records -> {int(total['n_customers']):,} customers ({int(total['n_records_merged']):,} merged)")
     return ax

@@ -116,7 +116,7 @@ def _spill_chunk(con: duckdb.DuckDBPyConnection, spill: _Spill, raw: pd.DataFram
         con.unregister("chunk")
     spill.quarantine.append(result.quarantine)
     spill.value_maps.append(result.value_maps)
-    spill.counts.append(quality.profile_counts(raw, result.reasons, pd.DataFrame(), distinct=False))
+    spill.counts.append(quality.profile_counts(raw, result.reasons, pd.DataFrame(), distinct=False, table_name=spill.table.name))
     spill.n_rows_in += len(raw)
     spill.n_chunks += 1
 
@@ -157,14 +157,15 @@ def _entries(name: str, spill: _Spill, rows: pd.Series, column: str, raw_values:
 
 def _profile(con: duckdb.DuckDBPyConnection, spill: _Spill, clean_relation: str) -> pd.DataFrame:
     """``quality.profile_counts`` of the whole source: summed chunk counts, distinct values counted over all chunks."""
-    before = pd.concat(spill.counts).groupby("column_name", sort=False)[["n_rows", "n_present", "n_valid"]].sum()
+    before = pd.concat(spill.counts).groupby("column_name", sort=False)[["n_rows", "n_present", "n_valid", "n_control_characters"]].sum()
     rows = []
     for column in spill.profiled:
         n_text = con.execute(f'SELECT count(DISTINCT "{column}") FROM read_parquet({spill.files("text")})').fetchone()[0]
-        rows.append((column, "before", *before.loc[column].tolist(), int(n_text)))
+        n_rows, n_present, n_valid, n_control = before.loc[column].tolist()
+        rows.append((column, "before", n_rows, n_present, n_valid, int(n_text), n_control))
         n_rows, n_present, n_distinct = con.execute(f'SELECT count(*), count("{column}"), count(DISTINCT "{column}") FROM {clean_relation}').fetchone()
         rows.append((column, "after", int(n_rows), int(n_present), _after_valid(con, clean_relation, column, n_present, table=spill.table),
-                     int(n_distinct)))
+                     int(n_distinct), 0))
     return pd.DataFrame(rows, columns=quality.PROFILE_COUNTS)
 
 

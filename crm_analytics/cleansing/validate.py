@@ -32,7 +32,7 @@ import pandera.pandas as pa
 from crm_analytics import money, schema
 from crm_analytics.cleansing import standardise as st
 from crm_analytics.cleansing import vocabulary
-from crm_analytics.sources import SourceError
+from crm_analytics.sources import RAGGED_ROW, RAW_LINE, ROW_FAULT, UNDECODABLE_BYTES, SourceError
 
 LINEAGE = ["_source", "_source_file", "_source_row"]
 QUARANTINE_COLUMNS = ["source", "source_file", "source_row", "table_name", "column_name", "raw_value", "reason", "action"]
@@ -46,6 +46,10 @@ UNKNOWN_CUSTOMER = "unknown_customer"
 UNKNOWN_ORDER = "unknown_order"  # an order line whose order no source of ``orders`` holds
 UNKNOWN_CURRENCY = "unknown_currency"  # a currency text no ISO 4217 code or alias matches
 NO_EXCHANGE_RATE = "no_exchange_rate"  # an amount in another currency with no rate on or before its day
+# a CSV row that could not be read (``sources.csv_frames``): one entry on the pseudo-column ``_raw_line``, whose raw
+# value is what went wrong and the line as written, e.g. ``(undecodable as utf-8) P3,C1,Caf\\xe9,30`` or
+# ``(5 fields, expected 4) P3,C1,2024-01-02,30,x``
+ROW_FAULTS = frozenset({UNDECODABLE_BYTES, RAGGED_ROW})
 # reason codes reported in the quality tables (the "before" validity of their column) but never quarantined
 WARNINGS = frozenset({st.UNKNOWN_REGION, st.CONTROL_CHARACTERS_REMOVED})
 
@@ -431,19 +435,41 @@ def contract_failures(typed: pd.DataFrame, table: schema.Table, *, as_of: pd.Tim
     columns = [c for c in table.column_names if c in typed.columns]
     contract = contract_schema(table, as_of=as_of, columns=columns, bounds=bounds)
     frame = typed[columns].reset_index(drop=True)
+    conditional = required_when_failures(frame, table)
     try:
         contract.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases
         cases = cases[cases["index"].notna()]
-        return pd.DataFrame(
+        found = pd.DataFrame(
             {
                 "position": cases["index"].astype("int64").to_numpy(),
                 "column_name": cases["column"].astype("string").to_numpy(),
                 "reason": cases["check"].map(_reason_of).astype("string").to_numpy(),
             }
         )
-    return pd.DataFrame({"position": pd.Series([], dtype="int64"), "column_name": pd.Series([], dtype="string"), "reason": pd.Series([], dtype="string")})
+        return pd.concat([found, conditional], ignore_index=True)
+    return conditional
+
+
+def required_when_failures(frame: pd.DataFrame, table: schema.Table) -> pd.DataFrame:
+    """``(position, column_name, reason)`` of the values missing where a column's ``required_when`` asks for them.
+
+    A column the source does not provide counts as missing on every row; a row whose condition column is
+    missing or absent is not concerned (a missing ``status`` is a failure of its own).
+    """
+    parts = []
+    for column in table.columns:
+        if column.required_when is None or column.required_when[0] not in frame.columns:
+            continue
+        on, values = column.required_when
+        concerned = frame[on].isin(list(values)).fillna(False).to_numpy(dtype=bool)
+        missing = frame[column.name].isna().to_numpy(dtype=bool) if column.name in frame.columns else np.ones(len(frame), dtype=bool)
+        positions = np.flatnonzero(concerned & missing).astype("int64")
+        parts.append(pd.DataFrame({"position": positions, "column_name": column.name, "reason": MISSING_REQUIRED}))
+    if not parts:
+        return pd.DataFrame({"position": pd.Series([], dtype="int64"), "column_name": pd.Series([], dtype="string"), "reason": pd.Series([], dtype="string")})
+    return pd.concat(parts, ignore_index=True).astype({"column_name": "string", "reason": "string"})
 
 
 def table_contract(table_name: str, *, dataset: Any = None) -> schema.Table:
@@ -479,7 +505,8 @@ def _parse_failures(reasons: pd.DataFrame) -> pd.DataFrame:
 def _action(failures: pd.DataFrame, table: schema.Table) -> pd.Series:
     """``row`` when the failing column is required or a key, or the reason concerns the whole row; else ``value``."""
     required = set(table.required_columns)
-    row_reasons = {DUPLICATE_KEY, MISSING_REQUIRED, UNKNOWN_CUSTOMER, UNKNOWN_ORDER, UNKNOWN_CURRENCY, NO_EXCHANGE_RATE}  # unknown_value: by column
+    row_reasons = {DUPLICATE_KEY, MISSING_REQUIRED, UNKNOWN_CUSTOMER, UNKNOWN_ORDER, UNKNOWN_CURRENCY, NO_EXCHANGE_RATE,
+                   *ROW_FAULTS}  # unknown_value: by column
     is_row = failures["column_name"].isin(required) | failures["reason"].isin(row_reasons)
     return pd.Series(np.where(is_row, "row", "value"), index=failures.index, dtype="string")
 
@@ -598,8 +625,29 @@ def validate_source_typed(name: str, raw: pd.DataFrame, spec: Mapping[str, Any],
                                        value_maps=value_maps, **_money_options(options))
     failures = pd.concat([_parse_failures(reasons), contract_failures(typed, table, as_of=as_of, bounds=plausibility_bounds(options.get("dataset")))],
                          ignore_index=True)
+    failures = with_row_faults(failures, raw)
     applied = vocabulary.label_mapping_counts(vocabulary.mapping_counts(raw, table.name, value_maps), source=name, table_name=table.name)
     return replace(split_clean(name, raw, typed, failures, table), reasons=reasons.reset_index(drop=True), value_maps=applied), typed
+
+
+def redacted_raw_lines(values: pd.Series) -> pd.Series:
+    """Raw values of ``_raw_line`` entries for a report: what went wrong (the leading ``(...)``) kept, the line itself,
+    which may hold personal data, replaced by ``[redacted]``; missing values stay missing."""
+    text = values.astype("string")
+    return (text.str.extract(r"^(\([^)]*\) )", expand=False).fillna("") + "[redacted]").where(text.notna())
+
+
+def with_row_faults(failures: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """``failures`` (``position``, ``column_name``, ``reason``) with each unreadable row's entries replaced by one:
+    its ``ROW_FAULT`` reason on the pseudo-column ``_raw_line`` (its values are missing, so other checks say nothing)."""
+    if ROW_FAULT not in raw.columns:
+        return failures
+    faulty = np.flatnonzero(raw[ROW_FAULT].notna().to_numpy(dtype=bool)).astype("int64")
+    if not len(faulty):
+        return failures
+    own = pd.DataFrame({"position": faulty, "column_name": RAW_LINE, "reason": raw[ROW_FAULT].to_numpy()[faulty]})
+    kept = failures[~failures["position"].isin(faulty)]
+    return pd.concat([kept, own.astype({"column_name": "string", "reason": "string"})], ignore_index=True)
 
 
 def _default_region(options: Mapping[str, Any]) -> str:
