@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs: Chromium (stakeholder-page tests), CJK fonts (readable Chinese in
-# charts and screenshots), PostgreSQL (the SQL-source test) and a Java runtime (PySpark, the Spark
-# equivalence tests). Idempotent; installs only what is missing.
+# Debian packages the test suite needs: Chromium (stakeholder-page tests, reports printed to PDF), CJK fonts
+# (readable Chinese in charts and screenshots), poppler-utils (pdftotext and pdfinfo read the printed PDFs back),
+# PostgreSQL (the SQL-source test) and a Java runtime (PySpark, the Spark equivalence tests). Idempotent;
+# installs only what is missing.
 set -euo pipefail
 
-wanted=(chromium chromium-driver fonts-noto-cjk fonts-liberation postgresql openjdk-17-jre-headless)
+wanted=(chromium chromium-driver fonts-noto-cjk fonts-liberation poppler-utils postgresql openjdk-17-jre-headless)
 missing=()
 for package in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

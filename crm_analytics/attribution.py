@@ -493,9 +493,7 @@ def plot_attribution(comparison: pd.DataFrame, *, ax=None):
     models = [m for m in MODELS if m in set(comparison["model"])]
     channels = sorted(comparison["channel"].unique())
     width = 0.8 / len(models)
-    import seaborn as sns
-
-    colours = sns.color_palette(plots.PALETTE, len(models))
+    colours = plots.category_colour_list(models)
     for i, model in enumerate(models):
         part = comparison.loc[comparison["model"] == model].set_index("channel").reindex(channels)
         x = np.arange(len(channels)) + (i - (len(models) - 1) / 2) * width
@@ -504,6 +502,7 @@ def plot_attribution(comparison: pd.DataFrame, *, ax=None):
             errors = np.vstack([part["share_pct"] - part["share_low_pct"], part["share_high_pct"] - part["share_pct"]])
         ax.bar(x, part["share_pct"].fillna(0), width, label=model, color=colours[i], yerr=errors, capsize=3)
     ax.set_xticks(np.arange(len(channels)), channels)
+    ax.set_xlabel("channel")
     ax.set_ylabel("share of conversions (%)")
     ax.legend(ncols=3, fontsize="small")
     ax.set_title("Attribution by model (Markov with 95% bootstrap interval)")

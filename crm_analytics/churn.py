@@ -440,7 +440,8 @@ def plot_gains(gains: pd.DataFrame, *, ax=None):
     x = np.r_[0, gains["cumulative_customers_pct"]]
     ax.plot(x, np.r_[0, gains["cumulative_churned_pct"]], marker="o", label="model")
     ax.plot([0, 100], [0, 100], linestyle="--", color="grey", label="random")
-    ax.set(xlabel="customers contacted (%)", ylabel="churners reached (%)", title="Cumulative gains")
+    ax.set(xlabel="customers contacted, highest risk first (%)", ylabel="churners reached (%)",
+           title="Cumulative gains: how many churners does contacting the riskiest customers reach?")
     ax.legend()
     return ax
 
@@ -451,7 +452,7 @@ def plot_calibration(calibration: pd.DataFrame, *, ax=None):
     ax = plots.new_axes(ax, figsize=(5.5, 4.5))
     ax.plot(calibration["mean_predicted"], calibration["observed_rate"], marker="o", label="model")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
-    ax.set(xlabel="predicted churn probability", ylabel="observed churn rate", title="Calibration")
+    ax.set(xlabel="predicted churn probability (0-1)", ylabel="observed churn rate (0-1)", title="Calibration: do predicted churn probabilities come true?")
     ax.legend()
     return ax
 
@@ -462,5 +463,5 @@ def plot_importance(importance: pd.DataFrame, *, ax=None, top: int = 12):
     part = importance.head(top).iloc[::-1]
     ax = plots.new_axes(ax, figsize=(7, 0.35 * len(part) + 1.5))
     ax.barh(part["feature"], part["importance"], xerr=part["importance_std"])
-    ax.set(xlabel="drop in ROC-AUC when shuffled", title="Permutation importance")
+    ax.set(xlabel="drop in ROC-AUC when shuffled (AUC points)", ylabel="feature", title="Permutation importance: what drives the churn score")
     return ax

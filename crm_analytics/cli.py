@@ -541,6 +541,38 @@ def index(
     console.print(str(path), highlight=False)
 
 
+@app.command(short_help="Show or print to PDF the latest report of an analysis.")
+def report(
+    analysis: Annotated[str, typer.Argument(help="The analysis (a notebook in notebooks/).")],
+    pdf: Annotated[bool, typer.Option("--pdf", help="Print the report to PDF with headless Chromium (Debian package chromium).")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The PDF to write (default: report.pdf in the run folder).")] = None,
+    dataset: DatasetOption = None,
+) -> None:
+    """Print the path of the latest good report of ANALYSIS on a dataset; with --pdf, print it to PDF and show the PDF's path.
+
+    Page breaks in the PDF never cut a figure or a table row; the run's report.html is left unchanged.
+    """
+    from crm_analytics import report_pdf, runner
+
+    name = _load_dataset(dataset).name
+    try:
+        runner.notebook_path(analysis, _Folders.notebook_dir)
+    except runner.RunnerError as exc:
+        _fail(_one_line(exc))
+    run_dir = runner.latest_run(analysis, output_root=_Folders.output_root, dataset=name)
+    if run_dir is None or not (run_dir / runner.REPORT).is_file():
+        _fail(f"no successful run of {analysis!r} on dataset {name!r} has a report yet; run `crm-analytics run {analysis} --dataset {name}` first")
+    if not pdf:
+        sys.stdout.write(f"{run_dir / runner.REPORT}\n")  # a path, never wrapped
+        return
+    target = out.resolve() if out else run_dir / report_pdf.PDF_NAME
+    try:
+        written = report_pdf.render_pdf(run_dir / runner.REPORT, target)
+    except report_pdf.PdfError as exc:
+        _fail(_one_line(exc), EXIT_RUN_FAILED)
+    sys.stdout.write(f"{written}\n")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (keep 127.0.0.1 unless behind a proxy).")] = "127.0.0.1",

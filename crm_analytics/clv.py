@@ -716,15 +716,16 @@ def conditional_expectations(summary: pd.DataFrame, model: BetaGeo, *, max_frequ
 # --------------------------------------------------------------------------- plots
 
 
-def plot_tracking(tracking: pd.DataFrame, *, calibration_periods: float | None = None, ax=None):
-    """Line chart of cumulative repeat purchases, actual vs expected (a ``tracking_frame`` result)."""
+def plot_tracking(tracking: pd.DataFrame, *, calibration_periods: float | None = None, ax=None, time_unit: str = "W"):
+    """Line chart of cumulative repeat purchases, actual vs expected (a ``tracking_frame`` result of ``time_unit``)."""
     plots.set_style()
     ax = plots.new_axes(ax)
     ax.plot(tracking["period"], tracking["actual_repeat"], label="actual", color="black")
     ax.plot(tracking["period"], tracking["expected_repeat"], label="BG/NBD expected", linestyle="--")
     if calibration_periods is not None:
         ax.axvline(calibration_periods, color="grey", linestyle=":", label="end of calibration")
-    ax.set(xlabel="period", ylabel="cumulative repeat purchases", title="Tracking: actual vs expected repeat purchases")
+    unit = {"D": "days", "W": "weeks", "M": "months", "MS": "months"}.get(time_unit, f"periods of {time_unit}")
+    ax.set(xlabel=f"{unit} since the start", ylabel="cumulative repeat purchases (count)", title="Tracking: does the BG/NBD model follow actual repeat purchases?")
     ax.legend()
     return ax
 
@@ -735,16 +736,24 @@ def plot_conditional_expectations(table: pd.DataFrame, *, ax=None):
     ax = plots.new_axes(ax)
     ax.plot(table["frequency"], table["actual_holdout"], marker="o", label="actual", color="black")
     ax.plot(table["frequency"], table["expected_holdout"], marker="s", linestyle="--", label="BG/NBD expected")
-    ax.set(xlabel="repeat purchases in calibration", ylabel="mean purchases in holdout", title="Conditional expectations")
+    ax.set(xlabel="repeat purchases in calibration (count)", ylabel="mean purchases in holdout (count)",
+           title="Conditional expectations: predicted vs actual holdout purchases")
     ax.legend()
     return ax
 
 
-def plot_clv_distribution(values: pd.DataFrame, *, ax=None, clip_quantile: float = 0.99):
-    """Histogram of ``clv_amount`` (a ``customer_lifetime_value`` result), the top tail clipped for readability."""
+def plot_clv_distribution(values: pd.DataFrame, *, ax=None, clip_quantile: float = 0.99, currency: str | None = None):
+    """Histogram of ``clv_amount`` (a ``customer_lifetime_value`` result), the top tail clipped for readability.
+
+    The axis names ``currency`` (the dataset's; default: the default dataset's)."""
+    from crm_analytics import money
+
     plots.set_style()
     ax = plots.new_axes(ax)
     clv = values["clv_amount"]
     ax.hist(clv.clip(upper=clv.quantile(clip_quantile)), bins=50)
-    ax.set(xlabel="CLV (clipped at the 99th percentile)", ylabel="customers", title="Distribution of customer lifetime value")
+    clipped = f"clipped at the {100 * clip_quantile:g}th percentile"
+    currency = money.currency_and_locale(currency)[0]
+    ax.set(xlabel=money.axis_label(f"CLV per customer, {clipped}", currency), ylabel="customers (count)",
+           title=f"Customer lifetime value: median {clv.median():,.0f} {currency}")
     return ax

@@ -318,8 +318,9 @@ def plot_curves(curves: pd.DataFrame, *, group_col: str = "acquisition_channel",
     """Line chart of a ``retention_curves`` result: one line per group."""
     plots.set_style()
     ax = plots.new_axes(ax)
+    colours = plots.category_colours(curves[group_col])
     for name, part in curves.groupby(group_col):
-        ax.plot(part["period_number"], part["value"], marker="o", markersize=3, label=str(name))
+        ax.plot(part["period_number"], part["value"], marker="o", markersize=3, label=str(name), color=colours.get(name, plots.OTHER_COLOUR))
     ax.set(xlabel="periods since acquisition", ylabel=ylabel, title=title)
     ax.legend(title=group_col, fontsize=8)
     return ax

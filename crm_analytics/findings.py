@@ -374,6 +374,591 @@ def overview_findings(
     return found[:MAX_RESULT_SENTENCES]
 
 
+# ----------------------------------------------------------------------------- shared wording
+
+
+def _signed(value: float, unit: str, currency: str = "GBP", locale: str = "en_GB") -> str:
+    """``+2.1%``, ``−£3.20``: a change with its sign (a true minus sign, as in the KPI sentences)."""
+    return ("+" if value >= 0 else "−") + _fmt(abs(value), unit, currency, locale)
+
+
+def _points(value: float, locale: str = "en_GB") -> str:
+    """A difference of two percentages in percentage points: ``+2.1 points``."""
+    return _signed(value, "percent", locale=locale).removesuffix("%") + " points"
+
+
+def _score(value: float, locale: str = "en_GB", *, sign: bool = False) -> str:
+    """A score in points (NPS, -100 to 100) with one decimal: ``12.0``, ``+12.0`` with ``sign``."""
+    return (_signed(value, "percent", locale=locale) if sign else _fmt(value, "percent", locale=locale)).removesuffix("%")
+
+
+def _level(share: float) -> str:
+    """A round share as a percentage without decimals: ``0.95`` -> ``95%``, ``0.1`` -> ``10%``."""
+    return f"{100 * share:g}%"
+
+
+def _capital(text) -> str:
+    return f"{str(text)[:1].upper()}{str(text)[1:]}"
+
+
+_NAMES = {"markov": "Markov"}  # code names written otherwise than with spaces for underscores
+
+
+def _words(name) -> str:
+    """A code name in words: ``first_touch`` -> ``first touch``, ``markov`` -> ``Markov``."""
+    return _NAMES.get(str(name), str(name).replace("_", " "))
+
+
+def _indexed_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``frame`` indexed by ``column`` whether it holds it as a column (persisted) or as its index (in the notebook)."""
+    return frame.set_index(column) if column in frame.columns else frame
+
+
+# ----------------------------------------------------------------------------- customer lifetime value
+
+TOP_VALUE_SHARE = 0.10  # the top share of customers by predicted value that the CLV findings name
+PROBABLY_ACTIVE = 0.5  # probability alive from which a customer counts as probably still active
+
+
+def clv_findings(
+    values: pd.DataFrame,
+    *,
+    calibration_end,
+    observation_end,
+    horizon_weeks: float = 52,
+    conditional: pd.DataFrame | None = None,
+    currency: str = "GBP",
+    locale: str = "en_GB",
+) -> list[Finding]:
+    """Findings of the lifetime-value models: how concentrated predicted value is, who is still active, the holdout check.
+
+    Parameters
+    ----------
+    values : ``clv.customer_lifetime_value``: ``probability_alive`` (0-1), ``clv_amount`` (dataset currency,
+        discounted over ``horizon_weeks`` after ``calibration_end``); empty when a model was not fitted or did not converge.
+    calibration_end, observation_end : the last day of the calibration period and of the holdout (inclusive).
+    conditional : ``clv.conditional_expectations``: ``n_customers``, ``actual_holdout`` and ``expected_holdout``
+        (mean purchase days per customer in the holdout) per calibration frequency.
+
+    Returns
+    -------
+    list of Finding
+        At most three.
+    """
+    calibration = f"models calibrated on orders up to {_day(calibration_end)}"
+    holdout = f"holdout from {_day(pd.Timestamp(calibration_end) + pd.Timedelta(days=1))} to {_day(observation_end)}"
+    weeks = _fmt(horizon_weeks, "number", locale=locale)
+    found = []
+    value = values["clv_amount"].dropna() if "clv_amount" in values.columns else pd.Series(dtype="float64")
+    if len(value) and value.sum() > 0:
+        n_top = max(1, round(len(value) * TOP_VALUE_SHARE))
+        share = float(value.nlargest(n_top).sum() / value.sum())
+        period = f"value over the {weeks} weeks after {_day(calibration_end)}, {calibration}"
+        found.append(Finding(
+            "clv_top_10pct_value_share",
+            f"The top {_level(TOP_VALUE_SHARE)} of customers by predicted value ({_fmt(n_top, 'count', locale=locale)} of "
+            f"{_fmt(len(value), 'count', locale=locale)}) hold {_fmt(share, 'share', locale=locale)} of the predicted {weeks}-week value of "
+            f"{_fmt(value.sum(), 'money', currency, locale)} ({period}).",
+            share, "share", period, "the top 10%'s share of predicted value",
+        ))
+        alive = values["probability_alive"].dropna()
+        n_alive = int((alive >= PROBABLY_ACTIVE).sum())
+        found.append(Finding(
+            "clv_probably_active_share",
+            f"{_fmt(n_alive, 'count', locale=locale)} customers ({_fmt(n_alive / len(alive), 'share', locale=locale)}) are probably still active "
+            f"(probability alive of {_level(PROBABLY_ACTIVE)} or more) at the end of calibration, {_day(calibration_end)}.",
+            n_alive / len(alive), "share", f"calibration end {_day(calibration_end)}", "the share of customers probably still active",
+        ))
+    else:
+        found.append(Finding(
+            "clv_top_10pct_value_share",
+            f"No customer lifetime value was predicted ({calibration}): it needs both models fitted and converged.",
+            None, "share", calibration,
+        ))
+    if conditional is not None and len(conditional) and (conditional["n_customers"] * conditional["actual_holdout"]).sum() > 0:
+        actual = float((conditional["n_customers"] * conditional["actual_holdout"]).sum())
+        expected = float((conditional["n_customers"] * conditional["expected_holdout"]).sum())
+        error_pct = 100 * (expected - actual) / actual
+        found.append(Finding(
+            "clv_holdout_error_pct",
+            f"In the {holdout}, the purchase model expected {_fmt(expected, 'count', locale=locale)} purchase days from the calibration customers "
+            f"and they bought on {_fmt(round(actual), 'count', locale=locale)} ({_signed(error_pct, 'percent', locale=locale)}).",
+            error_pct, "percent", holdout, "the holdout error of the expected purchases",
+        ))
+    return found[:MAX_RESULT_SENTENCES]
+
+
+# ----------------------------------------------------------------------------- churn
+
+HIGH_RISK_PROBABILITY = 0.7  # churn probability from which a customer is in the high-risk band
+
+
+def churn_findings(
+    scores: pd.DataFrame,
+    metrics: pd.DataFrame,
+    gains: pd.DataFrame | None = None,
+    *,
+    as_of,
+    window_days: int,
+    high_risk: float = HIGH_RISK_PROBABILITY,
+    locale: str = "en_GB",
+) -> list[Finding]:
+    """Findings of the churn model: the high-risk band, how well the model ranks on observed labels, the top decile.
+
+    Parameters
+    ----------
+    scores : ``churn_probability`` (0-1) per scored customer (the notebook's ``churn_scores``).
+    metrics : ``churn.churn_metrics``: ``metric`` (``roc_auc``, ``base_rate`` ...), ``value``; empty when not evaluated.
+    gains : ``churn.gains_table``: ``decile``, ``cumulative_churned_pct`` (0-100), ``lift``.
+    as_of : the scoring date; churn is no purchase in the ``window_days`` from it.
+    high_risk : the churn probability from which a customer is in the high-risk band.
+    """
+    window_end = pd.Timestamp(as_of) + pd.Timedelta(days=window_days - 1)
+    period = f"scored on {_day(as_of)}, churn = no purchase from {_day(as_of)} to {_day(window_end)}"
+    if scores.empty:
+        return [Finding("high_risk_customer_share", f"No customer was scored on {_day(as_of)}: the churn model was not fitted.", None, "share", period)]
+    probability = scores["churn_probability"]
+    n_high = int((probability >= high_risk).sum())
+    found = [Finding(
+        "high_risk_customer_share",
+        f"{_fmt(n_high, 'count', locale=locale)} customers ({_fmt(n_high / len(probability), 'share', locale=locale)} of "
+        f"{_fmt(len(probability), 'count', locale=locale)} scored) are in the high-risk band, a churn probability of "
+        f"{_level(high_risk)} or more ({period}).",
+        n_high / len(probability), "share", period, "the share of customers in the high-risk band",
+    )]
+    measured = metrics.set_index("metric")["value"] if len(metrics) else pd.Series(dtype="float64")
+    if pd.notna(measured.get("roc_auc")):
+        base = measured.get("base_rate")
+        churned = "" if base is None or pd.isna(base) else f"; {_fmt(base, 'share', locale=locale)} of them churned"
+        found.append(Finding(
+            "roc_auc",
+            f"On the churn observed from {_day(as_of)} to {_day(window_end)}, after the training date, the model ranks churners above "
+            f"the others with a ROC-AUC of {_fmt(measured['roc_auc'], 'number', locale=locale)} (0.5 is chance, 1 perfect{churned}).",
+            float(measured["roc_auc"]), "number", period, "the holdout ROC-AUC",
+        ))
+    if gains is not None and len(gains):
+        top = gains.sort_values("decile").iloc[0]
+        found.append(Finding(
+            "top_decile_churned_pct",
+            f"The 10% of customers with the highest churn scores hold {_fmt(top['cumulative_churned_pct'], 'percent', locale=locale)} of the "
+            f"churners, {_fmt(top['lift'], 'number', locale=locale)} times their share ({period}).",
+            float(top["cumulative_churned_pct"]), "percent", period, "the churners' share in the top-scored decile",
+        ))
+    return found[:MAX_RESULT_SENTENCES]
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+
+def lifecycle_findings(counts: pd.DataFrame, flows: pd.DataFrame | None = None, *, snapshot, earlier, locale: str = "en_GB") -> list[Finding]:
+    """Findings of the lifecycle stages: the largest stage, at risk and churned, the largest flow worth acting on.
+
+    Parameters
+    ----------
+    counts : ``lifecycle.stage_counts``: ``lifecycle_stage``, ``n_customers``, ``customer_pct`` (0-100).
+    flows : the notebook's ``key_flows`` (``lifecycle.stage_transitions`` rows into at risk or churned):
+        ``from_stage``, ``to_stage``, ``n_customers``, ``from_pct`` (0-100 of the earlier stage).
+    snapshot, earlier : the snapshot date and the earlier snapshot the flows start from.
+    """
+    period = f"snapshot {_day(snapshot)}"
+    total = int(counts["n_customers"].sum()) if len(counts) else 0
+    if total == 0:
+        return [Finding("n_customers", f"No customer has a lifecycle stage at the snapshot ({period}).", 0, "count", period)]
+    by_stage = counts.set_index(counts["lifecycle_stage"].astype(str))
+    top = by_stage["n_customers"].idxmax()
+    found = [Finding(
+        f"stage_{top.replace(' ', '_')}_customer_pct",
+        f"{_capital(top)} is the largest lifecycle stage: {_fmt(by_stage.loc[top, 'n_customers'], 'count', locale=locale)} customers "
+        f"({_fmt(by_stage.loc[top, 'customer_pct'], 'percent', locale=locale)} of {_fmt(total, 'count', locale=locale)}; {period}).",
+        float(by_stage.loc[top, "customer_pct"]), "percent", period, f"the share of {top} customers",
+    )]
+    if {"at risk", "churned"} <= set(by_stage.index):
+        risk, gone = by_stage.loc["at risk"], by_stage.loc["churned"]
+        found.append(Finding(
+            "at_risk_customer_pct",
+            f"{_fmt(risk['n_customers'], 'count', locale=locale)} customers ({_fmt(risk['customer_pct'], 'percent', locale=locale)}) are at risk "
+            f"and {_fmt(gone['n_customers'], 'count', locale=locale)} ({_fmt(gone['customer_pct'], 'percent', locale=locale)}) have churned ({period}).",
+            float(risk["customer_pct"]), "percent", period, "the share of customers at risk",
+        ))
+    if flows is not None and len(flows):
+        flow = flows.loc[flows["n_customers"].idxmax()]
+        span = f"from {_day(earlier)} to {_day(snapshot)}"
+        found.append(Finding(
+            "largest_flow_customers",
+            f"The largest flow to act on: {_fmt(flow['n_customers'], 'count', locale=locale)} customers went from {flow['from_stage']} to "
+            f"{flow['to_stage']}, {_fmt(flow['from_pct'], 'percent', locale=locale)} of those {flow['from_stage']} on {_day(earlier)} ({span}).",
+            float(flow["n_customers"]), "count", span, f"the customers going from {flow['from_stage']} to {flow['to_stage']}",
+        ))
+    return found[:MAX_RESULT_SENTENCES]
+
+
+# ----------------------------------------------------------------------------- sales forecast
+
+BASELINE_METHOD = "seasonal_naive"  # the backtest's baseline (``forecast.backtest``)
+
+
+def forecast_findings(
+    weekly_forecast: pd.DataFrame,
+    backtest: pd.DataFrame,
+    *,
+    series_end,
+    currency: str = "GBP",
+    locale: str = "en_GB",
+) -> list[Finding]:
+    """Findings of the sales forecast: revenue of the next weeks with its interval, the backtest error of each series.
+
+    Parameters
+    ----------
+    weekly_forecast : ``forecast.fit_forecast`` of weekly revenue: ``forecast``, ``lower_80``, ``upper_80``
+        (dataset currency), indexed (or with a column) ``period_date``, the week's Sunday.
+    backtest : ``forecast.backtest`` rows of every series: ``series``, ``method``, ``origin_date``, ``smape_pct``,
+        ``coverage_80_pct`` (0-100).
+    series_end : the last day of the revenue series the forecast starts after.
+    """
+    weeks = _indexed_by(weekly_forecast, "period_date")
+    found = []
+    if len(weeks):
+        first_day = pd.Timestamp(weeks.index[0]) - pd.Timedelta(days=6)
+        period = f"weeks from {_day(first_day)} to {_day(weeks.index[-1])}, revenue up to {_day(series_end)}"
+        total = float(weeks["forecast"].sum())
+        found.append(Finding(
+            "forecast_revenue_next_weeks",
+            f"Revenue of the next {len(weeks)} weeks is forecast at {_fmt(total, 'money', currency, locale)}; the weekly 80% intervals add up to "
+            f"{_fmt(weeks['lower_80'].sum(), 'money', currency, locale)} to {_fmt(weeks['upper_80'].sum(), 'money', currency, locale)} ({period}).",
+            total, "money", period, f"the revenue forecast of the next {len(weeks)} weeks",
+        ))
+    else:
+        found.append(Finding("forecast_revenue_next_weeks", f"No weekly revenue forecast was made (revenue up to {_day(series_end)}).", None, "money"))
+    for series, part in backtest.groupby("series", sort=False):
+        model = part[part["method"] != BASELINE_METHOD]
+        baseline = part[part["method"] == BASELINE_METHOD]
+        if model.empty:
+            continue
+        origins = pd.to_datetime(part["origin_date"])
+        span = f"{origins.nunique()} origins from {_day(origins.min())} to {_day(origins.max())}"
+        against = "" if baseline.empty else f", against {_fmt(baseline['smape_pct'].mean(), 'percent', locale=locale)} for the seasonal-naive forecast"
+        coverage = model["coverage_80_pct"].mean()
+        inside = "" if pd.isna(coverage) else f"; {_fmt(coverage, 'percent', locale=locale)} of the actual values fell inside its 80% interval"
+        found.append(Finding(
+            f"backtest_{series}_smape_pct",
+            f"In the backtest of the {series} forecast ({span}), {str(model['method'].iloc[0]).upper()} was off by "
+            f"{_fmt(model['smape_pct'].mean(), 'percent', locale=locale)} on average (sMAPE){against}{inside}.",
+            float(model["smape_pct"].mean()), "percent", span, f"the {series} backtest error (sMAPE)",
+        ))
+    return found[:MAX_RESULT_SENTENCES]
+
+
+# ----------------------------------------------------------------------------- satisfaction
+
+
+def satisfaction_findings(
+    nps_overall: pd.DataFrame,
+    *,
+    first_day,
+    last_day,
+    confidence: float = 0.95,
+    csat_trend: pd.DataFrame | None = None,
+    grain: str = "month",
+    drivers: pd.DataFrame | None = None,
+    churn_start=None,
+    churn_days: int | None = None,
+    locale: str = "en_GB",
+) -> list[Finding]:
+    """Findings of the surveys: NPS with its interval, the latest period's CSAT, whether the NPS score predicts churn.
+
+    Parameters
+    ----------
+    nps_overall : ``satisfaction.nps_summary``: ``n_responses``, ``promoters_pct``, ``detractors_pct``, ``nps``,
+        ``nps_lower``, ``nps_upper`` (points, -100 to 100).
+    first_day, last_day : the first and last survey day; ``confidence`` the level of the intervals.
+    csat_trend : ``satisfaction.csat_summary(grain=...)``: ``period_start``, ``n_responses``, ``csat_pct``, ``csat_lower``, ``csat_upper``.
+    drivers : ``satisfaction.churn_drivers``: ``score``, ``auc``, ``odds_ratio_per_point``; churn is no order in the
+        ``churn_days`` from ``churn_start``.
+    """
+    period = f"surveys {span_text(first_day, last_day)}"
+    level = _level(confidence)
+    row = nps_overall.iloc[0] if len(nps_overall) else None
+    if row is None or not row["n_responses"]:
+        return [Finding("nps", f"No survey response to compute an NPS from ({period}).", None, "number", period)]
+    found = [Finding(
+        "nps",
+        f"NPS is {_score(row['nps'], locale, sign=True)} ({level} interval {_score(row['nps_lower'], locale)} to "
+        f"{_score(row['nps_upper'], locale)}) from {_fmt(row['n_responses'], 'count', locale=locale)} responses: "
+        f"{_fmt(row['promoters_pct'], 'percent', locale=locale)} promoters, {_fmt(row['detractors_pct'], 'percent', locale=locale)} detractors ({period}).",
+        float(row["nps"]), "number", period, "the NPS",
+    )]
+    if csat_trend is not None and len(csat_trend):
+        latest = csat_trend.sort_values("period_start").iloc[-1]
+        word = PERIOD_WORDS.get(grain, grain)
+        when = f"{word} from {_day(latest['period_start'])} (surveys up to {_day(last_day)})"
+        found.append(Finding(
+            "csat_latest_pct",
+            f"CSAT (a score of 4 or 5 of 5) was {_fmt(latest['csat_pct'], 'percent', locale=locale)} ({level} interval "
+            f"{_fmt(latest['csat_lower'], 'percent', locale=locale)} to {_fmt(latest['csat_upper'], 'percent', locale=locale)}) from "
+            f"{_fmt(latest['n_responses'], 'count', locale=locale)} responses in the latest {when}.",
+            float(latest["csat_pct"]), "percent", when, f"the CSAT of the latest {word}",
+        ))
+    score = None if drivers is None or drivers.empty else _row(drivers, "score", "nps_score")
+    if score is not None and pd.notna(score["auc"]) and churn_start is not None:
+        span = f"latest score before {_day(churn_start)}, churn = no order in the {churn_days} days from it"
+        found.append(Finding(
+            "nps_score_churn_auc",
+            f"A customer's NPS score tells who will churn with an AUC of {_fmt(score['auc'], 'number', locale=locale)} (0.5 is no signal); "
+            f"each point more multiplies the odds of churning by {_fmt(score['odds_ratio_per_point'], 'number', locale=locale)} ({span}).",
+            float(score["auc"]), "number", span, "the AUC of the NPS score for churn",
+        ))
+    return found[:MAX_RESULT_SENTENCES]
+
+
+# ----------------------------------------------------------------------------- behaviour
+
+
+def _pair_names(pair: pd.Series, named: tuple[str, str]) -> tuple[str, str]:
+    """The two items of a basket pair, by name where the pair carries names (``product_a``, ``product_b``)."""
+    return tuple(str(pair[n]) if n in pair.index and pd.notna(pair[n]) else str(pair[i]) for n, i in zip(named, ("item_a", "item_b")))
+
+
+def behaviour_findings(
+    product_pairs: pd.DataFrame,
+    category_pairs: pd.DataFrame | None = None,
+    repeat: pd.DataFrame | None = None,
+    gap_summary: pd.DataFrame | None = None,
+    *,
+    first_day,
+    last_day,
+    locale: str = "en_GB",
+) -> list[Finding]:
+    """Findings of purchase behaviour: the strongest product pair by lift, repeat buying, the strongest category pair.
+
+    Parameters
+    ----------
+    product_pairs, category_pairs : ``behaviour.basket_affinity``: ``item_a``, ``item_b``, ``n_baskets``, ``lift``,
+        ``confidence_a_to_b`` (0-1), product pairs optionally with ``product_a``, ``product_b`` (names).
+    repeat : ``behaviour.repeat_purchase_rate``: ``n_customers``, ``repeat_purchase_pct`` (0-100).
+    gap_summary : ``behaviour.inter_purchase_summary``: ``p50_days``.
+    first_day, last_day : the first and last order day.
+    """
+    period = f"orders {span_text(first_day, last_day)}"
+    found = []
+    if len(product_pairs):
+        pair = product_pairs.loc[product_pairs["lift"].idxmax()]
+        a, b = _pair_names(pair, ("product_a", "product_b"))
+        found.append(Finding(
+            "top_product_pair_lift",
+            f"The strongest product pair is {a} with {b}: bought together {_fmt(pair['lift'], 'number', locale=locale)} times as often as "
+            f"chance would give (lift), in {_fmt(pair['n_baskets'], 'count', locale=locale)} baskets ({period}).",
+            float(pair["lift"]), "number", period, "the lift of the strongest product pair",
+        ))
+    else:
+        found.append(Finding("top_product_pair_lift", f"No product pair was bought together in enough baskets to be shown ({period}).", None, "number", period))
+    if repeat is not None and len(repeat) and repeat["n_customers"].iloc[0]:
+        row = repeat.iloc[0]
+        median = None if gap_summary is None or gap_summary.empty else gap_summary["p50_days"].iloc[0]
+        half = "" if median is None or pd.isna(median) else f"; half of the repeat purchases came within {_fmt(median, 'days', locale=locale)} of the previous one"
+        found.append(Finding(
+            "repeat_purchase_pct",
+            f"{_fmt(row['repeat_purchase_pct'], 'percent', locale=locale)} of the {_fmt(row['n_customers'], 'count', locale=locale)} buying customers "
+            f"bought at least twice{half} ({period}).",
+            float(row["repeat_purchase_pct"]), "percent", period, "the repeat-purchase rate",
+        ))
+    if category_pairs is not None and len(category_pairs):
+        pair = category_pairs.loc[category_pairs["lift"].idxmax()]
+        a, b = _pair_names(pair, ("category_a", "category_b"))
+        found.append(Finding(
+            "top_category_pair_lift",
+            f"Among categories, {a} and {b} go together most (lift {_fmt(pair['lift'], 'number', locale=locale)}): "
+            f"{_fmt(pair['confidence_a_to_b'], 'share', locale=locale)} of the baskets with {a} also hold {b} ({period}).",
+            float(pair["lift"]), "number", period, "the lift of the strongest category pair",
+        ))
+    return found[:MAX_RESULT_SENTENCES]
+
+
+# ----------------------------------------------------------------------------- recommendations
+
+
+def recommendation_findings(
+    comparison: pd.DataFrame,
+    also: pd.DataFrame | None = None,
+    *,
+    split_time,
+    data_end,
+    k: int,
+    model: str = "item_cf",
+    baseline: str = "popularity",
+    locale: str = "en_GB",
+) -> list[Finding]:
+    """Findings of the recommendations: the hit rate on the holdout against popularity, precision and recall, the strongest also-bought pair.
+
+    Parameters
+    ----------
+    comparison : ``recommend.compare_models``: ``model``, ``n_customers``, ``precision_at_k``, ``recall_at_k``,
+        ``hit_rate`` (0-1), ``coverage_pct`` (0-100); empty when the holdout was too small to evaluate.
+    also : ``recommend.also_bought`` with names: ``product_name``, ``also_bought_product_name``, ``similarity``,
+        ``n_customers_both``, ``also_bought_pct`` (0-100 of the buyers of the first product).
+    split_time, data_end : the holdout is the orders from ``split_time`` to the day before ``data_end``.
+    k : the cut-off of the metrics (top-k recommendations).
+    """
+    holdout = f"trained on orders before {_day(split_time)}, holdout from {_day(split_time)} to {_day(pd.Timestamp(data_end) - pd.Timedelta(days=1))}"
+    found = []
+    rows = comparison.set_index("model") if len(comparison) else None
+    if rows is not None and model in rows.index:
+        ours = rows.loc[model]
+        other = rows.loc[baseline] if baseline in rows.index else None
+        against = "" if other is None else f", against {_fmt(other['hit_rate'], 'share', locale=locale)} for the most popular products"
+        found.append(Finding(
+            "recommendation_hit_rate",
+            f"For {_fmt(ours['hit_rate'], 'share', locale=locale)} of the {_fmt(ours['n_customers'], 'count', locale=locale)} holdout customers, "
+            f"at least one of their top {k} recommendations was bought in the holdout{against} ({holdout}).",
+            float(ours["hit_rate"]), "share", holdout, f"the hit rate of the top {k} recommendations",
+        ))
+        versus = "" if other is None else (f" (most popular products: {_fmt(other['precision_at_k'], 'share', locale=locale)} and "
+                                           f"{_fmt(other['recall_at_k'], 'share', locale=locale)})")
+        found.append(Finding(
+            "recommendation_precision_at_k",
+            f"Precision at {k} is {_fmt(ours['precision_at_k'], 'share', locale=locale)} and recall at {k} "
+            f"{_fmt(ours['recall_at_k'], 'share', locale=locale)}{versus}; the recommendations use "
+            f"{_fmt(ours['coverage_pct'], 'percent', locale=locale)} of the catalogue ({holdout}).",
+            float(ours["precision_at_k"]), "share", holdout, f"the precision at {k}",
+        ))
+    if also is not None and len(also):
+        pair = also.loc[also["similarity"].idxmax()]
+        period = f"orders before {_day(data_end)}"
+        found.append(Finding(
+            "top_also_bought_pct",
+            f"The closest 'bought X, also bought Y' pair: {_fmt(pair['also_bought_pct'], 'percent', locale=locale)} of the customers who bought "
+            f"{pair['product_name']} also bought {pair['also_bought_product_name']} ({_fmt(pair['n_customers_both'], 'count', locale=locale)} "
+            f"customers; {period}).",
+            float(pair["also_bought_pct"]), "percent", period, "the also-bought share of the closest pair",
+        ))
+    if not found:
+        found.append(Finding("recommendation_hit_rate", f"The recommendations were not evaluated and no pair is bought together often enough to list ({holdout}).",
+                             None, "share", holdout))
+    return found[:MAX_RESULT_SENTENCES]
+
+
+# ----------------------------------------------------------------------------- attribution
+
+
+def attribution_findings(
+    comparison: pd.DataFrame,
+    *,
+    first_day,
+    last_day,
+    n_journeys: int | None = None,
+    n_converted: int | None = None,
+    conversion_window_days: int | None = None,
+    model: str = "markov",
+    locale: str = "en_GB",
+) -> list[Finding]:
+    """Findings of channel attribution: the channel with the largest share, how much that share differs between models, the journeys.
+
+    Parameters
+    ----------
+    comparison : ``attribution.compare_models``: ``model``, ``channel``, ``conversions``, ``share_pct`` (0-100) and,
+        for the Markov rows, ``share_low_pct`` / ``share_high_pct`` (bootstrap 95% interval).
+    first_day, last_day : the first and last touch day.
+    n_journeys, n_converted : journeys, and those that converted within ``conversion_window_days`` of their last touch.
+    model : the model whose largest channel is named.
+    """
+    period = f"touches {span_text(first_day, last_day)}"
+    chosen = comparison[comparison["model"] == model]
+    found = []
+    if chosen.empty or not chosen["conversions"].sum():
+        found.append(Finding("top_channel_share_pct", f"No conversion to attribute to a channel ({period}).", None, "percent", period))
+    else:
+        top = chosen.loc[chosen["share_pct"].idxmax()]
+        interval = ("" if pd.isna(top.get("share_low_pct")) else
+                    f" (95% interval {_fmt(top['share_low_pct'], 'percent', locale=locale)} to {_fmt(top['share_high_pct'], 'percent', locale=locale)})")
+        found.append(Finding(
+            "top_channel_share_pct",
+            f"{_capital(_words(top['channel']))} gets the largest share of conversions under the {_words(model)} model: "
+            f"{_fmt(top['share_pct'], 'percent', locale=locale)}{interval} of {_fmt(chosen['conversions'].sum(), 'count', locale=locale)} conversions ({period}).",
+            float(top["share_pct"]), "percent", period, f"{_words(top['channel'])}'s share of conversions ({_words(model)})",
+        ))
+        shares = comparison[comparison["channel"] == top["channel"]].set_index("model")["share_pct"].dropna()
+        if len(shares) > 1:
+            low, high = shares.idxmin(), shares.idxmax()
+            spread = float(shares.max() - shares.min())
+            found.append(Finding(
+                "top_channel_share_spread_points",
+                f"Across the {len(shares)} models, {_words(top['channel'])}'s share runs from {_fmt(shares[low], 'percent', locale=locale)} "
+                f"({_words(low)}) to {_fmt(shares[high], 'percent', locale=locale)} ({_words(high)}), "
+                f"{_fmt(spread, 'percent', locale=locale).removesuffix('%')} points apart ({period}).",
+                spread, "number", period, f"the spread of {_words(top['channel'])}'s share between models (points)",
+            ))
+    if n_journeys:
+        window = f" within {conversion_window_days} days of their last touch" if conversion_window_days is not None else ""
+        found.append(Finding(
+            "journey_conversion_share",
+            f"{_fmt(n_converted or 0, 'count', locale=locale)} of {_fmt(n_journeys, 'count', locale=locale)} journeys "
+            f"({_fmt((n_converted or 0) / n_journeys, 'share', locale=locale)}) ended in an order{window} ({period}).",
+            (n_converted or 0) / n_journeys, "share", period, "the share of journeys that converted",
+        ))
+    return found[:MAX_RESULT_SENTENCES]
+
+
+# ----------------------------------------------------------------------------- experiments
+
+
+def experiment_findings(
+    conversion: pd.DataFrame,
+    revenue: pd.DataFrame | None = None,
+    srm: pd.DataFrame | None = None,
+    *,
+    experiment_id: str,
+    first_day,
+    last_day,
+    alpha: float = 0.05,
+    currency: str = "GBP",
+    locale: str = "en_GB",
+) -> list[Finding]:
+    """Findings of an A/B test read-out: a broken sample ratio first, then the conversion and the revenue effects with their intervals.
+
+    Parameters
+    ----------
+    conversion : ``experiments.conversion_test``: ``rate_control_pct``, ``rate_treatment_pct``, ``absolute_lift_pct``,
+        ``absolute_lift_low_pct``, ``absolute_lift_high_pct`` (percentage points), ``p_value``, ``is_significant``.
+    revenue : ``experiments.revenue_test``: ``revenue_per_user_control_amount``, ``revenue_per_user_treatment_amount``,
+        ``difference_amount``, ``bootstrap_low_amount``, ``bootstrap_high_amount`` (dataset currency), ``p_value``, ``is_significant``.
+    srm : ``experiments.sample_ratio_check``: ``is_mismatch``, ``p_value``.
+    first_day, last_day : the first and last assignment day; ``alpha`` the two-sided level (intervals are 1 - alpha).
+    """
+    period = f"experiment {experiment_id}, participants assigned {span_text(first_day, last_day)}"
+    level = _level(1 - alpha)
+    at = f"at the {_level(alpha)} level"
+    found = []
+    if srm is not None and len(srm) and bool(srm["is_mismatch"].iloc[0]):
+        found.append(Finding(
+            "srm_p_value",
+            f"The split between the variants does not match the plan (sample-ratio p-value {_fmt(srm['p_value'].iloc[0], 'p_value', locale=locale)}): "
+            f"the assignment is broken, so the effects below must not be trusted ({period}).",
+            float(srm["p_value"].iloc[0]), "p_value", period, "the sample-ratio p-value",
+        ))
+    row = conversion.iloc[0]
+    verdict = "significant" if bool(row["is_significant"]) else "not significant"
+    found.append(Finding(
+        "conversion_lift_points",
+        f"Treatment converted {_fmt(row['rate_treatment_pct'], 'percent', locale=locale)} of participants against "
+        f"{_fmt(row['rate_control_pct'], 'percent', locale=locale)} for control: {_points(row['absolute_lift_pct'], locale)} "
+        f"({level} interval {_points(row['absolute_lift_low_pct'], locale)} to {_points(row['absolute_lift_high_pct'], locale)}), "
+        f"{verdict} {at} (p-value {_fmt(row['p_value'], 'p_value', locale=locale)}; {period}).",
+        float(row["absolute_lift_pct"]), "percent", period, "the conversion lift (points)",
+    ))
+    if revenue is not None and len(revenue):
+        money_row = revenue.iloc[0]
+        verdict = "significant" if bool(money_row["is_significant"]) else "not significant"
+        found.append(Finding(
+            "revenue_per_participant_difference",
+            f"Revenue per participant was {_fmt(money_row['revenue_per_user_treatment_amount'], 'money', currency, locale)} in treatment against "
+            f"{_fmt(money_row['revenue_per_user_control_amount'], 'money', currency, locale)} in control: "
+            f"{_signed(money_row['difference_amount'], 'money', currency, locale)} ({level} bootstrap interval "
+            f"{_fmt(money_row['bootstrap_low_amount'], 'money', currency, locale)} to {_fmt(money_row['bootstrap_high_amount'], 'money', currency, locale)}), "
+            f"{verdict} {at} (p-value {_fmt(money_row['p_value'], 'p_value', locale=locale)}; {period}).",
+            float(money_row["difference_amount"]), "money", period, "the revenue difference per participant",
+        ))
+    return found[:MAX_RESULT_SENTENCES]
+
+
 # ----------------------------------------------------------------------------- change and warnings
 
 

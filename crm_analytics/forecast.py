@@ -426,8 +426,16 @@ def backtest(
     return pd.DataFrame(rows)
 
 
-def plot_forecast(history: pd.Series, forecast: pd.DataFrame, *, ax=None, n_history: int | None = None, ylabel: str = "revenue"):
-    """History line, forecast line and shaded 80% / 95% prediction intervals."""
+def plot_forecast(history: pd.Series, forecast: pd.DataFrame, *, ax=None, n_history: int | None = None, ylabel: str | None = None,
+                  currency: str | None = None):
+    """History line, forecast line and shaded 80% / 95% prediction intervals.
+
+    ``ylabel`` names the series and its unit; default ``revenue (<currency>)``, ``currency`` the dataset's
+    (default: the default dataset's)."""
+    if ylabel is None:
+        from crm_analytics import money
+
+        ylabel = money.axis_label("revenue", money.currency_and_locale(currency)[0])
     plots.set_style()
     ax = plots.new_axes(ax)
     shown = history if n_history is None else history.iloc[-n_history:]
@@ -435,6 +443,6 @@ def plot_forecast(history: pd.Series, forecast: pd.DataFrame, *, ax=None, n_hist
     ax.fill_between(forecast.index, forecast["lower_95"], forecast["upper_95"], alpha=0.2, label="95% interval")
     ax.fill_between(forecast.index, forecast["lower_80"], forecast["upper_80"], alpha=0.35, label="80% interval")
     ax.plot(forecast.index, forecast["forecast"], label="forecast")
-    ax.set(ylabel=ylabel, title="Forecast with prediction intervals")
+    ax.set(xlabel="period start", ylabel=ylabel, title=f"Forecast of {ylabel} with 80% and 95% prediction intervals")
     ax.legend(fontsize=8)
     return ax

@@ -462,9 +462,9 @@ def plot_funnel(result: pd.DataFrame, *, by: str | None = None, ax=None):
         sns.barplot(data=result, y="step", x="users", ax=ax, color=sns.color_palette(plots.PALETTE)[3], orient="h")
         for y, (users, pct) in enumerate(zip(result["users"], result["conversion_from_first_pct"], strict=True)):
             ax.text(users, y, f" {users:,} ({pct:.1f}%)", va="center")
-        ax.set_xlabel("users")
+        ax.set_xlabel("users (count)")
     else:
-        sns.barplot(data=result, y="step", x="conversion_from_first_pct", hue=by, ax=ax, orient="h", palette=plots.PALETTE)
+        sns.barplot(data=result, y="step", x="conversion_from_first_pct", hue=by, ax=ax, orient="h", palette=plots.category_colours(result[by]))
         ax.set_xlabel("conversion from step 1 (%)")
     ax.set_ylabel("")
     ax.set_title("Funnel" + (f" by {by}" if by else ""))
@@ -484,6 +484,6 @@ def plot_time_to_convert(converted: pd.DataFrame, *, ax=None):
         ax.axvline(median, color="black", linestyle="--", label=f"median {median:.1f} days")
         ax.legend()
     ax.set_xlabel("days from first step to last step")
-    ax.set_ylabel("users")
-    ax.set_title("Time to convert")
+    ax.set_ylabel("converted users (count)")
+    ax.set_title(f"Time to convert: median {median:.1f} days" if pd.notna(median) else "Time to convert")
     return ax

@@ -1205,6 +1205,7 @@ def plot_kpi_trend(tracked: pd.DataFrame, *, kpi_id: str, ax=None, legend: bool 
     unit = money.currency_and_locale(currency, None)[0] if last.unit == "money" else last.unit
     ax.set_title(f"{last['name']} ({unit})", loc="left")
     ax.set_xlabel("")
+    ax.set_ylabel(unit, fontsize="small")
     if legend:
         ax.legend(loc="best", fontsize=7, frameon=False)
     return ax

@@ -237,7 +237,9 @@ def plot_stage_counts(counts: pd.DataFrame, *, ax=None):
     require_columns(counts, ["lifecycle_stage", "n_customers"], context="plot_stage_counts(counts)")
     plots.set_style()
     ax = plots.new_axes(ax, figsize=(8, 4))
-    ax.bar(counts["lifecycle_stage"].astype(str), counts["n_customers"])
-    ax.set_ylabel("customers")
+    stages = counts["lifecycle_stage"].astype(str)
+    ax.bar(stages, counts["n_customers"], color=plots.category_colour_list(stages))
+    ax.set_xlabel("lifecycle stage")
+    ax.set_ylabel("customers (count)")
     ax.set_title("Customers by lifecycle stage")
     return ax

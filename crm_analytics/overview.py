@@ -140,6 +140,6 @@ def plot_orders_over_time(series: pd.DataFrame, *, by: str | None = None, ax=Non
     import seaborn as sns
 
     ax = plots.new_axes(ax, figsize=(10, 4))
-    sns.lineplot(data=series, x="period_start", y="n_orders", hue=by, ax=ax)
-    ax.set(title="Orders over time", xlabel="", ylabel="orders per period")
+    sns.lineplot(data=series, x="period_start", y="n_orders", hue=by, ax=ax, palette=plots.category_colours(series[by]) if by else None)
+    ax.set(title="Orders over time" + (f" by {by.replace('_', ' ')}" if by else ""), xlabel="period start", ylabel="orders per period (count)")
     return ax

@@ -448,9 +448,8 @@ def plot_monthly_revenue(cube: pd.DataFrame, *, ax=None, palette: dict[str, str]
 
 
 def channel_palette(channels) -> dict[str, str]:
-    """Return one fixed colour per channel (sorted by name), from a colour-blind-safe qualitative palette."""
-    names = sorted(set(channels))
-    return dict(zip(names, sns.color_palette("colorblind", len(names)).as_hex()))
+    """Return one fixed colour per channel, the same in every report and page (``plots.category_colours``)."""
+    return plots.category_colours(sorted(set(channels)))
 
 
 def plot_segment_revenue(cube: pd.DataFrame, *, ax=None, currency: str | None = None):
@@ -517,14 +516,15 @@ def _draw(out, plot, frame) -> None:
 
 
 def _embedded_png(fig) -> str:
-    """An ``<img>`` holding the figure as an inline PNG; the figure is closed."""
+    """An ``<img>`` holding the figure as an inline PNG, its alt text written from the figure (``plots.describe_figure``); the figure is closed."""
     import io
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    alt = html.escape(plots.describe_figure(fig))
     plt.close(fig)
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img class="crm-figure" style="max-width:100%" src="data:image/png;base64,{encoded}">'
+    return f'<img class="crm-figure" alt="{alt}" style="max-width:100%" src="data:image/png;base64,{encoded}">'
 
 
 def static_cube(cube: pd.DataFrame, *, k: int = 5, currency: str | None = None, locale: str | None = None):

@@ -469,7 +469,8 @@ def plot_evaluation(comparison: pd.DataFrame, *, ax=None, empty_message: str = "
     long = comparison.melt(id_vars="model", value_vars=metrics, var_name="metric", value_name="value")
     import seaborn as sns
 
-    sns.barplot(long, x="metric", y="value", hue="model", ax=ax)
+    sns.barplot(long, x="metric", y="value", hue="model", ax=ax, palette=plots.category_colours(long["model"]))
     ax.set_xlabel("")
+    ax.set_ylabel("share of holdout customers (0-1)")
     ax.set_title(f"Offline evaluation at k={int(comparison.k.iloc[0]) if 'k' in comparison else 10}", loc="left")
     return ax

@@ -120,22 +120,29 @@ def save_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = FIG
     return path
 
 
-def show_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = FIGURE_DPI) -> Path | None:
+def show_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = FIGURE_DPI, alt: str | None = None) -> Path | None:
     """Show a matplotlib figure in the notebook and write the same image as ``figures/<name>.png`` under ``output_dir``.
 
     Replaces ``plt.show()`` followed by ``save_figure``: the figure is drawn once for both. It appears
     at the size ``plt.show()`` gives (``figure.dpi``) and is then closed, like ``plt.show()`` closes
     it (the object stays usable). Returns the file's path, or ``None`` when not persisting.
+
+    The image carries alternative text for screen readers, ``alt`` or else one written from the figure's
+    titles, axis labels and legends (``plots.describe_figure``); it is kept in the output's metadata
+    (``image/png`` -> ``alt``) and the run's ``report.html`` writes it as the ``<img>``'s ``alt``.
     """
     import matplotlib.pyplot as plt
     from IPython.display import Image, display
 
+    from crm_analytics import plots
+
     path = _figure_path(name, output_dir)
+    alt_text = alt if alt and alt.strip() else plots.describe_figure(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     png = buffer.getvalue()
     width_px = struct.unpack(">I", png[16:20])[0]  # the PNG header's width field
-    display(Image(data=png, format="png", width=round(width_px * fig.dpi / dpi)))
+    display(Image(data=png, format="png", width=round(width_px * fig.dpi / dpi), alt=alt_text))
     plt.close(fig)
     if path is not None:
         path.write_bytes(png)

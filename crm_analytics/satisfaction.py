@@ -480,7 +480,8 @@ def plot_nps_trend(summary: pd.DataFrame, *, ax=None):
     ax.fill_between(summary.period_start, summary.nps_lower, summary.nps_upper, alpha=0.2, linewidth=0, label="95% interval")
     ax.plot(summary.period_start, summary.nps, marker="o", markersize=3, label="NPS")
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_ylabel("NPS (points)")
+    ax.set_xlabel("period start")
+    ax.set_ylabel("NPS (points, -100 to 100)")
     ax.set_title("Net Promoter Score over time", loc="left")
     ax.legend(frameon=False, fontsize=8)
     return ax
@@ -497,7 +498,7 @@ def plot_score_by_group(summary: pd.DataFrame, *, by: str, value: str = "csat_pc
     ax.barh(y, data[value], color=plots.STATUS_COLOURS["green"], alpha=0.75)
     ax.errorbar(data[value], y, xerr=[data[value] - data[lower], data[upper] - data[value]], fmt="none", ecolor="#333333", capsize=2, linewidth=1)
     ax.set_yticks(y, data[by].astype(str))
-    ax.set_xlabel(value)
+    ax.set_xlabel(value.replace("_pct", " (%)").replace("_", " ").upper() if value.endswith("_pct") else value.replace("_", " "))
     ax.set_title(f"{value} by {by}", loc="left")
     return ax
 
@@ -525,11 +526,11 @@ def plot_churn_by_band(table: pd.DataFrame, *, ax=None):
     if table.empty:
         return plots.empty_state(ax, "no surveyed customer with an order before the churn date (n customers = 0)", title="Churn by NPS band")
     ax = plots.new_axes(ax, figsize=(5, 3.2))
-    colours = {"detractor": plots.STATUS_COLOURS["red"], "passive": plots.STATUS_COLOURS["amber"], "promoter": plots.STATUS_COLOURS["green"]}
     x = np.arange(len(table))
-    ax.bar(x, table.churn_rate_pct, color=[colours.get(g, plots.STATUS_COLOURS["grey"]) for g in table.group])
+    ax.bar(x, table.churn_rate_pct, color=plots.category_colour_list(table.group))
     ax.errorbar(x, table.churn_rate_pct, yerr=[table.churn_rate_pct - table.churn_lower, table.churn_upper - table.churn_rate_pct], fmt="none", ecolor="#333333", capsize=3)
     ax.set_xticks(x, table.group)
+    ax.set_xlabel("NPS band")
     ax.set_ylabel("churn rate (%)")
     ax.set_title("Churn by NPS band", loc="left")
     return ax

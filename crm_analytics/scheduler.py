@@ -14,6 +14,7 @@
         timezone: Asia/Shanghai    # optional, overrides the default zone
         retries: 1                 # extra attempts after a failed run (default 0)
         retry_delay_s: 60          # pause before a retry (default 60)
+        pdf: true                  # optional: also print a successful run's report to report.pdf in its run folder
 
 A job's zone is its ``timezone``, else the schedule's ``timezone``, else the business time zone
 of the job's dataset (its ``dataset``, else the schedule's, else the project default), else UTC.
@@ -58,7 +59,7 @@ DEFAULT_TIMEZONE = "UTC"  # only when no zone is given and the dataset's cannot 
 DEFAULT_MISFIRE_GRACE_S = 300
 LOG_NAME = "scheduler.log.jsonl"
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_JOB_KEYS = {"id", "analysis", "dataset", "parameters", "cron", "timezone", "retries", "retry_delay_s"}
+_JOB_KEYS = {"id", "analysis", "dataset", "parameters", "cron", "timezone", "retries", "retry_delay_s", "pdf"}
 _RETRYABLE = {"failed", "timeout", "kernel_died", "truncated"}
 
 
@@ -78,6 +79,7 @@ class ScheduledJob:
     retries: int = 0
     retry_delay_s: float = 60.0
     dataset: str | None = None
+    pdf: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,8 @@ def _parse_job(raw: Any, index: int, default_zone: str | None, default_dataset: 
     missing = [key for key in ("id", "analysis", "cron") if not raw.get(key)]
     if missing:
         raise ScheduleError(f"{where}: missing {', '.join(missing)}")
+    if not isinstance(raw.get("pdf", False), bool):
+        raise ScheduleError(f"{where}: pdf must be true or false, got {raw.get('pdf')!r}")
     dataset = str(raw.get("dataset") or default_dataset or "") or None
     zone = raw.get("timezone") or default_zone
     if not zone:
@@ -212,6 +216,7 @@ def _parse_job(raw: Any, index: int, default_zone: str | None, default_dataset: 
         parameters=str(raw["parameters"]) if raw.get("parameters") else None,
         retries=int(raw.get("retries", 0)),
         retry_delay_s=float(raw.get("retry_delay_s", 60.0)),
+        pdf=raw.get("pdf", False),
     )
     if job.retries < 0 or job.retry_delay_s < 0:
         raise ScheduleError(f"{where}: retries and retry_delay_s must not be negative")
@@ -351,11 +356,13 @@ def execute_job(
     log_path: str,
     runner_options: Mapping[str, Any] | None = None,
     dataset: str | None = None,
+    pdf: bool = False,
 ) -> str:
     """Run one scheduled job on ``dataset``: the analysis, then up to ``retries`` more attempts while it fails.
 
     Returns the final status. A ``skipped_locked`` run (another process runs the analysis) is
-    logged as a skip and not retried. Everything is logged to ``log_path``.
+    logged as a skip and not retried. With ``pdf``, a successful run's report is also printed to
+    ``report.pdf`` in its run folder (:func:`print_report`). Everything is logged to ``log_path``.
     """
     from crm_analytics import runner
 
@@ -387,11 +394,29 @@ def execute_job(
             run_log.write("skip", reason="locked by another process", **fields)
             return status
         run_log.write("result", **fields)
+        if pdf and status == "succeeded" and result.run_dir is not None:
+            print_report(run_log, result.run_dir, job_id=job_id, analysis=analysis)
         if status not in _RETRYABLE or attempt > retries:
             return status
         run_log.write("retry", job_id=job_id, analysis=analysis, attempt=attempt + 1, delay_s=retry_delay_s)
         time.sleep(retry_delay_s)
     return status
+
+
+def print_report(run_log: RunLog, run_dir: str | Path, *, job_id: str, analysis: str) -> Path | None:
+    """Print a run's report to ``report.pdf`` in its run folder; log ``pdf`` (its path) or ``pdf_error``, never raise.
+
+    The run has succeeded whatever happens here: a PDF that cannot be made is logged, not a failed run.
+    """
+    from crm_analytics import report_pdf
+
+    try:
+        written = report_pdf.render_run_pdf(run_dir)
+    except (report_pdf.PdfError, OSError) as exc:
+        run_log.write("pdf_error", job_id=job_id, analysis=analysis, message=str(exc))
+        return None
+    run_log.write("pdf", job_id=job_id, analysis=analysis, path=str(written))
+    return written
 
 
 # ----------------------------------------------------------------------------- crashed runs
@@ -484,6 +509,7 @@ def _job_kwargs(job: ScheduledJob, log_path: Path, runner_options: Mapping[str, 
         "parameters_file": job_parameters_file(job),  # relative to the checkout, like the crontab lines (cd <root>)
         "retries": job.retries,
         "retry_delay_s": job.retry_delay_s,
+        "pdf": job.pdf,
         "log_path": str(log_path),
         "runner_options": dict(runner_options),
     }
@@ -663,5 +689,9 @@ def crontab_lines(config: ScheduleConfig, *, root: str | Path | None = None, com
             run += f" --dataset {shlex.quote(job.dataset)}"
         if job.parameters:
             run += f" -f {shlex.quote(job.parameters)}"
+        if job.pdf:
+            run += f" && {command} report {shlex.quote(job.analysis)} --pdf"
+            if job.dataset:
+                run += f" --dataset {shlex.quote(job.dataset)}"
         lines.append(f"{job.cron} cd {shlex.quote(str(root))} && {run}  # {job.id}")
     return "\n".join(lines) + "\n"

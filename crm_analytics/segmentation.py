@@ -450,10 +450,12 @@ def plot_segment_sizes(summary: pd.DataFrame, *, segment_col: str = "rfm_segment
     long["share"] = long["share"].map({"customer_pct": "customers", "revenue_pct": "revenue"})
     import seaborn as sns
 
-    sns.barplot(data=long, y=segment_col, x="pct", hue="share", ax=ax, orient="h")
-    ax.set_xlabel("% of total")
+    sns.barplot(data=long, y=segment_col, x="pct", hue="share", ax=ax, orient="h", palette=plots.category_colours(["customers", "revenue"]))
+    ax.set_xlabel("% of all customers or of all revenue")
     ax.set_ylabel("")
-    ax.set_title("Segment sizes and revenue shares")
+    top = summary.loc[summary["revenue_pct"].idxmax()] if len(summary) else None
+    ax.set_title("Segment sizes and revenue shares" if top is None else
+                 f"Segment sizes and revenue shares: {top[segment_col]} bring {top['revenue_pct']:.0f}% of revenue")
     return ax
 
 
@@ -828,7 +830,7 @@ def plot_silhouette(curve: pd.DataFrame, *, ax=None):
     best = curve.loc[curve["silhouette"].idxmax()]
     ax.scatter([best["k"]], [best["silhouette"]], s=150, facecolors="none", edgecolors=plots.STATUS_COLOURS["red"], zorder=3)
     ax.set_xlabel("number of clusters k")
-    ax.set_ylabel("silhouette (sampled)")
+    ax.set_ylabel("silhouette (sampled, -1 to 1)")
     ax.set_title(f"Choosing k: best silhouette at k = {int(best['k'])}")
     return ax
 
@@ -951,9 +953,7 @@ def plot_segment_mix(
         return ax
     wide = mix.pivot_table(index=by, columns=segment_col, values="group_pct", aggfunc="sum", fill_value=0.0, observed=True)
     wide = wide.reindex(groups[::-1])
-    import seaborn as sns
-
-    wide.plot.barh(stacked=True, ax=ax, width=0.85, color=sns.color_palette("tab10", wide.shape[1]))
+    wide.plot.barh(stacked=True, ax=ax, width=0.85, color=plots.category_colour_list(wide.columns))
     ax.set_xlabel("% of the group's customers")
     ax.set_ylabel(by.replace("_", " "))
     ax.set_xlim(0, 100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_module
 import re
 
 import pandas as pd
@@ -113,6 +114,156 @@ def test_block_has_at_most_five_sentences_and_persists_raw_numbers(tmp_path):
     assert html.startswith('<div class="findings" id="what-we-found"><h2>What we found</h2>') and html.count("<li>") == 5
 
 
+# --------------------------------------------------------------------------- the model analyses' templates
+
+
+def test_clv_sentences_name_the_top_decile_and_the_holdout():
+    values = pd.DataFrame({"probability_alive": [0.9, 0.8, 0.2, 0.6, 0.1, 0.7, 0.3, 0.95, 0.4, 0.05],
+                           "clv_amount": [5_000.0, 1_000.0, 500.0, 1_000.0, 0.0, 1_000.0, 500.0, 500.0, 500.0, 0.0]})
+    conditional = pd.DataFrame({"frequency": ["0", "1"], "n_customers": [6, 4], "actual_holdout": [0.5, 2.0], "expected_holdout": [0.5, 2.5]})
+    found = findings.clv_findings(values, calibration_end="2024-06-30", observation_end="2024-12-31", horizon_weeks=52, conditional=conditional)
+    assert found[0].sentence == ("The top 10% of customers by predicted value (1 of 10) hold 50.0% of the predicted 52-week value of £10,000 "
+                                 "(value over the 52 weeks after 2024-06-30, models calibrated on orders up to 2024-06-30).")
+    assert found[0].value == 0.5 and found[0].unit == "share"
+    assert found[1].sentence == ("5 customers (50.0%) are probably still active (probability alive of 50% or more) at the end of calibration, 2024-06-30.")
+    assert found[2].sentence == ("In the holdout from 2024-07-01 to 2024-12-31, the purchase model expected 13 purchase days from the calibration "
+                                 "customers and they bought on 11 (+18.2%).")
+
+
+def test_clv_without_values_says_so():
+    empty = pd.DataFrame(columns=["probability_alive", "expected_purchases", "expected_spend_amount", "clv_amount"], dtype="float64")
+    [found] = findings.clv_findings(empty, calibration_end="2024-06-30", observation_end="2024-12-31")
+    assert found.sentence == "No customer lifetime value was predicted (models calibrated on orders up to 2024-06-30): it needs both models fitted and converged."
+    assert found.value is None
+
+
+def test_churn_sentences_count_the_high_risk_band():
+    scores = pd.DataFrame({"churn_probability": [0.95, 0.9, 0.7, 0.5, 0.2, 0.1, 0.1, 0.05]})
+    metrics = pd.DataFrame({"metric": ["roc_auc", "pr_auc", "brier_score", "base_rate"], "value": [0.8125, 0.7, 0.1, 0.375]})
+    gains = pd.DataFrame({"decile": [2, 1], "cumulative_churned_pct": [60.0, 33.3], "lift": [1.5, 3.33]})
+    found = findings.churn_findings(scores, metrics, gains, as_of="2024-10-01", window_days=90)
+    period = "scored on 2024-10-01, churn = no purchase from 2024-10-01 to 2024-12-29"
+    assert found[0].sentence == f"3 customers (37.5% of 8 scored) are in the high-risk band, a churn probability of 70% or more ({period})."
+    assert found[1].sentence == ("On the churn observed from 2024-10-01 to 2024-12-29, after the training date, the model ranks churners above the others "
+                                 "with a ROC-AUC of 0.812 (0.5 is chance, 1 perfect; 37.5% of them churned).")
+    assert found[2].sentence == f"The 10% of customers with the highest churn scores hold 33.3% of the churners, 3.33 times their share ({period})."
+    [unfitted] = findings.churn_findings(scores.iloc[:0], metrics.iloc[:0], as_of="2024-10-01", window_days=90)
+    assert unfitted.sentence == "No customer was scored on 2024-10-01: the churn model was not fitted."
+
+
+def test_lifecycle_sentences_name_the_largest_stage_and_flow():
+    counts = pd.DataFrame({"lifecycle_stage": ["new", "active", "loyal", "at risk", "churned"], "n_customers": [100, 200, 400, 150, 150],
+                           "customer_pct": [10.0, 20.0, 40.0, 15.0, 15.0]})
+    flows = pd.DataFrame({"from_stage": ["loyal", "at risk"], "to_stage": ["at risk", "churned"], "n_customers": [40, 90], "from_pct": [10.0, 60.0]})
+    found = findings.lifecycle_findings(counts, flows, snapshot="2024-07-01", earlier="2024-04-02")
+    assert found[0].sentence == "Loyal is the largest lifecycle stage: 400 customers (40.0% of 1,000; snapshot 2024-07-01)."
+    assert found[0].key == "stage_loyal_customer_pct"
+    assert found[1].sentence == "150 customers (15.0%) are at risk and 150 (15.0%) have churned (snapshot 2024-07-01)."
+    assert found[2].sentence == ("The largest flow to act on: 90 customers went from at risk to churned, 60.0% of those at risk on 2024-04-02 "
+                                 "(from 2024-04-02 to 2024-07-01).")
+
+
+def test_forecast_sentences_name_the_interval_and_the_backtest_error():
+    weekly = pd.DataFrame({"forecast": [1_000.0, 1_200.0], "lower_80": [800.0, 900.0], "upper_80": [1_200.0, 1_500.0],
+                           "lower_95": [700.0, 800.0], "upper_95": [1_300.0, 1_600.0]},
+                          index=pd.DatetimeIndex(["2024-07-07", "2024-07-14"], name="period_date"))
+    backtest = pd.DataFrame({
+        "origin_date": pd.to_datetime(["2024-05-05", "2024-05-05", "2024-06-02", "2024-06-02"]),
+        "method": ["sarimax", "seasonal_naive", "sarimax", "seasonal_naive"], "series": "weekly",
+        "smape_pct": [8.0, 30.0, 12.0, 40.0], "coverage_80_pct": [75.0, None, 100.0, None],
+    })
+    found = findings.forecast_findings(weekly, backtest, series_end="2024-06-30", currency="GBP", locale="en_GB")
+    assert found[0].sentence == ("Revenue of the next 2 weeks is forecast at £2,200; the weekly 80% intervals add up to £1,700 to £2,700 "
+                                 "(weeks from 2024-07-01 to 2024-07-14, revenue up to 2024-06-30).")
+    assert found[1].sentence == ("In the backtest of the weekly forecast (2 origins from 2024-05-05 to 2024-06-02), SARIMAX was off by 10.0% on average "
+                                 "(sMAPE), against 35.0% for the seasonal-naive forecast; 87.5% of the actual values fell inside its 80% interval.")
+    persisted = findings.forecast_findings(weekly.reset_index(), backtest, series_end="2024-06-30")
+    assert persisted[0].sentence == found[0].sentence, "the persisted table (period_date as a column) reads the same"
+
+
+def test_satisfaction_sentences_name_nps_with_its_interval():
+    nps = pd.DataFrame({"n_responses": [1_200], "promoters_pct": [45.0], "passives_pct": [30.0], "detractors_pct": [25.0],
+                        "nps": [20.0], "nps_lower": [15.52], "nps_upper": [24.48], "nps_se": [2.28]})
+    csat = pd.DataFrame({"period_start": pd.to_datetime(["2024-05-01", "2024-06-01"]), "n_responses": [500, 700],
+                         "csat_pct": [70.0, 72.5], "csat_lower": [66.0, 69.1], "csat_upper": [73.8, 75.7]})
+    drivers = pd.DataFrame({"score": ["nps_score", "csat_score"], "auc": [0.61, 0.58], "odds_ratio_per_point": [0.82, 0.7]})
+    found = findings.satisfaction_findings(nps, first_day="2024-01-03", last_day="2024-06-28", csat_trend=csat, grain="month",
+                                           drivers=drivers, churn_start="2024-01-01", churn_days=180)
+    assert found[0].sentence == ("NPS is +20.0 (95% interval 15.5 to 24.5) from 1,200 responses: 45.0% promoters, 25.0% detractors "
+                                 "(surveys from 2024-01-03 to 2024-06-28).")
+    assert found[1].sentence == ("CSAT (a score of 4 or 5 of 5) was 72.5% (95% interval 69.1% to 75.7%) from 700 responses in the latest month "
+                                 "from 2024-06-01 (surveys up to 2024-06-28).")
+    assert found[2].sentence == ("A customer's NPS score tells who will churn with an AUC of 0.610 (0.5 is no signal); each point more multiplies "
+                                 "the odds of churning by 0.820 (latest score before 2024-01-01, churn = no order in the 180 days from it).")
+    assert findings.satisfaction_findings(nps.assign(nps=-5.0), first_day="2024-01-03", last_day="2024-06-28")[0].sentence.startswith("NPS is −5.0 ")
+
+
+def test_behaviour_sentences_name_the_strongest_pair_by_lift():
+    products = pd.DataFrame({"item_a": ["P1", "P2"], "item_b": ["P3", "P4"], "n_baskets": [40, 25], "lift": [3.2, 6.5],
+                             "product_a": ["Tea", "Kettle"], "product_b": ["Cups", "Mugs"]})
+    categories = pd.DataFrame({"item_a": ["food"], "item_b": ["kitchen"], "n_baskets": [300], "lift": [1.8], "confidence_a_to_b": [0.25]})
+    repeat = pd.DataFrame({"n_customers": [2_000], "n_repeat_customers": [900], "repeat_purchase_pct": [45.0]})
+    gaps = pd.DataFrame({"n_repeat_orders": [3_000], "p50_days": [21.5]})
+    found = findings.behaviour_findings(products, categories, repeat, gaps, first_day="2024-01-01", last_day="2024-06-30")
+    period = "orders from 2024-01-01 to 2024-06-30"
+    assert found[0].sentence == (f"The strongest product pair is Kettle with Mugs: bought together 6.50 times as often as chance would give (lift), "
+                                 f"in 25 baskets ({period}).")
+    assert found[1].sentence == (f"45.0% of the 2,000 buying customers bought at least twice; half of the repeat purchases came within 21.5 days "
+                                 f"of the previous one ({period}).")
+    assert found[2].sentence == f"Among categories, food and kitchen go together most (lift 1.80): 25.0% of the baskets with food also hold kitchen ({period})."
+    assert findings.behaviour_findings(products.iloc[:0], first_day="2024-01-01", last_day="2024-06-30")[0].value is None
+
+
+def test_recommendation_sentences_name_the_holdout_hit_rate():
+    comparison = pd.DataFrame({"model": ["item_cf", "popularity"], "n_customers": [1_500, 1_500], "precision_at_k": [0.12, 0.03],
+                               "recall_at_k": [0.3, 0.06], "hit_rate": [0.65, 0.22], "coverage_pct": [55.0, 2.0], "k": [10, 10]})
+    also = pd.DataFrame({"product_name": ["Tea", "Kettle"], "also_bought_product_name": ["Cups", "Mugs"], "similarity": [0.2, 0.3],
+                         "n_customers_both": [40, 60], "also_bought_pct": [20.0, 35.0]})
+    found = findings.recommendation_findings(comparison, also, split_time="2024-03-03", data_end="2024-07-01", k=10)
+    holdout = "trained on orders before 2024-03-03, holdout from 2024-03-03 to 2024-06-30"
+    assert found[0].sentence == (f"For 65.0% of the 1,500 holdout customers, at least one of their top 10 recommendations was bought in the holdout, "
+                                 f"against 22.0% for the most popular products ({holdout}).")
+    assert found[1].sentence == (f"Precision at 10 is 12.0% and recall at 10 30.0% (most popular products: 3.0% and 6.0%); "
+                                 f"the recommendations use 55.0% of the catalogue ({holdout}).")
+    assert found[2].sentence == "The closest 'bought X, also bought Y' pair: 35.0% of the customers who bought Kettle also bought Mugs (60 customers; orders before 2024-07-01)."
+    [unevaluated] = findings.recommendation_findings(comparison.iloc[:0], also, split_time="2024-03-03", data_end="2024-07-01", k=10)
+    assert unevaluated.key == "top_also_bought_pct"
+
+
+def test_attribution_sentences_name_the_top_channel_and_the_spread_between_models():
+    comparison = pd.DataFrame({
+        "model": ["first_touch", "first_touch", "last_touch", "last_touch", "markov", "markov"],
+        "channel": ["email", "paid_search"] * 3, "conversions": [60.0, 40.0, 70.0, 30.0, 55.0, 45.0],
+        "share_pct": [60.0, 40.0, 70.0, 30.0, 55.0, 45.0], "share_low_pct": [None, None, None, None, 50.0, 40.0],
+        "share_high_pct": [None, None, None, None, 60.0, 50.0],
+    })
+    found = findings.attribution_findings(comparison, first_day="2024-01-01", last_day="2024-06-30", n_journeys=400, n_converted=100,
+                                          conversion_window_days=3)
+    period = "touches from 2024-01-01 to 2024-06-30"
+    assert found[0].sentence == f"Email gets the largest share of conversions under the Markov model: 55.0% (95% interval 50.0% to 60.0%) of 100 conversions ({period})."
+    assert found[1].sentence == f"Across the 3 models, email's share runs from 55.0% (Markov) to 70.0% (last touch), 15.0 points apart ({period})."
+    assert found[1].value == 15.0
+    assert found[2].sentence == f"100 of 400 journeys (25.0%) ended in an order within 3 days of their last touch ({period})."
+
+
+def test_experiment_sentences_state_the_effect_its_interval_and_significance():
+    conversion = pd.DataFrame({"rate_control_pct": [10.0], "rate_treatment_pct": [12.0], "absolute_lift_pct": [2.0],
+                               "absolute_lift_low_pct": [-0.5], "absolute_lift_high_pct": [4.5], "p_value": [0.12], "is_significant": [False]})
+    revenue = pd.DataFrame({"revenue_per_user_control_amount": [20.0], "revenue_per_user_treatment_amount": [25.5], "difference_amount": [5.5],
+                            "bootstrap_low_amount": [1.25], "bootstrap_high_amount": [9.75], "p_value": [0.0004], "is_significant": [True]})
+    srm = pd.DataFrame({"variant": ["control", "treatment"], "is_mismatch": [True, True], "p_value": [0.0002, 0.0002]})
+    found = findings.experiment_findings(conversion, revenue, srm, experiment_id="new_checkout", first_day="2024-03-01", last_day="2024-03-31")
+    period = "experiment new_checkout, participants assigned from 2024-03-01 to 2024-03-31"
+    assert found[0].sentence == (f"The split between the variants does not match the plan (sample-ratio p-value <0.001): the assignment is broken, "
+                                 f"so the effects below must not be trusted ({period}).")
+    assert found[1].sentence == (f"Treatment converted 12.0% of participants against 10.0% for control: +2.0 points (95% interval −0.50 points to "
+                                 f"+4.5 points), not significant at the 5% level (p-value 0.120; {period}).")
+    assert found[2].sentence == (f"Revenue per participant was £25.50 in treatment against £20.00 in control: +£5.50 (95% bootstrap interval £1.25 to "
+                                 f"£9.75), significant at the 5% level (p-value <0.001; {period}).")
+    assert [f.key for f in findings.experiment_findings(conversion, revenue, srm.assign(is_mismatch=False), experiment_id="x",
+                                                        first_day="2024-03-01", last_day="2024-03-31")] == ["conversion_lift_points", "revenue_per_participant_difference"]
+
+
 # --------------------------------------------------------------------------- a real run of a notebook
 
 
@@ -162,4 +313,33 @@ def test_segmentation_report_opens_with_its_findings(demo_home, tmp_path):
     raw = pd.read_parquet(run / "tables" / "segment_summary.parquet")
     assert raw["revenue_amount"].dtype == "float64" and raw["customer_pct"].sum() == pytest.approx(100)
     stored = pd.read_parquet(run / "tables" / "findings.parquet")
+    print("\n".join(stored["sentence"]))
+
+
+MODEL_ANALYSES = ["clv", "churn", "lifecycle", "forecast", "satisfaction", "behaviour", "recommendation", "attribution", "experiments"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("analysis", MODEL_ANALYSES)
+def test_model_report_opens_with_its_findings(analysis, demo_home, tmp_path):
+    import yaml
+
+    from crm_analytics import paths
+
+    run = tmp_path / "outputs" / analysis / "20250101T000000.000Z-222222"
+    parameters = yaml.safe_load((paths.parameters_dir() / analysis / "default.yaml").read_text(encoding="utf-8")) or {}
+    html = _report_html(analysis, parameters, tmp_path, run)
+
+    block = html.index('id="what-we-found"')
+    later = [html.find(marker) for marker in ('<h2 id="', "people-table", "<img")]
+    assert all(block < position for position in later if position >= 0), "the findings come before the first section, table and figure"
+    assert findings.PLACEHOLDER not in html, "the placeholder was replaced in place"
+    sentences = re.findall(r"<li>(.*?)</li>", html[block:html.index("</div>", block)])
+    assert 1 <= len(sentences) <= 5, sentences
+    assert all(re.search(r"\d{4}-\d{2}-\d{2}", s) for s in sentences if not s.startswith("Read with care")), "every finding names its period"
+    tables_html = "".join(re.findall(r"<table.*?</table>", html, flags=re.S))
+    assert "people-table" in tables_html
+    assert tables.long_floats(tables_html) == [], "no float with more than three decimals in the report's tables"
+    stored = pd.read_parquet(run / "tables" / "findings.parquet")
+    assert stored["sentence"].tolist() == [html_module.unescape(s) for s in sentences]
     print("\n".join(stored["sentence"]))

@@ -430,3 +430,13 @@ def test_the_banner_shows_the_warnings_of_the_latest_good_run(page_home):
 def test_a_run_without_warnings_shows_none(page_home):
     status = pages.page_status("kpi", now=NOW)
     assert status.warnings == [] and "crm-warnings" not in pages.banner_html(status)
+
+
+def test_the_static_sales_section_gives_each_chart_alt_text_naming_the_currency():
+    import re
+
+    section = pages.static_cube(sample_cube(), k=5, currency="EUR", locale="en_GB")
+    alts = re.findall(r'<img class="crm-figure" alt="([^"]+)"', section.data)
+    assert len(alts) == section.data.count("<img") == 2
+    assert alts[0].startswith("Revenue per month by channel; x axis: month; y axis: revenue (EUR); legend: ")
+    assert alts[1].startswith("Revenue by segment; x axis: revenue (EUR)")

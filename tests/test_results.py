@@ -53,13 +53,18 @@ def test_shown_figure_is_the_written_png_at_the_inline_size_and_is_closed(tmp_pa
     monkeypatch.setattr(IPython.display, "display", lambda *objects, **_: shown.extend(objects))
     fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
     ax.plot([1, 2, 3], [3, 1, 2])
+    ax.set(xlabel="day", ylabel="orders (count)")
     path = results.show_figure(fig, "trend", output_dir=tmp_path, dpi=150)
     assert path == tmp_path / "figures" / "trend.png"
     (image,) = shown
     assert image.data == path.read_bytes()
+    assert image.alt == "x axis: day; y axis: orders (count)"  # written from the figure's labels
+    assert image._repr_png_()[1]["alt"] == image.alt  # kept in the output's metadata for the report
     assert image.width == round(int.from_bytes(image.data[16:20], "big") * 100 / 150)  # the PNG width, shown at 100 dpi
     assert fig.number not in plt.get_fignums()
     assert results.show_figure(fig, "trend", output_dir="") is None and len(shown) == 2
+    results.show_figure(fig, "trend", output_dir="", alt="Orders per day, falling then rising")
+    assert shown[-1].alt == "Orders per day, falling then rising"
 
 
 def test_result_names_become_safe_file_names(tmp_path):

@@ -324,6 +324,8 @@ def finish(run: Run) -> RunResult:
                 write_report(run.tmp_dir / run.notebook.name, run.tmp_dir / REPORT)
         alerts = count_alerts(run.tmp_dir)
         result = _result(run, decision.pop("status"), run.final_dir, alert_count=alerts, **decision)
+        if result.status == SUCCEEDED:
+            write_headline(run)
         try:
             write_json_atomic(run.tmp_dir / RUN_RECORD, _final_record(run, result))
             os.rename(run.tmp_dir, run.final_dir)
@@ -338,6 +340,16 @@ def finish(run: Run) -> RunResult:
         return result
     finally:
         _release(run)
+
+
+def write_headline(run: Run) -> None:
+    """Write the run's ``headline.json`` (:mod:`crm_analytics.headlines`); a failure is logged, never raised."""
+    try:
+        from crm_analytics import headlines  # on use: it reads the run's tables with pandas
+
+        headlines.write_headline(run.analysis, run.tmp_dir, parameters=run.parameters, dataset=run.dataset)
+    except Exception as exc:  # noqa: BLE001 - a headline must never fail a run
+        log.warning("could not write the headline numbers of %s/%s: %s", run.analysis, run.run_id, exc)
 
 
 def refresh_index(output_root: str | Path | None, dataset: str | None = None) -> None:
