@@ -401,29 +401,50 @@ def weighted_pipeline(opportunities: frames.TableLike, stage_history: frames.Tab
     pandas.DataFrame
         ``stage``, ``n_open``, ``n_without_amount`` (open deals with no amount in the data),
         ``n_amount_filled`` (of those, filled by the rule), ``open_amount`` (dataset currency: known and filled
-        amounts), ``win_probability`` (0-1), ``weighted_amount`` (dataset currency).
+        amounts), ``win_probability`` (0-1), ``weighted_amount`` (dataset currency), ``win_probability_basis``
+        (``"stage"``; ``"overall"`` when some lost deal's stage at loss is unknown: see ``stage_weight_note``).
     """
     ladder = _as_ladder(stages)
     opps = fill_expected_amounts(opportunities, expected_amount_rule, products=products)
     if stage_history is not None:
-        furthest = reached_from_history(stage_history, stages=ladder)
+        furthest = reached_from_history(stage_history, stages=ladder).assign(is_stage_known=True)
     else:
-        furthest = reached_from_current_stage(opps, stages=ladder)[["opportunity_id", "furthest"]]
+        furthest = reached_from_current_stage(opps, stages=ladder)
     opps = opps.merge(furthest, on="opportunity_id", how="left")
     is_open = (opps["status"] == "open").fillna(False).to_numpy(dtype=bool)
     opps["furthest"] = np.where(is_open, opps["furthest"].fillna(0).clip(lower=1), opps["furthest"])
     closed = opps.loc[opps["status"].isin([WON, LOST])]
+    # a lost deal whose stage at loss is unknown would count at the first stage only and lift every later
+    # stage's win rate (to 1.0 when no loss has a stage): then every stage gets the overall win rate instead
+    by_stage = not ((closed["status"] == LOST) & ~closed["is_stage_known"].fillna(True).astype(bool)).any()
+    overall = (closed["status"] == WON).mean() if len(closed) else np.nan
     rows = []
     for k, stage in enumerate(ladder.open_stages, start=1):
         reached = closed.loc[closed["furthest"] >= k]
-        probability = (reached["status"] == WON).mean() if len(reached) else np.nan
+        probability = ((reached["status"] == WON).mean() if len(reached) else np.nan) if by_stage else overall
         open_here = opps.loc[is_open & (opps["furthest"] == k).to_numpy(dtype=bool)]
         amount = float(open_here["expected_amount"].sum(skipna=True))
         n_filled = int(open_here["is_amount_filled"].sum())
         rows.append({"stage": stage, "n_open": len(open_here), "n_without_amount": int(open_here["is_amount_missing"].sum()) + n_filled,
                      "n_amount_filled": n_filled, "open_amount": amount, "win_probability": probability,
-                     "weighted_amount": amount * probability})
+                     "weighted_amount": amount * probability, "win_probability_basis": "stage" if by_stage else "overall"})
     return pd.DataFrame(rows)
+
+
+def stage_weight_note(weighted: pd.DataFrame, opportunities: frames.TableLike) -> str:
+    """The data note of a weighted pipeline whose stages all carry the overall win rate; empty when weighted by stage.
+
+    ``weighted`` is ``weighted_pipeline``'s output; ``opportunities`` gives the counts (``status``, ``stage``).
+    """
+    if weighted.empty or (weighted["win_probability_basis"] == "stage").all():
+        return ""
+    opps = frames.to_pandas(opportunities)
+    lost = opps["status"] == LOST
+    known = opps["stage"].notna() & (opps["stage"] != LOST) if "stage" in opps.columns else pd.Series(False, index=opps.index)
+    n_unknown = int((lost & ~known).sum())
+    return (f"{n_unknown:,} of {int(lost.sum()):,} lost deals have no recorded stage at which they were lost, so a win rate per "
+            f"stage would be too high for every stage after the first: each open stage is weighted by the overall win rate "
+            f"of closed deals, {float(weighted['win_probability'].iloc[0]):.1%}.")
 
 
 def open_amount_note(weighted: pd.DataFrame, rule: datasets.ExpectedAmountRule | None) -> str:

@@ -23,6 +23,7 @@ from crm_analytics.pipeline import (
     sales_cycle,
     score_open_leads,
     stage_conversion,
+    stage_weight_note,
     time_in_stage,
     weighted_pipeline,
     win_rates,
@@ -249,7 +250,15 @@ def test_without_history_conversion_comes_from_the_current_stage_and_says_so():
     assert "Won deals are counted as having passed every stage of the ladder" in note
     weighted = weighted_pipeline(opportunities, None, stages=TWO_STAGES).set_index("stage")
     assert weighted["n_open"].tolist() == [2, 1] and weighted.loc["qualified", "open_amount"] == 300.0
-    assert weighted.loc["qualified", "win_probability"] == pytest.approx(1 / 2)  # b1 won, b2 lost at qualified
+    # b3 was lost at an unknown stage: a per-stage rate would leave it out after 'lead', so every stage takes the
+    # overall rate of the closed deals b1 (won), b2 and b3 (lost)
+    assert weighted["win_probability"].tolist() == pytest.approx([1 / 3, 1 / 3])
+    assert set(weighted["win_probability_basis"]) == {"overall"}
+    assert stage_weight_note(weighted.reset_index(), opportunities).startswith("1 of 2 lost deals have no recorded stage")
+    known = opportunities.assign(stage=["won", "qualified", "lead", "qualified", "lead", None])  # b3 lost at lead
+    by_stage = weighted_pipeline(known, None, stages=TWO_STAGES).set_index("stage")
+    assert by_stage["win_probability"].tolist() == pytest.approx([1 / 3, 1 / 2]) and set(by_stage["win_probability_basis"]) == {"stage"}
+    assert stage_weight_note(by_stage.reset_index(), known) == ""
     no_stage_column = stage_conversion(None, stages=TWO_STAGES, opportunities=opportunities.drop(columns="stage"))
     assert no_stage_column["n_reached"].tolist() == [6, 1, 1], "only won deals are known to have passed qualified"
     with pytest.raises(StageLadderError, match=r"opportunities holds stage\(s\) 'proposal' \(1 rows\)"):
