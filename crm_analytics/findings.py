@@ -959,6 +959,190 @@ def experiment_findings(
     return found[:MAX_RESULT_SENTENCES]
 
 
+# ----------------------------------------------------------------------------- sales pipeline
+
+
+def pipeline_findings(
+    win_rate: pd.DataFrame,
+    weighted: pd.DataFrame,
+    conversion: pd.DataFrame,
+    *,
+    first_day,
+    last_day,
+    currency: str = "GBP",
+    locale: str = "en_GB",
+) -> list[Finding]:
+    """Findings of the sales pipeline: the win rate with its interval, the open pipeline, the stage converting least.
+
+    Parameters
+    ----------
+    win_rate : ``pipeline.win_rates`` overall (one row): ``n_closed``, ``n_won``, ``win_rate_pct``, ``win_rate_low_pct``,
+        ``win_rate_high_pct`` (0-100, Wilson interval).
+    weighted : ``pipeline.weighted_pipeline``: ``stage``, ``n_open``, ``open_amount``, ``weighted_amount`` (dataset currency)
+        and, when the data has them, ``n_without_amount`` and ``n_amount_filled`` (open deals without an amount, and of
+        those the ones the dataset's expected-amount rule valued).
+    conversion : ``pipeline.stage_conversion``: ``stage``, ``n_reached``, ``conversion_to_next_pct`` (0-100, missing for won).
+    first_day, last_day : the first and last creation day of the opportunities read.
+    """
+    period = f"opportunities created {span_text(first_day, last_day)}"
+    found = []
+    row = win_rate.iloc[0] if len(win_rate) else None
+    if row is None or not row["n_closed"]:
+        found.append(Finding("win_rate_pct", f"No opportunity has closed yet, so there is no win rate ({period}).", None, "percent", period))
+    else:
+        found.append(Finding(
+            "win_rate_pct",
+            f"{_fmt(row['win_rate_pct'], 'percent', locale=locale)} of the {_fmt(row['n_closed'], 'count', locale=locale)} closed opportunities "
+            f"were won ({_fmt(row['n_won'], 'count', locale=locale)}; 95% interval {_fmt(row['win_rate_low_pct'], 'percent', locale=locale)} "
+            f"to {_fmt(row['win_rate_high_pct'], 'percent', locale=locale)}; {period}).",
+            float(row["win_rate_pct"]), "percent", period, "the win rate",
+        ))
+    n_open = int(weighted["n_open"].sum()) if len(weighted) else 0
+    if n_open:
+        without = int(weighted["n_without_amount"].sum()) if "n_without_amount" in weighted else 0
+        filled = int(weighted["n_amount_filled"].sum()) if "n_amount_filled" in weighted else 0
+        unvalued = without - filled
+        notes = []
+        if filled:
+            notes.append(f"{_fmt(filled, 'count', locale=locale)} valued by the dataset's expected-amount rule")
+        if unvalued:
+            notes.append(f"{_fmt(unvalued, 'count', locale=locale)} without an amount, counted but not valued")
+        found.append(Finding(
+            "open_pipeline_amount",
+            f"The open pipeline holds {_fmt(n_open, 'count', locale=locale)} opportunities worth "
+            f"{_fmt(weighted['open_amount'].sum(), 'money', currency, locale)}, or {_fmt(weighted['weighted_amount'].sum(), 'money', currency, locale)} "
+            f"weighted by the win rate from their stage ({'; '.join([*notes, period])}).",
+            float(weighted["open_amount"].sum()), "money", period, "the open pipeline value",
+        ))
+    else:
+        found.append(Finding("open_pipeline_amount", f"No opportunity is open ({period}).", 0.0, "money", period, "the open pipeline value"))
+    steps = conversion.reset_index(drop=True)
+    rates = steps["conversion_to_next_pct"].iloc[:-1]
+    if rates.notna().any() and steps["n_reached"].iloc[0]:
+        position = int(rates.astype("float64").fillna(float("inf")).to_numpy().argmin())
+        stage, following = steps.loc[position, "stage"], steps.loc[position + 1, "stage"]
+        found.append(Finding(
+            "lowest_stage_conversion_pct",
+            f"The stage converting least is {stage}: {_fmt(steps.loc[position, 'conversion_to_next_pct'], 'percent', locale=locale)} of the "
+            f"{_fmt(steps.loc[position, 'n_reached'], 'count', locale=locale)} opportunities that reached {stage} went on to {following} ({period}).",
+            float(steps.loc[position, "conversion_to_next_pct"]), "percent", period, f"the conversion from {stage} to {following}",
+        ))
+    return found[:MAX_RESULT_SENTENCES]
+
+
+# ----------------------------------------------------------------------------- cleansing
+
+
+def cleansing_findings(
+    row_counts: pd.DataFrame,
+    by_reason: pd.DataFrame,
+    duplicates: pd.DataFrame,
+    accuracy: pd.DataFrame | None = None,
+    *,
+    built_day,
+    locale: str = "en_GB",
+) -> list[Finding]:
+    """Findings of the cleansing build: rows in, clean and quarantined with the top reason, duplicates merged, the merge's accuracy.
+
+    Parameters
+    ----------
+    row_counts : ``CleansingResult.row_counts``: ``source``, ``rows_in``, ``rows_clean``, ``rows_quarantined``.
+    by_reason : ``CleansingResult.quarantine_by_reason``: ``source``, ``column_name``, ``reason``, ``action``
+        (``row``: the row was set aside; ``value``: a value was blanked), ``n_entries``.
+    duplicates : ``quality.duplicates_summary``: its totals row (``source`` ``all``) holds ``n_records``,
+        ``n_customers``, ``n_records_merged``.
+    accuracy : ``quality.pairwise_accuracy`` (the ``all``/``all`` row: ``precision``, ``recall``, ``f1``, 0-1);
+        empty without ground truth.
+    built_day : the day the warehouse was built.
+    """
+    period = f"build of {_day(built_day)}"
+    rows_in = int(row_counts["rows_in"].sum())
+    clean = int(row_counts["rows_clean"].sum())
+    quarantined = int(row_counts["rows_quarantined"].sum())
+    sources = f"{_fmt(row_counts['source'].nunique(), 'count', locale=locale)} source{'s' if row_counts['source'].nunique() != 1 else ''}"
+    if not rows_in:
+        return [Finding("rows_quarantined_share", f"No row was read from the {sources} ({period}).", None, "share", period)]
+    rows_set_aside = by_reason[by_reason["action"] == "row"] if len(by_reason) else by_reason
+    if quarantined and len(rows_set_aside):
+        reasons = rows_set_aside.groupby("reason")["n_entries"].sum().sort_values(ascending=False, kind="stable")
+        top = str(reasons.index[0])
+        where = rows_set_aside[rows_set_aside["reason"] == top].iloc[0]
+        why = (f"; the most common reason is {_words(top)} ({_fmt(reasons.iloc[0], 'count', locale=locale)} rows, "
+               f"most in {where['column_name']} of {where['source']}; {period})")
+    else:
+        why = f" ({period})"
+    found = [Finding(
+        "rows_quarantined_share",
+        f"Of {_fmt(rows_in, 'count', locale=locale)} rows read from {sources}, {_fmt(clean, 'count', locale=locale)} are clean and "
+        f"{_fmt(quarantined, 'count', locale=locale)} ({_fmt(quarantined / rows_in, 'share', locale=locale)}) quarantined{why}.",
+        quarantined / rows_in, "share", period, "the share of rows quarantined",
+    )]
+    totals = _row(duplicates, "source", "all") if len(duplicates) else None
+    if totals is not None and totals["n_records"]:
+        merged = int(totals["n_records_merged"])
+        n_records = int(totals["n_records"])
+        if merged:
+            sentence = (f"The {_fmt(n_records, 'count', locale=locale)} customer records resolve into {_fmt(totals['n_customers'], 'count', locale=locale)} "
+                        f"customers: {_fmt(merged, 'count', locale=locale)} records ({_fmt(merged / n_records, 'share', locale=locale)}) were duplicates "
+                        f"of another and merged ({period}).")
+        else:
+            sentence = f"No duplicate was found: each of the {_fmt(n_records, 'count', locale=locale)} customer records is a customer of its own ({period})."
+        found.append(Finding("customer_records_merged", sentence, merged, "count", period, "the customer records merged"))
+    overall = _row(accuracy, "source_a", "all") if accuracy is not None and len(accuracy) else None
+    if overall is not None and pd.notna(overall["precision"]):
+        found.append(Finding(
+            "merge_f1",
+            f"Against the dataset's ground truth, {_fmt(overall['precision'], 'share', locale=locale)} of the record pairs merged are the same person "
+            f"(precision) and {_fmt(overall['recall'], 'share', locale=locale)} of the true pairs were merged (recall), F1 "
+            f"{_fmt(overall['f1'], 'number', locale=locale)} ({period}).",
+            float(overall["f1"]), "number", period, "the F1 of the merge",
+        ))
+    return found[:MAX_RESULT_SENTENCES]
+
+
+# ----------------------------------------------------------------------------- dashboard
+
+_PAGE_STATES = {"fresh": "up to date", "stale": "out of date", "failed": "shown from an older run (the newest failed)", "missing": "no successful run"}
+
+
+def dashboard_findings(statuses: pd.DataFrame, headline_rows: pd.DataFrame, *, max_analyses: int = 2) -> list[Finding]:
+    """Findings of a page that shows other runs' results: how fresh they are and the headline numbers of the first ones.
+
+    Parameters
+    ----------
+    statuses : one row per analysis shown: ``analysis``, ``state`` (``fresh``, ``stale``, ``failed``, ``missing``;
+        ``pages.PageStatus``) and ``finished_time`` (when its latest good run finished; missing when none).
+    headline_rows : the headline numbers of those runs (``headlines.latest_headlines``): ``analysis``, ``label``,
+        ``value`` (already written for people), ``period``.
+    max_analyses : how many analyses' headline numbers to state (one sentence each, at most two numbers).
+    """
+    shown = statuses.reset_index(drop=True)
+    usable = shown[shown["state"] != "missing"]
+    finished = pd.to_datetime(usable["finished_time"], utc=True).dropna()
+    if finished.empty:
+        runs = "no good run yet"
+    elif _day(finished.min()) == _day(finished.max()):
+        runs = f"latest good runs finished on {_day(finished.max())}"
+    else:
+        runs = f"latest good runs finished {span_text(finished.min(), finished.max())}"
+    fresh = shown[shown["state"] == "fresh"]
+    others = "; ".join(f"{row.analysis}: {_PAGE_STATES.get(row.state, row.state)}" for row in shown[shown["state"] != "fresh"].itertuples())
+    found = [Finding(
+        "n_results_fresh",
+        f"{len(fresh)} of the {len(shown)} analyses this page shows have up-to-date results ({'; '.join([*([others] if others else []), runs])}).",
+        len(fresh), "count", runs, "the analyses with up-to-date results",
+    )]
+    named = 0
+    for analysis in usable["analysis"]:
+        numbers = headline_rows[headline_rows["analysis"] == analysis].head(2)
+        if numbers.empty or named >= max_analyses:
+            continue
+        named += 1
+        stated = "; ".join(f"{row.label}: {row.value} ({row.period})" for row in numbers.itertuples())
+        found.append(Finding(f"headline_{analysis}", f"From the latest {analysis} report: {stated}.", None, "text", str(numbers["period"].iloc[0])))
+    return found[:MAX_RESULT_SENTENCES]
+
+
 # ----------------------------------------------------------------------------- change and warnings
 
 

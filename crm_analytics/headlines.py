@@ -10,7 +10,9 @@ nothing for a run folder without one.
 The runner calls :func:`write_headline` when a run succeeds, before the run folder is renamed. The
 numbers come from the tables the notebook persisted (``tables/*.parquet``, ``results.save_table``),
 never from the notebook itself. One function per analysis (:data:`HEADLINES`) turns a
-:class:`RunTables` into :class:`Headline` items; an analysis without one gets no file.
+:class:`RunTables` into :class:`Headline` items; an analysis without one (or whose function finds
+nothing) falls back to the numbers of its findings block (``tables/findings.parquet``,
+:func:`findings_headlines`). A run with neither gets no file.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from typing import Any
 
 import pandas as pd
 
-from crm_analytics import dates, money, paths
+from crm_analytics import dates, findings, money, paths, tables
 
 HEADLINE_FILE = "headline.json"
+MAX_FINDINGS_HEADLINES = 3  # numbers taken from a findings block when an analysis has no headline function
 CHURN_THRESHOLD = 0.5  # churn probability from which a scored customer counts as likely to churn
 _OFF_TARGET = ("amber", "red")
 
@@ -224,6 +227,29 @@ def churn_headlines(run: RunTables) -> list[Headline]:
     return found
 
 
+def _label(text: str) -> str:
+    """A finding's label as a headline label: ``the win rate`` -> ``Win rate``."""
+    words = text.strip()
+    words = words[4:] if words.lower().startswith("the ") else words
+    return words[:1].upper() + words[1:]
+
+
+def findings_headlines(run: RunTables) -> list[Headline]:
+    """The numbers of the run's findings block (``tables/findings.parquet``: ``key``, ``sentence``, ``value``, ``unit``,
+    ``period``, ``label``), written in their unit: at most :data:`MAX_FINDINGS_HEADLINES`, changes and warnings left out."""
+    found = run.table(findings.TABLE)
+    if found is None or found.empty:
+        return []
+    numbers = found[found["value"].notna() & ~found["key"].astype(str).str.startswith("change_") & (found["key"] != "warnings")]
+    items = []
+    for row in numbers.head(MAX_FINDINGS_HEADLINES).itertuples():
+        unit = row.unit if row.unit in tables.UNITS else "number"
+        value = tables.format_value(float(row.value), unit, currency=run.currency, locale=run.locale)
+        label = _label(row.label) if isinstance(row.label, str) and row.label.strip() else tables.header(row.key, unit)
+        items.append(Headline(label, value, row.period if isinstance(row.period, str) else ""))
+    return items
+
+
 HEADLINES: dict[str, Callable[[RunTables], list[Headline]]] = {
     "overview": overview_headlines,
     "segmentation": segmentation_headlines,
@@ -256,7 +282,7 @@ def warehouse_span(warehouse: str | Path) -> dates.DataRange | None:
 
 def compute_headlines(analysis: str, run_dir: str | Path, *, parameters: Mapping[str, Any] | None = None,
                       dataset: str | None = None) -> list[Headline]:
-    """The headline numbers of one run folder of ``analysis`` (``[]`` for an analysis without a function).
+    """The headline numbers of one run folder of ``analysis``: its :data:`HEADLINES` function's, else its findings' numbers.
 
     Parameters
     ----------
@@ -270,13 +296,12 @@ def compute_headlines(analysis: str, run_dir: str | Path, *, parameters: Mapping
         The dataset whose currency and locale write the money (default: the project default).
     """
     function = HEADLINES.get(analysis)
-    if function is None:
-        return []
     parameters = dict(parameters or {})
     currency, locale = money.currency_and_locale(dataset=dataset or parameters.get("dataset") or None)
     warehouse = parameters.get("warehouse_path") or paths.warehouse_path(dataset or None)
-    run = RunTables(Path(run_dir), parameters, currency, locale, warehouse_span(warehouse))
-    return function(run)
+    span = warehouse_span(warehouse) if function is not None else None  # only the analyses' own functions read the orders' span
+    run = RunTables(Path(run_dir), parameters, currency, locale, span)
+    return (function(run) if function is not None else []) or findings_headlines(run)
 
 
 def write_headline(analysis: str, run_dir: str | Path, *, parameters: Mapping[str, Any] | None = None,
@@ -293,6 +318,20 @@ def write_headline(analysis: str, run_dir: str | Path, *, parameters: Mapping[st
     staging.write_text(json.dumps([dataclasses.asdict(h) for h in found], ensure_ascii=False, indent=1), encoding="utf-8")
     os.replace(staging, target)
     return target
+
+
+def latest_headlines(analyses, *, dataset: str | None = None) -> pd.DataFrame:
+    """The headline numbers of the latest good run of each of ``analyses`` (``outputs/<dataset>/<analysis>/latest``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``analysis``, ``label``, ``value`` (written for people), ``period``: one row per number, in the order of
+        ``analyses``; none for an analysis without a good run or a ``headline.json``.
+    """
+    rows = [{"analysis": analysis, **dataclasses.asdict(item)}
+            for analysis in analyses for item in read_headline(paths.latest_run_dir(analysis, dataset or None))]
+    return pd.DataFrame(rows, columns=["analysis", "label", "value", "period"])
 
 
 def read_headline(run_dir: str | Path | None) -> list[Headline]:

@@ -1,7 +1,9 @@
 """Reports as PDF, for archiving and e-mail: a run's ``report.html`` printed by headless Chromium.
 
 The run's report is never changed. A temporary copy gets a print stylesheet (:data:`PRINT_CSS`: page
-breaks never cut a figure, an image or a table row; table headers repeat on every page) and loses its
+breaks never cut a figure, an image or a table row; table headers repeat on every page; tables use a
+smaller type and wrap their cells to the page width, and a table too wide for a page is replaced by its
+turned copy, ``tables.PRINT_CLASS``) and loses its
 scripts (the notebook exporter's scripts come from other hosts, and a printed report needs none: its
 figures are inline PNGs), then Debian's Chromium prints it with ``--print-to-pdf``. Nothing is
 fetched from another host.
@@ -42,8 +44,11 @@ PRINT_CSS = """
   thead { display: table-header-group; }
   img, svg { max-width: 100% !important; height: auto !important; }
   table { max-width: 100%; font-size: 8pt !important; }
-  th, td { white-space: normal !important; padding: 1pt 3pt !important; }
-  .jp-OutputArea-output, .jp-RenderedHTMLCommon { overflow: visible !important; }
+  th, td { white-space: normal !important; overflow-wrap: anywhere; padding: 1pt 3pt !important; }
+  .jp-OutputArea-output, .jp-RenderedHTMLCommon, .table-scroll { overflow: visible !important; }
+  table.people-table { font-size: 7pt !important; }
+  .table-scroll:has(+ .table-print) { display: none !important; }
+  .table-print { display: block !important; }
   body { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 }
 """

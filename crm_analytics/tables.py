@@ -45,6 +45,10 @@ from crm_analytics import money
 UNITS = ("money", "percent", "share", "count", "integer", "date", "days", "hours", "minutes", "seconds", "p_value", "number", "text")
 MAX_ROWS = 20  # rows shown in a report before the table is cut (the full table is in the run's tables/)
 MISSING = "—"  # shown for a missing value
+WIDE_ONE_ROW = 6  # a one-row table with more columns than this is shown turned: one line per column
+SCROLL_CLASS = "table-scroll"  # the box around a table: it scrolls sideways on a narrow page instead of overflowing
+WIDE_PRINT_COLUMNS = 12  # a table with more columns (and at most as many rows) also gets a turned copy for print
+PRINT_CLASS = "table-print"  # that copy: hidden on screen, shown instead of the table by the PDF's print stylesheet
 
 # Names whose unit the suffix rules would miss (or get wrong).
 _UNIT_BY_NAME = {
@@ -314,7 +318,8 @@ def truncation_note(n_shown: int, n_rows: int, *, name: str | None = None, local
 def table_styler(df: pd.DataFrame, **options):
     """``format_table(df, **options)`` as a pandas Styler: index hidden, numbers right-aligned.
 
-    Accepts the keywords of ``format_table``. The Styler's data are the formatted text cells.
+    Accepts the keywords of ``format_table``. The Styler's data are the formatted text cells. A table of one
+    row and more than ``WIDE_ONE_ROW`` columns is turned: a ``Measure`` and a ``Value`` column, one line per column.
     """
     units = options.get("units")
     default_unit = options.get("default_unit")
@@ -322,10 +327,39 @@ def table_styler(df: pd.DataFrame, **options):
     raw = _with_key_columns(df).head(len(formatted))
     unit_of = column_units(raw, units, default_unit=default_unit)
     right = [formatted.columns[i] for i, column in enumerate(raw.columns) if unit_of[column] in _NUMERIC_UNITS]
+    if len(formatted) == 1 and len(formatted.columns) > WIDE_ONE_ROW:
+        return _styled(turned(formatted, keyed=False))
+    return _styled(formatted, right)
+
+
+def _styled(formatted: pd.DataFrame, right: list | None = None):
+    """A Styler of text cells: index hidden, ``right`` (default: every column but ``Measure``) right-aligned."""
+    right = [c for c in formatted.columns if c != "Measure"] if right is None else right
     styler = formatted.style.hide(axis="index").set_table_attributes('class="dataframe people-table"')
     if right:
         styler = styler.set_properties(subset=right, **{"text-align": "right"})
     return styler
+
+
+def turned(formatted: pd.DataFrame, *, keyed: bool = True) -> pd.DataFrame:
+    """A formatted table turned on its side: a ``Measure`` column naming the old columns, one column per old row.
+
+    With ``keyed`` the first column's values (the rows' keys) name the new columns (``Cluster 0`` for a
+    number, the value itself for a name) and the first column is left out; without, one row becomes ``Value``.
+    """
+    if not keyed:
+        return pd.DataFrame({"Measure": [str(c).strip() for c in formatted.columns], "Value": formatted.iloc[0].tolist()})
+    key = str(formatted.columns[0]).strip()
+    names = []
+    for value in formatted.iloc[:, 0]:
+        name = f"{key} {value}" if str(value).isdigit() else str(value)
+        while name in names or name == "Measure":
+            name += " "  # unique headers, as format_table makes them
+        names.append(name)
+    out = {"Measure": [str(c).strip() for c in formatted.columns[1:]]}
+    for name, (_, row) in zip(names, formatted.iterrows()):
+        out[name] = row.iloc[1:].tolist()
+    return pd.DataFrame(out)
 
 
 def table_html(df: pd.DataFrame, *, name: str | None = None, caption: str | None = None, **options) -> str:
@@ -342,15 +376,20 @@ def table_html(df: pd.DataFrame, *, name: str | None = None, caption: str | None
     Returns
     -------
     str
-        An HTML fragment: the table without index, then ``<p class="table-note">`` when rows were left out.
+        An HTML fragment: the table without index inside a ``<div class="table-scroll">`` that scrolls sideways
+        when the table is wider than the page, then ``<p class="table-note">`` when rows were left out.
     """
     import html
 
     styler = table_styler(df, **options)
     if caption:
         styler = styler.set_caption(html.escape(caption))
-    body = styler.to_html()
-    n_shown = len(styler.data)
+    body = f'<div class="{SCROLL_CLASS}" style="overflow-x: auto; max-width: 100%;">{styler.to_html()}</div>'
+    shown = styler.data
+    if len(shown.columns) > WIDE_PRINT_COLUMNS and 1 < len(shown) <= WIDE_PRINT_COLUMNS:
+        body += f'<div class="{PRINT_CLASS}" style="display: none;">{_styled(turned(shown)).to_html()}</div>'
+    max_rows = options.get("max_rows", MAX_ROWS)
+    n_shown = len(df) if max_rows is None else min(len(df), max_rows)
     note = truncation_note(n_shown, len(df), name=name, locale=options.get("locale", "en_GB"))
     return body + (f'<p class="table-note"><em>{html.escape(note)}</em></p>' if note else "")
 

@@ -9,7 +9,9 @@ Each dataset runs once through the real command, in a project home of its own:
 
 ``EXPECTED`` holds, per dataset and analysis, how its run ends: ``succeeded``, ``succeeded with warnings:``
 and the kinds of warning its ``run.json`` records, or ``not_applicable:`` and the reason. No run may end in
-a traceback.
+a traceback. Every succeeded report opens with its findings block, shows no long float in its tables and
+has a headline number for the index; one report per audience is checked in a browser for tables and figures
+wider than the page.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import test_report_index
 
-from crm_analytics import datasets, paths, privacy, results
+from crm_analytics import datasets, findings, headlines, paths, privacy, report_index, results, tables
 
 pytestmark = pytest.mark.slow
 
@@ -226,3 +229,74 @@ def test_each_warning_is_a_known_kind_with_a_message_in_the_report(run_all):
             # the message's opening words as the report shows them (before any Markdown markup)
             opening = re.split(r"[`*_<>\[\]]", warning["message"])[0][:40].strip()
             assert opening in report, (analysis, opening)
+
+
+# ----------------------------------------------------------------------------- reports for people, on every dataset
+
+
+def succeeded_reports(run: RunAll) -> dict[str, Path]:
+    """The ``report.html`` of each analysis whose run succeeded."""
+    return {analysis: record["run_dir"] / "report.html" for analysis, record in run.records.items() if record["status"] == "succeeded"}
+
+
+def test_every_report_opens_with_its_findings_and_its_tables_show_no_long_floats(run_all):
+    reports = succeeded_reports(run_all)
+    assert reports, "no report to read"
+    for analysis, report in reports.items():
+        page = report.read_text(encoding="utf-8")
+        block = page.find('<div class="findings" id="what-we-found">')
+        assert block >= 0, f"{analysis}: no findings block"
+        first_section = page.find('<h2 id="')  # nbconvert gives every Markdown heading an id; the findings' heading has none
+        assert first_section < 0 or block < first_section, f"{analysis}: the findings come after the first section"
+        assert findings.PLACEHOLDER not in page, f"{analysis}: the placeholder was never filled"
+        shown_tables = "".join(re.findall(r"<table.*?</table>", page, flags=re.S))
+        assert tables.long_floats(shown_tables) == [], analysis
+        assert headlines.read_headline(report.parent), f"{analysis}: a good run shows at least one headline number on the index"
+
+
+chromium = test_report_index.chromium  # the browser of the index's screenshot test, shared
+REPORT_PER_AUDIENCE = {"executive": "kpi", "customers": "segmentation", "sales_marketing": "funnel", "service": "satisfaction",
+                       "data_quality": "cleansing"}
+# Tables, figures and blocks wider than the page, unless inside a box that scrolls sideways and itself fits.
+_TOO_WIDE = """() => {
+  const width = document.documentElement.clientWidth;
+  const scrolls = e => { for (let p = e.parentElement; p; p = p.parentElement) {
+      const overflow = getComputedStyle(p).overflowX;
+      if ((overflow === 'auto' || overflow === 'scroll') && p.getBoundingClientRect().right <= width + 1) return true; }
+    return false; };
+  return Array.from(document.querySelectorAll('table, img, svg, figure, pre, .findings'))
+    .filter(e => e.getBoundingClientRect().width > 0 && e.getBoundingClientRect().right > width + 1 && !scrolls(e))
+    .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right) + 'px: ' + (e.textContent || '').slice(0, 40));
+}"""
+
+
+def reports_per_audience(run: RunAll) -> dict[str, Path]:
+    """One succeeded report per audience of the index: the usual one (``REPORT_PER_AUDIENCE``), else the first that succeeded."""
+    catalogue = report_index.load_catalogue()
+    reports = succeeded_reports(run)
+    chosen = {}
+    for audience, usual in REPORT_PER_AUDIENCE.items():
+        members = [usual] + [name for name, (key, _) in catalogue.reports.items() if key == audience and name != usual]
+        found = [name for name in members if name in reports]
+        if found:
+            chosen[found[0]] = reports[found[0]]
+    return chosen
+
+
+@pytest.mark.browser
+def test_one_report_per_audience_fits_the_page_width_in_a_browser(run_all, chromium, tmp_path_factory):
+    chosen = reports_per_audience(run_all)
+    if run_all.dataset == "demo":
+        assert sorted(chosen) == sorted(REPORT_PER_AUDIENCE.values()), "the demo has every usual report"
+    screenshots = tmp_path_factory.mktemp(f"screenshots_{run_all.dataset}")
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        for analysis, report in chosen.items():
+            page.goto(report.as_uri(), wait_until="load")
+            page.screenshot(path=str(screenshots / f"{analysis}-1280.png"), full_page=True)
+            assert page.locator("#what-we-found li").count() >= 1, analysis
+            assert page.evaluate(_TOO_WIDE) == [], f"{analysis}: wider than the page"
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280, analysis
+    finally:
+        context.close()

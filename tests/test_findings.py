@@ -264,6 +264,99 @@ def test_experiment_sentences_state_the_effect_its_interval_and_significance():
                                                         first_day="2024-03-01", last_day="2024-03-31")] == ["conversion_lift_points", "revenue_per_participant_difference"]
 
 
+def pipeline_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Hand-made ``win_rates``, ``weighted_pipeline`` and ``stage_conversion`` of 200 closed and 30 open opportunities."""
+    win = pd.DataFrame({"n_closed": [200], "n_won": [50], "n_lost": [150], "n_open": [30], "win_rate_pct": [25.0],
+                        "win_rate_low_pct": [19.51], "win_rate_high_pct": [31.43], "won_amount": [500_000.0]})
+    weighted = pd.DataFrame({"stage": ["lead", "proposal"], "n_open": [20, 10], "n_without_amount": [4, 1], "n_amount_filled": [0, 0],
+                             "open_amount": [80_000.0, 60_000.0], "win_probability": [0.2, 0.5], "weighted_amount": [16_000.0, 30_000.0]})
+    conversion = pd.DataFrame({"stage": ["lead", "qualified", "proposal", "won"], "n_reached": [300, 180, 90, 50],
+                               "conversion_to_next_pct": [60.0, 50.0, 55.56, None], "conversion_from_first_pct": [100.0, 60.0, 30.0, 16.67]})
+    return win, weighted, conversion
+
+
+def test_pipeline_sentences_name_the_win_rate_the_open_pipeline_and_the_weakest_stage():
+    win, weighted, conversion = pipeline_tables()
+    found = findings.pipeline_findings(win, weighted, conversion, first_day="2024-01-02", last_day="2024-06-28", currency="GBP", locale="en_GB")
+    period = "opportunities created from 2024-01-02 to 2024-06-28"
+    assert found[0].sentence == f"25.0% of the 200 closed opportunities were won (50; 95% interval 19.5% to 31.4%; {period})."
+    assert found[1].sentence == ("The open pipeline holds 30 opportunities worth £140,000, or £46,000 weighted by the win rate from their stage "
+                                 f"(5 without an amount, counted but not valued; {period}).")
+    assert found[2].sentence == f"The stage converting least is qualified: 50.0% of the 180 opportunities that reached qualified went on to proposal ({period})."
+    assert [f.key for f in found] == ["win_rate_pct", "open_pipeline_amount", "lowest_stage_conversion_pct"] and found[1].value == 140_000.0
+    filled = findings.pipeline_findings(win, weighted.assign(n_amount_filled=[4, 0]), conversion, first_day="2024-01-02", last_day="2024-06-28")
+    assert "(4 valued by the dataset's expected-amount rule; 1 without an amount, counted but not valued; opportunities" in filled[1].sentence
+
+
+def test_pipeline_without_closed_or_open_deals_says_so():
+    win, weighted, conversion = pipeline_tables()
+    found = findings.pipeline_findings(win.assign(n_closed=0), weighted.iloc[:0], conversion.iloc[:0], first_day="2024-01-02", last_day="2024-01-31")
+    assert [f.sentence for f in found] == [
+        "No opportunity has closed yet, so there is no win rate (opportunities created from 2024-01-02 to 2024-01-31).",
+        "No opportunity is open (opportunities created from 2024-01-02 to 2024-01-31).",
+    ]
+    assert found[0].value is None
+
+
+def cleansing_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Hand-made row counts, quarantine reasons, duplicates summary and merge accuracy of a build of two sources."""
+    counts = pd.DataFrame({"source": ["web_orders", "crm_contacts"], "table_name": ["orders", "customers"], "rows_in": [10_000, 2_500],
+                           "rows_clean": [9_880, 2_495], "rows_quarantined": [120, 5]})
+    reasons = pd.DataFrame({"source": ["crm_contacts", "web_orders", "web_orders", "crm_contacts"], "table_name": ["customers", "orders", "orders", "customers"],
+                            "column_name": ["phone", "customer_id", "order_time", "email"], "reason": ["excel_mangled", "unknown_customer", "future_date", "duplicate_key"],
+                            "action": ["value", "row", "row", "row"], "n_entries": [400, 100, 20, 5]})
+    duplicates = pd.DataFrame({"match_rule": ["exact_email", "single_record", "all"], "source": ["crm_contacts", "crm_contacts", "all"],
+                               "n_records": [1_000, 1_495, 2_495], "n_customers": [None, None, 2_000.0], "n_records_merged": [None, None, 495.0]})
+    accuracy = pd.DataFrame({"source_a": ["all"], "source_b": ["all"], "n_true_pairs": [500], "n_predicted_pairs": [495], "n_correct_pairs": [490],
+                             "precision": [0.9899], "recall": [0.98], "f1": [0.98495]})
+    return counts, reasons, duplicates, accuracy
+
+
+def test_cleansing_sentences_count_rows_quarantined_with_the_top_reason_and_the_merge():
+    counts, reasons, duplicates, accuracy = cleansing_tables()
+    found = findings.cleansing_findings(counts, reasons, duplicates, accuracy, built_day="2024-07-01 06:30", locale="en_GB")
+    assert found[0].sentence == ("Of 12,500 rows read from 2 sources, 12,375 are clean and 125 (1.0%) quarantined; the most common reason is "
+                                 "unknown customer (100 rows, most in customer_id of web_orders; build of 2024-07-01).")
+    assert found[0].value == 0.01 and found[0].unit == "share"
+    assert found[1].sentence == ("The 2,495 customer records resolve into 2,000 customers: 495 records (19.8%) were duplicates of another and merged "
+                                 "(build of 2024-07-01).")
+    assert found[2].sentence == ("Against the dataset's ground truth, 99.0% of the record pairs merged are the same person (precision) and 98.0% of the "
+                                 "true pairs were merged (recall), F1 0.985 (build of 2024-07-01).")
+
+
+def test_a_clean_build_without_duplicates_or_ground_truth():
+    counts, reasons, duplicates, _ = cleansing_tables()
+    clean = counts.assign(rows_clean=counts["rows_in"], rows_quarantined=0)
+    single = duplicates.assign(n_customers=[None, None, 2_495.0], n_records_merged=[None, None, 0.0])
+    found = findings.cleansing_findings(clean, reasons.iloc[:0], single, None, built_day="2024-07-01")
+    assert [f.sentence for f in found] == [
+        "Of 12,500 rows read from 2 sources, 12,500 are clean and 0 (0.0%) quarantined (build of 2024-07-01).",
+        "No duplicate was found: each of the 2,495 customer records is a customer of its own (build of 2024-07-01).",
+    ]
+
+
+def test_dashboard_sentences_say_how_fresh_its_results_are_and_their_headline_numbers():
+    statuses = pd.DataFrame({"analysis": ["kpi", "overview", "funnel", "cohort"], "state": ["fresh", "stale", "missing", "fresh"],
+                             "finished_time": pd.to_datetime(["2024-07-01 06:10", "2024-06-20 06:05", None, "2024-07-01 06:20"], utc=True)})
+    numbers = pd.DataFrame({"analysis": ["kpi", "kpi", "kpi", "overview", "cohort"],
+                            "label": ["Revenue", "KPIs off target", "KPI alerts", "Orders in the warehouse", "Share buying again one month on"],
+                            "value": ["£92,346", "3 of 4 (2 amber, 1 red)", "1", "36,969", "21.4%"],
+                            "period": ["month 2024-06", "latest complete period of each KPI", "month 2024-06", "orders 2023-01-01 to 2024-06-30", "12 cohorts"]})
+    found = findings.dashboard_findings(statuses, numbers)
+    assert found[0].sentence == ("2 of the 4 analyses this page shows have up-to-date results (overview: out of date; funnel: no successful run; "
+                                 "latest good runs finished from 2024-06-20 to 2024-07-01).")
+    assert found[0].value == 2
+    assert found[1].sentence == ("From the latest kpi report: Revenue: £92,346 (month 2024-06); KPIs off target: 3 of 4 (2 amber, 1 red) "
+                                 "(latest complete period of each KPI).")
+    assert found[2].sentence == "From the latest overview report: Orders in the warehouse: 36,969 (orders 2023-01-01 to 2024-06-30)."
+    assert len(found) == 3, "at most two analyses' numbers"
+    [alone] = findings.dashboard_findings(statuses.assign(state="missing", finished_time=pd.NaT), numbers.iloc[:0])
+    assert alone.sentence == ("0 of the 4 analyses this page shows have up-to-date results (kpi: no successful run; overview: no successful run; "
+                              "funnel: no successful run; cohort: no successful run; no good run yet).")
+    same_day = findings.dashboard_findings(statuses.assign(state="fresh", finished_time=pd.Timestamp("2024-07-01 06:00", tz="UTC")), numbers)
+    assert same_day[0].sentence == "4 of the 4 analyses this page shows have up-to-date results (latest good runs finished on 2024-07-01)."
+
+
 # --------------------------------------------------------------------------- a real run of a notebook
 
 
@@ -316,7 +409,7 @@ def test_segmentation_report_opens_with_its_findings(demo_home, tmp_path):
     print("\n".join(stored["sentence"]))
 
 
-MODEL_ANALYSES = ["clv", "churn", "lifecycle", "forecast", "satisfaction", "behaviour", "recommendation", "attribution", "experiments"]
+MODEL_ANALYSES = ["clv", "churn", "lifecycle", "forecast", "satisfaction", "behaviour", "recommendation", "attribution", "experiments", "pipeline"]
 
 
 @pytest.mark.slow

@@ -107,6 +107,54 @@ def test_the_file_keeps_the_contract_and_an_analysis_without_headlines_gets_none
     assert set(headlines.HEADLINES) >= {"overview", "segmentation", "kpi", "cleansing", "churn"}
 
 
+def test_an_analysis_without_a_headline_function_shows_the_numbers_of_its_findings(tmp_path, warehouse):
+    from crm_analytics import findings
+
+    block = [
+        findings.Finding("win_rate_pct", "18.4% of ... were won.", 18.389753, "percent", "opportunities created from 2023-01-17 to 2025-12-31", "the win rate"),
+        findings.Finding("open_pipeline_amount", "The open pipeline ...", 13_235_300.0, "money", "opportunities created from 2023-01-17 to 2025-12-31",
+                         "the open pipeline value"),
+        findings.Finding("change_win_rate_pct", "Since the previous successful run ...", 1.2, "percent", "", "the win rate"),
+        findings.Finding("lowest_stage_conversion_pct", "The stage converting least ...", 59.641256, "percent", "opportunities created", ""),
+        findings.Finding("warnings", "Read with care: ...", 1, "count", ""),
+        findings.Finding("top_share", "The top 10% ...", 0.4567, "share", "calibration end 2024-06-30", "the top 10%'s share of predicted value"),
+    ]
+    run_dir = _tables(tmp_path / "run", findings=findings.findings_table(block))
+    assert _compute("pipeline", run_dir, warehouse) == [
+        ("Win rate", "18.4%", "opportunities created from 2023-01-17 to 2025-12-31"),
+        ("Open pipeline value", "£13,235,300", "opportunities created from 2023-01-17 to 2025-12-31"),
+        ("Lowest stage conversion %", "59.6%", "opportunities created"),
+    ], "at most three numbers in their units; changes and warnings are not headline numbers; no label: the key"
+    written = headlines.write_headline("clv", run_dir, parameters={"warehouse_path": str(warehouse)}, dataset=DATASET)
+    assert json.loads(written.read_text(encoding="utf-8"))[0] == {"label": "Win rate", "value": "18.4%",
+                                                                   "period": "opportunities created from 2023-01-17 to 2025-12-31"}
+    sentences_only = _tables(tmp_path / "dashboard", findings=findings.findings_table([findings.Finding("headline_kpi", "From the latest kpi report: ...")]))
+    assert headlines.write_headline("dashboard", sentences_only, parameters={}, dataset=DATASET) is None, "a block without numbers gives no headline"
+
+
+def test_an_analysis_whose_function_finds_nothing_falls_back_to_its_findings(tmp_path, warehouse):
+    from crm_analytics import findings
+
+    block = [findings.Finding("n_orders", "The warehouse holds ...", 36_969, "count", "orders 2024-01-05 to 2024-03-28", "the number of orders")]
+    run_dir = _tables(tmp_path / "run", findings=findings.findings_table(block))  # no table_inventory
+    assert _compute("overview", run_dir, warehouse) == [("Number of orders", "36,969", "orders 2024-01-05 to 2024-03-28")]
+
+
+def test_latest_headlines_reads_each_analysis_latest_good_run(tmp_path, monkeypatch):
+    from crm_analytics import paths
+
+    monkeypatch.setenv(paths.HOME_ENV, str(tmp_path))
+    for analysis, label in (("kpi", "Revenue"), ("cohort", "Share buying again")):
+        run_dir = paths.analysis_dir(analysis, DATASET) / "20240101T000000.000Z-aaaaaa"
+        run_dir.mkdir(parents=True)
+        (run_dir / headlines.HEADLINE_FILE).write_text(json.dumps([{"label": label, "value": "1", "period": "p"}]), encoding="utf-8")
+        runner.move_latest(run_dir.parent, run_dir.name)
+    rows = headlines.latest_headlines(["kpi", "funnel", "cohort"], dataset=DATASET)
+    assert rows.to_dict("records") == [{"analysis": "kpi", "label": "Revenue", "value": "1", "period": "p"},
+                                       {"analysis": "cohort", "label": "Share buying again", "value": "1", "period": "p"}]
+    assert list(headlines.latest_headlines([], dataset=DATASET).columns) == ["analysis", "label", "value", "period"]
+
+
 # ----------------------------------------------------------------------------- through the runner
 
 

@@ -111,3 +111,36 @@ def test_the_input_is_not_modified_and_persisted_tables_stay_raw(tmp_path):
     path = tables.show_table(frame, "segment_summary", output_dir=tmp_path, currency="GBP", locale="en_GB")
     pd.testing.assert_frame_equal(frame, before)
     pd.testing.assert_frame_equal(pd.read_parquet(path), before)
+
+
+def test_a_table_scrolls_sideways_instead_of_overflowing_the_page():
+    html = tables.table_html(segment_table())
+    assert html.startswith(f'<div class="{tables.SCROLL_CLASS}" style="overflow-x: auto; max-width: 100%;"><style')
+    assert html.count("<table") == 1, "a narrow table has no print copy"
+
+
+def test_a_wide_one_row_table_is_shown_turned():
+    frame = pd.DataFrame([{"n_closed": 2186, "n_won": 402, "n_lost": 1784, "n_open": 267, "win_rate_pct": 18.389753,
+                           "win_rate_low_pct": 16.821692, "win_rate_high_pct": 20.068716, "won_amount": 23945900.0}])
+    shown = tables.table_styler(frame, currency="GBP").data
+    assert list(shown.columns) == ["Measure", "Value"]
+    assert shown.set_index("Measure")["Value"].to_dict() == {
+        "Closed": "2,186", "Won": "402", "Lost": "1,784", "Open": "267", "Win rate %": "18.4%", "Win rate low %": "16.8%",
+        "Win rate high %": "20.1%", "Won (GBP)": "£23,945,900"}
+    assert "table-note" not in tables.table_html(frame), "one row shown of one: nothing was cut"
+    assert list(tables.table_styler(frame.iloc[:, :tables.WIDE_ONE_ROW]).data.columns)[0] == "Closed", "a narrow one-row table stays as it is"
+
+
+def test_a_wide_table_gets_a_turned_copy_for_print():
+    frame = pd.DataFrame({"cluster": [0, 1, 2], "cluster_name": ["tea buyers", "app users", "lapsed"],
+                          **{f"category_{i}_pct": [10.0 + i, 20.0, 30.5] for i in range(tables.WIDE_PRINT_COLUMNS)}})
+    html = tables.table_html(frame)
+    screen, printed = html.split(f'<div class="{tables.PRINT_CLASS}" style="display: none;">')
+    assert screen.count("<table") == 1 and printed.count("<table") == 1
+    turned = tables.turned(tables.format_table(frame))
+    assert list(turned.columns) == ["Measure", "Cluster 0", "Cluster 1", "Cluster 2"]
+    assert turned.iloc[0].tolist() == ["Cluster name", "tea buyers", "app users", "lapsed"]
+    assert turned.iloc[1].tolist() == ["Category 0 %", "10.0%", "20.0%", "30.5%"]
+    assert ">Cluster 2</th>" in printed and ">lapsed</td>" in printed
+    many_rows = pd.concat([frame] * 5, ignore_index=True)
+    assert tables.PRINT_CLASS not in tables.table_html(many_rows), "a long wide table is left to the print stylesheet's small type"
