@@ -199,6 +199,7 @@ def test_builds_killed_from_outside_at_several_moments_leave_the_warehouse_byte_
     _cli(reference, "build-warehouse", "--dataset", "demo", check=True)
     full_seconds = time.monotonic() - started
     assert _sha256(_warehouse(reference)) != before
+    new_counts = _opens(_warehouse(reference))
 
     def kill_when(ready) -> bool:
         """Start a build, SIGKILL it when ``ready()`` says so; True when it was still running then."""
@@ -213,8 +214,11 @@ def test_builds_killed_from_outside_at_several_moments_leave_the_warehouse_byte_
                 process.kill()
         if not was_running:  # finished before the moment came: it replaced the warehouse whole; put the old one back
             assert process.returncode == 0 and _sha256(target) != before
-            _opens(target)
+        if _sha256(target) != before:
+            # killed after its rename (writing the index, exiting): the warehouse is the whole new build, never a mix
+            assert _opens(target) == new_counts, "a replaced warehouse holds the complete new build"
             shutil.copy2(saved, target)
+            return False
         return was_running
 
     saved = shutil.copy2(target, tmp_path / "before.duckdb")
