@@ -15,6 +15,9 @@
         retries: 1                 # extra attempts after a failed run (default 0)
         retry_delay_s: 60          # pause before a retry (default 60)
         pdf: true                  # optional: also print a successful run's report to report.pdf in its run folder
+        recipients: [ops@example.com]   # optional: mail a successful run's report (crm_analytics.mailer)
+        attach_tables: [alerts]    # optional: result tables attached to the mail as masked CSV
+        on_failure: notice         # optional: nothing (default) or a short notice when the run fails
 
 A job's zone is its ``timezone``, else the schedule's ``timezone``, else the business time zone
 of the job's dataset (its ``dataset``, else the schedule's, else the project default), else UTC.
@@ -27,7 +30,9 @@ which takes a per-analysis file lock: a second process never runs the same analy
 the same time; it records a ``skipped_locked`` run instead.
 
 Every trigger, skip, miss, retry and result is appended to ``outputs/scheduler.log.jsonl``
-(one JSON object a line). Cell output never goes there.
+(one JSON object a line), and so is every mail delivery attempt. Cell output never goes there.
+SMTP settings come from the environment or a secrets file (:mod:`crm_analytics.mailer`), never
+from the schedule: a schedule holding any is refused.
 """
 
 from __future__ import annotations
@@ -53,13 +58,16 @@ if TYPE_CHECKING:  # the schedulers load only when one is built: pages read cron
     from apscheduler.events import JobExecutionEvent, JobSubmissionEvent, SchedulerEvent
     from apscheduler.schedulers.base import BaseScheduler
 
+    from crm_analytics.mailer import MailOptions
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEZONE = "UTC"  # only when no zone is given and the dataset's cannot be read
 DEFAULT_MISFIRE_GRACE_S = 300
 LOG_NAME = "scheduler.log.jsonl"
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_JOB_KEYS = {"id", "analysis", "dataset", "parameters", "cron", "timezone", "retries", "retry_delay_s", "pdf"}
+_JOB_KEYS = {"id", "analysis", "dataset", "parameters", "cron", "timezone", "retries", "retry_delay_s", "pdf",
+             "recipients", "attach_tables", "on_failure"}
 _RETRYABLE = {"failed", "timeout", "kernel_died", "truncated"}
 
 
@@ -80,6 +88,7 @@ class ScheduledJob:
     retry_delay_s: float = 60.0
     dataset: str | None = None
     pdf: bool = False
+    mail: MailOptions | None = None  # recipients of the report; None: nothing is mailed
 
 
 @dataclass(frozen=True)
@@ -188,11 +197,23 @@ def dataset_zone(dataset: str | None, *, where: str = "schedule", required: bool
         return DEFAULT_TIMEZONE
 
 
+def _mail_options(raw: Mapping[str, Any], where: str) -> MailOptions | None:
+    """The job's mail options (:func:`crm_analytics.mailer.parse_mail_options`); SMTP settings in the schedule are refused."""
+    from crm_analytics import mailer
+
+    try:
+        mailer.refuse_smtp_settings(raw, where)
+        return mailer.parse_mail_options(raw, where)
+    except mailer.MailConfigError as exc:
+        raise ScheduleError(str(exc)) from None
+
+
 def _parse_job(raw: Any, index: int, default_zone: str | None, default_dataset: str | None = None) -> ScheduledJob:
     where = f"schedule job #{index + 1}"
     if not isinstance(raw, Mapping):
         raise ScheduleError(f"{where}: expected a mapping with id, analysis and cron")
     where = f"schedule job {raw.get('id', f'#{index + 1}')!r}"
+    mail = _mail_options(raw, where)
     unknown = sorted(set(raw) - _JOB_KEYS)
     if unknown:
         raise ScheduleError(f"{where}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(sorted(_JOB_KEYS))}")
@@ -217,6 +238,7 @@ def _parse_job(raw: Any, index: int, default_zone: str | None, default_dataset: 
         retries=int(raw.get("retries", 0)),
         retry_delay_s=float(raw.get("retry_delay_s", 60.0)),
         pdf=raw.get("pdf", False),
+        mail=mail,
     )
     if job.retries < 0 or job.retry_delay_s < 0:
         raise ScheduleError(f"{where}: retries and retry_delay_s must not be negative")
@@ -233,6 +255,12 @@ def parse_schedule(raw: Any, *, source: Path | None = None, dataset: str | None 
     raw = raw or {}
     if not isinstance(raw, Mapping):
         raise ScheduleError("schedule: expected a mapping with a 'jobs' list")
+    from crm_analytics import mailer
+
+    try:
+        mailer.refuse_smtp_settings(raw, "schedule")
+    except mailer.MailConfigError as exc:
+        raise ScheduleError(str(exc)) from None
     default_dataset = str(dataset or raw.get("dataset") or "") or None
     declared_zone = str(raw["timezone"]) if raw.get("timezone") else None
     if declared_zone:
@@ -357,12 +385,14 @@ def execute_job(
     runner_options: Mapping[str, Any] | None = None,
     dataset: str | None = None,
     pdf: bool = False,
+    mail: Mapping[str, Any] | None = None,
 ) -> str:
     """Run one scheduled job on ``dataset``: the analysis, then up to ``retries`` more attempts while it fails.
 
     Returns the final status. A ``skipped_locked`` run (another process runs the analysis) is
     logged as a skip and not retried. With ``pdf``, a successful run's report is also printed to
-    ``report.pdf`` in its run folder (:func:`print_report`). Everything is logged to ``log_path``.
+    ``report.pdf`` in its run folder (:func:`print_report`). With ``mail`` (``MailOptions.as_kwargs``),
+    the final run is mailed (:func:`send_mail`). Everything is logged to ``log_path``.
     """
     from crm_analytics import runner
 
@@ -371,13 +401,14 @@ def execute_job(
     if dataset:
         options["dataset"] = dataset
     run_log.write("trigger", job_id=job_id, analysis=analysis, dataset=options.get("dataset"), parameters_file=parameters_file)
-    status = "failed"
+    status, result = "failed", None
     for attempt in range(1, retries + 2):
         try:
             result = runner.run_analysis(analysis, parameters_file=parameters_file, **options)
         except runner.RunnerError as exc:
             run_log.write("error", job_id=job_id, analysis=analysis, attempt=attempt, message=str(exc))
-            return "failed"
+            status, result = "failed", None
+            break
         status = result.status
         fields = {
             "job_id": job_id,
@@ -397,10 +428,28 @@ def execute_job(
         if pdf and status == "succeeded" and result.run_dir is not None:
             print_report(run_log, result.run_dir, job_id=job_id, analysis=analysis)
         if status not in _RETRYABLE or attempt > retries:
-            return status
+            break
         run_log.write("retry", job_id=job_id, analysis=analysis, attempt=attempt + 1, delay_s=retry_delay_s)
         time.sleep(retry_delay_s)
+    if mail:
+        send_mail(run_log, mail, status=status, result=result, job_id=job_id, analysis=analysis, dataset=options.get("dataset"))
     return status
+
+
+def send_mail(run_log: RunLog, mail: Mapping[str, Any], *, status: str, result: Any, job_id: str, analysis: str,
+              dataset: str | None = None) -> bool:
+    """Mail a finished job's report (or its failure notice) to the job's recipients; log every attempt, never raise.
+
+    ``result`` is the final :class:`crm_analytics.runner.RunResult`, or ``None`` when the runner refused
+    the job. Delivery never changes the run's status (:func:`crm_analytics.mailer.deliver`).
+    """
+    from crm_analytics import mailer
+
+    return mailer.deliver(
+        run_log.write, mail, status=status, run_dir=getattr(result, "run_dir", None), job_id=job_id, analysis=analysis,
+        dataset=getattr(result, "dataset", None) or dataset, run_id=getattr(result, "run_id", None),
+        error_name=getattr(result, "error_name", None) or (None if result is not None else "RunnerError"),
+    )
 
 
 def print_report(run_log: RunLog, run_dir: str | Path, *, job_id: str, analysis: str) -> Path | None:
@@ -510,6 +559,7 @@ def _job_kwargs(job: ScheduledJob, log_path: Path, runner_options: Mapping[str, 
         "retries": job.retries,
         "retry_delay_s": job.retry_delay_s,
         "pdf": job.pdf,
+        "mail": job.mail.as_kwargs() if job.mail else None,
         "log_path": str(log_path),
         "runner_options": dict(runner_options),
     }
@@ -671,8 +721,8 @@ def next_fire_times(config: ScheduleConfig, *, now: datetime | None = None, coun
 def crontab_lines(config: ScheduleConfig, *, root: str | Path | None = None, command: str = ".venv/bin/crm-analytics") -> str:
     """Return crontab lines equivalent to ``config``, grouped under ``CRON_TZ=`` lines (cronie).
 
-    Retries and the misfire grace time have no crontab equivalent; the per-analysis lock still
-    keeps two runs of one analysis apart.
+    Retries, mailed reports and the misfire grace time have no crontab equivalent; the per-analysis
+    lock still keeps two runs of one analysis apart.
     """
     root = Path(root) if root else paths.code_root()
     lines = [
