@@ -25,7 +25,8 @@ models then work on the customer-level result in pandas / NumPy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import ibis
 import ibis.expr.types as ir
@@ -122,18 +123,45 @@ def rfm_totals(
     require_columns(orders, [customer_col, time_col, amount_col], context="rfm(orders)")
     table = as_ibis(orders)
     cutoff = ibis.literal(as_timestamp(as_of).to_pydatetime(), type="timestamp")
-    amount = table[amount_col]
-    is_purchase = amount >= 0
-    totals = (
-        table.filter((table[time_col] <= cutoff) & table[customer_col].notnull())
-        .group_by(customer_col)
-        .aggregate(
-            last_order_time=table[time_col].max(where=is_purchase),
-            frequency=is_purchase.sum(),
-            monetary=amount.sum(),
-        )
+    counted = table.filter((table[time_col] <= cutoff) & table[customer_col].notnull())
+    is_purchase = counted[amount_col] >= 0
+    totals = counted.group_by(customer_col).aggregate(
+        last_order_time=counted[time_col].max(where=is_purchase),
+        frequency=counted.count(where=is_purchase),  # COUNT(*) FILTER: cheaper than a sum of casts
+        monetary=counted[amount_col].sum(),
     )
     return totals.filter(totals.frequency > 0)
+
+
+# Customer numbers spanning at most 2**22 values are grouped by DuckDB in an array indexed by the number
+# (its "perfect hash" aggregate) rather than a hash table: the same groups, in about half the time at
+# 1M customers. DuckDB's default allows 2**12 values; the array takes memory in proportion to the range
+# (per thread), so the range stays bounded.
+PERFECT_HASH_BITS = 22
+
+
+@contextmanager
+def _duckdb_perfect_hash_groups(expression: ir.Expr, bits: int = PERFECT_HASH_BITS) -> Iterator[None]:
+    """While executing ``expression``, let DuckDB group integer keys of a range up to ``2**bits`` by array.
+
+    Only a performance setting of the expression's DuckDB connection (``perfect_ht_threshold``), raised
+    for the duration and restored afterwards; results are the same either way. Other backends, and a
+    connection already set higher, are left alone.
+    """
+    backend = ibis.get_backend(expression)
+    connection = getattr(backend, "con", None) if getattr(backend, "name", "") == "duckdb" else None
+    if connection is None:
+        yield
+        return
+    (previous,) = connection.execute("SELECT current_setting('perfect_ht_threshold')").fetchone()
+    if int(previous) >= bits:
+        yield
+        return
+    connection.execute(f"SET perfect_ht_threshold = {int(bits)}")
+    try:
+        yield
+    finally:
+        connection.execute(f"SET perfect_ht_threshold = {int(previous)}")
 
 
 def quantile_scores(values, *, n_bins: int = 5, higher_is_better: bool = True) -> np.ndarray:
@@ -294,7 +322,9 @@ def rfm(
     _check_n_bins(n_bins)
     stamp = as_timestamp(as_of)
     totals = rfm_totals(orders, as_of=stamp, customer_col=customer_col, time_col=time_col, amount_col=amount_col)
-    arrow = totals.order_by(customer_col).to_pyarrow()
+    ordered = totals.order_by(customer_col)
+    with _duckdb_perfect_hash_groups(ordered):
+        arrow = ordered.to_pyarrow()
     last = arrow.column("last_order_time").to_numpy().astype("datetime64[us]")
     recency = ((np.datetime64(stamp.to_datetime64(), "us") - last) // np.timedelta64(1, "D")).astype(np.int64)
     frequency = arrow.column("frequency").to_numpy().astype(np.int64)

@@ -7,6 +7,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from crm_analytics import segmentation as seg
 from crm_analytics.frames import MissingColumnError
@@ -443,3 +445,76 @@ def test_segment_mix_plot_of_no_group_says_so():
                           "group_pct": pd.Series(dtype="float64"), "group_customers": pd.Series(dtype="int64")})
     ax = seg.plot_segment_mix(empty, by="city")
     assert ax.get_legend() is None and "no group with enough customers" in ax.texts[0].get_text()
+
+
+# --------------------------------------------------------------------------- rfm against a plain pandas reference
+
+
+def _reference_rfm(orders: pd.DataFrame, as_of: str, n_bins: int) -> pd.DataFrame:
+    """RFM as the glossary defines it, written plainly in pandas: one groupby per measure, pandas ranks."""
+    stamp = pd.Timestamp(as_of)
+    kept = orders[(orders["order_time"] <= stamp) & orders["customer_id"].notna()]
+    purchases = kept[kept["order_amount"] >= 0].groupby("customer_id")
+    frame = pd.DataFrame({"last": purchases["order_time"].max(), "frequency": purchases.size()})
+    frame = frame.join(kept.groupby("customer_id")["order_amount"].sum().rename("monetary")).sort_index()
+    frame["recency_days"] = (stamp - frame["last"]) // pd.Timedelta(days=1)
+
+    def score(values: pd.Series, ascending: bool) -> pd.Series:
+        below = values.rank(method="min", ascending=ascending).astype(int) - 1
+        return 1 + below * n_bins // len(values)
+
+    def five_level(scores: pd.Series) -> pd.Series:
+        return 1 + ((scores - 1) * 8 + (n_bins - 1)) // (2 * (n_bins - 1))
+
+    frame["r_score"] = score(frame["recency_days"], ascending=False)
+    frame["f_score"] = score(frame["frequency"], ascending=True)
+    frame["m_score"] = score(frame["monetary"], ascending=True)
+    fm = five_level((frame["f_score"] + frame["m_score"] + 1) // 2).where(frame["frequency"] > 1, 1)
+    frame["rfm_segment"] = seg.SEGMENT_GRID[five_level(frame["r_score"]) - 1, fm - 1]
+    return frame.rename_axis("customer_id").reset_index()[["customer_id", *seg.RFM_COLUMNS]]
+
+
+def _random_orders(rng: np.random.Generator, n_orders: int, n_customers: int, id_type: str) -> pd.DataFrame:
+    """Orders over 60 days, many ties; amounts in quarters so sums are exact in any summation order."""
+    customer = rng.integers(0, n_customers, n_orders) * 7  # a gappy range of customer numbers
+    amount = rng.integers(-40, 400, n_orders) / 4
+    ids = pd.Series(customer, dtype="int64") if id_type == "int" else pd.Series([f"K{c:06d}" for c in customer], dtype="string")
+    ids[rng.random(n_orders) < 0.02] = None
+    return pd.DataFrame({
+        "customer_id": ids,
+        "order_time": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 60 * 24, n_orders), unit="h"),
+        "order_amount": amount,
+    })
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), n_orders=hs.integers(1, 400), n_customers=hs.integers(1, 80),
+       n_bins=hs.integers(2, 7), id_type=hs.sampled_from(["int", "string"]))
+def test_rfm_on_duckdb_equals_pandas_reference(seed, n_orders, n_customers, n_bins, id_type):
+    orders = _random_orders(np.random.default_rng(seed), n_orders, n_customers, id_type)
+    orders = orders.astype({"customer_id": "Int64"}) if id_type == "int" else orders
+    con = ibis.duckdb.connect()
+    table = con.create_table("orders", orders)  # a stored table: DuckDB has its statistics, as in a warehouse
+    as_of = "2024-02-15"
+    result = seg.rfm(table, as_of=as_of, n_bins=n_bins)
+    expected = _reference_rfm(orders, as_of, n_bins)
+    assert result["customer_id"].tolist() == expected["customer_id"].tolist()
+    for column in ("recency_days", "frequency", "monetary", "r_score", "f_score", "m_score"):
+        assert result[column].tolist() == expected[column].tolist(), column
+    assert result["rfm_segment"].astype(str).tolist() == expected["rfm_segment"].tolist()
+
+
+def test_rfm_groups_integer_ids_by_array_on_duckdb_and_restores_the_setting():
+    orders = _random_orders(np.random.default_rng(0), 5_000, 100_000, "int").astype({"customer_id": "Int64"})
+    con = ibis.duckdb.connect()
+    totals = seg.rfm_totals(con.create_table("orders", orders), as_of="2024-02-15")
+
+    def plan() -> str:
+        return "\n".join(row[1] for row in con.con.execute(f"EXPLAIN {ibis.to_sql(totals)}").fetchall())
+
+    assert "PERFECT_HASH_GROUP_BY" not in plan()  # 700,000 numbers: beyond DuckDB's default of 2**12
+    with seg._duckdb_perfect_hash_groups(totals):
+        assert "PERFECT_HASH_GROUP_BY" in plan()
+    assert con.con.execute("SELECT current_setting('perfect_ht_threshold')").fetchone()[0] == 12
+    from_pandas = seg.rfm(orders, as_of="2024-02-15")
+    pd.testing.assert_frame_equal(seg.rfm(con.table("orders"), as_of="2024-02-15"), from_pandas)
