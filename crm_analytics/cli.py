@@ -577,13 +577,22 @@ def report(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (keep 127.0.0.1 unless behind a proxy).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8866,
-    token: Annotated[Optional[str], typer.Option(help="Access token required by the server.")] = None,
+    token: Annotated[
+        Optional[str],
+        typer.Option(help="Access token required by the server (shows in ps: prefer --token-file or CRM_ANALYTICS_SERVE_TOKEN)."),
+    ] = None,
+    token_file: Annotated[Optional[Path], typer.Option(help="File holding the access token.")] = None,
+    max_kernels: Annotated[int, typer.Option(help="Most page kernels at once; more visitors get a 'busy' page (0: from memory).")] = 0,
     dataset: DatasetOption = None,
 ) -> None:
     """Serve the notebooks read-only as Voilà pages showing the dataset's latest results."""
     from crm_analytics import serve as serve_module
 
-    serve_module.serve(host=host, port=port, token=token, dataset=_load_dataset(dataset).name)
+    try:
+        token = serve_module.resolve_token(token, token_file)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    serve_module.serve(host=host, port=port, token=token, max_kernels=max_kernels, dataset=_load_dataset(dataset).name)
 
 
 def _load_schedule(path: Optional[Path], dataset: str | None = None):

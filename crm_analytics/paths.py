@@ -121,6 +121,11 @@ def notebooks_dir() -> Path:
     return code_root() / "notebooks"
 
 
+def pages_dir() -> Path:
+    """Return ``notebooks/pages/``: every notebook there is a stakeholder page (served, never run as an analysis)."""
+    return notebooks_dir() / "pages"
+
+
 def parameters_dir() -> Path:
     """Return ``parameters/``: parameter sets, the sources map and the schedule."""
     return code_root() / "parameters"

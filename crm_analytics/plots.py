@@ -17,14 +17,36 @@ missing glyphs.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+
+# Set while a page redraws into an ipywidgets.Output (widgets.show_filtered): a figure shown there travels as a
+# binary image widget, because a large base64 PNG inside an Output's state stalls nbclient, and so Voilà,
+# until the cell timeout (a 2400 x 4800 px figure: about 40 s, measured on Voilà 0.5 / nbclient 0.11).
+_figures_as_widgets: contextvars.ContextVar[bool] = contextvars.ContextVar("figures_as_widgets", default=False)
+
+
+@contextlib.contextmanager
+def figures_as_widgets() -> Iterator[None]:
+    """Within this block ``results.show_figure`` shows figures as ``ipywidgets.Image`` (binary, not base64)."""
+    token = _figures_as_widgets.set(True)
+    try:
+        yield
+    finally:
+        _figures_as_widgets.reset(token)
+
+
+def showing_figures_as_widgets() -> bool:
+    """True inside ``figures_as_widgets()``."""
+    return _figures_as_widgets.get()
 
 PALETTE = "crest"  # sequential: heatmaps and single-colour bars
 

@@ -108,8 +108,13 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     RFC 4180 says, so a cell holding a carriage return is quoted rather than read as a line break.
     Returns ``path``.
     """
-    spreadsheet_safe(df).to_csv(path, index=False, lineterminator="\r\n")
+    Path(path).write_text(csv_text(df), encoding="utf-8", newline="")
     return Path(path)
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    """``df`` as the text of the CSV ``write_csv`` writes (formula-safe cells, CRLF lines, no index): for a download."""
+    return spreadsheet_safe(df).to_csv(index=False, lineterminator="\r\n")
 
 
 def save_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = FIGURE_DPI) -> Path | None:
@@ -142,11 +147,26 @@ def show_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = FIG
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     png = buffer.getvalue()
     width_px = struct.unpack(">I", png[16:20])[0]  # the PNG header's width field
-    display(Image(data=png, format="png", width=round(width_px * fig.dpi / dpi), alt=alt_text))
+    width = round(width_px * fig.dpi / dpi)
+    if plots.showing_figures_as_widgets():
+        _display_image_widget(png, width=width, alt=alt_text)
+    else:
+        display(Image(data=png, format="png", width=width, alt=alt_text))
     plt.close(fig)
     if path is not None:
         path.write_bytes(png)
     return path
+
+
+def _display_image_widget(png: bytes, *, width: int, alt: str) -> None:
+    """Show ``png`` as an ``ipywidgets.Image`` ``width`` px wide, its alternative text beside it for screen readers."""
+    import html
+
+    import ipywidgets
+    from IPython.display import HTML, display
+
+    display(ipywidgets.Image(value=png, format="png", layout=ipywidgets.Layout(width=f"{width}px", max_width="100%")))
+    display(HTML(f'<span class="crm-figure-alt" style="position:absolute;left:-10000px">{html.escape(alt)}</span>'))
 
 
 def _figure_path(name: str, output_dir: str | Path | None) -> SavedPath | None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from crm_analytics import plots
+
 GRAINS = ("day", "week", "month", "quarter")
 ALL = "all"
 # Environment variables that only a kernel with a widget frontend has: Voilà sets VOILA_*,
@@ -184,7 +186,7 @@ def _render_into(output, controls: FilterControls, render: Callable[[FilterValue
     from IPython.display import Markdown, display
 
     output.clear_output(wait=True)
-    with output:
+    with output, plots.figures_as_widgets():
         try:
             values = controls.values()
         except ValueError as error:

@@ -400,7 +400,9 @@ def test_only_the_stakeholder_notebooks_are_staged(tmp_path):
     from crm_analytics import serve
 
     found = serve.resolve_notebooks()
-    assert [p.name for p in found] == [f"{n}.ipynb" for n in serve.STAKEHOLDER_NOTEBOOKS]
+    assert [p.name for p in found] == [p.name for p in serve.default_notebooks()]
+    assert {p.parent for p in found} == {paths.pages_dir(), paths.notebooks_dir()}  # the pages folder and the dashboard
+    assert {f"{n}.ipynb" for n in serve.STAKEHOLDER_NOTEBOOKS} < {p.name for p in found}
     root = serve.stage_notebooks(found, tmp_path / "root")
     assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in found)
     with pytest.raises(FileNotFoundError, match="no_such_page"):

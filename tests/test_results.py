@@ -67,6 +67,27 @@ def test_shown_figure_is_the_written_png_at_the_inline_size_and_is_closed(tmp_pa
     assert shown[-1].alt == "Orders per day, falling then rising"
 
 
+def test_a_figure_redrawn_into_a_page_filter_output_is_a_binary_image_widget(tmp_path, monkeypatch):
+    """Inside ``plots.figures_as_widgets()`` (a page's filter redraw) the PNG travels as an image widget, with its alt beside it."""
+    import IPython.display
+    import ipywidgets
+
+    from crm_analytics import plots
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objects, **_: shown.extend(objects))
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.set(xlabel="day", ylabel="orders (count)")
+    with plots.figures_as_widgets():
+        path = results.show_figure(fig, "trend", output_dir=tmp_path, dpi=150)
+    widget, alt = shown
+    assert isinstance(widget, ipywidgets.Image) and widget.value == path.read_bytes() and widget.format == "png"
+    assert "x axis: day; y axis: orders (count)" in alt.data
+    assert not plots.showing_figures_as_widgets()
+    results.show_figure(fig, "trend", output_dir="")
+    assert isinstance(shown[-1], IPython.display.Image), "outside a redraw, a figure is an image output as before"
+
+
 def test_result_names_become_safe_file_names(tmp_path):
     with pytest.raises(ValueError, match="file name"):
         results.save_table(pd.DataFrame({"a": [1]}), "../escape", output_dir=tmp_path)
