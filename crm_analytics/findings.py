@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from crm_analytics import paths, results, tables
+from crm_analytics import kpi_catalogue, paths, results, tables
 
 TITLE = "What we found"
 TABLE = "findings"  # tables/findings.parquet of a run: its headline numbers, read by the next run
@@ -238,7 +238,10 @@ def kpi_findings(tracked: pd.DataFrame, alerts: pd.DataFrame, *, currency: str =
         return [Finding("n_alerts", "No KPI has a complete period at its own grain yet, so nothing can be judged.", None, "count")]
     period = f"latest complete periods, up to {_day(pd.Timestamp(latest['period_end'].max()) - pd.Timedelta(days=1))}"
     if alerts.empty:
-        found = [Finding("n_alerts", f"No KPI alert: every KPI with a target is within its thresholds and no change left its usual range ({period}).", 0, "count", period, "the number of KPI alerts")]
+        judged = ("every KPI with a target is within its thresholds and no change left its usual range"
+                  if (~latest["status"].isin(kpi_catalogue.UNTARGETED_STATUSES)).any()
+                  else "no change left its usual range (the dataset's targets file sets no target)")
+        found = [Finding("n_alerts", f"No KPI alert: {judged} ({period}).", 0, "count", period, "the number of KPI alerts")]
     else:
         n_red = int((alerts["severity"] == "red").sum())
         first = alerts.iloc[0]
@@ -261,7 +264,7 @@ def kpi_findings(tracked: pd.DataFrame, alerts: pd.DataFrame, *, currency: str =
             f"{row['name']} was {_fmt(row['value'], 'money', currency, locale)} in the {when}{change}.",
             float(row["value"]), "money", when, str(row["name"]),
         ))
-    with_target = latest[latest["status"] != "grey"]
+    with_target = latest[~latest["status"].isin(kpi_catalogue.UNTARGETED_STATUSES)]
     if len(with_target):
         green = int((with_target["status"] == "green").sum())
         found.append(Finding(

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from crm_analytics import dates, findings, money, paths, tables
+from crm_analytics import dates, findings, kpi_catalogue, money, paths, tables
 
 HEADLINE_FILE = "headline.json"
 MAX_FINDINGS_HEADLINES = 3  # numbers taken from a findings block when an analysis has no headline function
@@ -181,6 +181,7 @@ def kpi_headlines(run: RunTables) -> list[Headline]:
             last = revenue.loc[revenue["period_start"].idxmax()]
             found.append(Headline("Revenue", run.money(last["value"]), _period_label(last["period_start"], grain)))
         latest = _latest_per_kpi(values)
+        latest = latest[~latest["status"].isin(kpi_catalogue.UNTARGETED_STATUSES)]  # off target of those with one
         if not latest.empty:
             off = latest[latest["status"].isin(_OFF_TARGET)]
             counts = ", ".join(f"{(off['status'] == s).sum()} {s}" for s in _OFF_TARGET)

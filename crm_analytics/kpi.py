@@ -48,7 +48,7 @@ import pandas as pd
 from crm_analytics import frames, money, paths, plots, privacy, results, schema
 from crm_analytics.customer_features import customer_segments  # shared with other analyses: a layer module
 from crm_analytics.dates import window_end  # shared with other analyses: a layer module
-from crm_analytics.kpi_catalogue import GRAINS, CatalogueError, KpiDefinition, read_catalogue, read_targets, with_targets
+from crm_analytics.kpi_catalogue import GRAINS, NO_TARGET, CatalogueError, KpiDefinition, read_catalogue, read_targets, with_targets
 
 __all__ = [
     "COMPUTATIONS",
@@ -83,7 +83,6 @@ _PERIOD_STEP = {"day": {"days": 1}, "week": {"days": 7}, "month": {"months": 1},
 NOMINAL_DAYS = {"day": 1.0, "week": 7.0, "month": 30.4375, "quarter": 91.3125}
 _YEAR_BACK = {"day": pd.Timedelta(days=364), "week": pd.Timedelta(weeks=52), "month": pd.DateOffset(years=1), "quarter": pd.DateOffset(years=1)}
 ALL = "all"
-NO_TARGET = "no target"
 STATUSES = ("green", "amber", "red", "grey", NO_TARGET)
 
 # --------------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ UNITS = ("count", "pct", "money", "days", "hours", "score")
 DIRECTIONS = ("higher", "lower")
 GRAINS = ("day", "week", "month", "quarter")
 DIMENSIONS = ("segment", "channel")
+NO_TARGET = "no target"  # status of a KPI the dataset's targets file sets no target for
+UNTARGETED_STATUSES = ("grey", NO_TARGET)  # statuses of values judged against no target (breakdowns, no target set)
 CATEGORIES = ("customer", "marketing", "sales", "service")
 WHERE_OPERATORS = ("==", "!=", ">=", "<=", ">", "<", "in", "is_not", "notnull", "isnull")
 

@@ -74,6 +74,10 @@ def test_kpi_sentences_count_the_alerts():
     assert found[1].sentence == "Revenue was £1,200 in the month from 2024-06-01 to 2024-06-30, +20.0% on the previous month."
     assert found[2].sentence.startswith("1 of the 2 KPIs with a target are on target")
     assert findings.kpi_findings(tracked, alerts.iloc[:0])[0].value == 0
+    # a dataset without targets: no sentence counts KPIs "with a target" that have none
+    untargeted = findings.kpi_findings(tracked.assign(status="no target"), alerts.iloc[:0], currency="GBP", locale="en_GB")
+    assert not any("KPIs with a target" in f.sentence for f in untargeted)
+    assert untargeted[0].sentence.startswith("No KPI alert: no change left its usual range (the dataset's targets file sets no target)")
 
 
 def test_change_since_the_previous_run_in_points():

@@ -67,7 +67,8 @@ def test_kpi_states_revenue_of_the_latest_period_the_kpis_off_target_and_the_ale
 
     values = pd.DataFrame([row("revenue", "2024-02-01", 81_000.0, "green"), row("revenue", "2024-03-01", 92_345.6, "amber"),
                            row("orders", "2024-03-01", 2100.0, "red", unit="count"), row("nps", "2024-03-01", 31.0, "green", unit="score"),
-                           row("win_rate", "2024-01-01", 12.0, "amber", grain="quarter", unit="pct")])
+                           row("win_rate", "2024-01-01", 12.0, "amber", grain="quarter", unit="pct"),
+                           row("csat", "2024-03-01", 4.1, "no target", unit="score")])  # not counted: it has no target
     alerts = pd.DataFrame({"kpi_id": ["orders"], "grain": ["month"], "period_start": pd.to_datetime(["2024-03-01"]), "severity": ["red"]})
     run_dir = _tables(tmp_path / "run", kpi_values=values, alerts=alerts)
     assert _compute("kpi", run_dir, warehouse, grain="month") == [
