@@ -243,12 +243,6 @@ def section(analysis: str, what: str, draw: Callable[[], str]) -> str:
         return heading(what) + f'<p class="crm-section-note">{html.escape(line)}</p>'
 
 
-def _dropdown(label: str, options, css: str) -> widgets.Dropdown:
-    control = widgets.Dropdown(options=options, description=label, style={"description_width": "initial"})
-    control.add_class(css)
-    return control
-
-
 def _html_widget(css: str) -> widgets.HTML:
     out = widgets.HTML()
     out.add_class(css)
@@ -374,8 +368,8 @@ def customer_drill_down(customers: pd.DataFrame, *, currency: str, locale: str):
     options = drill_options(customers)
     if not options:
         return _note_html("Customer lists: no per-customer table in the latest runs.")
-    dimension = _dropdown("Group by", list(options), "crm-filter-dimension")
-    group = _dropdown("Group", options[dimension.value], "crm-filter-group")
+    dimension = pages.dropdown("Group by", list(options), "crm-filter-dimension")
+    group = pages.dropdown("Group", options[dimension.value], "crm-filter-group")
 
     def follow(change) -> None:
         group.options = options[change["new"]]
@@ -443,7 +437,7 @@ def value_and_risk_section(customers: pd.DataFrame, *, currency: str):
     if not {"clv_amount", "churn_band"} & set(customers.columns):
         return _note_html("Lifetime value and churn risk: no good run of clv or churn yet.")
     segments = [ALL, *sorted(customers["rfm_segment"].dropna().astype(str).unique())] if "rfm_segment" in customers else [ALL]
-    segment = _dropdown("Segment", segments, "crm-filter-segment")
+    segment = pages.dropdown("Segment", segments, "crm-filter-segment")
     return live([segment], lambda s: value_and_risk_html(customers, s, currency=currency), "crm-value-risk")
 
 
@@ -485,7 +479,7 @@ def funnel_section(*, currency: str, locale: str):
         return _raw(heading("Funnel") + note)
     overall = _latest("funnel", "funnel")
     by = {k: v for k, v in breakdown_tables("funnel", "funnel_by_").items() if k in v}
-    breakdown = _dropdown("Breakdown", [ALL, *by], "crm-filter-breakdown")
+    breakdown = pages.dropdown("Breakdown", [ALL, *by], "crm-filter-breakdown")
     return _titled("Funnel", live([breakdown], lambda b: funnel_html(b, overall, by, currency=currency, locale=locale), "crm-funnel"))
 
 
@@ -552,7 +546,7 @@ def attribution_section():
     if by_model is None:
         return _raw(heading("Attribution") + '<p class="crm-section-note">Attribution: the latest run persisted no attribution_by_model table.</p>')
     metrics = [(label, key) for key, label in ATTRIBUTION_METRICS.items() if key in by_model]
-    metric = _dropdown("Measure", metrics, "crm-filter-metric")
+    metric = pages.dropdown("Measure", metrics, "crm-filter-metric")
     return _titled("Attribution: every model side by side", live([metric], lambda m: attribution_html(m, by_model), "crm-attribution"))
 
 
@@ -641,9 +635,9 @@ def satisfaction_section(*, currency: str, locale: str):
     note = section_note("satisfaction", "NPS and CSAT")
     if note is not None:
         return _raw(heading("NPS and CSAT") + note)
-    period = _dropdown("Period", PERIOD_CHOICES, "crm-filter-period")
+    period = pages.dropdown("Period", PERIOD_CHOICES, "crm-filter-period")
     groups = [g for g in SATISFACTION_GROUPS if _latest("satisfaction", f"nps_by_{g}") is not None] or [SATISFACTION_GROUPS[0]]
-    group = _dropdown("By", groups, "crm-filter-group")
+    group = pages.dropdown("By", groups, "crm-filter-group")
     body = live([period, group], lambda m, g: trend_html(m) + by_group_html(g, currency=currency, locale=locale), "crm-satisfaction")
     tiles = interval_tiles()
     if isinstance(body, widgets.Widget):

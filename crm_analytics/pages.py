@@ -482,7 +482,8 @@ def totals_html(totals: dict[str, float], *, k: int, currency: str | None = None
     )
 
 
-def _dropdown(label: str, options, css: str) -> widgets.Dropdown:
+def dropdown(label: str, options, css: str) -> widgets.Dropdown:
+    """A filter dropdown labelled ``label`` with the CSS class ``css`` (browser tests find filters by it)."""
     control = widgets.Dropdown(options=options, description=label, style={"description_width": "initial"})
     control.add_class(css)
     return control
@@ -556,9 +557,9 @@ def interactive_cube(cube: pd.DataFrame, *, k: int = 5, currency: str | None = N
         return static_cube(cube, k=k, currency=currency, locale=locale)
     plots.set_style()
     prepared = prepare_cube(cube, k=k)
-    segment = _dropdown("Segment", [ALL, *sorted(prepared["segment"].dropna().unique())], "crm-filter-segment")
-    period = _dropdown("Period", list(PERIODS.items()), "crm-filter-period")
-    channel = _dropdown("Channel", [ALL, *sorted(prepared["channel"].dropna().unique())], "crm-filter-channel")
+    segment = dropdown("Segment", [ALL, *sorted(prepared["segment"].dropna().unique())], "crm-filter-segment")
+    period = dropdown("Period", list(PERIODS.items()), "crm-filter-period")
+    channel = dropdown("Channel", [ALL, *sorted(prepared["channel"].dropna().unique())], "crm-filter-channel")
     tiles = widgets.HTML()
     tiles.add_class("crm-tiles")
     trend, segments = _output("crm-chart-trend"), _output("crm-chart-segments")

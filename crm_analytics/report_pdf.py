@@ -24,7 +24,8 @@ from pathlib import Path
 CHROMIUM_ENV = "CRM_ANALYTICS_CHROMIUM"
 CHROMIUM_PACKAGE = "chromium"  # the Debian package of the browser
 PDF_NAME = "report.pdf"
-CHROMIUM_ARGS = (
+# headless, quiet, no calls home: how the project runs Chromium (the browser tests launch it the same way)
+HEADLESS_ARGS = (
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -32,8 +33,8 @@ CHROMIUM_ARGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--no-pdf-header-footer",
 )
+CHROMIUM_ARGS = (*HEADLESS_ARGS, "--no-pdf-header-footer")
 DEFAULT_TIMEOUT_S = 180.0
 
 PRINT_CSS = """

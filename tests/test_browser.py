@@ -24,22 +24,14 @@ import nbformat
 import pandas as pd
 import pytest
 
-from crm_analytics import pages, paths
+from crm_analytics import pages, paths, report_pdf
 
 from test_pages import build_page_home, write_run
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_ARGS = list(report_pdf.HEADLESS_ARGS)
 ARTIFACTS = Path(__file__).parent / "artifacts" / "browser"
 PAGE_TIMEOUT_MS = 90_000
 PAGES = ("dashboard",)
