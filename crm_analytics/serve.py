@@ -15,7 +15,8 @@ reachable through the server. Settings, each a Voilà option:
   ``allow_remote_without_token`` is set. (Voilà ignores ``JUPYTER_TOKEN``: it sets an empty token itself when
   ``Voila.token`` is unset.);
 - ``.ipynb`` and ``.py`` files refused at ``/voila/files/`` (only images are served);
-- a per-cell execution timeout (``--VoilaExecutor.timeout``);
+- a per-cell execution timeout (``--VoilaExecutor.timeout``), and a kernel client whose waits for a cell's
+  reply cannot sleep through it (``crm_analytics.page_kernel_client``);
 - bounded kernels (``PageKernelManager``, set as ``VoilaConfiguration.multi_kernel_manager_class``, and
   ``PageHandler``). Every visit starts a kernel (about 220 MB resident). Jupyter's culler alone cannot release
   a kernel soon after its visitor left: ``cull_idle_timeout`` is one timeout for all kernels, and a kernel
@@ -86,6 +87,7 @@ from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
 
 from crm_analytics import paths
+from crm_analytics.page_kernel_client import PageKernelClient
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,7 @@ def voila_argv(
         f"--VoilaConfiguration.multi_kernel_manager_class={PageKernelManager.__module__}.{PageKernelManager.__qualname__}",
         f"--PageKernelManager.max_kernels={int(max_kernels)}",
         f"--PageKernelManager.unattended_timeout={int(unattended_timeout)}",
+        f"--KernelManager.client_factory={PageKernelClient.__module__}.{PageKernelClient.__qualname__}",
         *(f"--VoilaConfiguration.file_allowlist={pattern}" for pattern in STATIC_ALLOWLIST),
         *(f"--VoilaConfiguration.file_denylist={pattern}" for pattern in STATIC_DENYLIST),
     ]
