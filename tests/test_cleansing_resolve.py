@@ -157,3 +157,58 @@ def test_pairwise_accuracy_hand_checked():
     assert result.loc[("all", "all"), "recall"] == pytest.approx(0.5)
     assert result.loc[("a", "b"), "n_predicted_pairs"] == 2 and result.loc[("a", "b"), "n_correct_pairs"] == 0
     assert result.loc[("b", "b"), "n_true_pairs"] == 1 and pd.isna(result.loc[("b", "b"), "precision"])
+
+
+# ------------------------------------------------------------------------- oversized blocks
+
+
+@pytest.fixture(scope="module")
+def common_name():
+    """300 different people named 王伟 in 300 cities, 20 of whom also called the call centre (name, city, phone only).
+
+    Beside a background of synthetic persons that trains the model. Only the name and the city tie a
+    call-centre record to its web record, and the name's block (320 records) is above the cap.
+    """
+    background = synthetic_customers(1500, random_state=11)
+    web = [customer(f"WW{i}", "王伟", email=f"wangwei{i}@example.com", birth=f"{1960 + i % 40}-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                    city=f"City{i}", gender="M") | {"person_id": f"ww{i}"} for i in range(300)]
+    calls = [customer(f"CW{i}", "Wang Wei", phone=f"+86139{i:08d}", city=f"City{i}", gender=None, source="call_centre")
+             | {"person_id": f"ww{i}"} for i in range(20)]
+    return pd.concat([background, pd.DataFrame(web + calls)], ignore_index=True)
+
+
+def _pair_ids(pairs):
+    return set(zip(pairs["left_id"].tolist(), pairs["right_id"].tolist()))
+
+
+def test_an_oversized_name_block_is_split_by_city_not_skipped(common_name):
+    records = resolve.prepare_records(common_name)
+    assert records["name_key"].value_counts().max() > 200, "the fixture must hold a block the old cap skipped"
+    ids = dict(zip(common_name["customer_id"], records["record_id"]))
+    duplicates = {(min(ids[f"WW{i}"], ids[f"CW{i}"]), max(ids[f"WW{i}"], ids[f"CW{i}"])) for i in range(20)}
+    skipped = _pair_ids(resolve.candidate_pairs(records, max_block_size=200, split_keys=()))
+    assert not duplicates & skipped, "without split keys the oversized block is skipped, as before"
+    split = resolve.candidate_pairs(records, max_block_size=200)
+    assert duplicates <= _pair_ids(split)
+    assert len(split) <= len(resolve.BLOCKING_RULES) * (len(resolve.SPLIT_KEYS) + 1) * 200 / 2 * len(records)
+
+
+def test_duplicates_in_an_oversized_block_are_merged_and_strangers_are_not(common_name):
+    result = resolve.resolve_entities(common_name)
+    keys = dict(zip(common_name["customer_id"], result.keys))
+    assert all(keys[f"WW{i}"] == keys[f"CW{i}"] for i in range(20)), "each caller is the web customer of the same name and city"
+    assert len({keys[f"WW{i}"] for i in range(300)}) == 300, "namesakes in other cities stay apart"
+    predicted = pd.DataFrame({"source": common_name["_source"], "source_customer_id": common_name["customer_id"], "customer_key": result.keys}).astype("string")
+    truth = pd.DataFrame({"source": common_name["_source"], "source_record_id": common_name["customer_id"], "person_id": common_name["person_id"]})
+    overall = quality.pairwise_accuracy(predicted, truth).iloc[0]
+    assert overall["precision"] >= 0.98 and overall["recall"] >= 0.9, overall
+
+
+def test_split_levels_add_one_usable_key_per_level():
+    assert resolve.split_levels(["name_key"], ("city", "birth_year", "name_head")) == [["name_key"], ["name_key", "city"], ["name_key", "city", "birth_year"]]
+    assert resolve.split_levels(["birth_date", "city"], ("city", "birth_year", "gender")) == [["birth_date", "city"], ["birth_date", "city", "gender"]]
+
+
+def test_blocks_within_the_cap_give_the_same_pairs_with_or_without_split_keys(tiny):
+    records = resolve.prepare_records(tiny)
+    assert _pair_ids(resolve.candidate_pairs(records)) == _pair_ids(resolve.candidate_pairs(records, split_keys=()))

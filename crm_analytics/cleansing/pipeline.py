@@ -67,6 +67,7 @@ class CleansingResult:
     their rows (``quality.unread_sheet_notes``, problem ``unread_sheet``); the cleansing report shows each as a warning.
     ``timings``: wall-clock seconds per step; ``cpu_timings``: CPU seconds per step (all threads);
     ``peak_rss_mb``: the largest resident set of the process during each step (MiB).
+    ``candidate_pairs``: record pairs the entity resolution compared (blocked and exact-key pairs).
     """
 
     warehouse_path: Path | None
@@ -83,6 +84,7 @@ class CleansingResult:
     timings: dict[str, float] = field(default_factory=dict)
     cpu_timings: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    candidate_pairs: int = 0
 
     @property
     def quarantine_by_reason(self) -> pd.DataFrame:
@@ -604,7 +606,7 @@ def _build(
         unified = _contract_customers(survive.survive(customers, resolution.keys))
         lookup = _id_lookup(customers, resolution.keys)
         accuracy = measure_accuracy(customers, resolution.keys, resolution.lineage, load_ground_truth(dataset))
-        lineage, model = resolution.lineage, resolution.model
+        lineage, model, n_pairs = resolution.lineage, resolution.model, len(resolution.pairs)
         del customers, resolution
         timer.lap("resolve_entities")
 
@@ -617,6 +619,7 @@ def _build(
     linked = {name: validated[name] if name in validated else staged[name] for name in source_map}  # source-map order
     order = [name for name in source_map if not is_bulk(source_map[name])] + [name for name in source_map if is_bulk(source_map[name])]
     result = _result(linked, pd.concat([profiles[name] for name in order], ignore_index=True), lineage, accuracy, model)
+    result.candidate_pairs = n_pairs
     timer.lap("report")
     result.column_notes = pd.concat([quality.column_notes(result.profile, source_map, quarantine=masked_quarantine(result.quarantine)),
                                      quality.unread_sheet_notes(source_map, dataset_dir)], ignore_index=True)
