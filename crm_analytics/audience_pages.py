@@ -19,11 +19,18 @@ Customer lists (the drill-down of the customers page) hold the pseudonymous ``cu
 each customer in the chosen group; every column that holds personal data is masked (``privacy.mask_frame``) before it
 is drawn or offered for download, and the CSV download is formula-safe (``results.spreadsheet_safe``, as
 ``results.write_csv`` writes every published CSV).
+
+Rows per viewer: when the server takes viewers from a proxy (``parameters/access.yaml``), every table comes through
+``pages.load_table``, which narrows it to the viewer's rows. A table that cannot be narrowed (an aggregate over every
+customer) is recomputed from the viewer's customer rows where the customers page has them (``RECOMPUTED``: segment
+sizes, value tiers, lifecycle stages; groups under ``MIN_GROUP_SIZE`` customers suppressed), and otherwise its section
+says in one line that it is not available for the viewer's view.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 from collections.abc import Callable, Sequence
@@ -43,6 +50,7 @@ ALL = "All"
 CHURN_BAND_EDGES = (0.0, 0.3, 0.6, 1.0)
 CHURN_BANDS = ("low risk", "medium risk", "high risk")
 DRILL_ROWS_SHOWN = 25  # rows of a customer list drawn on the page; the download holds all of them
+MIN_GROUP_SIZE = 5  # k: an aggregate recomputed for a viewer's rows hides groups of fewer customers (as the runs do)
 _STATE_ORDER = ("failed", "stale", "missing", "fresh")  # the worst state of a page's analyses is the page's
 
 
@@ -154,6 +162,8 @@ def landing_html(*, now: pd.Timestamp | None = None, grace: pd.Timedelta = pages
     """
     audiences = _audience_headings()
     entries, left_out = [], []
+    if pages.restricted_viewer() is not None:  # only the pages of notebooks/pages/ narrow their rows to the viewer's
+        page_list = [p for p in page_list if (paths.pages_dir() / f"{p.name}.ipynb").is_file()]
     for page in page_list:
         fresh = page_freshness(page, now=now, grace=grace)
         if not fresh.applicable:
@@ -224,10 +234,63 @@ def _table(df: pd.DataFrame, *, currency: str, locale: str, max_rows: int | None
     return tables.table_html(df, currency=currency, locale=locale, max_rows=max_rows, **options)
 
 
-def _latest(analysis: str, name: str) -> pd.DataFrame | None:
-    """The table ``name`` of the latest good run of ``analysis``, or ``None``."""
-    table, _problem = pages.load_table(analysis, name)
-    return table
+class NotInYourView(LookupError):
+    """A table that cannot be narrowed to the viewer's rows (``pages.NOT_IN_VIEW``): its section says so."""
+
+
+def _latest(analysis: str, name: str, *, optional: bool = False) -> pd.DataFrame | None:
+    """The table ``name`` of the latest good run of ``analysis`` (narrowed to the viewer's rows), or ``None``.
+
+    A table the viewer's rows cannot be told apart in is recomputed from their customer rows when ``RECOMPUTED``
+    knows how, else raises ``NotInYourView`` (``None`` when ``optional``)."""
+    table, problem = pages.load_table(analysis, name)
+    if problem != pages.NOT_IN_VIEW:
+        return table
+    if (analysis, name) in RECOMPUTED:
+        return RECOMPUTED[(analysis, name)](customer_table())
+    if optional:
+        return None
+    raise NotInYourView(f"{analysis}: {name}")
+
+
+def group_summary(customers: pd.DataFrame, column: str, *, amount_col: str | None = "monetary", k: int = MIN_GROUP_SIZE) -> pd.DataFrame:
+    """Customers (and revenue) per group of ``column``, as the runs persist it, from per-customer rows.
+
+    Output: ``column``, ``n_customers``, ``customer_pct`` (% of the customers given) and, with ``amount_col``
+    (a per-customer amount, dataset currency), ``revenue_amount``, ``revenue_pct`` and ``revenue_per_customer_amount``;
+    groups of fewer than ``k`` customers suppressed (``privacy.suppress_small_groups``, ``is_suppressed``).
+    """
+    grouped = customers.groupby(column, observed=False, sort=True)
+    summary = grouped.size().rename("n_customers").to_frame()
+    summary["customer_pct"] = 100 * summary["n_customers"] / max(int(summary["n_customers"].sum()), 1)
+    if amount_col is not None:
+        summary["revenue_amount"] = grouped[amount_col].sum()
+        total = summary["revenue_amount"].sum()
+        summary["revenue_pct"] = 100 * summary["revenue_amount"] / total if total else 0.0
+        summary["revenue_per_customer_amount"] = (summary["revenue_amount"] / summary["n_customers"]).fillna(0.0)
+    return privacy.suppress_small_groups(summary.reset_index(), count_col="n_customers", k=k, keep_cols=[column])
+
+
+# aggregates of the customers page recomputed from the viewer's customer rows (customer_table)
+RECOMPUTED: dict[tuple[str, str], Callable[[pd.DataFrame], pd.DataFrame]] = {
+    ("segmentation", "segment_summary"): functools.partial(group_summary, column="rfm_segment"),
+    ("segmentation", "value_tier_summary"): functools.partial(group_summary, column="value_tier"),
+    ("lifecycle", "stage_counts"): functools.partial(group_summary, column="lifecycle_stage", amount_col=None),
+}
+
+
+def hidden_from_partial_views(what: str):
+    """Decorate a section builder: when a table it needs cannot be narrowed to the viewer's rows, it becomes
+    ``what``'s heading and a one-line note instead."""
+    def decorate(build):
+        @functools.wraps(build)
+        def guarded(*args, **kwargs):
+            try:
+                return build(*args, **kwargs)
+            except NotInYourView:
+                return _raw(heading(what) + pages.not_in_view_html(what))
+        return guarded
+    return decorate
 
 
 def section(analysis: str, what: str, draw: Callable[[], str]) -> str:
@@ -238,6 +301,8 @@ def section(analysis: str, what: str, draw: Callable[[], str]) -> str:
         return heading(what) + note
     try:
         return heading(what) + draw()
+    except NotInYourView:
+        return heading(what) + pages.not_in_view_html(what)
     except (KeyError, ValueError) as error:  # a table of an older run without a column this page reads
         line = f"{what.capitalize()}: the latest run of {analysis} did not persist what this section needs ({error})."
         return heading(what) + f'<p class="crm-section-note">{html.escape(line)}</p>'
@@ -299,7 +364,7 @@ def customer_table() -> pd.DataFrame:
     be masked on display. Empty frame when no run has a customer table."""
     merged = None
     for analysis, name, columns in CUSTOMER_SOURCES:
-        table = _latest(analysis, name)
+        table = _latest(analysis, name, optional=True)  # a table the viewer's rows cannot be found in is left out
         if table is None or privacy.CUSTOMER_KEY_COL not in table:
             continue
         extra = [c for c in table.columns if c not in columns and c != privacy.CUSTOMER_KEY_COL and privacy.personal_columns(table[[c]])]
@@ -320,9 +385,9 @@ def drill_options(customers: pd.DataFrame) -> dict[str, list[str]]:
     options = {}
     for label, column in DRILL_DIMENSIONS.items():
         if column in customers:
-            values = customers[column].dropna()
-            order = list(CHURN_BANDS) if column == "churn_band" else sorted({str(v) for v in values})
-            options[label] = [v for v in order if v in set(values.astype(str))]
+            present = set(customers[column].dropna().astype(str).unique())  # once: a column holds a row per customer
+            order = list(CHURN_BANDS) if column == "churn_band" else sorted(present)
+            options[label] = [v for v in order if v in present]
     return {k: v for k, v in options.items() if v}
 
 
@@ -391,10 +456,12 @@ def segment_section(*, currency: str, locale: str) -> str:
         labels = summary["rfm_segment"].astype(str)
         fig = _bars(labels, summary["n_customers"], title="Customers per segment", xlabel="customers")
         body = figure_html(fig) + _table(summary, currency=currency, locale=locale, labels={"rfm_segment": "Segment"})
-        moves = _latest("segmentation", "segment_transitions")
+        moves = _latest("segmentation", "segment_transitions", optional=True)
         if moves is not None:
             moved = moves[moves["from_segment"].astype(str) != moves["to_segment"].astype(str)].sort_values("n_customers", ascending=False).reset_index(drop=True)
             body += "<p><strong>Largest movements between the last two snapshots</strong></p>" + _table(moved, currency=currency, locale=locale, max_rows=10)
+        elif pages.restricted_viewer() is not None:  # movements are counted over every customer
+            body += pages.not_in_view_html("movements between the last two snapshots")
         return body
 
     return section("segmentation", "Segments: size, revenue and movement", draw)
@@ -449,7 +516,8 @@ def breakdown_tables(analysis: str, prefix: str) -> dict[str, pd.DataFrame]:
     """The ``<prefix><dimension>`` tables of the latest good run of ``analysis``, by dimension."""
     folder = paths.latest_run_dir(analysis) / "tables"
     found = sorted(folder.glob(f"{prefix}*.parquet")) if folder.is_dir() else []
-    return {p.stem[len(prefix):]: pd.read_parquet(p) for p in found}
+    tables_found = {p.stem[len(prefix):]: _latest(analysis, p.stem, optional=True) for p in found}
+    return {dimension: table for dimension, table in tables_found.items() if table is not None}
 
 
 def funnel_html(breakdown: str, overall: pd.DataFrame, by: dict[str, pd.DataFrame], *, currency: str, locale: str) -> str:
@@ -473,6 +541,7 @@ def funnel_html(breakdown: str, overall: pd.DataFrame, by: dict[str, pd.DataFram
     return figure_html(fig, css="crm-figure crm-chart-funnel") + _table(frame, currency=currency, locale=locale)
 
 
+@hidden_from_partial_views("the funnel")
 def funnel_section(*, currency: str, locale: str):
     note = section_note("funnel", "the funnel")
     if note is not None:
@@ -538,6 +607,7 @@ def attribution_html(metric: str, by_model: pd.DataFrame) -> str:
 ATTRIBUTION_METRICS = {"share_pct": "share of conversions (%)", "conversions": "conversions", "revenue_amount": "revenue"}
 
 
+@hidden_from_partial_views("attribution")
 def attribution_section():
     note = section_note("attribution", "attribution")
     if note is not None:
@@ -629,6 +699,7 @@ def by_group_html(group: str, *, currency: str, locale: str) -> str:
 PERIOD_CHOICES = [("Last 12 months", 12), ("Last 24 months", 24), ("All months", 0)]
 
 
+@hidden_from_partial_views("NPS and CSAT")
 def satisfaction_section(*, currency: str, locale: str):
     """NPS and CSAT tiles with intervals, trends with a period filter (``crm-filter-period``) and the breakdown by a
     chosen group (``crm-filter-group``)."""

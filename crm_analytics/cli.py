@@ -583,7 +583,15 @@ def serve(
     ] = None,
     token_file: Annotated[Optional[Path], typer.Option(help="File holding the access token.")] = None,
     max_kernels: Annotated[int, typer.Option(help="Most page kernels at once; more visitors get a 'busy' page (0: from memory).")] = 0,
+    warm_kernels: Annotated[int, typer.Option(help="Kernels kept started and imported for the next visits (0: none).")] = 1,
     dataset: DatasetOption = None,
+    viewer_header: Annotated[
+        Optional[str], typer.Option(help="Header in which a trusted reverse proxy sends the viewer's identity (e.g. X-Forwarded-User): rows per viewer, parameters/access.yaml.")
+    ] = None,
+    proxy_secret_file: Annotated[Optional[Path], typer.Option(help="File whose content the proxy sends in --proxy-secret-header.")] = None,
+    proxy_secret_header: Annotated[str, typer.Option(help="Header carrying the proxy's shared secret.")] = "X-Proxy-Secret",
+    trusted_proxy: Annotated[Optional[list[str]], typer.Option(help="Address the proxy connects from (repeatable).")] = None,
+    access_file: Annotated[Optional[Path], typer.Option(help="Viewer groups and their rows (default parameters/access.yaml).")] = None,
 ) -> None:
     """Serve the notebooks read-only as Voilà pages showing the dataset's latest results."""
     from crm_analytics import serve as serve_module
@@ -592,7 +600,11 @@ def serve(
         token = serve_module.resolve_token(token, token_file)
     except (OSError, ValueError) as exc:
         _fail(str(exc))
-    serve_module.serve(host=host, port=port, token=token, max_kernels=max_kernels, dataset=_load_dataset(dataset).name)
+    serve_module.serve(
+        host=host, port=port, token=token, max_kernels=max_kernels, warm_kernels=warm_kernels, dataset=_load_dataset(dataset).name,
+        viewer_header=viewer_header, proxy_secret_file=proxy_secret_file, proxy_secret_header=proxy_secret_header,
+        trusted_proxies=trusted_proxy or (), access_file=access_file,
+    )
 
 
 def _load_schedule(path: Optional[Path], dataset: str | None = None):

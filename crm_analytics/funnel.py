@@ -86,6 +86,24 @@ def _check_arguments(steps: Sequence[str], mode: str) -> list[str]:
     return steps
 
 
+def _first_entries(first: ir.Table, by: list[str]) -> ir.Table:
+    """One row per user: the time of their first step-1 event and the ``by`` values of that event.
+
+    Where a user has several step-1 events at that same time, the one with the smallest ``by`` values
+    (missing values last) is taken, so every engine puts the user in the same group.
+    """
+    earliest = first.group_by(_USER).aggregate(**{_FIRST: first[_TIME].min()})
+    if not by:
+        return earliest
+    if len(by) == 1:  # the smallest value among the earliest events (min skips missing values)
+        tied = first.join(earliest, [_USER, first[_TIME] == earliest[_FIRST]])
+        return tied.group_by([_USER, _FIRST]).aggregate(**{by[0]: tied[by[0]].min()}).select(_USER, by[0], _FIRST)
+    order = [first[_TIME], *(key for b in by for key in (first[b].isnull(), first[b]))]
+    ranked = first.mutate(_entry_rank=ibis.row_number().over(group_by=first[_USER], order_by=order))
+    entered = ranked.filter(ranked["_entry_rank"] == 0)
+    return entered.select(_USER, *by, **{_FIRST: entered[_TIME]})
+
+
 def _step_tables(events: ir.Table, steps: list[str], by: list[str], window, mode: str, *, cache: bool = False) -> list[ir.Table]:
     """Per step, one row per user who reached it: user, groups, first time, previous time, reached time.
 
@@ -93,8 +111,7 @@ def _step_tables(events: ir.Table, steps: list[str], by: list[str], window, mode
     """
     keep = (lambda table: table.cache()) if cache else (lambda table: table)
     first = events.filter(events[_EVENT] == steps[0])
-    group_values = {b: first[b].argmin(first[_TIME]) for b in by}
-    entered = first.group_by(_USER).aggregate(**group_values, **{_FIRST: first[_TIME].min()})
+    entered = _first_entries(first, by)
     stage = keep(entered.mutate(**{_PREVIOUS: entered[_FIRST], _TIME: entered[_FIRST]}))
     tables = [stage]
     interval = _as_interval(window)

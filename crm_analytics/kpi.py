@@ -35,6 +35,7 @@ customers with no order in the current period.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -1245,8 +1246,57 @@ def latest_values(tracked: pd.DataFrame) -> pd.DataFrame:
     return latest.round({"value": 2, "target": 2, "change_pct": 1, "change_yoy_pct": 1})
 
 
+BOARD_FIGURES = ("kpi_tiles", "kpi_trends")
+BOARD_RECORD = "kpi_board.json"  # in a run's figures/: what its board figures were drawn from, their width and alt text
+
+
+def board_key(selection: pd.DataFrame, filters, *, n_cols: int, currency: str | None, locale: str | None) -> dict:
+    """What a drawn KPI board depends on: the filter values, the selected rows (a SHA-256 of them as JSON text, which
+    is the same whether the rows were just computed or read back from Parquet), the tile columns and the money
+    format. Two boards with equal keys are the same images."""
+    fields = ("grain", "start_date", "end_date", "segment", "channel")
+    return {
+        **{name: str(getattr(filters, name)) for name in fields},
+        "rows": hashlib.sha256(selection.to_json(orient="values", date_format="iso", double_precision=15).encode("utf-8")).hexdigest(),
+        "n_cols": int(n_cols),
+        "currency": currency or "",
+        "locale": locale or "",
+    }
+
+
+def persisted_board(run_dir: str | Path, key: dict) -> list[tuple[bytes, int, str]] | None:
+    """The board figures a run wrote for ``key`` (``board_key``): ``(png, width_px, alt)`` per figure of
+    ``BOARD_FIGURES``, or ``None`` when the run drew none, drew them for another key, or a file is missing."""
+    folder = Path(run_dir) / "figures"
+    try:
+        record = json.loads((folder / BOARD_RECORD).read_text(encoding="utf-8"))
+        if record.get("key") != key:
+            return None
+        return [(
+            (folder / f"{name}.png").read_bytes(), int(record["figures"][name]["width"]), str(record["figures"][name]["alt"])
+        ) for name in BOARD_FIGURES]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_board_record(output_dir: str | Path, key: dict, figures: Mapping[str, object], files: Mapping[str, Path]) -> None:
+    """Write ``BOARD_RECORD`` beside the board's figures: ``key`` and, per figure, its display width and alt text."""
+    described = {
+        name: {"width": results.png_display_width(files[name].read_bytes(), figures[name].dpi / results.FIGURE_DPI), "alt": plots.describe_figure(figures[name])}
+        for name in BOARD_FIGURES
+    }
+    (Path(output_dir) / "figures" / BOARD_RECORD).write_text(json.dumps({"key": key, "figures": described}, indent=1), encoding="utf-8")
+
+
 def render_dashboard(
-    tracked: pd.DataFrame, filters, *, n_cols: int = 4, output_dir: str | Path | None = None, currency: str | None = None, locale: str | None = None
+    tracked: pd.DataFrame,
+    filters,
+    *,
+    n_cols: int = 4,
+    output_dir: str | Path | None = None,
+    currency: str | None = None,
+    locale: str | None = None,
+    reuse_figures_from: str | Path | None = None,
 ) -> dict:
     """Display the KPI dashboard for one filter selection: tiles, the latest values, a trend per KPI.
 
@@ -1258,6 +1308,11 @@ def render_dashboard(
     (``crm_analytics.widgets.FilterValues``). Segment and channel breakdowns are computed
     one at a time, so choosing both shows a note instead of charts. Money is written in ``currency``
     with ``locale`` (the dataset's; default: the default dataset's).
+
+    Persisting also writes ``figures/kpi_board.json`` (``BOARD_RECORD``: the ``board_key`` of the drawing).
+    ``reuse_figures_from`` (a run folder, for pages): when that run drew the board for the same key (same
+    filters, rows and money format), its PNG files are shown instead of drawing (a page's first view, about
+    2 s less) and an empty dict is returned.
     """
     from IPython.display import Markdown, display
 
@@ -1268,9 +1323,20 @@ def render_dashboard(
     if selection.empty:
         display(Markdown(f"No KPI values for {filters.describe() if hasattr(filters, 'describe') else filters} (breakdowns may not be computed at this grain)."))
         return {}
+    key = board_key(selection, filters, n_cols=n_cols, currency=currency, locale=locale)
+    drawn = persisted_board(reuse_figures_from, key) if reuse_figures_from else None
+    if drawn is not None:
+        (tiles_png, tiles_width, tiles_alt), (trends_png, trends_width, trends_alt) = drawn
+        results.show_png(tiles_png, width=tiles_width, alt=tiles_alt)
+        display(latest_values(selection))
+        results.show_png(trends_png, width=trends_width, alt=trends_alt)
+        return {}
     tiles = plot_kpi_tiles(selection, n_cols=n_cols, currency=currency, locale=locale)
-    results.show_figure(tiles, "kpi_tiles", output_dir=output_dir)
+    tiles_file = results.show_figure(tiles, "kpi_tiles", output_dir=output_dir)
     display(latest_values(selection))
     trends = plot_kpi_trends(selection, n_cols=3, currency=currency)
-    results.show_figure(trends, "kpi_trends", output_dir=output_dir)
-    return {"kpi_tiles": tiles, "kpi_trends": trends}
+    trends_file = results.show_figure(trends, "kpi_trends", output_dir=output_dir)
+    figures = {"kpi_tiles": tiles, "kpi_trends": trends}
+    if output_dir:
+        _write_board_record(output_dir, key, figures, {"kpi_tiles": tiles_file, "kpi_trends": trends_file})
+    return figures

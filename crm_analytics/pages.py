@@ -41,9 +41,9 @@ from crm_analytics.imports import import_without
 # a bundled fallback) and clustermap dendrograms; pages draw lines and bars.
 sns = import_without("seaborn", hidden=("scipy.stats", "scipy.cluster"))
 
-from crm_analytics import money, paths, plots, results, scheduler
+from crm_analytics import access, money, paths, plots, results, scheduler
 from crm_analytics.frames import require_columns
-from crm_analytics.privacy import suppress_small_groups
+from crm_analytics.privacy import CUSTOMER_KEY_COL, suppress_small_groups
 from crm_analytics.widgets import frontend_available
 
 RUN_RECORD = "run.json"
@@ -293,11 +293,14 @@ def _warnings_html(warnings: list[dict]) -> str:
     """The run's warnings as an amber list inside the banner (class ``crm-warnings``); ``""`` without any."""
     if not warnings:
         return ""
+    label = f"{len(warnings)} warning" + ("s" if len(warnings) > 1 else "")
+    if restricted_viewer() is not None:  # warnings quote figures over every customer: only their count
+        return (f'<div class="crm-warnings" style="color:#8a5a00;background:#fff4d6;margin-top:6px;padding:4px 8px">'
+                f"<strong>{label} in this run</strong> (shown to viewers of every row)</div>")
     items = "".join(
         f"<li>{html.escape(str(w.get('section')) + ': ' if w.get('section') else '')}{html.escape(str(w.get('message', '')))}</li>"
         for w in warnings
     )
-    label = f"{len(warnings)} warning" + ("s" if len(warnings) > 1 else "")
     return (f'<div class="crm-warnings" style="color:#8a5a00;background:#fff4d6;margin-top:6px;padding:4px 8px">'
             f"<strong>{label} in this run</strong><ul style=\"margin:2px 0 0 1.2em;padding:0\">{items}</ul></div>")
 
@@ -307,6 +310,8 @@ def unavailable_html(analysis: str, what: str, *, reason: str = "") -> str:
 
     ``what`` describes the missing result, e.g. ``"the table sales_cube (columns month_date, ...)"``.
     """
+    if reason == NOT_IN_VIEW:
+        return not_in_view_html(what)
     why = f" ({html.escape(reason)})" if reason else ""
     return (
         f'<div class="crm-unavailable" style="background:#f5f5f5;border:1px dashed #9e9e9e;padding:12px;'
@@ -339,17 +344,71 @@ def tile_html(label: str, value: str, *, note: str = "") -> str:
 def load_table(analysis: str, name: str, *, columns: list[str] | tuple[str, ...] = ()) -> tuple[pd.DataFrame | None, str]:
     """Return ``(table, "")`` from the latest successful run of ``analysis``, or ``(None, reason)``.
 
-    ``reason`` says why the table cannot be shown: no successful run has it, or a needed column of
-    ``columns`` is absent (the reason names the missing columns).
+    ``reason`` says why the table cannot be shown: no successful run has it, a needed column of
+    ``columns`` is absent (the reason names the missing columns), or the page's viewer sees only some rows and
+    the table cannot be narrowed to them (``NOT_IN_VIEW``). Every table a page shows comes through here, so the
+    viewer's row filter (``rows_for_viewer``) applies to tiles, charts, lists and downloads alike.
     """
     try:
         table = results.load_latest_table(analysis, name)
     except FileNotFoundError:
         return None, "no successful run has persisted it"
+    viewer = restricted_viewer()
+    if viewer is not None:
+        table = rows_for_viewer(table, viewer)
+        if table is None:
+            return None, NOT_IN_VIEW
     missing = [c for c in columns if c not in table.columns]
     if missing:
         return None, f"the persisted table lacks column(s) {missing}"
     return table, ""
+
+
+# --------------------------------------------------------------------------------------------------
+# rows per viewer (parameters/access.yaml, crm_analytics.access)
+
+NOT_IN_VIEW = "not available for your view"
+# per-customer attributes a row filter may name (province, city), persisted by segmentation with customer_key
+CUSTOMER_ATTRIBUTES = ("segmentation", "customer_regions")
+
+
+def restricted_viewer() -> access.Viewer | None:
+    """The viewer this page kernel draws for when their group sees only some rows; ``None`` when every row is
+    shown (no viewer configured, or an unrestricted group). ``access.AccessError`` when the server requires a
+    viewer and this kernel has none or an unknown one: the page then fails instead of showing every row."""
+    viewer = access.current_viewer()
+    return None if viewer is None or viewer.sees_all_rows else viewer
+
+
+def customer_attributes() -> pd.DataFrame | None:
+    """The persisted per-customer attributes (``CUSTOMER_ATTRIBUTES``: ``customer_key``, province, city), or ``None``."""
+    try:
+        return results.load_latest_table(*CUSTOMER_ATTRIBUTES)
+    except FileNotFoundError:
+        return None
+
+
+def rows_for_viewer(table: pd.DataFrame, viewer: access.Viewer) -> pd.DataFrame | None:
+    """The rows of ``table`` that ``viewer`` may see, or ``None`` when ``table`` cannot be narrowed to them.
+
+    A table holding the group's filter column is filtered on it; a per-customer table (``customer_key``)
+    through the customer attributes (``customer_attributes``); any other table (an aggregate over every
+    customer) cannot be, and gives ``None``: it must not be shown to this viewer.
+    """
+    column = viewer.group.rows.column
+    if column in table.columns:
+        return access.filter_rows(table, viewer)
+    if CUSTOMER_KEY_COL in table.columns:
+        lookup = customer_attributes()
+        if lookup is not None and column in lookup.columns:
+            return access.filter_by_lookup(table, lookup, viewer, key_col=CUSTOMER_KEY_COL)
+    return None
+
+
+def not_in_view_html(what: str) -> str:
+    """One line (class ``crm-section-note crm-not-in-view``) saying ``what`` is not available for the viewer's rows."""
+    return (f'<p class="crm-section-note crm-not-in-view" style="font-family:sans-serif;color:#616161">'
+            f"{html.escape(what[:1].upper() + what[1:])}: {NOT_IN_VIEW}.</p>")
 
 
 def latest_figure(analysis: str, name: str) -> Path | None:
@@ -364,6 +423,8 @@ def figure_section_html(analysis: str, name: str, *, title: str) -> str:
     The PNG is embedded (``data:`` URL), so the page needs no file access to ``outputs/``.
     """
     heading = f'<h3 style="font-family:sans-serif;margin:14px 0 4px">{html.escape(title)}</h3>'
+    if restricted_viewer() is not None:  # a picture of every customer's data cannot be narrowed to some rows
+        return heading + not_in_view_html(title)
     path = latest_figure(analysis, name)
     if path is None:
         return heading + unavailable_html(analysis, f"the figure {name}.png")

@@ -43,7 +43,6 @@ from pathlib import Path
 import yaml
 
 from crm_analytics import headlines, paths, stale_runs
-from crm_analytics.serve import STAKEHOLDER_NOTEBOOKS
 
 PAGES_URL_ENV = "CRM_ANALYTICS_PAGES_URL"
 INDEX_NAME = "index.html"
@@ -388,6 +387,9 @@ def _card(summary: AnalysisSummary, *, purpose: str, pages_url: str | None, now:
     last_status = (summary.last or {}).get("status")
     css = "card" + (" failing" if failure is not None else "") + (" muted" if last_status == "not_applicable" else "")
     links = [_link(f"{name}/latest/report.html", "report"), _link(f"{name}/latest/", good["_dir"])] if good else []
+    if pages_url:
+        # imported here: serve brings in Jupyter Server (about 1 s), which the page kernels reading this module never need
+        from crm_analytics.serve import STAKEHOLDER_NOTEBOOKS
     if pages_url and name in STAKEHOLDER_NOTEBOOKS:
         links.append(_link(f"{pages_url.rstrip('/')}/voila/render/{name}.ipynb", "live page"))
     body = [

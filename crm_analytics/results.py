@@ -137,7 +137,6 @@ def show_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = FIG
     (``image/png`` -> ``alt``) and the run's ``report.html`` writes it as the ``<img>``'s ``alt``.
     """
     import matplotlib.pyplot as plt
-    from IPython.display import Image, display
 
     from crm_analytics import plots
 
@@ -146,16 +145,30 @@ def show_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = FIG
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     png = buffer.getvalue()
-    width_px = struct.unpack(">I", png[16:20])[0]  # the PNG header's width field
-    width = round(width_px * fig.dpi / dpi)
-    if plots.showing_figures_as_widgets():
-        _display_image_widget(png, width=width, alt=alt_text)
-    else:
-        display(Image(data=png, format="png", width=width, alt=alt_text))
+    show_png(png, width=png_display_width(png, fig.dpi / dpi), alt=alt_text)
     plt.close(fig)
     if path is not None:
         path.write_bytes(png)
     return path
+
+
+def png_display_width(png: bytes, scale: float = 1.0) -> int:
+    """Width in pixels at which ``png`` is shown: its own width (the PNG header's) times ``scale``
+    (the figure's screen dpi over the file's dpi)."""
+    return round(struct.unpack(">I", png[16:20])[0] * scale)
+
+
+def show_png(png: bytes, *, width: int, alt: str) -> None:
+    """Show a PNG image ``width`` px wide with alternative text ``alt``, as ``show_figure`` shows a figure
+    (an image widget on a page that shows figures as widgets, else an inline image)."""
+    from IPython.display import Image, display
+
+    from crm_analytics import plots
+
+    if plots.showing_figures_as_widgets():
+        _display_image_widget(png, width=width, alt=alt)
+    else:
+        display(Image(data=png, format="png", width=width, alt=alt))
 
 
 def _display_image_widget(png: bytes, *, width: int, alt: str) -> None:

@@ -15,6 +15,9 @@ reachable through the server. Settings, each a Voilà option:
   ``allow_remote_without_token`` is set. (Voilà ignores ``JUPYTER_TOKEN``: it sets an empty token itself when
   ``Voila.token`` is unset.);
 - ``.ipynb`` and ``.py`` files refused at ``/voila/files/`` (only images are served);
+- optional rows per viewer (``--viewer-header`` with ``--proxy-secret-file`` or ``--trusted-proxy``): every
+  handler first checks the proxied viewer against ``parameters/access.yaml`` (``_ViewerGate``, 403 page
+  otherwise), and the page kernel gets the viewer in its environment (``crm_analytics.access``);
 - a per-cell execution timeout (``--VoilaExecutor.timeout``), and a kernel client whose waits for a cell's
   reply cannot sleep through it (``crm_analytics.page_kernel_client``);
 - bounded kernels (``PageKernelManager``, set as ``VoilaConfiguration.multi_kernel_manager_class``, and
@@ -39,6 +42,10 @@ Voilà 0.5 finds templates only in the Jupyter data directories (``<dir>/voila/t
 ``TEMPLATE_ROOT`` first on ``JUPYTER_PATH``. The template sits under ``nbconvert/templates/`` rather than
 ``voila/templates/``: Voilà takes the first existing ``<dir>/voila`` as its data directory (themes, schemas),
 which must stay the installed one.
+
+Warm kernels (``warm_kernels``, default ``WARM_KERNELS``) take kernel start-up and the page's imports out of
+a visit: ``PageKernelManager`` keeps that many kernels started and imported (``crm_analytics.warm_kernels``)
+and hands one to each visit, which then runs the whole page. Voilà's own preheated pool is another thing:
 
 The preheated pool (``pool_size``) stays off. Voilà's pool kernels run the page until
 ``voila.utils.wait_for_request`` (``pages.wait_for_visitor``), which blocks that cell until a visitor's request
@@ -75,18 +82,20 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psutil
+import tornado.ioloop
 import tornado.web
 from jupyter_core.utils import ensure_async
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-from traitlets import Integer
+from traitlets import Instance, Integer, Unicode
 from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
 
-from crm_analytics import paths
+from crm_analytics import access, paths, warm_kernels
 from crm_analytics.page_kernel_client import PageKernelClient
 
 log = logging.getLogger(__name__)
@@ -108,6 +117,8 @@ MAX_KERNELS_CEILING = 8  # page kernels run on a few shared cores: more at once 
 UNATTENDED_TIMEOUT = 30  # seconds an idle kernel without a browser connection is kept
 CULL_INTERVAL = 5  # seconds between two checks for kernels to release
 BUSY_RETRY_AFTER = 10  # seconds a visitor turned away is asked to wait
+WARM_KERNELS = 1  # kernels kept started and imported for the next visits (crm_analytics.warm_kernels)
+WARM_UP_TIMEOUT = 60  # seconds a kernel may take to warm up, or to take a visit's environment
 
 
 def default_notebooks() -> list[Path]:
@@ -161,12 +172,14 @@ def voila_argv(
     pool_size: int = 0,
     max_kernels: int = 0,
     unattended_timeout: int = UNATTENDED_TIMEOUT,
+    warm_kernels: int = WARM_KERNELS,
 ) -> list[str]:
     """Return the Voilà command-line arguments for serving ``root_dir`` with the settings of this module.
 
     ``cull_idle_timeout`` (seconds) applies to kernels whose page is still open; ``unattended_timeout``
     (seconds) to kernels no browser is connected to; both are checked every ``cull_interval`` seconds.
-    ``max_kernels`` caps the page kernels (0: ``default_max_kernels()``).
+    ``max_kernels`` caps the page kernels (0: ``default_max_kernels()``); ``warm_kernels`` of them are kept
+    started and imported for the next visits (``PageKernelManager``; 0: none).
 
     ``pool_size`` kernels per page are kept preheated (default 0: a kernel per visit): they run the page's
     imports in advance and wait in ``pages.wait_for_visitor`` until a visitor arrives. Off by default: see
@@ -192,6 +205,7 @@ def voila_argv(
         f"--VoilaConfiguration.multi_kernel_manager_class={PageKernelManager.__module__}.{PageKernelManager.__qualname__}",
         f"--PageKernelManager.max_kernels={int(max_kernels)}",
         f"--PageKernelManager.unattended_timeout={int(unattended_timeout)}",
+        f"--PageKernelManager.warm_kernels={int(warm_kernels)}",
         f"--KernelManager.client_factory={PageKernelClient.__module__}.{PageKernelClient.__qualname__}",
         *(f"--VoilaConfiguration.file_allowlist={pattern}" for pattern in STATIC_ALLOWLIST),
         *(f"--VoilaConfiguration.file_denylist={pattern}" for pattern in STATIC_DENYLIST),
@@ -251,11 +265,14 @@ def default_max_kernels(total_memory: int | None = None) -> int:
     return max(1, min(MAX_KERNELS_CEILING, int(total * KERNEL_MEMORY_SHARE // PAGE_KERNEL_BYTES)))
 
 
+@dataclass
 class _Admission:
-    """One page request let in under the cap; ``has_kernel`` once it has started its kernel (``kernel_id``)."""
+    """One page request let in under the cap; ``has_kernel`` once it has started its kernel (``kernel_id``);
+    ``environment``: variables its page kernel gets on top of the server's (the viewer, ``access.viewer_environment``)."""
 
-    has_kernel = False
+    has_kernel: bool = False
     kernel_id: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 # set by PageHandler for the request being served, read by PageKernelManager.start_kernel (same asyncio task)
@@ -271,18 +288,32 @@ class PageKernelManager(AsyncMappingKernelManager):
       open page still follow ``cull_idle_timeout``.
     - ``admit`` lets a page request in only while the kernels running, starting or promised to admitted
       requests are fewer than ``max_kernels`` (0: ``default_max_kernels()``).
+
+    ``warm_kernels`` kernels are kept started and imported (``crm_analytics.warm_kernels.WarmPool``) and handed
+    to the next visits in ``start_kernel``. They count against the cap, but a visit may take one, so a request
+    is let in while the kernels other than warm ones are fewer than the cap; the pool refills only while the
+    cap leaves room. Warm kernels are never released as unattended.
     """
 
     max_kernels = Integer(0, config=True, help="Most page kernels at once (0: from the machine's memory).")
     unattended_timeout = Integer(
         UNATTENDED_TIMEOUT, config=True, help="Seconds an idle kernel without a browser connection is kept."
     )
+    warm_kernels = Integer(WARM_KERNELS, config=True, help="Kernels kept started and imported for the next visits (0: none).")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._starting = 0
         self._promised = 0
         self._rendering: set[str] = set()  # kernels whose page request is still running its cells
+        self.warm = warm_kernels.WarmPool(
+            self.warm_kernels,
+            start=self._start_warm_kernel,
+            warm_up=lambda kernel_id: self.run_code(kernel_id, warm_kernels.WARM_UP_CODE),
+            shutdown=lambda kernel_id: ensure_async(self.shutdown_kernel(kernel_id)),
+            has_room=lambda: self.page_kernel_count() < self.kernel_limit,
+            environment=lambda: ({**os.environ, "VOILA_PREHEAT": "False"}, self.cwd_for_path("")),
+        )
 
     @property
     def kernel_limit(self) -> int:
@@ -290,12 +321,13 @@ class PageKernelManager(AsyncMappingKernelManager):
         return self.max_kernels if self.max_kernels > 0 else default_max_kernels()
 
     def page_kernel_count(self) -> int:
-        """Kernels running, starting, or promised to a request let in that has not started one yet."""
-        return len(self._kernels) + self._starting + self._promised
+        """Kernels running, starting (warm ones too), or promised to a request let in that has not started one yet."""
+        return len(self._kernels) + self._starting + self._promised + self.warm.starting
 
     def admit(self) -> _Admission | None:
-        """Promise a kernel to a page request, or return ``None`` when the cap is reached."""
-        if self.page_kernel_count() >= self.kernel_limit:
+        """Promise a kernel to a page request, or return ``None`` when the cap is reached (a warm kernel,
+        which the request may take, does not keep it out)."""
+        if self.page_kernel_count() - len(self.warm) >= self.kernel_limit:
             return None
         self._promised += 1
         return _Admission()
@@ -310,15 +342,61 @@ class PageKernelManager(AsyncMappingKernelManager):
         admission = _current_admission.get()
         if admission is not None:
             self.settle(admission)  # the promise turns into a starting kernel
-        self._starting += 1
+            if admission.environment:  # Voilà passes the kernel's full environment as env=
+                kwargs["env"] = {**(kwargs.get("env") or os.environ), **admission.environment}
         try:
-            kernel_id = await super().start_kernel(*args, **kwargs)
+            kernel_id = await self._warm_kernel_for(kwargs)
+            if kernel_id is None:
+                self._starting += 1
+                try:
+                    kernel_id = await super().start_kernel(*args, **kwargs)
+                finally:
+                    self._starting -= 1
         finally:
-            self._starting -= 1
+            self.warm.refill()
         if admission is not None:
             admission.kernel_id = kernel_id
             self._rendering.add(kernel_id)
         return kernel_id
+
+    async def _start_warm_kernel(self, environment: dict[str, str], cwd: str) -> str:
+        return await super().start_kernel(env=environment, cwd=cwd)
+
+    async def run_code(self, kernel_id: str, code: str) -> None:
+        """Run ``code`` in kernel ``kernel_id`` outside any page (``warm_kernels.run_in_kernel``)."""
+        await warm_kernels.run_in_kernel(self.get_kernel(kernel_id), code, timeout=WARM_UP_TIMEOUT)
+
+    async def _warm_kernel_for(self, start_arguments: dict) -> str | None:
+        """A warm kernel given the environment and folder ``start_arguments`` (``env``, ``path``) ask for, or
+        ``None`` (the pool is empty, or its kernel failed: the caller starts one)."""
+        if self.warm.size == 0 or start_arguments.get("kernel_name", self.default_kernel_name) != self.default_kernel_name:
+            return None
+        warm = self.warm.take()
+        if warm is None:
+            return None
+        try:
+            kernel_id = await warm.ready
+            to_set, to_remove = warm_kernels.environment_changes(warm.environment, start_arguments.get("env") or os.environ)
+            cwd = self.cwd_for_path(start_arguments.get("path") or "")
+            await self.run_code(kernel_id, warm_kernels.handover_code(to_set, to_remove, None if cwd == warm.cwd else cwd))
+        except Exception as error:  # a dead or failed warm kernel: the visit starts its own
+            self.log.warning("Warm kernel not usable, starting one for the visit: %s", error)
+            if warm.kernel_id is not None and warm.kernel_id in self._kernels:
+                await ensure_async(self.shutdown_kernel(warm.kernel_id))
+            return None
+        finally:
+            self.warm.handed(warm)  # counted from now on as a kernel of the manager (or gone)
+        self.log.info("Visit served by warm kernel %s", kernel_id)
+        return kernel_id
+
+    async def shutdown_kernel(self, kernel_id: str, *args, **kwargs) -> None:
+        self.warm.forget(kernel_id)
+        await super().shutdown_kernel(kernel_id, *args, **kwargs)
+        self.warm.refill()
+
+    async def shutdown_all(self, *args, **kwargs) -> None:
+        self.warm.close()
+        await super().shutdown_all(*args, **kwargs)
 
     def rendered(self, admission: _Admission) -> None:
         """The request of ``admission`` has finished its page: its kernel may now be released when unattended."""
@@ -331,12 +409,16 @@ class PageKernelManager(AsyncMappingKernelManager):
         # a page still rendering is idle between its cells and has no browser connected yet: never unattended
         if kernel is None or kernel_id in self._rendering or self._kernel_connections.get(kernel_id, 0) > 0:
             return False
+        if kernel_id in self.warm.kernel_ids:  # waiting for its visit
+            return False
         last_activity = getattr(kernel, "last_activity", None)
         if getattr(kernel, "execution_state", None) != "idle" or last_activity is None:
             return False
         return (now or datetime.now(timezone.utc)) - last_activity > timedelta(seconds=self.unattended_timeout)
 
     async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+        if kernel_id in self.warm.kernel_ids:
+            return
         if self.is_unattended(kernel_id):
             self.log.info("Releasing kernel %s: idle with no page connected", kernel_id)
             await ensure_async(self.shutdown_kernel(kernel_id))
@@ -353,11 +435,66 @@ BUSY_PAGE = """<!DOCTYPE html>
 """
 
 
+REFUSED_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Not available</title>
+<style>body{{font-family:sans-serif;max-width:36em;margin:4em auto;color:#333}}</style></head>
+<body><h1>Not available</h1><p>{message}</p></body></html>
+"""
+REFUSED_VISIT = ("This server shows its pages only to the people it was set up for, signed in through the "
+                 "organisation's sign-in. If you should see these pages, ask their owner to add you.")
+REFUSED_PAGE_FOR_VIEW = "This page is not available for your view: it cannot be narrowed to the rows you may see."
+
+
+def _refuse(handler: tornado.web.RequestHandler, message: str) -> None:
+    """Answer 403 with a short HTML page saying ``message``."""
+    handler.set_status(403)
+    handler.set_header("Cache-Control", "no-store")
+    handler.set_header("Content-Type", "text/html; charset=utf-8")
+    handler.finish(REFUSED_PAGE.format(message=message))
+
+
+class _ViewerGate:
+    """Put before every handler of the server when viewers come from a trusted proxy (``PageServer.viewer_proxy``):
+    a request whose viewer ``access.identify_viewer`` refuses gets a 403 page before the handler runs (no page,
+    no kernel, no file, no websocket). ``viewer`` is the one let in."""
+
+    viewer_proxy: access.ProxySettings | None = None
+    access_path: str = ""
+    viewer: access.Viewer | None = None
+
+    async def prepare(self):
+        if self.viewer_proxy is not None:
+            try:
+                policy = access.load_access(self.access_path or None)
+                self.viewer = access.identify_viewer(self.request.headers, self.request.remote_ip, proxy=self.viewer_proxy, policy=policy)
+            except (access.ViewerRefused, access.AccessError) as refusal:
+                log.warning("refused %s %s: %s", self.request.method, self.request.path, refusal)
+                _refuse(self, REFUSED_VISIT)
+                return
+        result = super().prepare()
+        if result is not None:
+            await result
+
+
+def row_filtered_pages() -> set[str]:
+    """Pages that narrow their rows to the viewer's (the notebooks of ``notebooks/pages/``): the only ones a
+    viewer of a restricted group may open."""
+    return {p.name for p in paths.pages_dir().glob("*.ipynb")}
+
+
 class PageHandler(TornadoVoilaHandler):
-    """Voilà's page handler behind the kernel cap: beyond it, a 503 "busy" page with ``Retry-After``."""
+    """Voilà's page handler behind the kernel cap: beyond it, a 503 "busy" page with ``Retry-After``. With
+    viewers from a proxy, the page kernel gets the viewer (``access.viewer_environment``), and a viewer of a
+    restricted group gets a 403 page for a page that does not narrow its rows."""
+
+    viewer: access.Viewer | None = None  # set by _ViewerGate.prepare when viewers come from a proxy
 
     @tornado.web.authenticated
     async def get(self, path=None):
+        viewer = self.viewer
+        if viewer is not None and not viewer.sees_all_rows and (path or "").rsplit("/", 1)[-1] not in row_filtered_pages():
+            _refuse(self, REFUSED_PAGE_FOR_VIEW)
+            return
         admission = self.kernel_manager.admit()
         if admission is None:
             self.set_status(503)
@@ -366,6 +503,11 @@ class PageHandler(TornadoVoilaHandler):
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(BUSY_PAGE.format(retry=BUSY_RETRY_AFTER))
             return
+        if viewer is not None:
+            admission.environment = access.viewer_environment(viewer)
+        # sets the _xsrf cookie: Voilà's unload beacon sends it back to shut the kernel down when the tab closes,
+        # and without it the beacon is refused ("'_xsrf' argument missing") and the kernel waits for the release
+        self.xsrf_token  # noqa: B018
         reset = _current_admission.set(admission)
         try:
             await super().get(path)
@@ -376,12 +518,27 @@ class PageHandler(TornadoVoilaHandler):
 
 
 class PageServer(Voila):
-    """Voilà with ``PageHandler`` in place of its page handler (the kernel cap needs ``PageKernelManager``)."""
+    """Voilà with ``PageHandler`` in place of its page handler (the kernel cap needs ``PageKernelManager``).
+
+    With ``viewer_proxy`` set, every handler (pages, tree, files, kernels and their websockets, static files)
+    first checks the viewer (``_ViewerGate``) against the access file ``access_path``."""
+
+    viewer_proxy = Instance(access.ProxySettings, allow_none=True, help="Take viewers from this trusted proxy (None: no viewers).")
+    access_path = Unicode("", help="The access file (empty: access.access_file()).")
+
+    def init_settings(self) -> dict:
+        settings = super().init_settings()
+        tornado.ioloop.IOLoop.current().add_callback(self.kernel_manager.warm.refill)  # warm kernels before the first visit
+        return settings
 
     def init_handlers(self) -> list:
-        return [
+        handlers = [
             (spec[0], PageHandler, *spec[2:]) if spec[1] is TornadoVoilaHandler else spec for spec in super().init_handlers()
         ]
+        if self.viewer_proxy is None:
+            return handlers
+        gate = {"viewer_proxy": self.viewer_proxy, "access_path": self.access_path}
+        return [(spec[0], type(f"Gated{spec[1].__name__}", (_ViewerGate, spec[1]), gate), *spec[2:]) for spec in handlers]
 
 
 def use_page_template(environ: MutableMapping[str, str] = os.environ) -> None:
@@ -412,6 +569,46 @@ def _kernel_environment(host: str, dataset: str | None = None) -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (code, current) if p)
 
 
+def viewer_proxy_settings(
+    viewer_header: str | None,
+    *,
+    proxy_secret_file: str | os.PathLike | None = None,
+    proxy_secret_header: str = access.DEFAULT_SECRET_HEADER,
+    trusted_proxies: Iterable[str] = (),
+) -> access.ProxySettings | None:
+    """How to trust the reverse proxy that sends viewers' identities, or ``None`` without ``viewer_header``.
+
+    The proxy proves itself by sending the content of ``proxy_secret_file`` in ``proxy_secret_header``, or by
+    connecting from one of ``trusted_proxies`` (both checked when both are given). Raises ``ValueError`` when
+    ``viewer_header`` comes without either (or they without it) and for an empty secret file,
+    ``FileNotFoundError`` for a missing one.
+    """
+    trusted = frozenset(a.strip() for a in trusted_proxies if a.strip())
+    if not viewer_header:
+        if proxy_secret_file is not None or trusted:
+            raise ValueError("a proxy secret or trusted proxy address is only used with --viewer-header")
+        return None
+    secret = None
+    if proxy_secret_file is not None:
+        path = Path(proxy_secret_file).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"proxy secret file not found: {path}")
+        secret = path.read_text(encoding="utf-8").strip()
+        if not secret:
+            raise ValueError(f"proxy secret file {path} is empty")
+    return access.ProxySettings(viewer_header.strip(), secret=secret, secret_header=proxy_secret_header, trusted_proxies=trusted)
+
+
+def _kernel_viewer_environment(access_path: Path | None) -> None:
+    """No viewer is inherited from this process's environment; with viewers from a proxy (``access_path``, the
+    access file) every page kernel must be given one (``access.REQUIRED_ENV``) and reads that file."""
+    for name in (access.VIEWER_ENV, access.GROUP_ENV, access.REQUIRED_ENV, access.ACCESS_FILE_ENV):
+        os.environ.pop(name, None)
+    if access_path is not None:
+        os.environ[access.REQUIRED_ENV] = "1"
+        os.environ[access.ACCESS_FILE_ENV] = str(access_path)
+
+
 def serve(
     *,
     host: str = DEFAULT_HOST,
@@ -427,6 +624,12 @@ def serve(
     token_file: str | os.PathLike | None = None,
     max_kernels: int = 0,
     unattended_timeout: int = UNATTENDED_TIMEOUT,
+    warm_kernels: int = WARM_KERNELS,
+    viewer_header: str | None = None,
+    proxy_secret_file: str | os.PathLike | None = None,
+    proxy_secret_header: str = access.DEFAULT_SECRET_HEADER,
+    trusted_proxies: Iterable[str] = (),
+    access_file: str | os.PathLike | None = None,
 ) -> None:
     """Serve the stakeholder pages with Voilà until interrupted (blocking).
 
@@ -459,18 +662,40 @@ def serve(
         Most page kernels at once (0: ``default_max_kernels()``); further visits get a 503 "busy" page.
     unattended_timeout : int
         Seconds an idle kernel with no browser connected is kept (closed tabs, clients without websocket).
+    warm_kernels : int
+        Kernels kept started and imported for the next visits, counted against ``max_kernels`` (0: none).
+    viewer_header : str, optional
+        Take each visitor's identity from this header (``X-Forwarded-User``), set by a trusted reverse proxy,
+        and show each viewer only their group's rows (``access_file``). Needs ``proxy_secret_file`` or
+        ``trusted_proxies`` (see ``viewer_proxy_settings``). A request without the header, with a wrong secret,
+        from another address or from a viewer in no group gets a 403 page, whatever it asks for. Without it,
+        the header means nothing and every visitor sees every row.
+    proxy_secret_file, proxy_secret_header : path, str
+        A file whose content the proxy sends in ``proxy_secret_header`` (default ``X-Proxy-Secret``).
+    trusted_proxies : iterable of str
+        Addresses the proxy connects from (e.g. ``127.0.0.1``).
+    access_file : path, optional
+        The viewer groups and their rows (default ``parameters/access.yaml``); checked before the server starts.
 
     The pages are at ``http://<host>:<port>/voila/render/<notebook>.ipynb``; the root opens the landing page
     (``LANDING_PAGE``), which lists them with their freshness.
     """
     token = resolve_token(token, token_file)
-    check_exposure(host, token, allow_remote_without_token=allow_remote_without_token)
+    proxy = viewer_proxy_settings(
+        viewer_header, proxy_secret_file=proxy_secret_file, proxy_secret_header=proxy_secret_header, trusted_proxies=trusted_proxies
+    )
+    access_path = None
+    if proxy is not None:  # the proxy signs visitors in: it stands for the token
+        access_path = Path(access_file).expanduser().resolve() if access_file else access.access_file().resolve()
+        access.load_access(access_path)
+    check_exposure(host, token, allow_remote_without_token=allow_remote_without_token or proxy is not None)
     if dataset:
         from crm_analytics import datasets
 
         datasets.load_dataset(dataset)
     pages = resolve_notebooks(notebooks)
     _kernel_environment(host, dataset)
+    _kernel_viewer_environment(access_path)
     use_page_template()
 
     with tempfile.TemporaryDirectory(prefix="crm_pages_") as folder:
@@ -485,9 +710,10 @@ def serve(
             pool_size=pool_size,
             max_kernels=max_kernels,
             unattended_timeout=unattended_timeout,
+            warm_kernels=warm_kernels,
         )
         log.info("serving %s on http://%s:%s/", [p.name for p in pages], host, port)
-        PageServer.launch_instance(argv=argv, token=token)
+        PageServer.launch_instance(argv=argv, token=token, viewer_proxy=proxy, access_path=str(access_path or ""))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -499,10 +725,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--token", default=None, help=f"access token (shows in ps: prefer --token-file or {TOKEN_ENV})")
     parser.add_argument("--token-file", type=Path, default=None, help="file holding the access token")
     parser.add_argument("--max-kernels", type=int, default=0, help="most page kernels at once (default: from memory)")
+    parser.add_argument(
+        "--warm-kernels", type=int, default=WARM_KERNELS, help=f"kernels kept started and imported (default {WARM_KERNELS}; 0: none)"
+    )
     parser.add_argument("--open-browser", action="store_true")
     parser.add_argument("--execution-timeout", type=int, default=120)
     parser.add_argument("--pool-size", type=int, default=0, help="preheated kernels per page (default 0: none)")
     parser.add_argument("--dataset", "-d", default=None, help="dataset whose results the pages show (default: the project default)")
+    parser.add_argument("--viewer-header", default=None, help="header in which a trusted reverse proxy sends the viewer's identity")
+    parser.add_argument("--proxy-secret-file", type=Path, default=None, help="file whose content the proxy sends in --proxy-secret-header")
+    parser.add_argument("--proxy-secret-header", default=access.DEFAULT_SECRET_HEADER)
+    parser.add_argument("--trusted-proxy", action="append", default=[], help="address the proxy connects from (repeatable)")
+    parser.add_argument("--access-file", type=Path, default=None, help="viewer groups and their rows (default parameters/access.yaml)")
     args = parser.parse_args(argv)
     serve(
         host=args.host,
@@ -515,6 +749,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         dataset=args.dataset,
         token_file=args.token_file,
         max_kernels=args.max_kernels,
+        warm_kernels=args.warm_kernels,
+        viewer_header=args.viewer_header,
+        proxy_secret_file=args.proxy_secret_file,
+        proxy_secret_header=args.proxy_secret_header,
+        trusted_proxies=args.trusted_proxy,
+        access_file=args.access_file,
     )
 
 

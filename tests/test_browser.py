@@ -91,8 +91,9 @@ def page_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(page_home, tmp_path_factory):
     port = free_port()
-    # the default configuration, a kernel per visit: Voilà's preheated pool (--pool-size 1) now and then
-    # leaves a page stream waiting forever (benchmarks/README.md), which is why it is not the default
+    # the default configuration, a kernel per visit taken from the warm kernels (crm_analytics.warm_kernels): Voilà's
+    # preheated pool (--pool-size 1) now and then leaves a page stream waiting forever (benchmarks/README.md), which is
+    # why it is not the default
     process = start_server(page_home, port, log=tmp_path_factory.mktemp("serve") / "serve.log")
     base = f"http://127.0.0.1:{port}"
     try:
@@ -129,10 +130,11 @@ class Visit:
     other than 127.0.0.1 is recorded in ``external`` and aborted, so it never leaves the machine.
     """
 
-    def __init__(self, browser, url: str, ready: tuple[str, ...] = CHART_SELECTORS):
+    def __init__(self, browser, url: str, ready: tuple[str, ...] = CHART_SELECTORS, *, headers: dict[str, str] | None = None):
         self.errors: list[str] = []
         self.external: list[str] = []
-        self.context = browser.new_context(viewport={"width": 1280, "height": 2200})
+        # headers: sent with every request of the visit, as a reverse proxy in front of the server would
+        self.context = browser.new_context(viewport={"width": 1280, "height": 2200}, extra_http_headers=headers or {})
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
@@ -172,8 +174,8 @@ class Visit:
 def visit(browser):
     opened: list[Visit] = []
 
-    def open_page(url: str, ready: tuple[str, ...] = CHART_SELECTORS) -> Visit:
-        opened.append(Visit(browser, url, ready))
+    def open_page(url: str, ready: tuple[str, ...] = CHART_SELECTORS, *, headers: dict[str, str] | None = None) -> Visit:
+        opened.append(Visit(browser, url, ready, headers=headers))
         return opened[-1]
 
     yield open_page

@@ -106,6 +106,18 @@ def test_breakdown_takes_the_group_of_the_first_step_one_event():
     assert result.loc[result["platform"] == "web", "conversion_from_first_pct"].tolist() == [100.0, 50.0, 50.0]
 
 
+@pytest.mark.parametrize("order", [1, -1])
+@pytest.mark.parametrize("by", [["platform"], ["platform", "region"]])
+def test_a_tie_between_first_step_one_events_goes_to_the_smallest_group(order, by):
+    # two visits at the same minute on two platforms: whichever row comes first, the user counts once, in "app"
+    rows = [("a", 0, "visit", "web", "north"), ("a", 0, "visit", "app", None), ("a", 1, "view", "web", "north"),
+            ("b", 0, "visit", "web", "south")][::order]
+    events = pd.DataFrame(rows, columns=["customer_id", "minutes", "event_name", "platform", "region"])
+    events["event_time"] = T0 + pd.to_timedelta(events.pop("minutes"), unit="min")
+    first_step = funnel(events, ["visit", "view"], by=by).query("step_number == 1 and users > 0")
+    assert first_step["platform"].tolist() == ["app", "web"] and users(first_step) == [1, 1]
+
+
 def test_per_session_funnel_counts_sessions():
     events = log([("a", 0, "visit"), ("a", 5, "view"), ("a", 60, "visit")])
     events["session_id"] = ["s1", "s2", "s2"]

@@ -79,8 +79,9 @@ def running_server(home: Path, log_dir: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def capped_server(page_home, tmp_path_factory):
-    """A server allowed two page kernels."""
-    process, base = running_server(page_home, tmp_path_factory.mktemp("capped"), "--max-kernels", "2")
+    """A server allowed two page kernels, none kept warm: every kernel is a visit's (warm kernels, which are
+    never released as unattended, are tested with the cap in test_warm_kernels)."""
+    process, base = running_server(page_home, tmp_path_factory.mktemp("capped"), "--max-kernels", "2", "--warm-kernels", "0")
     try:
         yield process, base
     finally:
