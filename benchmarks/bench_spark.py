@@ -22,14 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+
+from _measure import time_repeats  # noqa: E402
 
 
 def build_warehouse(customers: int, home: Path) -> Path:
@@ -41,17 +42,6 @@ def build_warehouse(customers: int, home: Path) -> Path:
     demo.generate(customers, seed=7)
     build_clean_warehouse(as_of=demo.DEFAULT_AS_OF)
     return paths.warehouse_path()
-
-
-def timed(run, repeats: int) -> tuple[float, object]:
-    """Median wall seconds of ``repeats`` calls of ``run`` after one untimed call, and the last result."""
-    result = run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def table_rows(con, names: list[str]) -> dict[str, int]:
@@ -93,8 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'aggregation':28} {'duckdb s':>9} {'spark s':>9} {'spark/duckdb':>13}", flush=True)
     for name in names:
         compute, keys = AGGREGATIONS[name]
-        duck_s, on_duck = timed(lambda: compute(duck, segments), args.repeats)
-        spark_s, on_spark = timed(lambda: compute(spark, segments), args.repeats)
+        on_duck, on_spark = (time_repeats(lambda con=con: compute(con, segments), args.repeats) for con in (duck, spark))
+        duck_s, spark_s = on_duck.pop("median_s"), on_spark.pop("median_s")
+        on_duck, on_spark = on_duck["result"], on_spark["result"]
         assert_equivalent(on_duck, on_spark, keys=keys)
         results.append({"aggregation": name, "duckdb_s": duck_s, "spark_s": spark_s, "ratio": spark_s / duck_s})
         print(f"{name:28} {duck_s:9.2f} {spark_s:9.2f} {spark_s / duck_s:12.1f}x", flush=True)

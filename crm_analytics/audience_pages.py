@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import functools
 import html
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -207,13 +206,9 @@ def _landing_entry(fresh: PageFreshness, audience: str) -> str:
 
 
 def figure_html(fig, *, css: str = "crm-figure") -> str:
-    """The figure as an ``<img>`` with an inline PNG (class ``css``) and alt text from the figure; the figure is closed."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    alt = html.escape(plots.describe_figure(fig))
-    plt.close(fig)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img class="{css}" alt="{alt}" style="max-width:100%" src="data:image/png;base64,{encoded}">'
+    """The figure as an ``<img>`` with an inline PNG (class ``css``) and alt text from the figure, at the audience
+    pages' 90 dpi (``pages.figure_html``); the figure is closed."""
+    return pages.figure_html(fig, css=css, dpi=90)
 
 
 def _bars(labels, values, *, title: str, xlabel: str, colour: str | None = None):

@@ -577,16 +577,17 @@ def _draw(out, plot, frame) -> None:
         plt.close(fig)
 
 
-def _embedded_png(fig) -> str:
-    """An ``<img>`` holding the figure as an inline PNG, its alt text written from the figure (``plots.describe_figure``); the figure is closed."""
+def figure_html(fig, *, css: str = "crm-figure", dpi: int = 100) -> str:
+    """An ``<img>`` (class ``css``) holding the figure as an inline PNG at ``dpi`` dots per inch, its alt text
+    written from the figure (``plots.describe_figure``); the figure is closed."""
     import io
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     alt = html.escape(plots.describe_figure(fig))
     plt.close(fig)
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img class="crm-figure" alt="{alt}" style="max-width:100%" src="data:image/png;base64,{encoded}">'
+    return f'<img class="{css}" alt="{alt}" style="max-width:100%" src="data:image/png;base64,{encoded}">'
 
 
 def static_cube(cube: pd.DataFrame, *, k: int = 5, currency: str | None = None, locale: str | None = None):
@@ -601,7 +602,7 @@ def static_cube(cube: pd.DataFrame, *, k: int = 5, currency: str | None = None, 
     palette = channel_palette(prepared["channel"].dropna())
     charts = [_chart(partial(plot_monthly_revenue, palette=palette, currency=currency), frame), _chart(partial(plot_segment_revenue, currency=currency), frame)]
     note = "<p><em>All segments and channels, last 12 months. The live page has filters.</em></p>"
-    return HTML(note + totals_html(cube_totals(frame), k=k, currency=currency, locale=locale) + "".join(_embedded_png(fig) for fig in charts))
+    return HTML(note + totals_html(cube_totals(frame), k=k, currency=currency, locale=locale) + "".join(figure_html(fig) for fig in charts))
 
 
 def interactive_cube(cube: pd.DataFrame, *, k: int = 5, currency: str | None = None, locale: str | None = None):

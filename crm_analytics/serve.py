@@ -232,6 +232,18 @@ def check_exposure(host: str, token: str | None, *, allow_remote_without_token: 
 # bounded serving: release kernels nobody looks at, cap the kernels, keep the token off the command line
 
 
+def read_secret_file(path: str | Path, what: str) -> str:
+    """The content of the secret file ``path`` without surrounding whitespace; ``what`` names it in errors
+    (``FileNotFoundError`` when it is missing, ``ValueError`` when it is empty)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    text = path.read_text(encoding="utf-8").strip()
+    if not text:
+        raise ValueError(f"{what} {path} is empty")
+    return text
+
+
 def resolve_token(
     token: str | None = None, token_file: str | os.PathLike | None = None, environ: MutableMapping[str, str] = os.environ
 ) -> str | None:
@@ -244,13 +256,7 @@ def resolve_token(
     if token:
         return token
     if token_file is not None:
-        path = Path(token_file).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"token file not found: {path}")
-        text = path.read_text(encoding="utf-8").strip()
-        if not text:
-            raise ValueError(f"token file {path} is empty")
-        return text
+        return read_secret_file(token_file, "token file")
     for name in (TOKEN_ENV, LEGACY_TOKEN_ENV):
         value = environ.get(name, "").strip()
         if value:
@@ -588,14 +594,7 @@ def viewer_proxy_settings(
         if proxy_secret_file is not None or trusted:
             raise ValueError("a proxy secret or trusted proxy address is only used with --viewer-header")
         return None
-    secret = None
-    if proxy_secret_file is not None:
-        path = Path(proxy_secret_file).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"proxy secret file not found: {path}")
-        secret = path.read_text(encoding="utf-8").strip()
-        if not secret:
-            raise ValueError(f"proxy secret file {path} is empty")
+    secret = None if proxy_secret_file is None else read_secret_file(proxy_secret_file, "proxy secret file")
     return access.ProxySettings(viewer_header.strip(), secret=secret, secret_header=proxy_secret_header, trusted_proxies=trusted)
 
 

@@ -22,8 +22,11 @@ import pytest
 
 from crm_analytics import pages, paths, serve
 
+import test_browser
 from test_browser import CHART_SELECTORS, Visit, free_port, page_url, start_server, stop_server, wait_until_serving
 from test_pages import build_page_home
+
+browser = test_browser.browser  # the shared headless Chromium fixture
 
 RELEASE_DEADLINE_S = 60  # the promise: a kernel nobody looks at is gone within a minute
 SECRET = "7c1f-page-token-e2b9"
@@ -196,20 +199,6 @@ def test_beyond_the_cap_a_visitor_gets_the_busy_page_and_no_kernel(capped_server
     assert get_page(base + "/")[0] == 200  # the page list starts no kernel and stays reachable
     assert sampler.stop() <= 2
     wait_until_released(process.pid)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from test_browser import CHROMIUM, CHROMIUM_ARGS
-
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (run .ci/browser.sh)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.mark.browser
