@@ -311,6 +311,7 @@ class PageKernelManager(AsyncMappingKernelManager):
         super().__init__(**kwargs)
         self._starting = 0
         self._promised = 0
+        self._stopping: set[str] = set()  # kernels whose shutdown has begun: their memory is on its way back
         self._rendering: set[str] = set()  # kernels whose page request is still running its cells
         self.warm = warm_kernels.WarmPool(
             self.warm_kernels,
@@ -327,8 +328,9 @@ class PageKernelManager(AsyncMappingKernelManager):
         return self.max_kernels if self.max_kernels > 0 else default_max_kernels()
 
     def page_kernel_count(self) -> int:
-        """Kernels running, starting (warm ones too), or promised to a request let in that has not started one yet."""
-        return len(self._kernels) + self._starting + self._promised + self.warm.starting
+        """Kernels running and not shutting down, starting (warm ones too), or promised to a request let in that has
+        not started one yet."""
+        return len(self._kernels.keys() - self._stopping) + self._starting + self._promised + self.warm.starting
 
     def admit(self) -> _Admission | None:
         """Promise a kernel to a page request, or return ``None`` when the cap is reached (a warm kernel,
@@ -397,7 +399,11 @@ class PageKernelManager(AsyncMappingKernelManager):
 
     async def shutdown_kernel(self, kernel_id: str, *args, **kwargs) -> None:
         self.warm.forget(kernel_id)
-        await super().shutdown_kernel(kernel_id, *args, **kwargs)
+        self._stopping.add(kernel_id)
+        try:
+            await super().shutdown_kernel(kernel_id, *args, **kwargs)
+        finally:
+            self._stopping.discard(kernel_id)
         self.warm.refill()
 
     async def shutdown_all(self, *args, **kwargs) -> None:

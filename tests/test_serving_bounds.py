@@ -145,6 +145,25 @@ def test_a_page_still_rendering_is_never_unattended():
     assert not manager.is_unattended("k1")
 
 
+def test_a_kernel_shutting_down_no_longer_counts_against_the_cap(monkeypatch):
+    """Between the kernel process exiting and Jupyter forgetting the kernel, a visit must not be turned away."""
+    import asyncio
+
+    manager = serve.PageKernelManager(max_kernels=1, warm_kernels=0)
+    manager._kernels["k1"] = object()
+    seen_during_shutdown: list[int] = []
+
+    async def parent_shutdown(self, kernel_id, *args, **kwargs):
+        seen_during_shutdown.append(self.page_kernel_count())
+        assert self.admit() is not None  # the slot is free while the shutdown finishes
+        del self._kernels[kernel_id]
+
+    monkeypatch.setattr(serve.AsyncMappingKernelManager, "shutdown_kernel", parent_shutdown)
+    assert manager.admit() is None
+    asyncio.run(manager.shutdown_kernel("k1"))
+    assert seen_during_shutdown == [0] and manager.page_kernel_count() == 1  # the admitted visit's promise
+
+
 # --------------------------------------------------------------------------------------------------
 # release and cap
 
