@@ -550,10 +550,11 @@ def dropdown(label: str, options, css: str) -> widgets.Dropdown:
     return control
 
 
-def _output(css: str) -> widgets.Output:
-    out = widgets.Output()
-    out.add_class(css)
-    return out
+def _chart_area(css: str) -> widgets.HTML:
+    """An HTML widget with the CSS class ``css`` that holds one chart as an inline PNG."""
+    area = widgets.HTML()
+    area.add_class(css)
+    return area
 
 
 def _chart(plot, frame):
@@ -566,15 +567,6 @@ def _chart(plot, frame):
         plot(frame, ax=ax)
     fig.tight_layout()
     return fig
-
-
-def _draw(out, plot, frame) -> None:
-    """Redraw one chart inside an Output widget: clear, plot, show, close."""
-    with out:
-        out.clear_output(wait=True)
-        fig = _chart(plot, frame)
-        plt.show()
-        plt.close(fig)
 
 
 def figure_html(fig, *, css: str = "crm-figure", dpi: int = 100) -> str:
@@ -624,14 +616,14 @@ def interactive_cube(cube: pd.DataFrame, *, k: int = 5, currency: str | None = N
     channel = dropdown("Channel", [ALL, *sorted(prepared["channel"].dropna().unique())], "crm-filter-channel")
     tiles = widgets.HTML()
     tiles.add_class("crm-tiles")
-    trend, segments = _output("crm-chart-trend"), _output("crm-chart-segments")
+    trend, segments = _chart_area("crm-chart-trend"), _chart_area("crm-chart-segments")
     palette = channel_palette(prepared["channel"].dropna())
 
     def redraw(_change=None) -> None:
         frame = filter_cube(prepared, segment=segment.value, channel=channel.value, months=period.value)
         tiles.value = totals_html(cube_totals(frame), k=k, currency=currency, locale=locale)
-        _draw(trend, partial(plot_monthly_revenue, palette=palette, currency=currency), frame)
-        _draw(segments, partial(plot_segment_revenue, currency=currency), frame)
+        trend.value = figure_html(_chart(partial(plot_monthly_revenue, palette=palette, currency=currency), frame), css="crm-live-chart")
+        segments.value = figure_html(_chart(partial(plot_segment_revenue, currency=currency), frame), css="crm-live-chart")
 
     for control in (segment, period, channel):
         control.observe(redraw, names="value")

@@ -33,7 +33,9 @@ reachable through the server. Settings, each a Voilà option:
   gets a 503 "busy, retry in a moment" page with ``Retry-After`` and no kernel;
 - the ``crm`` template (``TEMPLATE``), shipped in ``crm_analytics/voila_templates/``: Voilà's ``lab`` template
   (notebook pages, page list, error pages) without the stylesheets and scripts it links from CDNs, so a
-  visitor's browser contacts no host but the page server; visitors cannot switch back to another template
+  visitor's browser contacts no host but the page server, and with every output written as HTML by the
+  server, so numbers and charts show before Voilà's scripts have loaded (widgets through their HTML
+  copies, ``crm_analytics.stand_ins``); visitors cannot switch back to another template
   (``allow_template_override=NO``).
 
 Voilà 0.5 finds templates only in the Jupyter data directories (``<dir>/voila/templates/<name>`` or

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from crm_analytics import plots
+from crm_analytics import plots, stand_ins
 
 GRAINS = ("day", "week", "month", "quarter")
 ALL = "all"
@@ -110,8 +110,8 @@ class FilterControls:
     """The four filters as ipywidgets, initialised from (validated) parameter values.
 
     Attributes ``grain``, ``start``, ``end``, ``segment``, ``channel`` are the widgets;
-    ``box`` lays them out; ``values()`` reads the current selection; ``output`` is the
-    ``ipywidgets.Output`` the page redraws into (set by ``show_filtered``).
+    ``box`` lays them out; ``values()`` reads the current selection; ``output`` is the box
+    the page redraws into (set by ``show_filtered``).
     """
 
     def __init__(self, initial: FilterValues, *, grains: Sequence[str], segments: Sequence[str], channels: Sequence[str]):
@@ -127,7 +127,7 @@ class FilterControls:
         self.segment = w.Dropdown(options=self.segments, value=initial.segment, description="Segment", layout=layout, style=style)
         self.channel = w.Dropdown(options=self.channels, value=initial.channel, description="Channel", layout=layout, style=style)
         self.box = w.HBox([self.grain, self.start, self.end, self.segment, self.channel], layout=w.Layout(flex_flow="row wrap"))
-        self.output = None  # the Output widget, once shown by show_filtered
+        self.output = None  # the box redrawn on every change, once shown by show_filtered
 
     @property
     def controls(self) -> list:
@@ -182,17 +182,30 @@ def filter_controls(
     return FilterControls(initial, grains=grains, segments=segments, channels=channels)
 
 
-def _render_into(output, controls: FilterControls, render: Callable[[FilterValues], object]):
-    from IPython.display import Markdown, display
+FILTERED_CLASS = "crm-filtered"  # the area a filter change redraws
 
-    output.clear_output(wait=True)
-    with output, plots.figures_as_widgets():
+
+def _render_into(area, controls: FilterControls, render: Callable[[FilterValues], object]):
+    """Run ``render`` for the current filters and make what it displayed the children of the box ``area``
+    (the previous ones are closed); return what ``render`` returned (``None`` for a filter not applied)."""
+    from IPython.display import Markdown, display
+    from IPython.utils.capture import capture_output
+
+    result = None
+    with capture_output() as captured, plots.figures_as_widgets():
         try:
             values = controls.values()
         except ValueError as error:
             display(Markdown(f"**Filter not applied:** {error}"))
-            return None
-        return render(values)
+        else:
+            result = render(values)
+    shown = [stand_ins.output_widget(output.data) for output in captured.outputs]
+    if captured.stdout:
+        shown.insert(0, stand_ins.output_widget({"text/plain": captured.stdout}))
+    previous, area.children = area.children, tuple(shown)
+    for child in previous:
+        child.close()
+    return result
 
 
 def show_filtered(controls: FilterControls, render: Callable[[FilterValues], object], *, interactive: bool | None = None):
@@ -200,9 +213,9 @@ def show_filtered(controls: FilterControls, render: Callable[[FilterValues], obj
     for the parameter values (e.g. figures to persist).
 
     With a frontend (``interactive`` None and ``frontend_available()``, or True) the filters
-    are shown live and ``render`` runs into an ``ipywidgets.Output`` (kept as ``controls.output``)
-    now and after every change. Without one (papermill), ``render`` runs once into the cell's
-    own output with the parameter values, under a line naming them.
+    are shown live; what ``render`` displays becomes the children of a box (``controls.output``,
+    CSS class ``crm-filtered``), now and after every change. Without one (papermill), ``render``
+    runs once into the cell's own output with the parameter values, under a line naming them.
     """
     from IPython.display import Markdown, display
 
@@ -213,7 +226,9 @@ def show_filtered(controls: FilterControls, render: Callable[[FilterValues], obj
         return render(controls.initial)
     import ipywidgets as w
 
-    controls.output = w.Output()
-    display(controls.box, controls.output)
+    controls.output = w.VBox()
+    controls.output.add_class(FILTERED_CLASS)
+    result = _render_into(controls.output, controls, render)
     controls.observe(lambda _change: _render_into(controls.output, controls, render))
-    return _render_into(controls.output, controls, render)
+    display(w.VBox([controls.box, controls.output]))
+    return result

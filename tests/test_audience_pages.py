@@ -219,7 +219,7 @@ def _clean(page) -> None:
 
 # what each page shows once loaded (besides its banners)
 SHOWN = {
-    "executive": (".widget-output img", "text=KPI board"),
+    "executive": (".crm-filtered img", "text=KPI board"),
     "customers": (".crm-chart-clv", ".crm-chart-churn", ".crm-drill-list table"),
     "sales_marketing": (".crm-chart-funnel", ".crm-chart-attribution", ".crm-experiment"),
     "service": (".crm-chart-trend", ".crm-tile", "text=Ticket KPIs"),
@@ -252,6 +252,27 @@ def test_root_opens_the_landing_page_listing_every_page(audience_server, visit):
     _clean(page)
 
 
+@pytest.mark.browser
+@pytest.mark.parametrize("name", [name for name in SHOWN if name != "landing"])
+def test_numbers_and_charts_show_from_the_html_before_any_script(audience_server, browser, visit, name):
+    """With JavaScript off the page's HTML alone shows every number and chart (widgets through their HTML copies,
+    ``crm_analytics.stand_ins``) and offers no control; the live page shows the same charts once each."""
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 2200})
+    try:
+        static = context.new_page()
+        static.goto(url(audience_server, name), wait_until="load", timeout=PAGE_TIMEOUT_MS)
+        for selector in (READY, *SHOWN[name]):
+            assert static.locator(selector).first.is_visible(), selector
+        assert static.locator(".crm-standin").count() >= 1 and static.locator("select").count() == 0
+        charts = static.locator(SHOWN[name][0]).count()
+    finally:
+        context.close()
+    live = visit(url(audience_server, name), (READY, *SHOWN[name]))
+    assert live.page.locator(".crm-standin").count() == 0
+    assert live.page.locator(SHOWN[name][0]).count() == charts
+    assert live.page.locator("select").count() >= 1 and live.errors == []
+
+
 CHANGED = """([css, before]) => { const img = document.querySelector(css); return img && img.getAttribute('src') !== before; }"""
 
 
@@ -263,7 +284,7 @@ def _redraws(page, image_css: str, select_css: str, option: str) -> None:
 
 
 FILTERS = {
-    "executive": (".widget-output img", ".widget-dropdown:has(label:text-is('Period')) select", "quarter"),
+    "executive": (".crm-filtered img", ".widget-dropdown:has(label:text-is('Period')) select", "quarter"),
     "customers": (".crm-chart-clv", ".crm-filter-segment select", "Champions"),
     "sales_marketing": (".crm-chart-funnel", ".crm-filter-breakdown select", "platform"),
     "service": (".crm-chart-trend", ".crm-filter-period select", "All months"),

@@ -123,6 +123,13 @@ def is_external(url: str) -> bool:
     return parts.hostname != SERVER_HOST
 
 
+# every output drawn by Voilà's scripts and every widget's HTML copy (crm_analytics.stand_ins) replaced by the live widget
+LIVE_JS = (
+    "() => !document.querySelector('.crm-standin')"
+    " && !document.querySelector('script[type=\"application/vnd.voila.cell-output+json\"]')"
+)
+
+
 class Visit:
     """One page visit: the Playwright page, the errors it raised and the external requests it tried.
 
@@ -142,6 +149,7 @@ class Visit:
         self.page.goto(url, wait_until="commit", timeout=PAGE_TIMEOUT_MS)
         for selector in ready:
             self.page.wait_for_selector(selector, timeout=PAGE_TIMEOUT_MS)
+        self.page.wait_for_function(LIVE_JS, timeout=PAGE_TIMEOUT_MS)  # the widgets have replaced their HTML copies
 
     def _check(self, url: str) -> bool:
         if is_external(url):
