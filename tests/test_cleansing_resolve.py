@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -190,7 +191,42 @@ def test_an_oversized_name_block_is_split_by_city_not_skipped(common_name):
     assert not duplicates & skipped, "without split keys the oversized block is skipped, as before"
     split = resolve.candidate_pairs(records, max_block_size=200)
     assert duplicates <= _pair_ids(split)
-    assert len(split) <= len(resolve.BLOCKING_RULES) * (len(resolve.SPLIT_KEYS) + 1) * 200 / 2 * len(records)
+    assert len(split) <= len(resolve.BLOCKING_RULES) * (200 - 1) / 2 * len(records)
+
+
+def _fixed_domain_records(n_records: int, *, seed: int = 5) -> pd.DataFrame:
+    """Records of distinct people whose birth dates (60 days) and cities (3) come from fixed sets.
+
+    The shape of a growing customer base: the birth-date-and-city blocks grow with the records.
+    """
+    rng = np.random.default_rng(seed)
+    days = pd.Timestamp("1980-01-01") + pd.to_timedelta(rng.integers(0, 60, n_records), unit="D")
+    frame = pd.DataFrame({
+        "_source": "web_src", "customer_id": [f"R{i}" for i in range(n_records)],
+        "email": None, "phone": None, "name_key": [f"person {i:05d}" for i in range(n_records)],
+        "birth_date": days, "gender": rng.choice(["F", "M"], n_records), "city": rng.choice(["Alpha", "Beta", "Gamma"], n_records),
+    })
+    return resolve.prepare_records(frame)
+
+
+@pytest.mark.parametrize("n_records", [300, 1200, 4800])
+def test_pairs_per_record_stay_bounded_as_fixed_domain_blocks_grow(n_records):
+    """Each record is compared within one block of at most the cap per rule, however big the key's blocks grow."""
+    records = _fixed_domain_records(n_records)
+    rule = "l.birth_date = r.birth_date AND l.city = r.city"
+    block_sizes = records.groupby(["birth_date", "city"]).size()
+    pairs = resolve.candidate_pairs(records, rules=[rule])
+    assert len(pairs) / n_records <= (resolve.MAX_BLOCK_SIZE - 1) / 2
+    assert len(pairs) / n_records <= 2.0, "no more than the demo's 2 pairs per record, at every size"
+    if block_sizes.median() > resolve.MAX_BLOCK_SIZE:
+        assert len(pairs) > 0, "oversized blocks are split (by gender, then name head), not skipped"
+
+
+def test_a_larger_cap_lets_the_pairs_per_record_grow_with_the_blocks():
+    """The growth the cap prevents: with blocks of up to 20 records the pairs per record rise with the records."""
+    rule = "l.birth_date = r.birth_date AND l.city = r.city"
+    per_record = [len(resolve.candidate_pairs(_fixed_domain_records(n), rules=[rule], max_block_size=20)) / n for n in (300, 1200)]
+    assert per_record[1] > 3 * per_record[0] and per_record[1] > 1.5
 
 
 def test_duplicates_in_an_oversized_block_are_merged_and_strangers_are_not(common_name):

@@ -51,11 +51,17 @@ BLOCKING_RULES: tuple[str, ...] = (
 )
 # A block of more than ``max_block_size`` records (a common name, a popular birth date in a big city) is
 # split by the first of these keys its rule does not already use, a part still too big by the next, and
-# so on, rather than skipped: each record sits in at most one compared block per level, so the candidate
-# pairs stay linear in the records. A record missing a split key drops out of the split block.
+# so on, rather than skipped: each record is compared within one block of at most ``max_block_size``
+# records per rule, so the candidate pairs stay linear in the records. A record missing a split key drops
+# out of the split block.
 SPLIT_KEYS: tuple[str, ...] = ("city", "birth_year", "gender", "name_head")
 _IMPLIED_BY = {"birth_year": "birth_date", "name_head": "name_key"}  # a split key that cannot split its rule's blocks
-MAX_BLOCK_SIZE = 20
+# A record in a block of s records gets (s - 1) / 2 pairs. Keys whose values are a fixed set (birth date
+# and city, a common name) fill their blocks up to this size as the records grow, so the pairs per record
+# rise with scale up to (MAX_BLOCK_SIZE - 1) / 2 per rule: with 20 they were 2.1 at 50k persons and 5.8
+# at 1M (birth date and city 1.6, name 3.7 of them), with 6 they are 0.8 and 2.0, at the same accuracy
+# (the pairs a larger block adds share only a common name, or a birth date and a city, and are not linked).
+MAX_BLOCK_SIZE = 6
 
 # Comparison levels: SQL returning an integer level; -1 means "a value is missing" (weight 0).
 COMPARISONS: dict[str, str] = {
@@ -91,6 +97,9 @@ PSEUDO_COUNT = 50.0
 # it), no record shares: a tenth of a person. Chosen on the demo's ground truth at 50k and 250k persons,
 # where 0.02-0.1 give the same accuracy and 0.5 loses about 0.04 of the recall.
 NAME_CITY_FLOOR = 0.1
+# m of a comparison is re-estimated among the pairs that, without it, match with at least this posterior:
+# a person's second e-mail and phone show only in pairs that agree on everything else.
+SEED_PROBABILITY = 0.99
 
 
 # ------------------------------------------------------------------------------------- records
@@ -232,9 +241,9 @@ def candidate_pairs(
     A key shared by more than ``max_block_size`` records (a common name, a default
     e-mail, a placeholder birth date) is not compared as one block: it is split by
     ``split_keys`` (see ``SPLIT_KEYS``) until its parts are small enough, and what
-    stays oversized after the last split key is skipped for that rule. The pairs
-    are thus at most ``len(rules) * (len(split_keys) + 1) * max_block_size / 2`` per
-    record: linear in the records. ``include`` (``left_id``, ``right_id``,
+    stays oversized after the last split key is skipped for that rule. Each record
+    is compared within one block per rule, so the pairs are at most
+    ``len(rules) * (max_block_size - 1) / 2`` per record: linear in the records. ``include`` (``left_id``, ``right_id``,
     ``match_rule``; left < right, each pair once) adds pairs compared whatever
     their keys, and their ``match_rule``. DuckDB works within ``duck.MEMORY_LIMIT``,
     spilling to ``work_dir``.
@@ -295,6 +304,7 @@ class FellegiSunterModel:
 
     max_iter: int = 25
     tol: float = 1e-4
+    refine_rounds: int = 1
     m_: dict[str, np.ndarray] = field(default_factory=dict)
     u_: dict[str, np.ndarray] = field(default_factory=dict)
     prior_: float = 0.0
@@ -302,21 +312,35 @@ class FellegiSunterModel:
     def fit(self, pairs: pd.DataFrame, random: pd.DataFrame, *, n_records: int) -> "FellegiSunterModel":
         """Estimate u from ``random``, m from exact-key pairs, and the prior by EM over ``pairs``.
 
-        m of every comparison is the level distribution among pairs that share an
+        m of every comparison starts as the level distribution among pairs that share an
         e-mail or a phone, leaving out the key itself: for the e-mail comparison,
         pairs sharing a phone; for the phone comparison, pairs sharing an e-mail
         (the way Splink trains m on pairs blocked on one column). With m and u
         fixed, the prior (probability that two random records match, over all
         ``n_records * (n_records - 1) / 2`` pairs) is the one free parameter, found
-        by EM assuming every match is among the blocked ``pairs``.
+        by EM assuming every match is among the blocked ``pairs``. Then, ``refine_rounds``
+        times, m of each comparison is re-estimated among the pairs that match with a
+        posterior of at least ``SEED_PROBABILITY`` on the *other* comparisons, and the prior
+        found again: a person's second phone never shows among pairs sharing an e-mail when
+        the second account has a second e-mail too, but it does among pairs agreeing on
+        name, birth date and city.
         """
         self.u_ = {name: _level_shares(random[name], DEFAULT_U[name]) for name in COMPARISONS}
         same_email, same_phone = pairs["email"].eq(2), pairs["phone"].eq(2)
         seeds = {"email": same_phone, "phone": same_email}
         self.m_ = {name: _level_shares(pairs.loc[seeds.get(name, same_email | same_phone), name], DEFAULT_M[name]) for name in COMPARISONS}
-        bayes = np.exp2(self.match_weight(pairs, with_prior=False))
         n_total = max(n_records * (n_records - 1) / 2, 1.0)
-        prior = float(np.clip((same_email | same_phone).sum() / n_total, 1e-12, 0.5))
+        self.prior_ = self._fit_prior(pairs, n_total, start=(same_email | same_phone).sum() / n_total)
+        for _ in range(self.refine_rounds):
+            terms = self.weight_terms(pairs)
+            self.m_ = {name: _level_shares(pairs.loc[self._confident_without(terms, name), name], DEFAULT_M[name]) for name in COMPARISONS}
+            self.prior_ = self._fit_prior(pairs, n_total, start=self.prior_)
+        return self
+
+    def _fit_prior(self, pairs: pd.DataFrame, n_total: float, *, start: float) -> float:
+        """The prior (match probability of two random records) by EM over ``pairs``, with m and u fixed."""
+        bayes = np.exp2(self.match_weight(pairs, with_prior=False))
+        prior = float(np.clip(start, 1e-12, 0.5))
         for _ in range(self.max_iter):
             odds = bayes * prior / (1 - prior)
             # matches outside the blocked pairs are assumed absent, so the expected number of matches
@@ -326,8 +350,13 @@ class FellegiSunterModel:
             prior = new_prior
             if converged:
                 break
-        self.prior_ = prior
-        return self
+        return prior
+
+    def _confident_without(self, terms: dict[str, np.ndarray], comparison: str) -> np.ndarray:
+        """Pairs whose posterior, leaving ``comparison`` out of ``terms`` (see ``weight_terms``), is at least ``SEED_PROBABILITY``."""
+        left_out = {comparison} | ({"name_city"} if comparison in ("name", "city") else set())
+        weight = np.log2(self.prior_ / (1 - self.prior_)) + sum(v for k, v in terms.items() if k not in left_out)
+        return weight >= np.log2(SEED_PROBABILITY / (1 - SEED_PROBABILITY))
 
     def level_weights(self) -> pd.DataFrame:
         """Return ``comparison``, ``level``, ``m_probability``, ``u_probability``, ``match_weight`` (log2 Bayes factor)."""
@@ -341,24 +370,32 @@ class FellegiSunterModel:
     def match_weight(self, pairs: pd.DataFrame, *, with_prior: bool = True) -> np.ndarray:
         """Return the total match weight of each pair: log2 prior odds (unless not ``with_prior``) plus the level weights."""
         start = np.log2(self.prior_ / (1 - self.prior_)) if with_prior else 0.0
-        total = np.full(len(pairs), start)
+        return start + sum(self.weight_terms(pairs).values(), np.zeros(len(pairs)))
+
+    def weight_terms(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Per pair, the log2 Bayes factor of each comparison (``COMPARISONS``), and ``name_city`` when the pairs carry it.
+
+        The term-frequency adjustment of an exact name match (``name_tf``) is part of the
+        ``name`` term; ``name_city`` adjusts a pair agreeing on both name and city.
+        """
+        terms = {}
         for name in COMPARISONS:
             levels = pairs[name].to_numpy()
             weights = np.log2(self.m_[name] / self.u_[name])
-            total += np.where(levels >= 0, weights[np.clip(levels, 0, None)], 0.0)
+            terms[name] = np.where(levels >= 0, weights[np.clip(levels, 0, None)], 0.0)
         if "name_tf" in pairs.columns:
             # term frequency: agreeing on a rare name says more than agreeing on a common one
             exact = pairs["name"].to_numpy() == N_LEVELS["name"] - 1
             tf = pairs["name_tf"].to_numpy(dtype=float)
-            total += np.where(exact & (tf > 0), np.log2(self.u_["name"][-1] / np.where(tf > 0, tf, 1.0)), 0.0)
+            terms["name"] = terms["name"] + np.where(exact & (tf > 0), np.log2(self.u_["name"][-1] / np.where(tf > 0, tf, 1.0)), 0.0)
             if "name_city_tf" in pairs.columns:
                 # the same name in the same city: how many others share both says more than the product of
                 # the two shares (in a large dataset a common name is shared by strangers in every big city)
                 u_name = np.where(exact & (tf > 0), tf, self.u_["name"][-1])
                 joint = pairs["name_city_tf"].to_numpy(dtype=float)
                 both = exact & (pairs["city"].to_numpy() == 1) & (joint > 0)
-                total += np.where(both, np.log2(u_name * self.u_["city"][1] / np.where(both, joint, 1.0)), 0.0)
-        return total
+                terms["name_city"] = np.where(both, np.log2(u_name * self.u_["city"][1] / np.where(both, joint, 1.0)), 0.0)
+        return terms
 
     def match_probability(self, pairs: pd.DataFrame) -> np.ndarray:
         """Return the posterior match probability of each pair."""
@@ -389,9 +426,10 @@ def score_pairs(
         (log2 odds) and ``match_probability``; and the model.
     """
     pairs = candidate_pairs(records, include=exact, work_dir=work_dir)
-    pairs["name_tf"] = name_frequencies(records)[pairs["left_id"].to_numpy()]
+    left = pairs["left_id"].to_numpy()
+    pairs["name_tf"] = name_frequencies(records)[left]
     known_persons = cluster_records(len(records), exact)
-    pairs["name_city_tf"] = name_frequencies(records, within=["city"], persons=known_persons, floor=NAME_CITY_FLOOR)[pairs["left_id"].to_numpy()]
+    pairs["name_city_tf"] = name_frequencies(records, within=["city"], persons=known_persons, floor=NAME_CITY_FLOOR)[left]
     model = FellegiSunterModel().fit(pairs, random_pairs(records, random_state=random_state, work_dir=work_dir), n_records=len(records))
     pairs["match_rule"] = pairs["match_rule"].cat.set_categories(MATCH_RULES).fillna("probabilistic")
     pairs["match_weight"] = model.match_weight(pairs)
