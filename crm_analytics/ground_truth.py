@@ -64,9 +64,8 @@ def person_map(
         records = keys.merge(links, on=customer_col, how="inner")
     truth = source_records[["source_record_id", "person_id"]].astype({"source_record_id": "string"}).drop_duplicates()
     matched = records.merge(truth, on="source_record_id", how="inner")
-    n_persons = matched.groupby(customer_col)["person_id"].nunique()
-    unique = n_persons[n_persons == 1].index
-    mapped = matched[matched[customer_col].isin(unique)][[customer_col, "person_id"]]
+    n_persons = matched.groupby(customer_col)["person_id"].transform("nunique")  # a hash lookup per row, not isin
+    mapped = matched[n_persons == 1][[customer_col, "person_id"]]
     return mapped.drop_duplicates(customer_col).reset_index(drop=True)
 
 

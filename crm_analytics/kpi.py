@@ -721,14 +721,22 @@ def base_share(
     (engagement). Rows of customers not on file by then are not counted. Unit: pct."""
     base = _table(tables, base_table, [customer_col, base_time_col], "base_share")
     calendar = ibis.memtable(period_calendar(scope.start, scope.end, scope.grain)[["period_start", "period_end"]])
-    on_file = base.join(calendar, base[base_time_col] < calendar.period_end)
-    on_file = on_file.select(on_file[customer_col], period_start=on_file.period_start.cast("timestamp"))
+    calendar = calendar.select(period_start=calendar.period_start.cast("timestamp"), period_end=calendar.period_end.cast("timestamp"))
+    base = _with_group(base.select(customer_col, _on_file=base[base_time_col]), scope, customer_col=customer_col, channel_col=None)
+    # Customers on file per period: counted from their creation days (every period ends at midnight, so
+    # created before the period end <=> created on a day before it), never customers x periods.
+    by_day = base.group_by("group", _day=base._on_file.truncate("D")).aggregate(_n=base.count())
+    on_file = by_day.join(calendar, by_day._day < calendar.period_end)
+    on_file = _by_period(on_file, _on_file=on_file._n.sum())
     active = _in_window(tables, scope, table=table, time_col=time_col, where=where, columns=[customer_col], context="base_share")
     active = active.select(_customer=active[customer_col], _period=active.period_start.cast("timestamp")).distinct()
-    joined = on_file.left_join(active, [on_file[customer_col] == active._customer, on_file.period_start == active._period])
-    joined = joined.mutate(_hit=joined._customer.notnull().cast("float64"))
-    joined = _with_group(joined, scope, customer_col=customer_col, channel_col=None)
-    return _by_period(joined, value=joined._hit.mean() * 100)
+    active = active.join(calendar, active._period == calendar.period_start)
+    hits = active.join(base, [active._customer == base[customer_col], base._on_file < active.period_end])
+    hits = _by_period(hits, _hits=hits.count())
+    joined = on_file.left_join(hits, [on_file.period_start == hits.period_start, on_file.group == hits.group])
+    # hits / customers on file, as the mean of a 0/1 flag per customer on file
+    share = joined._hits.fill_null(0).cast("float64") / joined._on_file.cast("float64")
+    return joined.select(on_file.period_start, on_file.group, value=share * 100)
 
 
 # --------------------------------------------------------------------------------------------

@@ -96,9 +96,32 @@ def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
     for position in range(out.shape[1]):
         column = out.iloc[:, position]
         if pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column) or isinstance(column.dtype, pd.CategoricalDtype):
-            out.isetitem(position, column.astype(object).map(spreadsheet_safe_text))
+            out.isetitem(position, _spreadsheet_safe_column(column))
     out.columns = [spreadsheet_safe_text(c) for c in out.columns]
     return out
+
+
+def _spreadsheet_safe_column(column: pd.Series) -> pd.Series:
+    """``column`` as ``object`` values passed through ``spreadsheet_safe_text``, calling Python only for cells that may need it.
+
+    In a column holding only text (and missing values) one vectorised test finds the cells starting
+    with a formula character; the others are kept as they are, so a million-row key column costs no
+    Python call per cell. Any other column is mapped cell by cell.
+    """
+    values = column.astype(object)
+    if pd.api.types.infer_dtype(values, skipna=True) != "string":
+        return values.map(spreadsheet_safe_text)
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pa.array(values.to_numpy(), type=pa.string(), from_pandas=True)
+    risky = np.zeros(len(values), dtype=bool)
+    for prefix in FORMULA_PREFIXES:
+        risky |= pc.starts_with(text, prefix).fill_null(False).to_numpy(zero_copy_only=False)
+    cells = values.to_numpy(copy=True)
+    cells[risky] = [spreadsheet_safe_text(value) for value in cells[risky]]
+    return pd.Series(cells, index=values.index, name=values.name, dtype=object)
 
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:

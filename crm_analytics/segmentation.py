@@ -603,22 +603,27 @@ def customer_features(
     is_purchase = rows[amount_col] >= 0
     discount = rows[discount_col].fill_null(0.0)
     channels = {f"_n_{i}": value for i, value in enumerate(_distinct_values(rows.filter(is_purchase)[channel_col]))}
-    base = (
+    totals = (
         rows.group_by(customer_col)
         .aggregate(
             first_order_time=rows[time_col].min(where=is_purchase),
             last_order_time=rows[time_col].max(where=is_purchase),
-            frequency=is_purchase.sum(),
+            frequency=rows.count(where=is_purchase),  # COUNT(*) FILTER: cheaper than a sum of casts
             monetary=rows[amount_col].sum(),
             gross_amount=rows[amount_col].sum(where=is_purchase),
             discount_sum=discount.sum(where=is_purchase),
-            n_discounted=(is_purchase & (discount > 0)).sum(),
-            **{name: (is_purchase & (rows[channel_col] == value)).sum() for name, value in channels.items()},
+            n_discounted=rows.count(where=is_purchase & (discount > 0)),
+            **{name: rows.count(where=is_purchase & (rows[channel_col] == value)) for name, value in channels.items()},
         )
         .filter(ibis._.frequency > 0)
-        .to_pandas()
-        .set_index(customer_col)
     )
+    categories = {}
+    if order_items is not None and products is not None:
+        purchases = rows.filter(is_purchase).select("order_id", customer_col)
+        items, categories = _item_totals(purchases, order_items, products, customer_col=customer_col, exclude_products=exclude_products)
+        # every customer with item lines has a purchase, so the left join keeps them all; one query, aligned rows
+        totals = totals.left_join(items, customer_col).drop(f"{customer_col}_right")
+    base = totals.order_by(customer_col).to_pandas().set_index(customer_col)
     day = pd.Timedelta(days=1)
     features = pd.DataFrame(index=base.index)
     features["recency_days"] = ((stamp - base["last_order_time"]) // day).astype("int64")
@@ -632,21 +637,40 @@ def customer_features(
     channel_names = {name: f"channel_{_slug(value)}_pct" for name, value in channels.items()}
     parts = [features, _share_columns(base, channel_names, total=base["frequency"])]
     if order_items is not None and products is not None:
-        purchases = rows.filter(is_purchase).select("order_id", customer_col)
-        parts.append(_item_features(purchases, order_items, products, customer_col=customer_col, exclude_products=exclude_products))
+        parts.append(_item_columns(base, categories))
+    result = pd.concat(parts, axis=1)
     if support_tickets is not None:
         tickets = ticket_features(support_tickets, as_of=stamp, customer_col=customer_col, include_as_of=True)
-        parts.append(tickets[["n_tickets"]].rename(columns={"n_tickets": "n_support_tickets"}))
-    result = pd.concat(parts, axis=1).reindex(base.index)
+        result = _with_ticket_counts(result, tickets["n_tickets"])
     fill = {c: 0.0 for c in result.columns if c.endswith("_pct") or c in ("n_support_tickets", "avg_unit_price_amount", "items_per_order")}
     result = result.fillna(fill)
     result.index.name = customer_col
-    return result.sort_index().reset_index()
+    return result.reset_index()
 
 
-def _item_features(
+def _with_ticket_counts(features: pd.DataFrame, n_tickets: pd.Series) -> pd.DataFrame:
+    """``features`` with ``n_support_tickets`` (float; missing for customers without a ticket) from ``n_tickets``.
+
+    ``n_tickets`` is indexed by customer id and may name customers without a purchase (absent from
+    ``features``): they are left out, and their presence turns the integer features into float64,
+    as aligning the two tables on the union of their customers does.
+    """
+    position = features.index.get_indexer(n_tickets.index)  # hash lookup; -1: a customer without a purchase
+    found = position >= 0
+    counts = np.full(len(features), np.nan)
+    counts[position[found]] = n_tickets.to_numpy(dtype=np.float64)[found]
+    widened = {} if found.all() else {c: "float64" for c in features.columns if pd.api.types.is_integer_dtype(features[c])}
+    return features.astype(widened).assign(n_support_tickets=counts)
+
+
+def _item_totals(
     purchases: ir.Table, order_items: TableLike, products: TableLike, *, customer_col: str, exclude_products: Iterable[str] = ()
-) -> pd.DataFrame:
+) -> tuple[ir.Table, dict[str, str]]:
+    """The per-customer item totals query (not executed) and its category columns ``{column: category}``.
+
+    Columns: ``customer_col``, ``line_amount`` (dataset currency), ``units``, ``n_orders`` (purchase
+    orders with a line), and one item revenue column per category (``_c_<i>``, dataset currency).
+    """
     require_columns(order_items, ["order_id", "product_id", "quantity", "unit_price_amount"], context="customer_features(order_items)")
     require_columns(products, ["product_id", "category"], context="customer_features(products)")
     codes = sorted({str(code) for code in exclude_products})
@@ -664,22 +688,28 @@ def _item_features(
         .join(catalogue, "product_id", how="left")
     )
     amount = lines.quantity * lines.unit_price_amount
-    totals = (
-        lines.group_by(customer_col)
-        .aggregate(
-            line_amount=amount.sum(),
-            units=lines.quantity.sum(),
-            n_orders=lines.order_id.nunique(),
-            **{name: amount.sum(where=lines.category == value) for name, value in categories.items()},
-        )
-        .to_pandas()
-        .set_index(customer_col)
+    totals = lines.group_by(customer_col).aggregate(
+        line_amount=amount.sum(),
+        # as float (exact below 2**53): DuckDB sums integers as HUGEINT, which comes back as Decimal once the left join adds a null
+        units=lines.quantity.sum().cast("float64"),
+        n_orders=lines.order_id.nunique(),
+        **{name: amount.sum(where=lines.category == value) for name, value in categories.items()},
     )
+    return totals, categories
+
+
+def _item_columns(totals: pd.DataFrame, categories: dict[str, str]) -> pd.DataFrame:
+    """Average unit price, items per order and category shares from ``_item_totals`` columns of ``totals``.
+
+    A customer without item lines (missing totals) gets missing values here, filled with 0 by the caller.
+    """
+    units = totals["units"]
     out = pd.DataFrame(
         {
-            "avg_unit_price_amount": (totals["line_amount"] / totals["units"].where(totals["units"] > 0)).fillna(0.0),
-            "items_per_order": totals["units"] / totals["n_orders"],
-        }
+            "avg_unit_price_amount": (totals["line_amount"] / units.where(units > 0)).fillna(0.0),
+            "items_per_order": units / totals["n_orders"],
+        },
+        index=totals.index,
     )
     names = {name: f"category_{_slug(value)}_pct" for name, value in categories.items()}
     return out.join(_share_columns(totals.fillna({n: 0.0 for n in names}), names, total=totals["line_amount"]))
@@ -903,7 +933,9 @@ def cluster_agreement(
     require_columns(clusters, [customer_col, label_col], context="cluster_agreement(clusters)")
     require_columns(truth, [customer_col, truth_col], context="cluster_agreement(truth)")
     both = clusters[[customer_col, label_col]].merge(truth[[customer_col, truth_col]], on=customer_col, how="inner")
-    ari = adjusted_rand_score(both[truth_col].astype(str), both[label_col].astype(str)) if len(both) else float("nan")
+    # integer codes of the labels: the same partitions (so the same index) without sorting text labels
+    truth_codes, label_codes = (pd.factorize(both[column], use_na_sentinel=False)[0] for column in (truth_col, label_col))
+    ari = adjusted_rand_score(truth_codes, label_codes) if len(both) else float("nan")
     return pd.DataFrame({"n_customers": [len(both)], "adjusted_rand_index": [ari]})
 
 
@@ -1002,12 +1034,15 @@ def action_list(
     actions: dict[str, str] | None = None,
     pseudonymise: Callable[[pd.Series], pd.Series] | None = None,
     extra_cols: Sequence[str] = ("recency_days", "frequency", "monetary"),
+    key_col: str | None = None,
 ) -> pd.DataFrame:
     """Per customer: a pseudonymous key, the segment and the suggested action, for campaign tools.
 
     The raw customer id is replaced by ``pseudonymise(customer ids)`` (default
     ``crm_analytics.privacy.pseudonymise``: a keyed HMAC; whoever holds the key can
-    match it back). Names, e-mails and phones are never included.
+    match it back). Names, e-mails and phones are never included. ``key_col`` names a column
+    of ``customers`` already holding those keys (computed once for several tables); it is then
+    used as it is and ``pseudonymise`` is not called.
 
     Returns
     -------
@@ -1015,12 +1050,13 @@ def action_list(
         ``customer_key``, ``segment_col``, ``suggested_action``, then ``extra_cols``
         present in ``customers``; sorted by segment (in category order) and key.
     """
-    require_columns(customers, [customer_col, segment_col], context="action_list(customers)")
+    require_columns(customers, [customer_col, segment_col, *([key_col] if key_col else [])], context="action_list(customers)")
     if pseudonymise is None:
         from crm_analytics.privacy import pseudonymise
     actions = SEGMENT_ACTIONS if actions is None else actions
     extras = [c for c in extra_cols if c in customers.columns]
-    out = pd.DataFrame({"customer_key": pseudonymise(customers[customer_col].astype("string")).to_numpy()})
+    keys = customers[key_col] if key_col else pseudonymise(customers[customer_col].astype("string"))
+    out = pd.DataFrame({"customer_key": keys.to_numpy()})
     out[segment_col] = customers[segment_col].to_numpy()
     out["suggested_action"] = customers[segment_col].astype("string").map(actions).fillna("No action defined").to_numpy()
     for column in extras:

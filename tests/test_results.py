@@ -160,6 +160,19 @@ def test_harmless_text_missing_values_and_plain_numbers_in_text_stay_as_they_are
     assert safe["text"].tolist()[3:6] == ["'-", "'+", "'="]
 
 
+def test_long_text_columns_are_escaped_cell_by_cell_where_needed():
+    plain = [f"cus_{i:06d}" for i in range(5_000)]
+    risky = {17: "=HYPERLINK(1)", 4_000: "-x", 4_999: "@sum"}
+    cells = [risky.get(i, value) for i, value in enumerate(plain)]
+    cells[100] = None
+    frame = pd.DataFrame({"key": pd.array(cells, dtype="string"), "note": pd.Series(cells, dtype="str")})
+    safe = results.spreadsheet_safe(frame)
+    expected = [None if value is None else results.spreadsheet_safe_text(value) for value in cells]
+    for column in ("key", "note"):
+        assert [None if pd.isna(v) else v for v in safe[column]] == expected
+    assert safe.loc[17, "key"] == "'=HYPERLINK(1)" and safe.loc[18, "key"] == "cus_000018"
+
+
 def test_column_names_from_data_are_quoted_too(tmp_path):
     pivot = pd.DataFrame({"=cmd()": [1], "web": [2]})
     results.save_table(pivot, "pivot", output_dir=tmp_path)

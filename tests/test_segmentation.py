@@ -257,6 +257,15 @@ def test_action_list_default_uses_privacy_pseudonyms():
     assert expected in set(listed["customer_key"])
 
 
+def test_action_list_reuses_keys_computed_once():
+    scored = seg.rfm(_orders(), as_of=AS_OF)
+    scored["customer_key"] = "key_" + scored["customer_id"].str.lower()
+    listed = seg.action_list(scored, key_col="customer_key", pseudonymise=lambda s: pytest.fail("keys were hashed again"))
+    assert listed.equals(seg.action_list(scored.drop(columns="customer_key"), pseudonymise=lambda s: "key_" + s.str.lower()))
+    with pytest.raises(MissingColumnError):
+        seg.action_list(scored, key_col="published_key")
+
+
 # --------------------------------------------------------------------------- features and clusters
 
 
@@ -290,6 +299,23 @@ def test_customer_features_values():
     assert row["discounted_order_pct"] == pytest.approx(100)
     assert row["n_support_tickets"] == 0  # its ticket is after as_of
     assert features.set_index("customer_id").loc["c00", "n_support_tickets"] == 2
+
+
+def test_customer_features_without_items_or_with_ticket_only_customers():
+    orders, items, products, tickets = _feature_inputs()
+    no_items = items[items["order_id"] != "o5_0"]  # c05 loses the lines of one order
+    no_items = no_items[~no_items["order_id"].str.startswith("o7_")]  # c07 loses all of them
+    features = seg.customer_features(orders, as_of="2024-12-31", order_items=no_items, products=products, support_tickets=tickets)
+    by_customer = features.set_index("customer_id")
+    assert by_customer.loc["c07", ["avg_unit_price_amount", "items_per_order", "category_food_pct"]].tolist() == [0.0, 0.0, 0.0]
+    assert by_customer.loc["c05", "items_per_order"] == pytest.approx(2.0)  # the orders that have lines
+    assert features["frequency"].dtype == "int64"
+    # a ticket of someone who never bought adds no row; the counts of the others stay
+    strangers = pd.concat([tickets, pd.DataFrame({"customer_id": ["zz"], "opened_time": [pd.Timestamp("2024-05-01")]})])
+    widened = seg.customer_features(orders, as_of="2024-12-31", order_items=no_items, products=products, support_tickets=strangers)
+    assert widened["customer_id"].tolist() == features["customer_id"].tolist()
+    assert widened["n_support_tickets"].tolist() == features["n_support_tickets"].tolist()
+    assert (widened["frequency"] == features["frequency"]).all() and widened["frequency"].dtype == "float64"
 
 
 def test_non_merchandise_lines_are_no_category_and_no_unit_price():
