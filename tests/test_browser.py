@@ -123,10 +123,12 @@ def is_external(url: str) -> bool:
     return parts.hostname != SERVER_HOST
 
 
-# every output drawn by Voilà's scripts and every widget's HTML copy (crm_analytics.stand_ins) replaced by the live widget
+# Voilà's scripts have started (its shell holds the page's cells), drawn every output, and every widget's HTML copy
+# (crm_analytics.stand_ins) has been replaced by the live widget; a non-Voilà page (refusal, busy) counts as live
 LIVE_JS = (
     "() => !document.querySelector('.crm-standin')"
     " && !document.querySelector('script[type=\"application/vnd.voila.cell-output+json\"]')"
+    " && (!document.getElementById('rendered_cells') || document.getElementById('rendered_cells').classList.contains('lm-Widget'))"
 )
 
 
