@@ -17,7 +17,7 @@ import glob
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,8 @@ def dataset_info(path: str | Path | None = None) -> dict[str, Any]:
     return {column: (None if pd.isna(value) else value) for column, value in frame.iloc[0].items()} if len(frame) else {}
 
 
-def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path | None = None, memory_limit: str | None = None) -> Path:
+def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path | None = None, memory_limit: str | None = None,
+                 unordered: Collection[str] = ()) -> Path:
     """Write a complete warehouse atomically and return its path.
 
     ``tables`` maps a table name to a pandas DataFrame or to a DuckDB ``SELECT``
@@ -83,6 +84,9 @@ def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path |
     lineage, quality) keep the frame's own types. The new file replaces the old
     one only after every table is written. ``memory_limit`` (e.g. ``"2GB"``) caps
     DuckDB's memory while writing (default: DuckDB's own, 80% of the RAM).
+    ``unordered``: tables whose rows arrive in no particular order anyway; they are inserted
+    without keeping it, which lets DuckDB write them in parallel without buffering (the others
+    keep the order of their frame or ``SELECT``).
     """
     target = paths.resolve(path, paths.warehouse_path())
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +98,7 @@ def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path |
             if memory_limit:
                 con.execute("SET memory_limit = ?", [memory_limit])
             for name, content in tables.items():
+                con.execute(f"SET preserve_insertion_order = {name not in unordered}")
                 _write_one(con, name, content)
             con.execute("CHECKPOINT")
         # a write-ahead log beside the target belongs to the old file: replayed onto the new one it would corrupt it

@@ -12,7 +12,7 @@ spills to that folder (``duck.connect``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,9 @@ class StagedSource:
     ``clean_path``: the clean rows, every column of the table's contract in order and
     type (absent ones null); ``columns``: the contract columns the source provides;
     ``quarantine``: ``validate.QUARANTINE_COLUMNS``; ``profile``: the before/after quality rows;
-    ``value_maps``: the dataset's value maps applied, with row counts (``vocabulary.VALUE_MAP_COLUMNS``).
+    ``value_maps``: the dataset's value maps applied, with row counts (``vocabulary.VALUE_MAP_COLUMNS``);
+    ``ordered``: whether the clean rows are in source row order (a source validated in chunks), or in no particular order
+    (one validated inside DuckDB, whose joins run in parallel).
     """
 
     name: str
@@ -48,6 +50,7 @@ class StagedSource:
     n_rows_clean: int
     columns: list[str]
     value_maps: pd.DataFrame = field(default_factory=vocabulary.empty_mapping_counts)
+    ordered: bool = True
 
     @property
     def n_rows_quarantined(self) -> int:
@@ -113,9 +116,11 @@ def _failure_selects(table: schema.Table, present: list[str], cutoff: pd.Timesta
         if column.required or column.key:
             selects.append(fail(f"{col} IS NULL", validate.MISSING_REQUIRED))
         if column.key:
+            # only the keys held more than once are ranked: the window then sorts a handful of rows, not the whole source
+            repeated = f"SELECT {col} FROM src WHERE {col} IS NOT NULL GROUP BY {col} HAVING count(*) > 1"
             selects.append(
                 f"SELECT _source_row, {quote(column.name)}, {quote(validate.DUPLICATE_KEY)} FROM "
-                f"(SELECT _source_row, row_number() OVER (PARTITION BY {col} ORDER BY _source_row) AS n FROM src WHERE {col} IS NOT NULL) WHERE n > 1"
+                f"(SELECT _source_row, row_number() OVER (PARTITION BY {col} ORDER BY _source_row) AS n FROM src WHERE {col} IN ({repeated})) WHERE n > 1"
             )
         if column.dtype in ("timestamp", "date"):
             selects.append(fail(f"{col} >= TIMESTAMP {quote(cutoff)}", validate.FUTURE_DATE))
@@ -185,20 +190,36 @@ def _required_when_selects(table: schema.Table, present: list[str], settled: tup
     return selects
 
 
-def _clean_columns(table: schema.Table, present: list[str], *, link_customers: bool, settled: tuple[str, ...] = ()) -> str:
+def _cleaned_column(table: schema.Table, name: str, controlled: Collection[str] | None) -> str:
+    """SQL of one column of ``src`` with control characters removed from text; ``controlled``: the text columns holding
+    any (None: every text column), the others need no pass."""
+    col = f'src."{name}"'
+    if table.column(name).dtype == "string" and (controlled is None or name in controlled):
+        col = f"regexp_replace({col}, {quote(CONTROL_CHARACTERS_SQL)}, '', 'g')"
+    return col
+
+
+def _clean_columns(table: schema.Table, present: list[str], *, link_customers: bool, settled: tuple[str, ...] = (),
+                   controlled: Collection[str] | None = None) -> str:
+    """The SELECT list of the clean rows (over ``src`` joined as ``_clean_joins`` says); ``controlled``: see ``_cleaned_column``."""
     parts = []
     for name in present:
-        col = f'src."{name}"'
-        if table.column(name).dtype == "string":
-            col = f"regexp_replace({col}, {quote(CONTROL_CHARACTERS_SQL)}, '', 'g')"
+        col = _cleaned_column(table, name, controlled)
         value = f"replace(replace(lower(trim({col})), ' ', '_'), '-', '_')" if name in validate.CODE_COLUMNS else col
         if name in settled:
-            value = f'(SELECT voc.value FROM "vocab__{name}" voc WHERE voc.raw = CAST({col} AS VARCHAR))'
+            value = f'"voc__{name}".value'
         value = f"CASE WHEN v.\"{name}\" THEN NULL ELSE {value} END" if name not in table.required_columns else value
         if name == "customer_id" and link_customers:
             value = "k.customer_key"
         parts.append(f'{value} AS "{name}"')
     return ", ".join(parts)
+
+
+def _clean_joins(table: schema.Table, settled: tuple[str, ...], controlled: Collection[str] | None) -> str:
+    """LEFT JOINs of ``src`` onto each settled column's vocabulary (``"voc__<column>"``; its raw values are distinct,
+    so every row keeps exactly one match or none, as a scalar look-up would)."""
+    return " ".join(f'LEFT JOIN "vocab__{name}" "voc__{name}" ON "voc__{name}".raw = CAST({_cleaned_column(table, name, controlled)} AS VARCHAR)'
+                    for name in settled)
 
 
 def validate_parquet(
@@ -271,20 +292,22 @@ def validate_parquet(
         quarantine = _quarantine_frame(con, name, table, present, str(sources.source_path(spec, dataset_dir)))
         flags = ", ".join(f"bool_or(column_name = {quote(c)} AND action = 'value') AS \"{c}\"" for c in present)
         con.execute(f"CREATE TEMP TABLE value_flags AS SELECT _source_row, {flags} FROM failures GROUP BY _source_row")
+        n_control = _control_character_counts(con, table, present)
+        controlled = {column for column, n in n_control.items() if n}
         join = "LEFT JOIN id_lookup k ON k.source_customer_id = src.customer_id" if link else ""
         clean = (
-            f"SELECT {_clean_columns(table, present, link_customers=link, settled=settled)} FROM src "
-            f"LEFT JOIN value_flags v ON v._source_row = src._source_row {join} "
+            f"SELECT {_clean_columns(table, present, link_customers=link, settled=settled, controlled=controlled)} FROM src "
+            f"LEFT JOIN value_flags v ON v._source_row = src._source_row {join} {_clean_joins(table, settled, controlled)} "
             f"ANTI JOIN (SELECT _source_row FROM failures WHERE action = 'row') q ON q._source_row = src._source_row"
         )
         n_clean = copy_to_parquet(con, contract_select(f"({clean})", table, present), clean_path)
         n_in = con.execute("SELECT count(*) FROM src").fetchone()[0]
         check_not_empty(name, spec, dataset_dir, n_in)
-        profile = _profile(con, name, table, present, f"read_parquet({quote(clean_path)})")
+        profile = _profile(con, name, table, present, f"read_parquet({quote(clean_path)})", n_control=n_control)
     finally:
         con.close()
     return StagedSource(name, table.name, clean_path, quarantine, profile, int(n_in), n_clean, present,
-                        value_maps=vocabulary.label_mapping_counts(applied, source=name, table_name=table.name))
+                        value_maps=vocabulary.label_mapping_counts(applied, source=name, table_name=table.name), ordered=False)
 
 
 def _quarantine_frame(con: duckdb.DuckDBPyConnection, name: str, table: schema.Table, present: list[str], path: str) -> pd.DataFrame:
@@ -299,11 +322,27 @@ def _quarantine_frame(con: duckdb.DuckDBPyConnection, name: str, table: schema.T
     return out[validate.QUARANTINE_COLUMNS]
 
 
-def _profile(con: duckdb.DuckDBPyConnection, name: str, table: schema.Table, present: list[str], clean_relation: str) -> pd.DataFrame:
-    rows = []
+def _control_character_counts(con: duckdb.DuckDBPyConnection, table: schema.Table, present: list[str]) -> dict[str, int]:
+    """``{text column: values of src holding control characters}`` (``CONTROL_CHARACTERS_SQL``), in one pass.
+
+    The pattern is one character, so a row's text columns joined hold one exactly when one of them does: one match per
+    row finds the few rows to count column by column (``concat`` skips missing values).
+    """
     text = [c for c in present if table.column(c).dtype == "string"]
-    controls = ", ".join(f'count(*) FILTER (WHERE regexp_matches("{c}", {quote(CONTROL_CHARACTERS_SQL)}))' for c in text)
-    n_control = dict(zip(text, con.execute(f"SELECT {controls} FROM src").fetchone())) if text else {}
+    if not text:
+        return {}
+    pattern = quote(CONTROL_CHARACTERS_SQL)
+    controls = ", ".join(f'count(*) FILTER (WHERE regexp_matches("{c}", {pattern}))' for c in text)
+    joined = "concat(" + ", ".join(f'"{c}"' for c in text) + ")"
+    return {c: int(n) for c, n in zip(text, con.execute(f"SELECT {controls} FROM src WHERE regexp_matches({joined}, {pattern})").fetchone())}
+
+
+def _profile(con: duckdb.DuckDBPyConnection, name: str, table: schema.Table, present: list[str], clean_relation: str, *,
+             n_control: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """The before/after profile rows of a source validated in ``con``; ``n_control``: ``_control_character_counts`` when
+    already counted."""
+    rows = []
+    n_control = _control_character_counts(con, table, present) if n_control is None else n_control
     for stage, relation in (("before", "src"), ("after", clean_relation)):
         parts = ", ".join(f'count("{c}"), approx_count_distinct("{c}")' for c in present)
         values = con.execute(f"SELECT count(*), {parts} FROM {relation}").fetchone()

@@ -642,7 +642,7 @@ def _build(
 
     tables = (_fact_tables(staged) | {CUSTOMER_TABLE: unified, "customer_lineage": lineage, "quarantine": result.quarantine}
               | _quality_tables(result) | {"dataset_info": dataset_info_table(dataset)})
-    result.warehouse_path = warehouse.write_tables(tables, path=target, memory_limit=duck.MEMORY_LIMIT)
+    result.warehouse_path = warehouse.write_tables(tables, path=target, memory_limit=duck.MEMORY_LIMIT, unordered=_unordered_tables(staged))
     result.table_rows = {name: n for name, n in warehouse.table_row_counts(target).items() if name in tables}
     timer.lap("write_warehouse")
     return result
@@ -655,6 +655,13 @@ def _contract_customers(unified: pd.DataFrame) -> pd.DataFrame:
         if column.name not in out.columns:
             out[column.name] = pd.Series(pd.NA, index=out.index, dtype=column.pandas_dtype)
     return out[[*schema.CUSTOMERS.column_names, *[c for c in out.columns if c not in schema.CUSTOMERS.column_names]]]
+
+
+def _unordered_tables(staged: Mapping[str, bulk.StagedSource]) -> set[str]:
+    """The fact tables every source of which was validated inside DuckDB (``bulk``), which stages its clean rows in no
+    particular order (the joins of its checks run in parallel): the warehouse need not keep an order they never had."""
+    tables = {source.table for source in staged.values()}
+    return {table for table in tables if not any(source.ordered for source in staged.values() if source.table == table)}
 
 
 def _fact_tables(staged: Mapping[str, bulk.StagedSource]) -> dict[str, str]:

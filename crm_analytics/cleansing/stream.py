@@ -158,13 +158,18 @@ def _entries(name: str, spill: _Spill, rows: pd.Series, column: str, raw_values:
 def _profile(con: duckdb.DuckDBPyConnection, spill: _Spill, clean_relation: str) -> pd.DataFrame:
     """``quality.profile_counts`` of the whole source: summed chunk counts, distinct values counted over all chunks."""
     before = pd.concat(spill.counts).groupby("column_name", sort=False)[["n_rows", "n_present", "n_valid", "n_control_characters"]].sum()
+    columns = spill.profiled
+    if not columns:
+        return pd.DataFrame(columns=quality.PROFILE_COUNTS)
+    # every column's counts in one scan of each relation
+    n_text = con.execute("SELECT " + ", ".join(f'count(DISTINCT "{c}")' for c in columns) + f" FROM read_parquet({spill.files('text')})").fetchone()
+    after = con.execute("SELECT count(*), " + ", ".join(f'count("{c}"), count(DISTINCT "{c}")' for c in columns) + f" FROM {clean_relation}").fetchone()
     rows = []
-    for column in spill.profiled:
-        n_text = con.execute(f'SELECT count(DISTINCT "{column}") FROM read_parquet({spill.files("text")})').fetchone()[0]
+    for i, column in enumerate(columns):
         n_rows, n_present, n_valid, n_control = before.loc[column].tolist()
-        rows.append((column, "before", n_rows, n_present, n_valid, int(n_text), n_control))
-        n_rows, n_present, n_distinct = con.execute(f'SELECT count(*), count("{column}"), count(DISTINCT "{column}") FROM {clean_relation}').fetchone()
-        rows.append((column, "after", int(n_rows), int(n_present), _after_valid(con, clean_relation, column, n_present, table=spill.table),
+        rows.append((column, "before", n_rows, n_present, n_valid, int(n_text[i]), n_control))
+        n_present, n_distinct = after[1 + 2 * i], after[2 + 2 * i]
+        rows.append((column, "after", int(after[0]), int(n_present), _after_valid(con, clean_relation, column, n_present, table=spill.table),
                      int(n_distinct), 0))
     return pd.DataFrame(rows, columns=quality.PROFILE_COUNTS)
 
@@ -268,11 +273,13 @@ def stage_source(
         check_not_empty(name, spec, dataset_dir, spill.n_rows_in)
         duplicates = _cross_chunk_duplicates(con, spill, name)
         con.register("duplicate_rows", duplicates[["source_row"]].astype("int64"))
-        con.execute(f"CREATE TEMP TABLE deduplicated AS SELECT * FROM read_parquet({spill.files('clean')}) "
+        # views, not tables: each is read once or twice, and its rows need not be copied into DuckDB first
+        con.execute(f"CREATE TEMP VIEW deduplicated AS SELECT * FROM read_parquet({spill.files('clean')}) "
                     "WHERE _source_row NOT IN (SELECT source_row FROM duplicate_rows)")
         profile = quality.profile_from_counts(_profile(con, spill, "deduplicated"), source=name, table_name=table.name)
         quarantine = [*spill.quarantine, duplicates]
         present = spill.columns
+        relation, kept = "deduplicated", []
         if id_lookup is not None and "customer_id" in present:
             _register_lookup(con, id_lookup)
             con.execute(f"CREATE TEMP TABLE linked AS {_link_sql(present)}")
@@ -281,20 +288,18 @@ def stage_source(
                                   "WHERE _customer_key IS NULL AND customer_id IS NOT NULL ORDER BY _source_row").df()
             quarantine.append(_entries(name, spill, unknown["_source_row"], "customer_id", unknown["customer_id"], validate.UNKNOWN_CUSTOMER,
                                        files=unknown["_source_file"]))
-            con.execute("CREATE OR REPLACE TEMP TABLE linked AS SELECT * REPLACE (_customer_key AS customer_id) FROM linked "
+            con.execute("CREATE TEMP VIEW known AS SELECT * REPLACE (_customer_key AS customer_id) FROM linked "
                         "WHERE _customer_key IS NOT NULL OR customer_id IS NULL")
-            relation = "linked"
-        else:
-            relation = "deduplicated"
+            relation = "known"
         if links_orders(table.name, present, known_orders):
             register_known_orders(con, known_orders)
             orphans = con.execute(f"SELECT _source_row, _source_file, CAST(order_id AS VARCHAR) AS order_id FROM {relation} "
                                   f"WHERE {UNKNOWN_ORDER_WHERE} ORDER BY _source_row").df()
             quarantine.append(_entries(name, spill, orphans["_source_row"], "order_id", orphans["order_id"], validate.UNKNOWN_ORDER,
                                        files=orphans["_source_file"]))
-            con.execute(f"CREATE OR REPLACE TEMP TABLE ordered AS SELECT * FROM {relation} WHERE NOT ({UNKNOWN_ORDER_WHERE})")
-            relation = "ordered"
-        n_clean = copy_to_parquet(con, contract_select(f"(SELECT * FROM {relation} ORDER BY _source_row)", table, present), clean_path)
+            kept.append(f"NOT ({UNKNOWN_ORDER_WHERE})")
+        where = f" WHERE {' AND '.join(kept)}" if kept else ""
+        n_clean = copy_to_parquet(con, contract_select(f"(SELECT * FROM {relation}{where} ORDER BY _source_row)", table, present), clean_path)
     finally:
         con.close()
     quarantine_frame = pd.concat([q for q in quarantine if not q.empty] or [validate.empty_quarantine()], ignore_index=True)
