@@ -360,12 +360,13 @@ def build_warehouse(
 
     Bad rows go to the quarantine, never dropped; a failed build leaves the previous warehouse in place.
     """
-    from crm_analytics import datasets, money, paths, sources
+    from crm_analytics import datasets, money, paths, sources, warehouse
     from crm_analytics.cleansing import QuarantineThresholdError, build_clean_warehouse
     from crm_analytics.cleansing.pipeline import build_as_of
 
     loaded = _load_dataset(_dataset_reference(dataset) if dataset else None)
     built_as_of = build_as_of(export_date, loaded)
+    warehouse.watch_for_cancel()
     try:
         result = build_clean_warehouse(
             dataset=loaded, as_of=built_as_of, warehouse_path=paths.warehouse_path(loaded.name), quarantine_threshold=quarantine_threshold

@@ -17,6 +17,8 @@ import glob
 import os
 import re
 import shutil
+import signal
+import threading
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,33 @@ def dataset_info(path: str | Path | None = None) -> dict[str, Any]:
     return {column: (None if pd.isna(value) else value) for column, value in frame.iloc[0].items()} if len(frame) else {}
 
 
+class BuildCancelled(KeyboardInterrupt):
+    """A build cancelled by SIGINT (``watch_for_cancel``)."""
+
+
+_cancel_requested = threading.Event()
+
+
+def _interrupt_build(signum: int, frame) -> None:
+    _cancel_requested.set()
+    raise BuildCancelled(f"build cancelled by signal {signum}")
+
+
+def watch_for_cancel() -> None:
+    """Make SIGINT cancel the build of this process (call from the main thread): it interrupts at once, as Python's own
+    handler does, and is remembered, so ``check_cancelled`` stops the build at its next step even when a library
+    swallowed that first interrupt (DuckDB turns an interrupt inside a query into its own outcome)."""
+    _cancel_requested.clear()
+    signal.signal(signal.SIGINT, _interrupt_build)
+
+
+def check_cancelled() -> None:
+    """Raise ``BuildCancelled`` when a SIGINT has arrived since ``watch_for_cancel``: called at the end of every build
+    step and just before the new warehouse replaces the old one."""
+    if _cancel_requested.is_set():
+        raise BuildCancelled("build cancelled by SIGINT")
+
+
 def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path | None = None, memory_limit: str | None = None,
                  unordered: Collection[str] = ()) -> Path:
     """Write a complete warehouse atomically and return its path.
@@ -101,6 +130,7 @@ def write_tables(tables: Mapping[str, pd.DataFrame | str], *, path: str | Path |
                 con.execute(f"SET preserve_insertion_order = {name not in unordered}")
                 _write_one(con, name, content)
             con.execute("CHECKPOINT")
+        check_cancelled()
         # a write-ahead log beside the target belongs to the old file: replayed onto the new one it would corrupt it
         target.with_name(target.name + WAL_SUFFIX).unlink(missing_ok=True)
         os.replace(staging, target)

@@ -88,3 +88,29 @@ def test_demo_warehouse_holds_every_canonical_table(demo_home):
     counts = warehouse.table_row_counts()
     assert set(schema.TABLES) <= set(counts)
     assert all(counts[name] > 0 for name in schema.TABLES)
+
+
+def test_a_sigint_swallowed_during_the_write_still_stops_the_new_file_replacing_the_old(tmp_path):
+    """A library that catches the KeyboardInterrupt of a SIGINT must not let a cancelled build replace the warehouse."""
+    import hashlib
+    import signal
+
+    path = tmp_path / "w.duckdb"
+    warehouse.write_tables({"notes": pd.DataFrame({"x": [1]})}, path=path)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        warehouse.watch_for_cancel()
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # swallowed, as by a library
+        with pytest.raises(warehouse.BuildCancelled):
+            warehouse.write_tables({"notes": pd.DataFrame({"x": [2]})}, path=path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        warehouse._cancel_requested.clear()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert warehouse.build_leftovers(path) == []
+    warehouse.write_tables({"notes": pd.DataFrame({"x": [3]})}, path=path)  # with the request cleared, as each build starts
+    assert duckdb.connect(str(path), read_only=True).execute("SELECT x FROM notes").fetchone() == (3,)

@@ -130,6 +130,7 @@ class _Timer:
             self._sampled = max(self._sampled, self._rss())
 
     def lap(self, step: str) -> None:
+        warehouse.check_cancelled()  # a SIGINT some library swallowed still ends the build here
         now, cpu, rss, max_rss = time.perf_counter(), time.process_time(), self._rss(), _max_rss_bytes()
         self.timings[step] = self.timings.get(step, 0.0) + now - self._start
         self.cpu[step] = self.cpu.get(step, 0.0) + cpu - self._cpu
