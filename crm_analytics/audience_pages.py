@@ -303,12 +303,6 @@ def section(analysis: str, what: str, draw: Callable[[], str]) -> str:
         return heading(what) + f'<p class="crm-section-note">{html.escape(line)}</p>'
 
 
-def _html_widget(css: str) -> widgets.HTML:
-    out = widgets.HTML()
-    out.add_class(css)
-    return out
-
-
 def live(controls: Sequence[widgets.Dropdown], draw: Callable[..., str], css: str):
     """An interactive section: the ``controls`` and an HTML area (class ``css``) holding ``draw(*values)``,
     redrawn on every change. Without a frontend: the HTML of the default selection."""
@@ -316,7 +310,7 @@ def live(controls: Sequence[widgets.Dropdown], draw: Callable[..., str], css: st
         from IPython.display import HTML
 
         return HTML(draw(*(c.value for c in controls)))
-    area = _html_widget(css)
+    area = pages.html_area(css)
 
     def redraw(_change=None) -> None:
         area.value = draw(*(c.value for c in controls))

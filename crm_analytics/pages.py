@@ -550,8 +550,8 @@ def dropdown(label: str, options, css: str) -> widgets.Dropdown:
     return control
 
 
-def _chart_area(css: str) -> widgets.HTML:
-    """An HTML widget with the CSS class ``css`` that holds one chart as an inline PNG."""
+def html_area(css: str) -> widgets.HTML:
+    """An empty HTML widget with the CSS class ``css``, for a section a filter redraws (tiles, a chart as an inline PNG)."""
     area = widgets.HTML()
     area.add_class(css)
     return area
@@ -567,6 +567,11 @@ def _chart(plot, frame):
         plot(frame, ax=ax)
     fig.tight_layout()
     return fig
+
+
+def _cube_charts(frame: pd.DataFrame, *, palette: dict[str, str], currency: str | None) -> list:
+    """The sales section's two charts of ``frame``: revenue per month by channel, and revenue per segment."""
+    return [_chart(partial(plot_monthly_revenue, palette=palette, currency=currency), frame), _chart(partial(plot_segment_revenue, currency=currency), frame)]
 
 
 def figure_html(fig, *, css: str = "crm-figure", dpi: int = 100) -> str:
@@ -592,7 +597,7 @@ def static_cube(cube: pd.DataFrame, *, k: int = 5, currency: str | None = None, 
     prepared = prepare_cube(cube, k=k)
     frame = filter_cube(prepared, segment=ALL, channel=ALL, months=PERIODS["Last 12 months"])
     palette = channel_palette(prepared["channel"].dropna())
-    charts = [_chart(partial(plot_monthly_revenue, palette=palette, currency=currency), frame), _chart(partial(plot_segment_revenue, currency=currency), frame)]
+    charts = _cube_charts(frame, palette=palette, currency=currency)
     note = "<p><em>All segments and channels, last 12 months. The live page has filters.</em></p>"
     return HTML(note + totals_html(cube_totals(frame), k=k, currency=currency, locale=locale) + "".join(figure_html(fig) for fig in charts))
 
@@ -614,16 +619,13 @@ def interactive_cube(cube: pd.DataFrame, *, k: int = 5, currency: str | None = N
     segment = dropdown("Segment", [ALL, *sorted(prepared["segment"].dropna().unique())], "crm-filter-segment")
     period = dropdown("Period", list(PERIODS.items()), "crm-filter-period")
     channel = dropdown("Channel", [ALL, *sorted(prepared["channel"].dropna().unique())], "crm-filter-channel")
-    tiles = widgets.HTML()
-    tiles.add_class("crm-tiles")
-    trend, segments = _chart_area("crm-chart-trend"), _chart_area("crm-chart-segments")
+    tiles, trend, segments = html_area("crm-tiles"), html_area("crm-chart-trend"), html_area("crm-chart-segments")
     palette = channel_palette(prepared["channel"].dropna())
 
     def redraw(_change=None) -> None:
         frame = filter_cube(prepared, segment=segment.value, channel=channel.value, months=period.value)
         tiles.value = totals_html(cube_totals(frame), k=k, currency=currency, locale=locale)
-        trend.value = figure_html(_chart(partial(plot_monthly_revenue, palette=palette, currency=currency), frame), css="crm-live-chart")
-        segments.value = figure_html(_chart(partial(plot_segment_revenue, currency=currency), frame), css="crm-live-chart")
+        trend.value, segments.value = (figure_html(fig, css="crm-live-chart") for fig in _cube_charts(frame, palette=palette, currency=currency))
 
     for control in (segment, period, channel):
         control.observe(redraw, names="value")

@@ -22,7 +22,6 @@ import ipywidgets as widgets
 from ipywidgets.widgets.widget import _instances as widget_instances  # model id -> live widget of this kernel
 
 MIME_HTML = "text/html"
-STAND_IN_CLASS = "crm-standin"
 
 
 def _classes(widget: widgets.DOMWidget) -> str:
@@ -41,18 +40,15 @@ def _size_style(widget: widgets.DOMWidget) -> str:
     return f' style="{html.escape(";".join(rules))}"' if rules else ""
 
 
-def output_html(output: Mapping) -> str:
-    """HTML for one output of the notebook format (``output_type``, ``data`` or ``text``): its HTML, PNG or
-    plain text; widgets it references are drawn by ``widget_html``; other kinds give ``""``."""
-    if output.get("output_type") == "stream":
-        return f"<pre>{html.escape(str(output.get('text', '')))}</pre>"
-    data = output.get("data", {})
-    view = data.get("application/vnd.jupyter.widget-view+json")
-    if view is not None:
-        widget = widget_instances.get(view.get("model_id"))
-        return widget_html(widget) if widget is not None else ""
+def _bundle_html(data: Mapping[str, object]) -> str:
+    """HTML for a display bundle ``data`` (MIME type -> content): its HTML, Markdown, PNG or plain text, in that
+    order of preference; ``""`` for other kinds."""
     if MIME_HTML in data:
         return str(data[MIME_HTML])
+    if "text/markdown" in data:
+        import mistune
+
+        return mistune.html(str(data["text/markdown"]))
     if "image/png" in data:
         png = data["image/png"]
         encoded = base64.b64encode(png).decode("ascii") if isinstance(png, bytes) else png
@@ -68,11 +64,7 @@ def output_widget(data: Mapping[str, object]) -> widgets.Widget:
     view = data.get("application/vnd.jupyter.widget-view+json")
     if isinstance(view, Mapping) and view.get("model_id") in widget_instances:
         return widget_instances[view["model_id"]]
-    if MIME_HTML not in data and "text/markdown" in data:
-        import mistune
-
-        return widgets.HTML(mistune.html(str(data["text/markdown"])))
-    return widgets.HTML(output_html({"output_type": "display_data", "data": data}))
+    return widgets.HTML(_bundle_html(data))
 
 
 def _children_html(children: Iterable[widgets.Widget]) -> str:
@@ -83,8 +75,9 @@ def widget_html(widget: widgets.Widget) -> str:
     """HTML showing what ``widget`` shows now, with its CSS classes.
 
     Boxes hold their children's HTML (in a row for ``HBox``); ``HTML`` widgets their value; images an inline
-    PNG (or their format) at the widget's width; an ``Output`` its outputs; a choice (dropdown, toggle,
-    slider…) its description and current value as text, without its classes; anything else nothing.
+    PNG (or their format) at the widget's width; a choice (dropdown, toggle, slider…) its description and
+    current value as text, without its classes; anything else nothing (an ``Output`` too: its content lives in
+    the frontend, so pages redraw into boxes instead, ``widgets.show_filtered``).
     """
     if isinstance(widget, widgets.Box):
         direction = "row" if isinstance(widget, widgets.HBox) else "column"
@@ -98,8 +91,6 @@ def widget_html(widget: widgets.Widget) -> str:
         encoded = base64.b64encode(bytes(widget.value)).decode("ascii")
         image_type = html.escape(widget.format or "png")
         return f'<img class="{_classes(widget)}"{_size_style(widget)} src="data:image/{image_type};base64,{encoded}">'
-    if isinstance(widget, widgets.Output):
-        return f'<div class="{_classes(widget)}">{"".join(output_html(output) for output in widget.outputs)}</div>'
     if isinstance(widget, widgets.ValueWidget):
         return _control_html(widget)
     return ""
