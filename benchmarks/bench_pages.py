@@ -6,7 +6,9 @@ in one headless Chromium (Debian's ``/usr/bin/chromium``, installed by ``.ci/bro
 once loaded: ``SHOWN`` of ``tests/test_audience_pages.py``); prints p50, p95, min and max per page and whether
 it meets the target (``TARGET_P50_S``, ``TARGET_P95_S``). Exits 1 when a page misses it. Beside it, the
 time until the page is live: Voilà's scripts have loaded and drawn the widgets, so the filters respond
-(the numbers and charts show before that, as HTML: ``crm_analytics.stand_ins``).
+(the numbers and charts show before that, as HTML: ``crm_analytics.stand_ins``); and, for each page with
+filters, the time from choosing a filter option until its chart is redrawn (``--redraws`` changes in one
+live visit, the filter and chart of ``FILTERS`` in ``tests/test_audience_pages.py``).
 
 The server is ``crm_analytics.serve`` on a free port of 127.0.0.1. By default it serves a generated project
 home with small fixture runs (``tests/test_pages.build_page_home``: the dashboard only); ``--home`` points it at
@@ -39,8 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from test_audience_pages import CHANGED, FILTERS, SHOWN  # noqa: E402
 from test_audience_pages import READY as BANNER  # noqa: E402
-from test_audience_pages import SHOWN  # noqa: E402
 
 from test_browser import CHROMIUM, CHROMIUM_ARGS, LIVE_JS, free_port, start_server, stop_server, wait_until_serving  # noqa: E402
 from test_pages import build_page_home  # noqa: E402
@@ -88,6 +90,31 @@ def time_loads(browser, url: str, selectors: tuple[str, ...], *, loads: int, pau
     return timings, live
 
 
+def time_redraws(browser, url: str, selectors: tuple[str, ...], flt: tuple[str, str, str], *, redraws: int, timeout_ms: int) -> list[float]:
+    """For one live visit: seconds from choosing a filter option until the page's chart is redrawn, ``redraws``
+    times, alternating between ``flt``'s option and the page's own first choice (``flt``: chart, select, option)."""
+    chart, select, option = flt
+    context = browser.new_context(viewport={"width": 1280, "height": 2200})
+    timings = []
+    try:
+        page = context.new_page()
+        page.goto(url, wait_until="commit", timeout=timeout_ms)
+        for selector in selectors:
+            page.wait_for_selector(selector, timeout=timeout_ms)
+        page.wait_for_function(LIVE_JS, timeout=timeout_ms)
+        choices = [option, page.input_value(select)]
+        for i in range(redraws):
+            before = page.locator(chart).first.evaluate("(chart) => chart.outerHTML")
+            start = time.perf_counter()
+            page.select_option(select, choices[i % 2])
+            page.wait_for_function(CHANGED, arg=[chart, before], timeout=timeout_ms)
+            timings.append(time.perf_counter() - start)
+        page.close(run_before_unload=True)
+    finally:
+        context.close()
+    return timings
+
+
 def summary(timings: list[float]) -> dict[str, float | bool]:
     """p50, p95, min and max of ``timings`` (seconds) and whether p50 and p95 meet the target."""
     p50, p95 = statistics.median(timings), percentile(timings, 0.95)
@@ -115,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between visits")
     parser.add_argument("--warmup", type=int, default=1, help="visits per page before timing (not counted)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds one visit may take")
+    parser.add_argument("--redraws", type=int, default=10, help="filter changes timed per page with filters, in one live visit (0: none)")
     parser.add_argument("--json", type=Path, help="also write the timings to this file")
     parser.add_argument("--server-log", type=Path, help="keep the page server's log in this file")
     args = parser.parse_args(argv)
@@ -134,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         server_log = args.server_log or Path(scratch) / "serve.log"
         server = start_server(home, port, *server_options(args), log=server_log)
         base = f"http://127.0.0.1:{port}"
-        results, live = {}, {}
+        results, live, redraws = {}, {}, {}
         try:
             wait_until_serving(base + "/", server)
             with sync_playwright() as playwright:
@@ -145,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                     if args.warmup:
                         time_loads(browser, url, READY[name], loads=args.warmup, **kwargs)
                     results[name], live[name] = time_loads(browser, url, READY[name], loads=args.loads, **kwargs)
+                    if args.redraws and name in FILTERS:
+                        redraws[name] = time_redraws(browser, url, READY[name], FILTERS[name], redraws=args.redraws, timeout_ms=kwargs["timeout_ms"])
                 browser.close()
         except Exception:
             log_tail = server_log.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
@@ -160,18 +190,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"target: p50 <= {TARGET_P50_S:g} s and p95 <= {TARGET_P95_S:g} s")
     print("visible: every number and chart shown; live: Voilà's scripts loaded, the filters usable")
-    print(f"{'page':<16} {'p50 s':>7} {'p95 s':>7} {'min s':>7} {'max s':>7}  target  {'live p50':>8} {'live p95':>8}")
+    print(f"redraw: from choosing a filter option until the chart is redrawn ({args.redraws} changes in one live visit)")
+    print(f"{'page':<16} {'p50 s':>7} {'p95 s':>7} {'min s':>7} {'max s':>7}  target  {'live p50':>8} {'live p95':>8} {'redraw p50':>10} {'redraw max':>10}")
     summaries = {name: summary(timings) for name, timings in results.items()}
     for name, row in summaries.items():
         verdict = "pass" if row["ok"] else "FAIL"
         live_row = summary(live[name])
+        redraw = f"{statistics.median(redraws[name]):>10.2f} {max(redraws[name]):>10.2f}" if name in redraws else f"{'-':>10} {'-':>10}"
         print(
             f"{name:<16} {row['p50']:>7.2f} {row['p95']:>7.2f} {row['min']:>7.2f} {row['max']:>7.2f}  {verdict:<6}  "
-            f"{live_row['p50']:>8.2f} {live_row['p95']:>8.2f}"
+            f"{live_row['p50']:>8.2f} {live_row['p95']:>8.2f} {redraw}"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        record = {"args": {k: str(v) for k, v in vars(args).items()}, "load_average": [load_before, load_after], "timings_s": results, "live_s": live, "summary": summaries}
+        record = {"args": {k: str(v) for k, v in vars(args).items()}, "load_average": [load_before, load_after], "timings_s": results, "live_s": live, "redraw_s": redraws, "summary": summaries}
         args.json.write_text(json.dumps(record, indent=2))
     return 0 if all(row["ok"] for row in summaries.values()) else 1
 

@@ -70,17 +70,23 @@ def format_money(value: float | None, currency: str, locale: str = "en_GB", *, d
         return "—"
     places = decimals if decimals is not None else (0 if abs(value) >= 100 else 2)
     return babel.numbers.format_currency(
-        value, currency, locale=locale, currency_digits=False, decimal_quantization=True,
+        value, currency, locale=_babel_locale(locale), currency_digits=False, decimal_quantization=True,
         format=_pattern(locale, places),
     )
 
 
 @functools.cache
-def _pattern(locale: str, places: int) -> str:
-    """The locale's currency pattern with exactly ``places`` decimals."""
+def _babel_locale(locale: str):
+    """The parsed ``babel.Locale`` (parsing it on every call is most of the cost of writing an amount)."""
     from babel import Locale
 
-    pattern = Locale.parse(locale).currency_formats["standard"].pattern.split(";")[0]
+    return Locale.parse(locale)
+
+
+@functools.cache
+def _pattern(locale: str, places: int) -> str:
+    """The locale's currency pattern with exactly ``places`` decimals."""
+    pattern = _babel_locale(locale).currency_formats["standard"].pattern.split(";")[0]
     digits = "0" * places
     return re.sub(r"0\.0+|0,0+|0(?=[^0#,.]*$)", ("0." + digits) if places else "0", pattern, count=1)
 

@@ -54,6 +54,7 @@ PRINT_CLASS = "table-print"  # that copy: hidden on screen, shown instead of the
 _UNIT_BY_NAME = {
     "monetary": "money", "p_value": "p_value", "seconds": "seconds",
     "users": "count", "customers": "count", "orders": "count", "rows": "count", "drop_off": "count", "group_customers": "count",
+    "n_without_amount": "count",  # deals without an amount: a count, though the name ends in _amount
     "k": "integer", "cluster": "integer", "hour": "integer", "day_of_week": "integer", "decile": "integer", "rank": "integer",
     "bin": "integer", "level": "integer", "period": "integer", "year": "integer", "month": "integer",
 }
@@ -335,7 +336,9 @@ def table_styler(df: pd.DataFrame, **options):
 def _styled(formatted: pd.DataFrame, right: list | None = None):
     """A Styler of text cells: index hidden, ``right`` (default: every column but ``Measure``) right-aligned."""
     right = [c for c in formatted.columns if c != "Measure"] if right is None else right
-    styler = formatted.style.hide(axis="index").set_table_attributes('class="dataframe people-table"')
+    # cells and headers hold text (customer data among it): escaped, so a value cannot add markup or script
+    styler = formatted.style.format(escape="html").format_index(escape="html", axis=1).hide(axis="index")
+    styler = styler.set_table_attributes('class="dataframe people-table"')
     if right:
         styler = styler.set_properties(subset=right, **{"text-align": "right"})
     return styler

@@ -33,7 +33,7 @@ def _crm_warm_up():
     import pyarrow.parquet
     from IPython.display import HTML, Markdown, display
     import babel.numbers
-    from crm_analytics import audience_pages, datasets, findings, headlines, kpi, pages, plots, results, tables, widgets
+    from crm_analytics import audience_pages, datasets, findings, headlines, kpi, kpi_board, pages, plots, results, stand_ins, tables, widgets
     plots.set_style()
     figure, axes = plt.subplots(figsize=(2, 1))
     axes.plot([0, 1], [0, 1])

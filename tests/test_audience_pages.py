@@ -219,7 +219,7 @@ def _clean(page) -> None:
 
 # what each page shows once loaded (besides its banners)
 SHOWN = {
-    "executive": (".crm-filtered img", "text=KPI board"),
+    "executive": (".crm-filtered .crm-kpi-trend svg", ".crm-kpi-tile .crm-kpi-value", "text=KPI board"),
     "customers": (".crm-chart-clv", ".crm-chart-churn", ".crm-drill-list table"),
     "sales_marketing": (".crm-chart-funnel", ".crm-chart-attribution", ".crm-experiment"),
     "service": (".crm-chart-trend", ".crm-tile", "text=Ticket KPIs"),
@@ -273,18 +273,18 @@ def test_numbers_and_charts_show_from_the_html_before_any_script(audience_server
     assert live.page.locator("select").count() >= 1 and live.errors == []
 
 
-CHANGED = """([css, before]) => { const img = document.querySelector(css); return img && img.getAttribute('src') !== before; }"""
+CHANGED = """([css, before]) => { const chart = document.querySelector(css); return chart && chart.outerHTML !== before; }"""
 
 
-def _redraws(page, image_css: str, select_css: str, option: str) -> None:
-    """Choose ``option`` in ``select_css`` and wait until the image ``image_css`` is another one."""
-    before = page.page.locator(image_css).first.get_attribute("src")
+def _redraws(page, chart_css: str, select_css: str, option: str) -> None:
+    """Choose ``option`` in ``select_css`` and wait until the chart ``chart_css`` (an image or an SVG) is another one."""
+    before = page.page.locator(chart_css).first.evaluate("(chart) => chart.outerHTML")
     page.page.select_option(select_css, option)
-    page.page.wait_for_function(CHANGED, arg=[image_css, before], timeout=PAGE_TIMEOUT_MS)
+    page.page.wait_for_function(CHANGED, arg=[chart_css, before], timeout=PAGE_TIMEOUT_MS)
 
 
 FILTERS = {
-    "executive": (".crm-filtered img", ".widget-dropdown:has(label:text-is('Period')) select", "quarter"),
+    "executive": (".crm-filtered .crm-kpi-trend svg", ".widget-dropdown:has(label:text-is('Period')) select", "quarter"),
     "customers": (".crm-chart-clv", ".crm-filter-segment select", "Champions"),
     "sales_marketing": (".crm-chart-funnel", ".crm-filter-breakdown select", "platform"),
     "service": (".crm-chart-trend", ".crm-filter-period select", "All months"),

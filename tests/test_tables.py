@@ -144,3 +144,15 @@ def test_a_wide_table_gets_a_turned_copy_for_print():
     assert ">Cluster 2</th>" in printed and ">lapsed</td>" in printed
     many_rows = pd.concat([frame] * 5, ignore_index=True)
     assert tables.PRINT_CLASS not in tables.table_html(many_rows), "a long wide table is left to the print stylesheet's small type"
+
+
+def test_cells_and_headers_are_escaped_so_data_cannot_add_markup():
+    df = pd.DataFrame({"segment <b>": ["<script>alert(1)</script>", "A & B"], "n_customers": [3, 4]})
+    text = tables.table_html(df, currency="GBP", locale="en_GB")
+    assert "<script>" not in text and "<b>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "A &amp; B" in text and "&lt;b&gt;" in text
+
+
+def test_a_count_of_rows_without_an_amount_is_a_count_not_money():
+    assert tables.infer_unit("n_without_amount", pd.Series([3]).dtype) == "count"
+    assert tables.infer_unit("won_amount", pd.Series([3.5]).dtype) == "money"
