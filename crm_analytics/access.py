@@ -1,4 +1,5 @@
-"""Who sees which rows on the stakeholder pages: viewer groups and their row filters (``parameters/access.yaml``).
+"""Who sees which rows on the stakeholder pages: viewer groups and their row filters (``parameters/access.yaml``,
+or the ``access:`` block of the served dataset's file).
 
 The file declares viewer groups. Each group lists its viewers, by the identity the reverse proxy in front of
 ``crm-analytics serve`` sends (``--viewer-header``), and one row filter::
@@ -18,8 +19,33 @@ A viewer belongs to at most one group; a viewer in no group is refused. Values a
 (identities too). The file is read only when the server takes identities from a proxy; without that every
 visitor sees every row, as before.
 
-This module holds the pure parts: reading and checking the file (``load_access``, errors name the file, the
-group, the key and close matches), the group of a viewer (``viewer_group``), the identity of a proxied request
+A dataset file (``parameters/datasets/<name>.yaml``) may hold the same content under ``access:``, so that a
+project serving two markets gives each its own viewer groups::
+
+    access:
+      groups:
+        uk_sales: {viewers: [amy@shop.example], rows: {country: [United Kingdom]}}
+
+Which groups a server uses (``serving_access``), decided once when it starts:
+
+1. ``--access-file`` (or ``$CRM_ANALYTICS_ACCESS_FILE``): an explicit choice of the operator wins;
+2. else the served dataset's ``access:`` block, when the file has that key (even with no groups: then every
+   viewer is refused);
+3. else ``parameters/access.yaml``.
+
+The chosen source is used whole: groups are never merged from two places, because a viewer's rows must depend on
+one file and a viewer listed in both would have two filters. A server whose source shadows another that declares
+groups (the dataset block over ``parameters/access.yaml``, ``--access-file`` over the dataset block) still starts:
+refusing would forbid the plain layout where one dataset has its own groups and the others share
+``parameters/access.yaml``. Its start-up log says which groups it uses and warns, naming the file, that the
+others are not used, so that an edit there (a viewer removed, say) is not believed to apply. The server re-reads the chosen source on every request, so edits take
+effect at once; a source that becomes invalid (the block removed, a typo) refuses every viewer until fixed.
+Page kernels read the same source: the server passes the file in ``ACCESS_FILE_ENV`` and, for a dataset
+block, the key ``access`` in ``ACCESS_KEY_ENV`` (``AccessSource.environment``), never the group list itself.
+Errors name the file and the key path, e.g. ``uk.yaml: access.groups.uk_sales.rows: ...``.
+
+This module holds the pure parts: reading and checking the file or block (``load_access``, errors name the
+file, the key path and close matches), which one a server uses (``serving_access``, ``AccessSource``), the group of a viewer (``viewer_group``), the identity of a proxied request
 (``identify_viewer``), the variables that carry the viewer to a page kernel (``viewer_environment``,
 ``current_viewer``) and the filtering of a table (``filter_rows``, ``filter_by_lookup``). Which tables a page
 filters, and how, is ``crm_analytics.pages``'s business.
@@ -29,6 +55,7 @@ from __future__ import annotations
 
 import difflib
 import hmac
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -41,6 +68,8 @@ from crm_analytics import paths
 
 ACCESS_FILE_NAME = "access.yaml"  # under parameters/
 ACCESS_FILE_ENV = "CRM_ANALYTICS_ACCESS_FILE"  # another access file (the server passes its own to page kernels)
+ACCESS_KEY_ENV = "CRM_ANALYTICS_ACCESS_KEY"  # DATASET_ACCESS_KEY: ACCESS_FILE_ENV is a dataset file, groups in its block
+DATASET_ACCESS_KEY = "access"  # the key of a dataset file holding the dataset's own viewer groups
 VIEWER_ENV = "CRM_ANALYTICS_VIEWER"  # the viewer's identity, in a page kernel's environment
 GROUP_ENV = "CRM_ANALYTICS_VIEWER_GROUP"  # the viewer's group, in a page kernel's environment
 REQUIRED_ENV = "CRM_ANALYTICS_VIEWER_REQUIRED"  # "1": a page kernel without a viewer group shows nothing
@@ -88,17 +117,23 @@ class ViewerGroup:
 
 @dataclass(frozen=True)
 class AccessPolicy:
-    """The viewer groups of one access file (``source`` names it in messages)."""
+    """The viewer groups of one access file or dataset block (``source`` names the file in messages, ``key_path``
+    the block: ``""`` for a whole access file, ``"access"`` for a dataset file's block)."""
 
     groups: tuple[ViewerGroup, ...]
     source: str = ACCESS_FILE_NAME
+    key_path: str = ""
+
+    def where(self, *keys: str) -> str:
+        """``source: key.path`` for messages, e.g. ``uk.yaml: access.groups.east`` (just ``source`` without keys)."""
+        return _where(self.source, self.key_path, *keys)
 
     def group_named(self, name: str) -> ViewerGroup:
-        """The group called ``name``; ``AccessError`` naming the file and close matches otherwise."""
+        """The group called ``name``; ``AccessError`` naming the file, the key path and close matches otherwise."""
         for group in self.groups:
             if group.name == name:
                 return group
-        raise AccessError(f"{self.source}: no viewer group {name!r}{_close(name, [g.name for g in self.groups])}")
+        raise AccessError(f"{self.where('groups')}: no viewer group {name!r}{_close(name, [g.name for g in self.groups])}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +154,12 @@ class Viewer:
 def _close(word: str, candidates: Iterable[str]) -> str:
     matches = difflib.get_close_matches(str(word), list(candidates), n=3, cutoff=0.6)
     return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
+
+
+def _where(source: str, *keys: str) -> str:
+    """``source: a.b.c`` from the non-empty ``keys``; just ``source`` when there are none."""
+    path = ".".join(str(k) for k in keys if k)
+    return f"{source}: {path}" if path else source
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,26 +197,30 @@ def parse_row_filter(value, *, where: str) -> RowFilter:
     return RowFilter(column.strip(), allowed)
 
 
-def parse_access(document, *, source: str = ACCESS_FILE_NAME) -> AccessPolicy:
+def parse_access(document, *, source: str = ACCESS_FILE_NAME, key_path: str = "") -> AccessPolicy:
     """Check a loaded access document and return its ``AccessPolicy``.
 
-    ``document`` is ``{"groups": {name: {"viewers": [...], "rows": ...}}}`` (see the module). Raises
-    ``AccessError`` naming ``source``, the group and the key: an unknown key (with close matches), no
-    viewers, a malformed row filter, or a viewer listed in two groups.
+    ``document`` is ``{"groups": {name: {"viewers": [...], "rows": ...}}}`` (see the module); ``key_path`` is
+    where it sits in ``source`` (``"access"`` for a dataset file's block, ``""`` for an access file). Raises
+    ``AccessError`` naming ``source`` and the key path (``access.groups.east.rows``): an unknown key (with close
+    matches), no viewers, a malformed row filter, or a viewer listed in two groups.
     """
+    holder = f"the {key_path} block" if key_path else "the file"
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise AccessError(f"{source}: expected a mapping with a 'groups' key, got {type(document).__name__}")
+        raise AccessError(f"{_where(source, key_path)}: expected a mapping with a 'groups' key, got {type(document).__name__}")
     unknown = [k for k in document if k != "groups"]
     if unknown:
-        raise AccessError(f"{source}: unknown key {unknown[0]!r}{_close(unknown[0], ['groups'])}; the file holds 'groups'")
+        raise AccessError(f"{_where(source, key_path)}: unknown key {unknown[0]!r}{_close(unknown[0], ['groups'])}; {holder} holds 'groups'")
     raw_groups = document.get("groups") or {}
     if not isinstance(raw_groups, dict):
-        raise AccessError(f"{source}: 'groups' must map group names to their viewers and rows, got {type(raw_groups).__name__}")
+        raise AccessError(
+            f"{_where(source, key_path, 'groups')}: must map group names to their viewers and rows, got {type(raw_groups).__name__}"
+        )
     groups, member_of = [], {}
     for name, body in raw_groups.items():
-        where = f"{source}: group {name!r}"
+        where = _where(source, key_path, "groups", str(name))
         if not isinstance(body, dict):
             raise AccessError(f"{where}: expected the keys {', '.join(GROUP_KEYS[:2])}, got {body!r}")
         for key in body:
@@ -191,22 +236,162 @@ def parse_access(document, *, source: str = ACCESS_FILE_NAME) -> AccessPolicy:
             member_of[viewer] = str(name)
         rows = parse_row_filter(body["rows"], where=f"{where}.rows")
         groups.append(ViewerGroup(str(name), viewers, rows, str(body.get("description") or "")))
-    return AccessPolicy(tuple(groups), source)
+    return AccessPolicy(tuple(groups), source, key_path)
 
 
-def load_access(path: str | os.PathLike | None = None) -> AccessPolicy:
-    """Read and check the access file (default ``access_file()``); see ``parse_access``.
-
-    Raises ``AccessError`` for a missing file, invalid YAML or invalid content, naming the file.
-    """
-    file = Path(path).expanduser() if path is not None else access_file()
+def _read_yaml(file: Path):
+    """The parsed YAML of ``file``; ``AccessError`` naming it when it is missing or not valid YAML."""
     if not file.is_file():
         raise AccessError(f"access file not found: {file} (it declares the viewer groups and their rows; see {ACCESS_FILE_NAME} in parameters/)")
     try:
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+        return yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise AccessError(f"{file}: not valid YAML ({error})") from None
-    return parse_access(document, source=str(file))
+
+
+def has_dataset_access(dataset_file: str | os.PathLike) -> bool:
+    """Whether the dataset file declares its own viewer groups (holds the key ``access``, whatever its value).
+
+    Raises ``AccessError`` naming the file when it is missing or not valid YAML.
+    """
+    document = _read_yaml(Path(dataset_file).expanduser())
+    return isinstance(document, dict) and DATASET_ACCESS_KEY in document
+
+
+def load_access(path: str | os.PathLike | None = None, *, key: str = "") -> AccessPolicy:
+    """Read and check the viewer groups of an access file, or of a dataset file's ``access`` block (``key="access"``).
+
+    Without ``path``, the source page kernels are given (``access_source()``: ``$CRM_ANALYTICS_ACCESS_FILE`` and
+    ``$CRM_ANALYTICS_ACCESS_KEY``, else ``parameters/access.yaml``). Raises ``AccessError`` for a missing file,
+    invalid YAML, a dataset file without the block, or invalid content (see ``parse_access``), naming the file
+    and the key path.
+    """
+    if path is None:
+        source = access_source()
+        path, key = source.file, source.key
+    file = Path(path).expanduser()
+    document = _read_yaml(file)
+    if not key:
+        return parse_access(document, source=str(file))
+    if key != DATASET_ACCESS_KEY:
+        raise AccessError(f"{file}: viewer groups are read from a whole access file or a dataset's {DATASET_ACCESS_KEY!r} block, not {key!r}")
+    if not isinstance(document, dict) or key not in document:
+        raise AccessError(f"{file}: no {key!r} block (the viewer groups of this dataset are read there)")
+    return parse_access(document[key], source=str(file), key_path=key)
+
+
+@dataclass(frozen=True)
+class AccessSource:
+    """Where a server's viewer groups are read: an access file (``key`` empty) or a dataset file's ``access`` block
+    (``key="access"``). ``file`` is absolute when the server chose it."""
+
+    file: Path
+    key: str = ""
+
+    @property
+    def is_dataset_block(self) -> bool:
+        return self.key == DATASET_ACCESS_KEY
+
+    def load(self) -> AccessPolicy:
+        """The groups, read afresh (see ``load_access``)."""
+        return load_access(self.file, key=self.key)
+
+    def environment(self) -> dict[str, str]:
+        """The variables that make a page kernel read this source (``access_source`` reads them back)."""
+        return {ACCESS_FILE_ENV: str(self.file), ACCESS_KEY_ENV: self.key}
+
+    def describe(self) -> str:
+        """For people, e.g. ``the access block of dataset file /p/parameters/datasets/uk.yaml``."""
+        return f"the {self.key} block of dataset file {self.file}" if self.is_dataset_block else f"access file {self.file}"
+
+
+def access_source(environ: Mapping[str, str] = os.environ) -> AccessSource:
+    """The source a page kernel reads: ``$CRM_ANALYTICS_ACCESS_FILE`` with ``$CRM_ANALYTICS_ACCESS_KEY`` (set by the
+    server, ``AccessSource.environment``), else ``parameters/access.yaml``. ``AccessError`` for a key without a
+    file or a key other than ``access``."""
+    key = environ.get(ACCESS_KEY_ENV, "").strip()
+    if key and key != DATASET_ACCESS_KEY:
+        raise AccessError(f"{ACCESS_KEY_ENV}={key!r}: expected {DATASET_ACCESS_KEY!r} or nothing")
+    if key and not environ.get(ACCESS_FILE_ENV, "").strip():
+        raise AccessError(f"{ACCESS_KEY_ENV} names a dataset block but {ACCESS_FILE_ENV} names no dataset file")
+    return AccessSource(access_file(environ), key)
+
+
+@dataclass(frozen=True)
+class AccessChoice:
+    """The viewer groups a server uses (``source``) and another source declaring groups it does not use (``unused``,
+    with ``unused_groups`` of them): the dataset block beside ``--access-file``, ``parameters/access.yaml`` beside
+    the dataset block."""
+
+    source: AccessSource
+    unused: AccessSource | None = None
+    unused_groups: int = 0
+
+    def log_lines(self, policy: AccessPolicy) -> list[tuple[int, str]]:
+        """``(logging level, message)`` for the server's start-up log: which groups (``policy``, read from
+        ``source``), and a warning naming the access file whose groups are shadowed."""
+        lines = [(logging.INFO, f"rows per viewer: {len(policy.groups)} viewer group(s) from {self.source.describe()}")]
+        if self.unused is not None:
+            lines.append((
+                logging.WARNING,
+                f"rows per viewer: the {self.unused_groups} group(s) of {self.unused.describe()} are NOT used by this server; "
+                f"{self.source.describe()} takes precedence",
+            ))
+        return lines
+
+
+def _declared_group_count(source: AccessSource) -> int:
+    """How many groups ``source`` declares, without checking them (0 for a missing or unreadable file: it is not used)."""
+    try:
+        document = _read_yaml(source.file)
+    except AccessError:
+        return 0
+    if source.key:
+        document = document.get(source.key) if isinstance(document, dict) else None
+    groups = document.get("groups") if isinstance(document, dict) else None
+    return len(groups) if isinstance(groups, dict) else 0
+
+
+def _choice(source: AccessSource, other: AccessSource | None) -> AccessChoice:
+    """``source`` chosen; ``other`` reported as unused when it declares groups."""
+    count = _declared_group_count(other) if other is not None else 0
+    return AccessChoice(source, other if count else None, count)
+
+
+def serving_access(
+    access_file_option: str | os.PathLike | None,
+    *,
+    dataset_file: str | os.PathLike,
+    environ: Mapping[str, str] = os.environ,
+    default_file: str | os.PathLike | None = None,
+) -> AccessChoice:
+    """Which viewer groups a server of the dataset declared in ``dataset_file`` uses (the rules of the module).
+
+    Parameters
+    ----------
+    access_file_option : path, optional
+        ``--access-file``; ``$CRM_ANALYTICS_ACCESS_FILE`` in ``environ`` stands for it when absent.
+    dataset_file : path
+        The served dataset's file (``parameters/datasets/<name>.yaml``).
+    environ : mapping
+        The server's environment.
+    default_file : path, optional
+        The project's access file (default ``parameters/access.yaml``).
+
+    Returns
+    -------
+    AccessChoice
+        The source (absolute paths) and the source it shadows when that one declares groups. Nothing is checked
+        beyond reading the dataset file (``AccessError`` when it is missing or not YAML): call
+        ``AccessChoice.source.load()`` to validate the groups.
+    """
+    dataset_file = Path(dataset_file).expanduser().resolve()
+    block = AccessSource(dataset_file, DATASET_ACCESS_KEY) if has_dataset_access(dataset_file) else None
+    explicit = access_file_option or environ.get(ACCESS_FILE_ENV, "").strip()
+    if explicit:
+        return _choice(AccessSource(Path(explicit).expanduser().resolve()), block)
+    default = AccessSource(Path(default_file or paths.parameters_dir() / ACCESS_FILE_NAME).expanduser().resolve())
+    return _choice(block, default) if block is not None else _choice(default, None)
 
 
 def viewer_group(policy: AccessPolicy, identity: str | None) -> ViewerGroup | None:
@@ -295,7 +480,7 @@ def current_viewer(environ: Mapping[str, str] = os.environ, *, policy: AccessPol
     takes no identities (every row shown).
 
     Raises ``AccessError`` when the server requires a viewer (``REQUIRED_ENV``) and none is set, or the group is
-    not in the access file (default ``access_file(environ)``), or the viewer is not among its viewers: a page
+    not among the groups the server uses (default ``access_source(environ)``), or the viewer is not among its viewers: a page
     then shows nothing rather than every row.
     """
     group_name = environ.get(GROUP_ENV, "").strip()
@@ -303,11 +488,11 @@ def current_viewer(environ: Mapping[str, str] = os.environ, *, policy: AccessPol
         if environ.get(REQUIRED_ENV) == "1":
             raise AccessError("this page server shows rows per viewer, but no viewer reached this page")
         return None
-    policy = policy if policy is not None else load_access(access_file(environ))
+    policy = policy if policy is not None else access_source(environ).load()
     group = policy.group_named(group_name)
     identity = environ.get(VIEWER_ENV, "").strip()
     if identity not in group.viewers:
-        raise AccessError(f"{policy.source}: viewer {identity!r} is not in group {group_name!r}")
+        raise AccessError(f"{policy.where('groups', group_name, 'viewers')}: viewer {identity!r} is not in group {group_name!r}")
     return Viewer(identity, group)
 
 

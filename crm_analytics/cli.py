@@ -587,25 +587,33 @@ def serve(
     warm_kernels: Annotated[int, typer.Option(help="Kernels kept started and imported for the next visits (0: none).")] = 1,
     dataset: DatasetOption = None,
     viewer_header: Annotated[
-        Optional[str], typer.Option(help="Header in which a trusted reverse proxy sends the viewer's identity (e.g. X-Forwarded-User): rows per viewer, parameters/access.yaml.")
+        Optional[str], typer.Option(help="Header in which a trusted reverse proxy sends the viewer's identity (e.g. X-Forwarded-User): rows per viewer, see --access-file.")
     ] = None,
     proxy_secret_file: Annotated[Optional[Path], typer.Option(help="File whose content the proxy sends in --proxy-secret-header.")] = None,
     proxy_secret_header: Annotated[str, typer.Option(help="Header carrying the proxy's shared secret.")] = "X-Proxy-Secret",
     trusted_proxy: Annotated[Optional[list[str]], typer.Option(help="Address the proxy connects from (repeatable).")] = None,
-    access_file: Annotated[Optional[Path], typer.Option(help="Viewer groups and their rows (default parameters/access.yaml).")] = None,
+    access_file: Annotated[
+        Optional[Path],
+        typer.Option(help="Viewer groups and their rows. Default: the served dataset's access: block when its file has one, "
+                          "else parameters/access.yaml; this option wins over both, and the start-up log names the source used."),
+    ] = None,
 ) -> None:
     """Serve the notebooks read-only as Voilà pages showing the dataset's latest results."""
+    from crm_analytics import access
     from crm_analytics import serve as serve_module
 
     try:
         token = serve_module.resolve_token(token, token_file)
     except (OSError, ValueError) as exc:
         _fail(str(exc))
-    serve_module.serve(
-        host=host, port=port, token=token, max_kernels=max_kernels, warm_kernels=warm_kernels, dataset=_load_dataset(dataset).name,
-        viewer_header=viewer_header, proxy_secret_file=proxy_secret_file, proxy_secret_header=proxy_secret_header,
-        trusted_proxies=trusted_proxy or (), access_file=access_file,
-    )
+    try:
+        serve_module.serve(
+            host=host, port=port, token=token, max_kernels=max_kernels, warm_kernels=warm_kernels, dataset=_load_dataset(dataset).name,
+            viewer_header=viewer_header, proxy_secret_file=proxy_secret_file, proxy_secret_header=proxy_secret_header,
+            trusted_proxies=trusted_proxy or (), access_file=access_file,
+        )
+    except access.AccessError as exc:  # the viewer groups, checked before the server starts
+        _fail(_one_line(exc))
 
 
 def _load_schedule(path: Optional[Path], dataset: str | None = None):

@@ -33,6 +33,9 @@ A dataset file ``parameters/datasets/<name>.yaml`` declares:
                           negotiation]``), and ``expected_amount_rule``, how a missing amount of an open deal is filled
                           (``product_list_price`` or ``{by: column, amounts: {value: amount}, default: amount}``; without
                           it such deals are left out of the open pipeline value and counted).
+``access``                this dataset's own viewer groups for ``crm-analytics serve --viewer-header`` (the content of
+                          ``parameters/access.yaml``, ``{groups: ...}``); used instead of that file when this dataset
+                          is served; checked by ``crm_analytics.access`` (``serving_access`` gives the precedence).
 ``may_be_empty`` (source)  on a source of ``sources``: a file with no rows is accepted (else it is an error).
 ``inputs``                named input files that derived sources query with SQL (``crm_analytics.sources``).
 ``sources``               how each canonical table is read (the source map, see ``crm_analytics.sources``).
@@ -60,7 +63,7 @@ TODO = "TODO"
 KEYS = {
     "description", "data_dir", "time_zone", "currency", "country", "locale", "languages", "calendar_events",
     "targets_file", "non_merchandise_codes", "exchange_rates", "ground_truth_dir", "inputs", "sources",
-    "export_date", "anonymous_orders", "value_maps", "bounds", "pipeline",
+    "export_date", "anonymous_orders", "value_maps", "bounds", "pipeline", "access",
 }
 ANONYMOUS_ORDER_POLICIES = ("keep", "quarantine")
 PIPELINE_KEYS = ("open_stages", "expected_amount_rule")

@@ -16,8 +16,11 @@ reachable through the server. Settings, each a Voilà option:
   ``Voila.token`` is unset.);
 - ``.ipynb`` and ``.py`` files refused at ``/voila/files/`` (only images are served);
 - optional rows per viewer (``--viewer-header`` with ``--proxy-secret-file`` or ``--trusted-proxy``): every
-  handler first checks the proxied viewer against ``parameters/access.yaml`` (``_ViewerGate``, 403 page
-  otherwise), and the page kernel gets the viewer in its environment (``crm_analytics.access``);
+  handler first checks the proxied viewer against the viewer groups (``_ViewerGate``, 403 page otherwise), and
+  the page kernel gets the viewer in its environment (``crm_analytics.access``). The groups come from
+  ``--access-file``, else the served dataset's ``access:`` block, else ``parameters/access.yaml``
+  (``access.serving_access``); the start-up log names the source, and warns when it shadows another that
+  declares groups. Page kernels are told the same source (``access.AccessSource.environment``);
 - a per-cell execution timeout (``--VoilaExecutor.timeout``), and a kernel client whose waits for a cell's
   reply cannot sleep through it (``crm_analytics.page_kernel_client``);
 - bounded kernels (``PageKernelManager``, set as ``VoilaConfiguration.multi_kernel_manager_class``, and
@@ -93,7 +96,7 @@ import tornado.ioloop
 import tornado.web
 from jupyter_core.utils import ensure_async
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-from traitlets import Instance, Integer, Unicode
+from traitlets import Instance, Integer
 from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
 
@@ -121,6 +124,10 @@ CULL_INTERVAL = 5  # seconds between two checks for kernels to release
 BUSY_RETRY_AFTER = 10  # seconds a visitor turned away is asked to wait
 WARM_KERNELS = 1  # kernels kept started and imported for the next visits (crm_analytics.warm_kernels)
 WARM_UP_TIMEOUT = 60  # seconds a kernel may take to warm up, or to take a visit's environment
+ACCESS_FILE_HELP = (
+    "viewer groups and their rows; default: the served dataset's access: block when its file has one, else "
+    "parameters/access.yaml (this option wins over both; the start-up log names the source used)"
+)
 
 
 def default_notebooks() -> list[Path]:
@@ -473,13 +480,13 @@ class _ViewerGate:
     no kernel, no file, no websocket). ``viewer`` is the one let in."""
 
     viewer_proxy: access.ProxySettings | None = None
-    access_path: str = ""
+    access_source: access.AccessSource | None = None  # None: access.access_source() (parameters/access.yaml)
     viewer: access.Viewer | None = None
 
     async def prepare(self):
         if self.viewer_proxy is not None:
-            try:
-                policy = access.load_access(self.access_path or None)
+            try:  # read afresh on every request: an edit to the groups (a viewer removed) applies at once
+                policy = self.access_source.load() if self.access_source is not None else access.load_access()
                 self.viewer = access.identify_viewer(self.request.headers, self.request.remote_ip, proxy=self.viewer_proxy, policy=policy)
             except (access.ViewerRefused, access.AccessError) as refusal:
                 log.warning("refused %s %s: %s", self.request.method, self.request.path, refusal)
@@ -535,13 +542,17 @@ class PageServer(Voila):
     """Voilà with ``PageHandler`` in place of its page handler (the kernel cap needs ``PageKernelManager``).
 
     With ``viewer_proxy`` set, every handler (pages, tree, files, kernels and their websockets, static files)
-    first checks the viewer (``_ViewerGate``) against the access file ``access_path``."""
+    first checks the viewer (``_ViewerGate``) against the viewer groups of ``access_choice``, and the start-up
+    log says where they come from."""
 
     viewer_proxy = Instance(access.ProxySettings, allow_none=True, help="Take viewers from this trusted proxy (None: no viewers).")
-    access_path = Unicode("", help="The access file (empty: access.access_file()).")
+    access_choice = Instance(access.AccessChoice, allow_none=True, help="Where the viewer groups come from (None: access.access_source()).")
 
     def init_settings(self) -> dict:
         settings = super().init_settings()
+        if self.viewer_proxy is not None and self.access_choice is not None:
+            for level, line in self.access_choice.log_lines(self.access_choice.source.load()):
+                self.log.log(level, line)
         tornado.ioloop.IOLoop.current().add_callback(self.kernel_manager.warm.refill)  # warm kernels before the first visit
         return settings
 
@@ -551,7 +562,7 @@ class PageServer(Voila):
         ]
         if self.viewer_proxy is None:
             return handlers
-        gate = {"viewer_proxy": self.viewer_proxy, "access_path": self.access_path}
+        gate = {"viewer_proxy": self.viewer_proxy, "access_source": self.access_choice.source if self.access_choice else None}
         return [(spec[0], type(f"Gated{spec[1].__name__}", (_ViewerGate, spec[1]), gate), *spec[2:]) for spec in handlers]
 
 
@@ -606,14 +617,21 @@ def viewer_proxy_settings(
     return access.ProxySettings(viewer_header.strip(), secret=secret, secret_header=proxy_secret_header, trusted_proxies=trusted)
 
 
-def _kernel_viewer_environment(access_path: Path | None) -> None:
-    """No viewer is inherited from this process's environment; with viewers from a proxy (``access_path``, the
-    access file) every page kernel must be given one (``access.REQUIRED_ENV``) and reads that file."""
-    for name in (access.VIEWER_ENV, access.GROUP_ENV, access.REQUIRED_ENV, access.ACCESS_FILE_ENV):
+def _kernel_viewer_environment(source: access.AccessSource | None) -> None:
+    """No viewer is inherited from this process's environment; with viewers from a proxy (``source``, the viewer
+    groups the server uses) every page kernel must be given one (``access.REQUIRED_ENV``) and reads the same groups."""
+    for name in (access.VIEWER_ENV, access.GROUP_ENV, access.REQUIRED_ENV, access.ACCESS_FILE_ENV, access.ACCESS_KEY_ENV):
         os.environ.pop(name, None)
-    if access_path is not None:
+    if source is not None:
         os.environ[access.REQUIRED_ENV] = "1"
-        os.environ[access.ACCESS_FILE_ENV] = str(access_path)
+        os.environ.update(source.environment())
+
+
+def _dataset_file(dataset: str | None) -> Path:
+    """The file of the served dataset (the project default when ``None``); ``DatasetError`` for an unknown one."""
+    from crm_analytics import datasets
+
+    return datasets.load_dataset(dataset or None).file
 
 
 def serve(
@@ -673,7 +691,7 @@ def serve(
         Kernels kept started and imported for the next visits, counted against ``max_kernels`` (0: none).
     viewer_header : str, optional
         Take each visitor's identity from this header (``X-Forwarded-User``), set by a trusted reverse proxy,
-        and show each viewer only their group's rows (``access_file``). Needs ``proxy_secret_file`` or
+        and show each viewer only their group's rows (see ``access_file``). Needs ``proxy_secret_file`` or
         ``trusted_proxies`` (see ``viewer_proxy_settings``). A request without the header, with a wrong secret,
         from another address or from a viewer in no group gets a 403 page, whatever it asks for. Without it,
         the header means nothing and every visitor sees every row.
@@ -682,7 +700,9 @@ def serve(
     trusted_proxies : iterable of str
         Addresses the proxy connects from (e.g. ``127.0.0.1``).
     access_file : path, optional
-        The viewer groups and their rows (default ``parameters/access.yaml``); checked before the server starts.
+        The viewer groups and their rows. Without it (nor ``$CRM_ANALYTICS_ACCESS_FILE``): the served dataset's
+        ``access:`` block when its file has one, else ``parameters/access.yaml`` (``access.serving_access``).
+        Checked before the server starts; the start-up log names the groups' source.
 
     The pages are at ``http://<host>:<port>/voila/render/<notebook>.ipynb``; the root opens the landing page
     (``LANDING_PAGE``), which lists them with their freshness.
@@ -691,18 +711,16 @@ def serve(
     proxy = viewer_proxy_settings(
         viewer_header, proxy_secret_file=proxy_secret_file, proxy_secret_header=proxy_secret_header, trusted_proxies=trusted_proxies
     )
-    access_path = None
+    choice = None
     if proxy is not None:  # the proxy signs visitors in: it stands for the token
-        access_path = Path(access_file).expanduser().resolve() if access_file else access.access_file().resolve()
-        access.load_access(access_path)
+        choice = access.serving_access(access_file, dataset_file=_dataset_file(dataset))
+        choice.source.load()
     check_exposure(host, token, allow_remote_without_token=allow_remote_without_token or proxy is not None)
     if dataset:
-        from crm_analytics import datasets
-
-        datasets.load_dataset(dataset)
+        _dataset_file(dataset)
     pages = resolve_notebooks(notebooks)
     _kernel_environment(host, dataset)
-    _kernel_viewer_environment(access_path)
+    _kernel_viewer_environment(choice.source if choice else None)
     use_page_template()
 
     with tempfile.TemporaryDirectory(prefix="crm_pages_") as folder:
@@ -720,7 +738,7 @@ def serve(
             warm_kernels=warm_kernels,
         )
         log.info("serving %s on http://%s:%s/", [p.name for p in pages], host, port)
-        PageServer.launch_instance(argv=argv, token=token, viewer_proxy=proxy, access_path=str(access_path or ""))
+        PageServer.launch_instance(argv=argv, token=token, viewer_proxy=proxy, access_choice=choice)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -743,7 +761,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--proxy-secret-file", type=Path, default=None, help="file whose content the proxy sends in --proxy-secret-header")
     parser.add_argument("--proxy-secret-header", default=access.DEFAULT_SECRET_HEADER)
     parser.add_argument("--trusted-proxy", action="append", default=[], help="address the proxy connects from (repeatable)")
-    parser.add_argument("--access-file", type=Path, default=None, help="viewer groups and their rows (default parameters/access.yaml)")
+    parser.add_argument("--access-file", type=Path, default=None, help=ACCESS_FILE_HELP)
     args = parser.parse_args(argv)
     serve(
         host=args.host,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import yaml
@@ -42,7 +44,7 @@ def test_the_shipped_file_is_valid():
 def test_the_file_is_read_from_disk_and_errors_name_it(tmp_path):
     path = tmp_path / "access.yaml"
     path.write_text("groups:\n  south:\n    viewers: [alice]\n    rowz: all\n", encoding="utf-8")
-    with pytest.raises(access.AccessError, match=r"access.yaml: group 'south': unknown key 'rowz' \(did you mean 'rows'\?\)"):
+    with pytest.raises(access.AccessError, match=r"access.yaml: groups.south: unknown key 'rowz' \(did you mean 'rows'\?\)"):
         access.load_access(path)
     with pytest.raises(access.AccessError, match="access file not found"):
         access.load_access(tmp_path / "missing.yaml")
@@ -51,21 +53,28 @@ def test_the_file_is_read_from_disk_and_errors_name_it(tmp_path):
         access.load_access(path)
 
 
-@pytest.mark.parametrize(
-    ("document", "message"),
-    [
-        ({"grups": {}}, r"unknown key 'grups' \(did you mean 'groups'\?\)"),
-        ({"groups": {"a": {"rows": "all"}}}, r"group 'a': missing key 'viewers'"),
-        ({"groups": {"a": {"viewers": [], "rows": "all"}}}, r"group 'a'.viewers: expected a value or a list"),
-        ({"groups": {"a": {"viewers": ["x"], "rows": "some"}}}, r"group 'a'.rows: expected 'all' or one column"),
-        ({"groups": {"a": {"viewers": ["x"], "rows": {"region": ["East"], "owner": "$viewer"}}}}, r"group 'a'.rows: expected 'all' or one column"),
-        ({"groups": {"a": {"viewers": ["x"], "rows": {"region": [None]}}}}, r"group 'a'.rows.region: expected a value"),
-        ({"groups": {"a": {"viewers": ["x"], "rows": {"owner": ["$viewer", "y"]}}}}, r"\$viewer stands alone"),
-        ({"groups": {"a": {"viewers": ["x"], "rows": "all"}, "b": {"viewers": ["x"], "rows": "all"}}}, r"'x' is already in group 'a'"),
-    ],
-)
-def test_a_malformed_file_names_the_group_and_key(document, message):
-    with pytest.raises(access.AccessError, match=message):
+MALFORMED = [  # (document, the key path the message names, what it says)
+    ({"grups": {}}, "", r"unknown key 'grups' \(did you mean 'groups'\?\)"),
+    ({"groups": ["a"]}, "groups", r"must map group names"),
+    ({"groups": {"a": {"rows": "all"}}}, "groups.a", r"missing key 'viewers'"),
+    ({"groups": {"a": {"viewers": [], "rows": "all"}}}, "groups.a.viewers", r"expected a value or a list"),
+    ({"groups": {"a": {"viewers": ["x"], "rows": "some"}}}, "groups.a.rows", r"expected 'all' or one column"),
+    ({"groups": {"a": {"viewers": ["x"], "rows": {"region": ["East"], "owner": "$viewer"}}}}, "groups.a.rows", r"expected 'all' or one column"),
+    ({"groups": {"a": {"viewers": ["x"], "rows": {"region": [None]}}}}, "groups.a.rows.region", r"expected a value"),
+    ({"groups": {"a": {"viewers": ["x"], "rows": {"owner": ["$viewer", "y"]}}}}, "groups.a.rows.owner", r"\$viewer stands alone"),
+    ({"groups": {"a": {"viewers": ["x"], "rows": "all"}, "b": {"viewers": ["x"], "rows": "all"}}}, "groups.b.viewers", r"'x' is already in group 'a'"),
+]
+
+
+def key_path_message(source: str, *keys: str) -> str:
+    """The start of an error message naming ``source`` and the dotted key path of the non-empty ``keys``."""
+    path = ".".join(k for k in keys if k)
+    return re.escape(f"{source}: {path}: " if path else f"{source}: ")
+
+
+@pytest.mark.parametrize(("document", "key_path", "message"), MALFORMED)
+def test_a_malformed_file_names_the_group_and_key(document, key_path, message):
+    with pytest.raises(access.AccessError, match="^" + key_path_message("access.yaml", key_path) + message):
         access.parse_access(document, source="access.yaml")
 
 
@@ -131,14 +140,15 @@ def test_the_viewer_header_needs_a_secret_or_a_trusted_address(tmp_path):
 def test_without_viewers_from_a_proxy_no_viewer_reaches_a_page_kernel(monkeypatch, tmp_path):
     monkeypatch.setenv(access.GROUP_ENV, "leadership")
     monkeypatch.setenv(access.VIEWER_ENV, "ceo@example.org")
-    for name in (access.REQUIRED_ENV, access.ACCESS_FILE_ENV):  # set here so that they are removed after the test
+    for name in (access.REQUIRED_ENV, access.ACCESS_FILE_ENV, access.ACCESS_KEY_ENV):  # set here so that they are removed after the test
         monkeypatch.setenv(name, "")
     serve._kernel_viewer_environment(None)
     import os
 
     assert access.GROUP_ENV not in os.environ and access.VIEWER_ENV not in os.environ and access.REQUIRED_ENV not in os.environ
-    serve._kernel_viewer_environment(tmp_path / "access.yaml")
+    serve._kernel_viewer_environment(access.AccessSource(tmp_path / "access.yaml"))
     assert os.environ[access.REQUIRED_ENV] == "1" and os.environ[access.ACCESS_FILE_ENV] == str(tmp_path / "access.yaml")
+    assert access.access_source(os.environ) == access.AccessSource(tmp_path / "access.yaml")
 
 
 # --------------------------------------------------------------------------------------------------
