@@ -39,7 +39,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from crm_analytics import pages, paths, plots, privacy, report_index, results, tables
+from crm_analytics import pages, paths, pipeline_counts, plots, privacy, report_index, results, tables
 from crm_analytics.widgets import frontend_available
 
 NOT_APPLICABLE = "not_applicable"
@@ -236,13 +236,16 @@ class NotInYourView(LookupError):
 def _latest(analysis: str, name: str, *, optional: bool = False) -> pd.DataFrame | None:
     """The table ``name`` of the latest good run of ``analysis`` (narrowed to the viewer's rows), or ``None``.
 
-    A table the viewer's rows cannot be told apart in is recomputed from their customer rows when ``RECOMPUTED``
-    knows how, else raises ``NotInYourView`` (``None`` when ``optional``)."""
+    A table the viewer's rows cannot be told apart in is recomputed from their rows when ``RECOMPUTED`` knows how
+    (their customers, or their deals), else raises ``NotInYourView`` (``None`` when ``optional``)."""
     table, problem = pages.load_table(analysis, name)
     if problem != pages.NOT_IN_VIEW:
         return table
-    if (analysis, name) in RECOMPUTED:
-        return RECOMPUTED[(analysis, name)](customer_table())
+    recomputed = RECOMPUTED.get((analysis, name))
+    rows = recomputed.rows() if recomputed is not None else None
+    table = recomputed.build(rows) if rows is not None else None
+    if table is not None:
+        return table
     if optional:
         return None
     raise NotInYourView(f"{analysis}: {name}")
@@ -266,11 +269,67 @@ def group_summary(customers: pd.DataFrame, column: str, *, amount_col: str | Non
     return privacy.suppress_small_groups(summary.reset_index(), count_col="n_customers", k=k, keep_cols=[column])
 
 
-# aggregates of the customers page recomputed from the viewer's customer rows (customer_table)
-RECOMPUTED: dict[tuple[str, str], Callable[[pd.DataFrame], pd.DataFrame]] = {
-    ("segmentation", "segment_summary"): functools.partial(group_summary, column="rfm_segment"),
-    ("segmentation", "value_tier_summary"): functools.partial(group_summary, column="value_tier"),
-    ("lifecycle", "stage_counts"): functools.partial(group_summary, column="lifecycle_stage", amount_col=None),
+@dataclass(frozen=True)
+class Recomputed:
+    """How an aggregate that cannot be narrowed to the viewer's rows is recomputed for them: ``build`` over the
+    rows ``rows()`` gives (the viewer's customers, or their deals). ``rows()`` gives ``None`` when there are no such
+    rows for this viewer, ``build`` when they lack what it needs: the section then says it is not in their view."""
+
+    rows: Callable[[], pd.DataFrame | None]
+    build: Callable[[pd.DataFrame], pd.DataFrame | None]
+
+
+def viewer_customers() -> pd.DataFrame:
+    """The viewer's customer rows (``customer_table``), which the customers page's aggregates are recomputed from."""
+    return customer_table()
+
+
+OWNER_STAGE_COUNTS = "owner_stage_counts"  # the pipeline run's deal counts per owner and furthest stage (pipeline_counts)
+
+
+def viewer_deals() -> pd.DataFrame | None:
+    """The pipeline run's deal counts (``OWNER_STAGE_COUNTS``) narrowed to the viewer's rows: their own deals for
+    ``{owner: $viewer}``, their teams' or regions' for ``{team: [...]}`` or ``{region: [...]}``. ``None`` when the
+    latest run persisted none, or the viewer's filter names a column the deals do not have (``province``)."""
+    return pages.load_table("pipeline", OWNER_STAGE_COUNTS)[0]
+
+
+def deal_suppression() -> int | None:
+    """The ``k`` of the pipeline figures recomputed for this page's viewer: none for their own deals, else ``MIN_GROUP_SIZE``.
+
+    The figures count deals, each of one customer account. A sales representative (``{owner: $viewer}``) sees their
+    own deals in the CRM one by one, so hiding a stage of theirs reached by few deals would hide nothing from them
+    and only blank their view: their figures are never suppressed. Any other restricted viewer (a team, a region, a
+    list of owners) sees figures over other people's deals and accounts: a stage, or a group of a breakdown, of
+    fewer than ``MIN_GROUP_SIZE`` deals is suppressed, as the customers page suppresses groups of few customers.
+    """
+    viewer = pages.restricted_viewer()
+    own_deals = viewer is not None and viewer.group.rows.is_viewer and viewer.group.rows.column in pipeline_counts.PERSON_DIMENSIONS
+    return None if own_deals else MIN_GROUP_SIZE
+
+
+def deal_figure(figure: Callable[..., pd.DataFrame], **options) -> Callable[[pd.DataFrame], pd.DataFrame | None]:
+    """A ``Recomputed.build`` of ``figure`` (a function of ``pipeline_counts``) over the viewer's deal counts, with
+    ``deal_suppression``'s ``k``; it gives ``None`` when the counts lack the breakdown column ``options['by']``."""
+    def build(deals: pd.DataFrame) -> pd.DataFrame | None:
+        if options.get("by") and options["by"] not in deals.columns:
+            return None
+        return figure(deals, k=deal_suppression(), **options)
+
+    return build
+
+
+# aggregates over every customer or deal, recomputed from the viewer's customer rows (customers page) or deal counts
+# (the pipeline section of the sales and marketing page)
+RECOMPUTED: dict[tuple[str, str], Recomputed] = {
+    ("segmentation", "segment_summary"): Recomputed(viewer_customers, functools.partial(group_summary, column="rfm_segment")),
+    ("segmentation", "value_tier_summary"): Recomputed(viewer_customers, functools.partial(group_summary, column="value_tier")),
+    ("lifecycle", "stage_counts"): Recomputed(viewer_customers, functools.partial(group_summary, column="lifecycle_stage", amount_col=None)),
+    ("pipeline", "stage_conversion"): Recomputed(viewer_deals, deal_figure(pipeline_counts.stage_conversion)),
+    ("pipeline", "weighted_pipeline"): Recomputed(viewer_deals, deal_figure(pipeline_counts.weighted_pipeline)),
+    ("pipeline", "win_rate"): Recomputed(viewer_deals, deal_figure(pipeline_counts.win_rates)),
+    **{("pipeline", f"breakdown_by_{by}"): Recomputed(viewer_deals, deal_figure(pipeline_counts.win_rates, by=by))
+       for by in pipeline_counts.BREAKDOWN_DIMENSIONS},
 }
 
 
@@ -555,24 +614,37 @@ def _titled(title: str, body):
 
 
 def pipeline_section(*, currency: str, locale: str) -> str:
-    """Stage conversion, the weighted open pipeline and win rates (overall and by each persisted breakdown)."""
+    """Stage conversion, the weighted open pipeline and win rates (overall and by each persisted breakdown).
+
+    A viewer of some rows gets them recomputed from their deals (``RECOMPUTED``, ``viewer_deals``): a sales
+    representative their own, a team or region its own; a breakdown by people (owner, manager) is left out for them.
+    """
     def draw() -> str:
         stages = _latest("pipeline", "stage_conversion")
         fig = _bars(stages["stage"], stages["n_reached"], title="Deals reaching each stage", xlabel="deals")
         body = figure_html(fig) + _table(stages, currency=currency, locale=locale)
+        if pages.restricted_viewer() is not None:
+            body = '<p class="crm-view-note" style="font-family:sans-serif">Computed from the deals in your view only.</p>' + body
         weighted = _latest("pipeline", "weighted_pipeline")
         if weighted is not None:
             total = money_text(weighted["weighted_amount"].sum(), currency, locale)
             body += pages.tile_html("Weighted open pipeline", total) + _table(weighted, currency=currency, locale=locale)
         win = _latest("pipeline", "win_rate")
         if win is not None and not win.empty:
-            row = win.iloc[0]
-            body += pages.tile_html("Win rate", f"{row['win_rate_pct']:.1f}%", note=f"95% interval {row['win_rate_low_pct']:.1f}–{row['win_rate_high_pct']:.1f}%")
+            body += win_rate_tile(win.iloc[0])
         for dimension, table in breakdown_tables("pipeline", "breakdown_by_").items():
             body += f"<p><strong>Win rates by {html.escape(dimension.replace('_', ' '))}</strong></p>" + _table(table, currency=currency, locale=locale)
         return body
 
     return section("pipeline", "Pipeline", draw)
+
+
+def win_rate_tile(row: pd.Series) -> str:
+    """The win-rate tile of a ``win_rate`` row: the rate with its 95% interval, or why there is none."""
+    if pd.isna(row["win_rate_pct"]):
+        why = f"fewer than {MIN_GROUP_SIZE} closed deals" if bool(row.get("is_suppressed", False)) else "no closed deals"
+        return pages.tile_html("Win rate", "–", note=why)
+    return pages.tile_html("Win rate", f"{row['win_rate_pct']:.1f}%", note=f"95% interval {row['win_rate_low_pct']:.1f}–{row['win_rate_high_pct']:.1f}%")
 
 
 def money_text(value: float, currency: str, locale: str) -> str:
@@ -726,3 +798,57 @@ def ticket_kpis_section(*, currency: str, locale: str, category: str = "service"
         return _table(shown, currency=currency, locale=locale, units={"value": "number", "target": "number"}, labels={"name": "KPI", "period_start": "Period"})
 
     return section("kpi", "Ticket KPIs", draw)
+
+
+# --------------------------------------------------------------------------------------------------
+# the KPI board (executive)
+
+KPI_BOARD = "KPI board"
+# the KPI run's values and alerts per region (a column named after the customer attribute, e.g. province)
+REGION_KPI_VALUES, REGION_KPI_ALERTS = "kpi_values_by_region", "alerts_by_region"
+
+
+def kpi_values_for_viewer() -> tuple[pd.DataFrame | None, pd.DataFrame | None, str | None]:
+    """The KPI board's rows for this page's viewer, from the latest KPI run: ``(tracked, alerts, note)``.
+
+    A viewer of every row (no viewer from a proxy, or an unrestricted group) gets the run's ``kpi_values`` and
+    ``alerts`` (``None`` for a run that persisted no alerts). A viewer who sees some values of a customer attribute
+    (``{province: [...]}``) gets the run's values and alerts per region (``REGION_KPI_VALUES``, ``REGION_KPI_ALERTS``)
+    narrowed to their regions and shaped like ``kpi_values`` (``as_board_rows``): the board's segment filter then
+    lists their regions. ``note`` is ``None`` when there is a board to draw; otherwise ``tracked`` and ``alerts`` are
+    ``None`` and ``note`` is one line of HTML saying why: no good KPI run, a run without values per the viewer's
+    attribute, or regions too small to be shown (fewer than the run's ``min_group_size`` customers).
+    """
+    viewer = pages.restricted_viewer()
+    if viewer is None:
+        tracked, problem = pages.load_table("kpi", "kpi_values")
+        if tracked is None:
+            return None, None, pages.unavailable_html("kpi", f"the {KPI_BOARD}", reason=problem)
+        return tracked, pages.load_table("kpi", "alerts")[0], None
+    if not pages.latest_record("kpi"):
+        return None, None, pages.unavailable_html("kpi", f"the {KPI_BOARD}")
+    column = viewer.group.rows.column
+    tracked, problem = pages.load_table("kpi", REGION_KPI_VALUES)
+    if tracked is None:  # no table, or one without the viewer's column (per city for a viewer of provinces)
+        return None, None, pages.not_in_view_html(KPI_BOARD, reason=f"the KPI run computed no values per {column}")
+    if tracked.empty:
+        return None, None, pages.not_in_view_html(KPI_BOARD, reason=f"no KPI values for your {column}: regions of few customers are not shown")
+    alerts, _problem = pages.load_table("kpi", REGION_KPI_ALERTS)
+    alerts = alerts if alerts is not None else tracked.iloc[:0]
+    several = tracked[column].nunique() > 1
+    return as_board_rows(tracked, column, several=several), as_board_rows(alerts, column, several=several, name_regions=True), None
+
+
+def as_board_rows(table: pd.DataFrame, column: str, *, several: bool, name_regions: bool = False) -> pd.DataFrame:
+    """Rows per region (``column``, e.g. ``province``) shaped like the KPI run's ``kpi_values`` for the board:
+    ``column`` becomes ``segment``, holding the region when the viewer sees ``several``, else ``"all"`` (the one
+    region's values are then the viewer's totals).
+
+    With ``name_regions`` (alerts) and ``several``, each ``name`` also says its region: ``Revenue (Guangdong)``.
+    """
+    regions = table[column].astype("string")
+    shaped = table.rename(columns={column: "segment"})  # in the attribute's place, where kpi_values has segment
+    shaped["segment"] = regions if several else "all"
+    if name_regions and several:
+        shaped["name"] = shaped["name"].astype("string") + " (" + regions + ")"
+    return shaped

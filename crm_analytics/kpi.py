@@ -35,7 +35,7 @@ customers with no order in the current period.
 
 from __future__ import annotations
 
-import hashlib
+import difflib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,7 +46,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from crm_analytics import frames, money, paths, plots, privacy, results, schema
+from crm_analytics import access, frames, money, paths, plots, privacy, results, schema
 from crm_analytics.customer_features import customer_segments  # shared with other analyses: a layer module
 from crm_analytics.dates import window_end  # shared with other analyses: a layer module
 from crm_analytics.kpi_catalogue import GRAINS, NO_TARGET, CatalogueError, KpiDefinition, read_catalogue, read_targets, with_targets
@@ -54,6 +54,11 @@ from crm_analytics.kpi_catalogue import GRAINS, NO_TARGET, CatalogueError, KpiDe
 __all__ = [
     "COMPUTATIONS",
     "CatalogueError",
+    "access_filter_columns",
+    "attribute_sizes",
+    "breakdown_attribute",
+    "compute_kpis_by_attribute",
+    "track_by_attribute",
     "KpiDefinition",
     "Scope",
     "compute_kpis",
@@ -200,7 +205,8 @@ class Scope:
 
     ``start``/``end`` bound the rows read (``end`` exclusive); ``by`` is ``None``,
     ``"segment"`` or ``"channel"``; ``segments`` an Ibis table of ``customer_id``
-    and ``segment`` (needed when ``by == "segment"``).
+    and ``segment`` (needed when ``by == "segment"``): any customer -> group lookup, the
+    customers' segments or one of their attributes such as the province (``compute_kpis_by_attribute``).
     """
 
     grain: str
@@ -767,6 +773,7 @@ def compute_kpis(
     end,
     segments: frames.TableLike | None = None,
     dimensions: Sequence[str] = ("segment", "channel"),
+    totals: bool = True,
 ) -> pd.DataFrame:
     """Compute every catalogue KPI per complete period of ``grain`` in ``[start, end)``.
 
@@ -783,6 +790,8 @@ def compute_kpis(
         Needed for ``segment`` breakdowns; without it they are skipped.
     dimensions : sequence of {"segment", "channel"}
         The breakdowns to compute besides the totals (each KPI's own ``dimensions`` apply).
+    totals : bool
+        Also the totals (``segment`` and ``channel`` ``"all"``); ``False``: the breakdowns only.
 
     Returns
     -------
@@ -798,7 +807,7 @@ def compute_kpis(
     wanted = [d for d in dimensions if d != "segment" or segments is not None]
     expressions = []
     for kpi in catalogue:
-        breakdowns = ([] if kpi.breakdown else [None]) + [d for d in kpi.dimensions if d in wanted]
+        breakdowns = ([None] if totals and not kpi.breakdown else []) + [d for d in kpi.dimensions if d in wanted]
         for by in breakdowns:
             scope = Scope(grain, pd.Timestamp(start), pd.Timestamp(end), by=by, segments=segments)
             expressions.append(_kpi_expression(kpi, tables, scope))
@@ -835,6 +844,160 @@ def _masked_personal_groups(values: pd.DataFrame, catalogue: Sequence[KpiDefinit
     repeat = masked.groupby(masked).cumcount()
     labels = masked.where(repeat == 0, masked + " (" + (repeat + 1).astype(str) + ")")
     return values["channel"].mask(rows, values["channel"].map(dict(zip(names, labels))))
+
+
+# --------------------------------------------------------------------------------------------
+# Breakdown by a customer attribute: KPI values per region, for viewers who see some regions only
+# --------------------------------------------------------------------------------------------
+
+NO_ATTRIBUTE_BREAKDOWN = "none"  # the run parameter region_breakdown's "no breakdown"
+
+
+def access_filter_columns(path: str | Path | None = None, *, dataset_file: str | Path | None = None) -> list[str]:
+    """The columns the viewer groups filter rows on by listed values (``{province: [...]}``), in file order;
+    filters on the viewer's own identity (``$viewer``) are not attributes and are left out.
+
+    The groups are those a server of the dataset would use (``access.serving_access``): ``path``, else
+    ``$CRM_ANALYTICS_ACCESS_FILE``, else the ``access`` block of ``dataset_file`` (a dataset's file), else
+    ``parameters/access.yaml``. No file gives ``[]``; a malformed one raises ``access.AccessError`` naming it.
+    """
+    if dataset_file is None:
+        source = access.AccessSource(Path(path) if path else access.access_file())
+    else:
+        source = access.serving_access(path, dataset_file=dataset_file).source
+    if not source.file.is_file():
+        return []
+    policy = source.load()
+    return list(dict.fromkeys(g.rows.column for g in policy.groups if g.rows.column and not g.rows.is_viewer))
+
+
+def breakdown_attribute(setting: str, *, customer_columns: Sequence[str], filter_columns: Sequence[str] = ()) -> tuple[str | None, dict[str, str]]:
+    """The customer attribute a KPI run breaks its KPIs down by, from its ``region_breakdown`` parameter.
+
+    Parameters
+    ----------
+    setting : str
+        ``"none"``: none; a column of the customers table (``"province"``); empty: the first of ``filter_columns``
+        the customers table has.
+    customer_columns : sequence of str
+        The columns of the warehouse's customers table.
+    filter_columns : sequence of str
+        The columns the viewer groups filter rows on (``access_filter_columns``), read when ``setting`` is empty.
+
+    Returns
+    -------
+    (str or None, dict of str to str)
+        The attribute (``None``: no breakdown), and the ``filter_columns`` left out with the reason of each, for
+        the run's warnings. A column named in ``setting`` that the customers table lacks raises ``ValueError``
+        naming it and close matches.
+    """
+    text = (setting or "").strip()
+    if text.lower() == NO_ATTRIBUTE_BREAKDOWN:
+        return None, {}
+    if text:
+        if text not in customer_columns or text == "customer_id":
+            close = difflib.get_close_matches(text, list(customer_columns), n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            raise ValueError(f"region_breakdown: the customers table has no attribute {text!r}{hint}; its columns are {sorted(customer_columns)}")
+        return text, {}
+    wanted = [c for c in dict.fromkeys(filter_columns) if c != "customer_id"]
+    chosen = next((c for c in wanted if c in customer_columns), None)
+    left_out = {c: "the customers table lacks it" if c not in customer_columns else f"the KPIs are computed per {chosen} only" for c in wanted if c != chosen}
+    return chosen, left_out
+
+
+def attribute_sizes(customers: frames.TableLike, attribute: str, *, k: int) -> pd.DataFrame:
+    """Customers on file per value of ``attribute`` (customers without one are left out), smallest groups hidden.
+
+    Returns ``attribute`` (text), ``n_customers`` (distinct ``customer_id``) and ``is_suppressed``: groups of
+    fewer than ``k`` customers keep their name but lose their count (``privacy.suppress_small_groups``).
+    """
+    table = frames.as_ibis(customers)
+    frames.require_columns(table, ["customer_id", attribute], context="attribute_sizes(customers)")
+    known = table.filter(table[attribute].notnull())
+    counts = known.group_by(known[attribute].cast("string").name(attribute)).aggregate(n_customers=known.customer_id.nunique()).to_pandas()
+    counts = counts.sort_values(attribute, ignore_index=True)
+    return privacy.suppress_small_groups(counts, count_col="n_customers", k=k, keep_cols=[attribute])
+
+
+def compute_kpis_by_attribute(
+    tables: Mapping[str, frames.TableLike],
+    catalogue: Sequence[KpiDefinition],
+    *,
+    customers: frames.TableLike,
+    attribute: str,
+    grain: str,
+    start,
+    end,
+    k: int = 5,
+) -> pd.DataFrame:
+    """The KPIs that can be told per customer (those with the ``segment`` dimension) per value of a customer
+    attribute, e.g. per province, for viewers who see some provinces only.
+
+    Each customer's value of ``attribute`` takes the place of their segment in the segment breakdown
+    (``compute_kpis(segments=...)``): the same join, so a province's values are those of ``compute_kpis`` over
+    that province's customers alone. Left out: the values of a group of fewer than ``k`` customers on file
+    (``attribute_sizes``), and the rows of customers without a value or of no customer (anonymous orders).
+
+    Parameters
+    ----------
+    tables, catalogue, grain, start, end
+        As ``compute_kpis``.
+    customers : table with ``customer_id`` and ``attribute``
+        The warehouse's customers (one row per customer).
+    attribute : str
+        The customer column to break down by, e.g. ``province`` or ``city``.
+    k : int
+        Smallest group shown, in customers on file.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of ``compute_kpis``: ``segment`` holds the attribute's value, ``channel`` is ``"all"``;
+        ``track_by_attribute`` tracks them and names the column after the attribute.
+    """
+    table = frames.as_ibis(customers)
+    frames.require_columns(table, ["customer_id", attribute], context="compute_kpis_by_attribute(customers)")
+    lookup = table.select("customer_id", segment=table[attribute].cast("string"))
+    attributable = [kpi for kpi in catalogue if "segment" in kpi.dimensions]
+    values = compute_kpis(tables, attributable, grain=grain, start=start, end=end, segments=lookup, dimensions=("segment",), totals=False)
+    sizes = attribute_sizes(table, attribute, k=k)
+    shown = sizes.loc[~sizes["is_suppressed"], attribute]
+    return values[values["segment"].isin(shown)].reset_index(drop=True)
+
+
+def track_by_attribute(
+    values: pd.DataFrame,
+    catalogue: Sequence[KpiDefinition],
+    *,
+    attribute: str,
+    window: int = 8,
+    sigma: float = 3.0,
+    currency: str | None = None,
+    locale: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Track the values of ``compute_kpis_by_attribute`` and find their alerts, each group judged on its own series.
+
+    Returns ``(tracked, alerts)``: the columns of ``track`` and ``ALERT_COLUMNS`` with ``segment`` renamed to
+    ``attribute`` (e.g. ``province``), so that a viewer's row filter on that column narrows them. Counts and sums
+    per group have no target of their own (grey), rates and averages keep theirs, as in the segment breakdown.
+    """
+    renamed = {"segment": attribute}
+    if values.empty:
+        tracked = track(_example_values(catalogue), catalogue, window=window, sigma=sigma).iloc[:0]
+        return tracked.rename(columns=renamed), pd.DataFrame(columns=ALERT_COLUMNS).rename(columns=renamed)
+    tracked = track(values, catalogue, window=window, sigma=sigma)
+    alerts = find_alerts(tracked, include_breakdowns=True, currency=currency, locale=locale)
+    return tracked.rename(columns=renamed), alerts.rename(columns=renamed)
+
+
+def _example_values(catalogue: Sequence[KpiDefinition]) -> pd.DataFrame:
+    """One value of the catalogue's first KPI, so that ``track`` gives the columns of a tracked table."""
+    start = pd.Timestamp("2000-01-01")
+    return pd.DataFrame({
+        "grain": ["month"], "period_start": [start], "period_end": [start + pd.DateOffset(months=1)],
+        "kpi_id": [catalogue[0].id], "segment": [ALL], "channel": [ALL], "value": [0.0],
+    })
 
 
 # --------------------------------------------------------------------------------------------
@@ -979,7 +1142,7 @@ ALERT_COLUMNS = [
 
 def _alert_message(row, *, currency: str | None = None, locale: str | None = None) -> str:
     def written(value: float) -> str:
-        return _format_value(value, row.unit, currency=currency, locale=locale)
+        return format_value(value, row.unit, currency=currency, locale=locale)
 
     parts = []
     if row.status in ("amber", "red"):
@@ -1126,7 +1289,7 @@ def sales_cube(
 # --------------------------------------------------------------------------------------------
 
 
-def _format_value(value: float, unit: str, *, currency: str | None = None, locale: str | None = None) -> str:
+def format_value(value: float, unit: str, *, currency: str | None = None, locale: str | None = None) -> str:
     """A KPI value written for people in its unit; money in ``currency`` and ``locale`` (e.g. ``£86,161``)."""
     if pd.isna(value):
         return "n/a"
@@ -1181,7 +1344,7 @@ def plot_kpi_tiles(
         for spine in ax.spines.values():
             spine.set_visible(True), spine.set_color(colour), spine.set_linewidth(2.5)
         ax.set_title(last["name"], fontsize=9, loc="left")
-        ax.text(0.02, 0.95, _format_value(last.value, last.unit, currency=currency, locale=locale), transform=ax.transAxes, va="top", fontsize=12, fontweight="bold")
+        ax.text(0.02, 0.95, format_value(last.value, last.unit, currency=currency, locale=locale), transform=ax.transAxes, va="top", fontsize=12, fontweight="bold")
         if last.status == NO_TARGET:
             ax.text(0.02, 0.05, NO_TARGET, transform=ax.transAxes, va="bottom", fontsize=7, color=colour)
         if pd.notna(last.change_pct):
@@ -1254,48 +1417,6 @@ def latest_values(tracked: pd.DataFrame) -> pd.DataFrame:
     return latest.round({"value": 2, "target": 2, "change_pct": 1, "change_yoy_pct": 1})
 
 
-BOARD_FIGURES = ("kpi_tiles", "kpi_trends")
-BOARD_RECORD = "kpi_board.json"  # in a run's figures/: what its board figures were drawn from, their width and alt text
-
-
-def board_key(selection: pd.DataFrame, filters, *, n_cols: int, currency: str | None, locale: str | None) -> dict:
-    """What a drawn KPI board depends on: the filter values, the selected rows (a SHA-256 of them as JSON text, which
-    is the same whether the rows were just computed or read back from Parquet), the tile columns and the money
-    format. Two boards with equal keys are the same images."""
-    fields = ("grain", "start_date", "end_date", "segment", "channel")
-    return {
-        **{name: str(getattr(filters, name)) for name in fields},
-        "rows": hashlib.sha256(selection.to_json(orient="values", date_format="iso", double_precision=15).encode("utf-8")).hexdigest(),
-        "n_cols": int(n_cols),
-        "currency": currency or "",
-        "locale": locale or "",
-    }
-
-
-def persisted_board(run_dir: str | Path, key: dict) -> list[tuple[bytes, int, str]] | None:
-    """The board figures a run wrote for ``key`` (``board_key``): ``(png, width_px, alt)`` per figure of
-    ``BOARD_FIGURES``, or ``None`` when the run drew none, drew them for another key, or a file is missing."""
-    folder = Path(run_dir) / "figures"
-    try:
-        record = json.loads((folder / BOARD_RECORD).read_text(encoding="utf-8"))
-        if record.get("key") != key:
-            return None
-        return [(
-            (folder / f"{name}.png").read_bytes(), int(record["figures"][name]["width"]), str(record["figures"][name]["alt"])
-        ) for name in BOARD_FIGURES]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _write_board_record(output_dir: str | Path, key: dict, figures: Mapping[str, object], files: Mapping[str, Path]) -> None:
-    """Write ``BOARD_RECORD`` beside the board's figures: ``key`` and, per figure, its display width and alt text."""
-    described = {
-        name: {"width": results.png_display_width(files[name].read_bytes(), figures[name].dpi / results.FIGURE_DPI), "alt": plots.describe_figure(figures[name])}
-        for name in BOARD_FIGURES
-    }
-    (Path(output_dir) / "figures" / BOARD_RECORD).write_text(json.dumps({"key": key, "figures": described}, indent=1), encoding="utf-8")
-
-
 def render_dashboard(
     tracked: pd.DataFrame,
     filters,
@@ -1304,7 +1425,6 @@ def render_dashboard(
     output_dir: str | Path | None = None,
     currency: str | None = None,
     locale: str | None = None,
-    reuse_figures_from: str | Path | None = None,
 ) -> dict:
     """Display the KPI dashboard for one filter selection: tiles, the latest values, a trend per KPI.
 
@@ -1317,10 +1437,7 @@ def render_dashboard(
     one at a time, so choosing both shows a note instead of charts. Money is written in ``currency``
     with ``locale`` (the dataset's; default: the default dataset's).
 
-    Persisting also writes ``figures/kpi_board.json`` (``BOARD_RECORD``: the ``board_key`` of the drawing).
-    ``reuse_figures_from`` (a run folder, for pages): when that run drew the board for the same key (same
-    filters, rows and money format), its PNG files are shown instead of drawing (a page's first view, about
-    2 s less) and an empty dict is returned.
+    The executive page draws the same board as HTML (``crm_analytics.kpi_board``), which redraws in milliseconds.
     """
     from IPython.display import Markdown, display
 
@@ -1331,20 +1448,9 @@ def render_dashboard(
     if selection.empty:
         display(Markdown(f"No KPI values for {filters.describe() if hasattr(filters, 'describe') else filters} (breakdowns may not be computed at this grain)."))
         return {}
-    key = board_key(selection, filters, n_cols=n_cols, currency=currency, locale=locale)
-    drawn = persisted_board(reuse_figures_from, key) if reuse_figures_from else None
-    if drawn is not None:
-        (tiles_png, tiles_width, tiles_alt), (trends_png, trends_width, trends_alt) = drawn
-        results.show_png(tiles_png, width=tiles_width, alt=tiles_alt)
-        display(latest_values(selection))
-        results.show_png(trends_png, width=trends_width, alt=trends_alt)
-        return {}
     tiles = plot_kpi_tiles(selection, n_cols=n_cols, currency=currency, locale=locale)
-    tiles_file = results.show_figure(tiles, "kpi_tiles", output_dir=output_dir)
+    results.show_figure(tiles, "kpi_tiles", output_dir=output_dir)
     display(latest_values(selection))
     trends = plot_kpi_trends(selection, n_cols=3, currency=currency)
-    trends_file = results.show_figure(trends, "kpi_trends", output_dir=output_dir)
-    figures = {"kpi_tiles": tiles, "kpi_trends": trends}
-    if output_dir:
-        _write_board_record(output_dir, key, figures, {"kpi_tiles": tiles_file, "kpi_trends": trends_file})
-    return figures
+    results.show_figure(trends, "kpi_trends", output_dir=output_dir)
+    return {"kpi_tiles": tiles, "kpi_trends": trends}

@@ -41,7 +41,7 @@ from crm_analytics.imports import import_without
 # a bundled fallback) and clustermap dendrograms; pages draw lines and bars.
 sns = import_without("seaborn", hidden=("scipy.stats", "scipy.cluster"))
 
-from crm_analytics import access, money, paths, plots, results, scheduler
+from crm_analytics import access, money, paths, plots, privacy, results, scheduler
 from crm_analytics.frames import require_columns
 from crm_analytics.privacy import CUSTOMER_KEY_COL, suppress_small_groups
 from crm_analytics.widgets import frontend_available
@@ -391,11 +391,16 @@ def customer_attributes() -> pd.DataFrame | None:
 def rows_for_viewer(table: pd.DataFrame, viewer: access.Viewer) -> pd.DataFrame | None:
     """The rows of ``table`` that ``viewer`` may see, or ``None`` when ``table`` cannot be narrowed to them.
 
-    A table holding the group's filter column is filtered on it; a per-customer table (``customer_key``)
-    through the customer attributes (``customer_attributes``); any other table (an aggregate over every
-    customer) cannot be, and gives ``None``: it must not be shown to this viewer.
+    A table holding the group's filter column is filtered on it; a filter on people's names (``owner``,
+    ``manager``: ``{owner: $viewer}``) on the names' keyed pseudonyms (``owner_key``, ``privacy.person_keys``),
+    since published tables never hold the names themselves (a column of masked names cannot be matched, and
+    gives ``None``); a per-customer table (``customer_key``) through the customer attributes
+    (``customer_attributes``); any other table (an aggregate over every customer) cannot be, and gives
+    ``None``: it must not be shown to this viewer.
     """
     column = viewer.group.rows.column
+    if privacy.personal_column_kind(column) == "name":
+        return _rows_of_people(table, viewer)
     if column in table.columns:
         return access.filter_rows(table, viewer)
     if CUSTOMER_KEY_COL in table.columns:
@@ -405,10 +410,22 @@ def rows_for_viewer(table: pd.DataFrame, viewer: access.Viewer) -> pd.DataFrame 
     return None
 
 
-def not_in_view_html(what: str) -> str:
-    """One line (class ``crm-section-note crm-not-in-view``) saying ``what`` is not available for the viewer's rows."""
+def _rows_of_people(table: pd.DataFrame, viewer: access.Viewer) -> pd.DataFrame | None:
+    """The rows of ``table`` whose person key (``<column>_key``) is the pseudonym of a name ``viewer`` may see
+    (their own identity for ``$viewer``); ``None`` without that column."""
+    key_column = privacy.person_key_column(viewer.group.rows.column)
+    if key_column not in table.columns:
+        return None
+    allowed = privacy.person_keys(pd.Series(viewer.allowed_values(), dtype="string")).dropna()
+    return table[table[key_column].isin(set(allowed)).fillna(False).astype(bool)].reset_index(drop=True)
+
+
+def not_in_view_html(what: str, *, reason: str = "") -> str:
+    """One line (class ``crm-section-note crm-not-in-view``) saying ``what`` is not available for the viewer's rows,
+    and why when ``reason`` is given."""
+    why = f" ({html.escape(reason)})" if reason else ""
     return (f'<p class="crm-section-note crm-not-in-view" style="font-family:sans-serif;color:#616161">'
-            f"{html.escape(what[:1].upper() + what[1:])}: {NOT_IN_VIEW}.</p>")
+            f"{html.escape(what[:1].upper() + what[1:])}: {NOT_IN_VIEW}{why}.</p>")
 
 
 def latest_figure(analysis: str, name: str) -> Path | None:

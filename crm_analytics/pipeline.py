@@ -32,7 +32,7 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from crm_analytics import datasets, frames, plots, schema
+from crm_analytics import datasets, frames, pipeline_counts, plots, privacy, schema
 
 STAGES = ("lead", "qualified", "proposal", "negotiation", "won")  # the default ladder (datasets.OPEN_STAGES, then won)
 WON, LOST = "won", "lost"
@@ -384,6 +384,19 @@ def _rule_amounts(opps: pd.DataFrame, rule: datasets.ExpectedAmountRule, product
     return picked.fillna(rule.default) if rule.default is not None else picked
 
 
+def with_furthest_stage(opportunities: frames.TableLike, stage_history: frames.TableLike | None, *, ladder: Ladder,
+                        expected_amount_rule: datasets.ExpectedAmountRule | None = None, products: frames.TableLike | None = None) -> pd.DataFrame:
+    """The opportunities with their amounts filled by ``expected_amount_rule`` and the furthest stage of ``ladder``
+    each entered: ``furthest`` (1-based rank) and ``is_stage_known``, from ``stage_history`` when given
+    (``reached_from_history``), else from the current stage (``reached_from_current_stage``)."""
+    opps = fill_expected_amounts(opportunities, expected_amount_rule, products=products)
+    if stage_history is not None:
+        furthest = reached_from_history(stage_history, stages=ladder).assign(is_stage_known=True)
+    else:
+        furthest = reached_from_current_stage(opps, stages=ladder)
+    return opps.merge(furthest, on="opportunity_id", how="left")
+
+
 def weighted_pipeline(opportunities: frames.TableLike, stage_history: frames.TableLike | None, *,
                       stages: Sequence[str] | Ladder = STAGES, expected_amount_rule: datasets.ExpectedAmountRule | None = None,
                       products: frames.TableLike | None = None) -> pd.DataFrame:
@@ -405,12 +418,7 @@ def weighted_pipeline(opportunities: frames.TableLike, stage_history: frames.Tab
         (``"stage"``; ``"overall"`` when some lost deal's stage at loss is unknown: see ``stage_weight_note``).
     """
     ladder = _as_ladder(stages)
-    opps = fill_expected_amounts(opportunities, expected_amount_rule, products=products)
-    if stage_history is not None:
-        furthest = reached_from_history(stage_history, stages=ladder).assign(is_stage_known=True)
-    else:
-        furthest = reached_from_current_stage(opps, stages=ladder)
-    opps = opps.merge(furthest, on="opportunity_id", how="left")
+    opps = with_furthest_stage(opportunities, stage_history, ladder=ladder, expected_amount_rule=expected_amount_rule, products=products)
     is_open = (opps["status"] == "open").fillna(False).to_numpy(dtype=bool)
     opps["furthest"] = np.where(is_open, opps["furthest"].fillna(0).clip(lower=1), opps["furthest"])
     closed = opps.loc[opps["status"].isin([WON, LOST])]
@@ -459,6 +467,68 @@ def open_amount_note(weighted: pd.DataFrame, rule: datasets.ExpectedAmountRule |
     left = f"; {missing - filled:,} the rule gives no amount for are left out" if missing > filled else ""
     return (f"{missing:,} of {n_open:,} open deals have no amount: {filled:,} are valued by the dataset's expected-amount "
             f"rule ({rule.describe()}){left}.")
+
+
+def owner_stage_counts(opportunities: frames.TableLike, stage_history: frames.TableLike | None, *,
+                       stages: Sequence[str] | Ladder = STAGES, expected_amount_rule: datasets.ExpectedAmountRule | None = None,
+                       products: frames.TableLike | None = None, breakdown_by: str | None = None,
+                       key: str | bytes | None = None) -> pd.DataFrame:
+    """Deal counts per owner and furthest stage: what a page recomputes a viewer's pipeline from (``pipeline_counts``).
+
+    Every opportunity is counted once, in the row of its owner, its other dimensions and the furthest stage it
+    reached (as ``weighted_pipeline`` places it: the stage history, else its current stage). The counts add up
+    across rows, so the stage conversion, weighted pipeline and win rate of any set of rows follow from them
+    (``pipeline_counts``); over every row they are this run's own tables. Each group holds a row for every stage
+    of the ladder (zeros included), so any selection of rows knows the ladder.
+
+    Parameters
+    ----------
+    opportunities, stage_history, stages, expected_amount_rule, products
+        As for ``weighted_pipeline``.
+    breakdown_by : str, optional
+        The run's breakdown dimension, kept as a column (unless it names a person) so that its win rates can be
+        recomputed too.
+    key : str or bytes, optional
+        The pseudonym key; default: the project's (``privacy.load_key``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``owner_key`` (``privacy.person_keys`` of the owner; never the name), ``manager_key``, ``team``, ``region``
+        (those the opportunities have values for), ``breakdown_by`` when given, ``stage_rank`` (1-based on
+        ``Ladder.stages``; 0: no stage of the ladder; missing: not in the stage history), ``stage``, and
+        ``pipeline_counts.COUNT_COLUMNS``: ``n_deals``, ``n_open``, ``n_won``, ``n_lost``, ``won_amount`` and
+        ``open_amount`` (dataset currency; open amounts as filled by ``expected_amount_rule``), ``n_without_amount``,
+        ``n_amount_filled``, ``n_lost_stage_unknown``.
+    """
+    ladder = _as_ladder(stages)
+    opps = with_furthest_stage(opportunities, stage_history, ladder=ladder, expected_amount_rule=expected_amount_rule, products=products)
+    present = available_dimensions(opps)
+    people = [c for c in pipeline_counts.PERSON_DIMENSIONS if c in present or c == "owner"]
+    groups = [c for c in (*pipeline_counts.GROUP_DIMENSIONS, breakdown_by) if c and c in present and c not in people]
+    dims = [*(privacy.person_key_column(c) for c in people), *dict.fromkeys(groups)]
+    status = opps["status"]
+    is_open, is_won, is_lost = ((status == value).fillna(False).astype(bool) for value in ("open", WON, LOST))
+    amount = pd.to_numeric(opps["expected_amount"], errors="coerce").astype("float64")
+    frame = pd.DataFrame({
+        **{privacy.person_key_column(c): privacy.person_keys(opps[c], key=key) for c in people},
+        **{c: opps[c] for c in dims if c in opps.columns},
+        pipeline_counts.STAGE_RANK: pd.array(opps["furthest"], dtype="Int64"),
+        "n_deals": 1, "n_open": is_open.astype("int64"), "n_won": is_won.astype("int64"), "n_lost": is_lost.astype("int64"),
+        "won_amount": amount.where(is_won, 0.0).fillna(0.0), "open_amount": amount.where(is_open, 0.0).fillna(0.0),
+        "n_without_amount": (is_open & (opps["is_amount_missing"] | opps["is_amount_filled"])).astype("int64"),
+        "n_amount_filled": (is_open & opps["is_amount_filled"]).astype("int64"),
+        "n_lost_stage_unknown": (is_lost & opps["is_stage_known"].eq(False).fillna(False)).astype("int64"),
+    })
+    columns = list(pipeline_counts.COUNT_COLUMNS)
+    counted = frame.groupby([*dims, pipeline_counts.STAGE_RANK], dropna=False, sort=True)[columns].sum().reset_index()
+    every_stage = frame[dims].drop_duplicates().merge(
+        pd.DataFrame({pipeline_counts.STAGE_RANK: pd.array(range(1, len(ladder.stages) + 1), dtype="Int64")}), how="cross")
+    out = every_stage.merge(counted, on=[*dims, pipeline_counts.STAGE_RANK], how="outer")
+    out[columns] = out[columns].fillna(0).astype({c: "float64" if c.endswith("_amount") else "int64" for c in columns})
+    names = {rank: stage for rank, stage in enumerate(ladder.stages, start=1)}
+    out.insert(len(dims) + 1, pipeline_counts.STAGE, out[pipeline_counts.STAGE_RANK].map(names).astype("string"))
+    return out.sort_values([*dims, pipeline_counts.STAGE_RANK], na_position="last", kind="stable").reset_index(drop=True)
 
 
 # --- breakdowns ------------------------------------------------------------------------------

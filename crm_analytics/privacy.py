@@ -194,6 +194,24 @@ def pseudonymise(values: pd.Series, *, prefix: str = "cus", length: int = 16, ke
     return _map_values(values, token)
 
 
+PERSON_KEY_PREFIX = "per"  # the pseudonyms of people's names in published tables (an opportunity's owner_key)
+
+
+def person_key_column(column: str) -> str:
+    """The published column holding the keyed pseudonyms of the names in ``column``: ``owner`` -> ``owner_key``."""
+    return f"{column}_key"
+
+
+def person_keys(values: pd.Series, *, key: str | bytes | None = None) -> pd.Series:
+    """Keyed pseudonyms of people's names (``per_3f9a2b1c7d4e5f60``), as ``pseudonymise`` writes them.
+
+    A table published with ``owner_key`` instead of ``owner`` lets a page keep the rows of one person (the viewer
+    whose identity is that name) without any name being written to ``outputs/``. Names are compared as
+    ``pseudonymise`` normalises them: ``Zhang Wei`` and ``zhang wei `` share a key.
+    """
+    return pseudonymise(values, prefix=PERSON_KEY_PREFIX, key=key)
+
+
 # --------------------------------------------------------------------------------------------------
 # the published customer key
 

@@ -591,34 +591,6 @@ def _tile_texts(fig) -> list[str]:
     return [text.get_text() for text in fig.axes[0].texts]
 
 
-def test_a_page_shows_the_board_a_run_drew_for_the_same_filters_and_rows(tmp_path):
-    """The run persists its board with the key it was drawn for; a page with the same filters and rows (read back
-    from Parquet) shows those files, and draws anew for other filters or other rows."""
-    import matplotlib
-
-    from crm_analytics import widgets
-
-    matplotlib.use("Agg")
-    tracked = kpi.track(_monthly(NOISE + [70]), _catalogue())
-    filters = widgets.FilterValues(grain="month", start_date=tracked.period_start.min(), end_date=tracked.period_end.max())
-    drawn = kpi.render_dashboard(tracked, filters, output_dir=tmp_path, currency="GBP", locale="en_GB")
-    assert set(drawn) == set(kpi.BOARD_FIGURES)
-    tracked.to_parquet(tmp_path / "values.parquet")
-    read_back = pd.read_parquet(tmp_path / "values.parquet")
-    selection = kpi.select_series(read_back, grain="month", segment="all", channel="all", start=filters.start_date, end=filters.end_date)
-    key = kpi.board_key(selection, filters, n_cols=4, currency="GBP", locale="en_GB")
-    persisted = kpi.persisted_board(tmp_path, key)
-    assert [png for png, _, _ in persisted] == [(tmp_path / "figures" / f"{n}.png").read_bytes() for n in kpi.BOARD_FIGURES]
-    assert all(width > 0 and alt for _, width, alt in persisted)
-    assert kpi.render_dashboard(read_back, filters, currency="GBP", locale="en_GB", reuse_figures_from=tmp_path) == {}  # shown, not drawn
-    assert kpi.persisted_board(tmp_path, {**key, "currency": "EUR"}) is None
-    later = widgets.FilterValues(grain="month", start_date=filters.start_date + pd.DateOffset(months=2), end_date=filters.end_date)
-    assert set(kpi.render_dashboard(read_back, later, currency="GBP", locale="en_GB", reuse_figures_from=tmp_path)) == set(kpi.BOARD_FIGURES)
-    changed = read_back.assign(value=read_back["value"] + 1)
-    assert kpi.render_dashboard(changed, filters, currency="GBP", locale="en_GB", reuse_figures_from=tmp_path) != {}
-    assert kpi.persisted_board(tmp_path / "no_run", key) is None
-
-
 def test_money_tile_is_written_in_the_dataset_currency_and_locale():
     import matplotlib
 

@@ -19,7 +19,7 @@ import pytest
 import test_audience_pages
 import yaml
 
-from crm_analytics import paths
+from crm_analytics import access, paths, runner
 
 import test_browser
 from test_browser import PAGE_TIMEOUT_MS, free_port, start_server, stop_server
@@ -59,6 +59,7 @@ def viewer_server(audience_home, provinces, tmp_path_factory):
     groups = {name: {"viewers": [VIEWERS[name]], "rows": {"province": [province]}} for name, province in provinces.items()}
     groups["leadership"] = {"viewers": [VIEWERS["leadership"]], "rows": "all"}
     access_file.write_text(yaml.safe_dump({"groups": groups}), encoding="utf-8")
+    rerun_kpi_with_groups(audience_home, access_file)
     secret_file = folder / "proxy.secret"
     secret_file.write_text(SECRET + "\n", encoding="utf-8")
     port = free_port()
@@ -72,6 +73,19 @@ def viewer_server(audience_home, provinces, tmp_path_factory):
         yield base
     finally:
         stop_server(process)
+
+
+def rerun_kpi_with_groups(home, access_file) -> None:
+    """Run kpi again in ``home`` with the server's viewer groups, as a scheduled run would: it then also computes
+    the KPI values per province the groups filter on (``kpi_values_by_region``)."""
+    restore = test_audience_pages._with_home(home)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(access.ACCESS_FILE_ENV, str(access_file))
+            outcome = runner.run_analysis("kpi", cell_timeout=300, run_timeout=600, write_index=False)
+    finally:
+        restore()
+    assert outcome.ok, outcome
 
 
 def fetch(url: str, headers: dict[str, str]) -> tuple[int, str]:
@@ -133,7 +147,7 @@ def test_a_restricted_viewer_is_refused_a_page_that_cannot_narrow_its_rows(viewe
     status, body = fetch(page_url(viewer_server, "dashboard"), viewer_headers(VIEWERS["south"]))
     assert status == 403 and "not available for your view" in body
     status, body = fetch(page_url(viewer_server, "executive"), viewer_headers(VIEWERS["south"]))
-    assert status == 200 and "crm-not-in-view" in body and "KPI board: not available for your view" in body
+    assert status == 200 and "crm-kpi-tile" in body and "not available for your view" not in body  # the board of their province
 
 
 DRILL_SIZE = re.compile(r"([\d,]+) customers in segment “(.+)”")
@@ -182,3 +196,35 @@ def test_an_unrestricted_viewer_sees_every_row(viewer_server, visit, audience_ho
     assert page.page.locator(".crm-not-in-view").count() == 0
     assert page.errors == []
     assert page.page.wait_for_selector(".crm-chart-churn", timeout=PAGE_TIMEOUT_MS)
+
+
+def kpi_tiles(page) -> dict[str, str]:
+    """The executive page's KPI tiles: the value each shows, by KPI id."""
+    tiles = page.page.locator(".crm-kpi-tile")
+    return {tiles.nth(i).get_attribute("data-kpi"): tiles.nth(i).locator(".crm-kpi-value").inner_text() for i in range(tiles.count())}
+
+
+def latest_counts(table: pd.DataFrame) -> dict[str, str]:
+    """The latest monthly value of every count KPI of ``table``, written as a tile writes a count."""
+    counts = table[(table["grain"] == "month") & (table["unit"] == "count")].sort_values("period_start").groupby("kpi_id").tail(1)
+    return {row.kpi_id: f"{row.value:,.0f}" for row in counts.itertuples()}
+
+
+@pytest.mark.browser
+def test_the_kpi_board_of_a_restricted_viewer_shows_their_provinces_values(viewer_server, visit, audience_home, provinces):
+    kpi_tables = audience_home / "outputs" / paths.default_dataset() / "kpi" / "latest" / "tables"
+    by_region = pd.read_parquet(kpi_tables / "kpi_values_by_region.parquet")
+    overall = pd.read_parquet(kpi_tables / "kpi_values.parquet")
+    overall = overall[(overall["segment"] == "all") & (overall["channel"] == "all")]
+    expected = {group: latest_counts(by_region[by_region["province"] == province]) for group, province in provinces.items()}
+    expected["leadership"] = latest_counts(overall)
+    seen = {}
+    for group in ("south", "east", "leadership"):
+        page = visit(page_url(viewer_server, "executive"), (READY, ".crm-kpi-tile .crm-kpi-value"), headers=viewer_headers(VIEWERS[group]))
+        page.screenshot(f"viewer-access-executive-{group}")
+        test_audience_pages._clean(page)
+        assert page.page.locator(".crm-not-in-view").count() == 0
+        seen[group] = kpi_tiles(page)
+        assert expected[group] and {k: seen[group][k] for k in expected[group]} == expected[group], group
+    assert set(seen["south"]) == set(by_region["kpi_id"]) < set(seen["leadership"])  # KPIs a province can be given
+    assert seen["south"] != seen["east"]
