@@ -787,15 +787,21 @@ def themes_section(*, currency: str, locale: str) -> str:
 
 def ticket_kpis_section(*, currency: str, locale: str, category: str = "service") -> str:
     """The latest value of each service KPI (tickets: resolution, response times, escalations) against its
-    target, from the KPI run's ``kpi_values`` (overall, at each KPI's own grain)."""
+    target, from the KPI run's values (``kpi_values_for_viewer``: overall, or per region for a viewer of some
+    regions, one row per KPI and region), at each KPI's own grain."""
     def draw() -> str:
-        values = _latest("kpi", "kpi_values")
-        chosen = values[(values["category"] == category) & (values["segment"] == "all") & (values["channel"] == "all") & (values["grain"] == values["kpi_grain"])]
-        latest = chosen.sort_values("period_start").groupby("kpi_id", sort=False).tail(1)
+        values, _alerts, note = kpi_values_for_viewer("ticket KPIs")
+        if note is not None:
+            return note
+        regions = values["segment"] != "all"  # a viewer of several regions: their regions' rows, no overall
+        chosen = values[(values["category"] == category) & (regions | (values["segment"] == "all")) & (values["channel"] == "all")
+                        & (values["grain"] == values["kpi_grain"])]
+        latest = chosen.sort_values("period_start").groupby(["kpi_id", "segment"], sort=False).tail(1)
         if latest.empty:
             return "<p>No service KPI in the latest KPI run.</p>"
-        shown = latest[["name", "period_start", "value", "unit", "target", "status", "change_pct"]]
-        return _table(shown, currency=currency, locale=locale, units={"value": "number", "target": "number"}, labels={"name": "KPI", "period_start": "Period"})
+        columns = ["name", *(["segment"] if regions.any() else []), "period_start", "value", "unit", "target", "status", "change_pct"]
+        return _table(latest[columns], currency=currency, locale=locale, units={"value": "number", "target": "number"},
+                      labels={"name": "KPI", "segment": "Region", "period_start": "Period"})
 
     return section("kpi", "Ticket KPIs", draw)
 
@@ -808,7 +814,7 @@ KPI_BOARD = "KPI board"
 REGION_KPI_VALUES, REGION_KPI_ALERTS = "kpi_values_by_region", "alerts_by_region"
 
 
-def kpi_values_for_viewer() -> tuple[pd.DataFrame | None, pd.DataFrame | None, str | None]:
+def kpi_values_for_viewer(what: str = KPI_BOARD) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str | None]:
     """The KPI board's rows for this page's viewer, from the latest KPI run: ``(tracked, alerts, note)``.
 
     A viewer of every row (no viewer from a proxy, or an unrestricted group) gets the run's ``kpi_values`` and
@@ -816,23 +822,23 @@ def kpi_values_for_viewer() -> tuple[pd.DataFrame | None, pd.DataFrame | None, s
     (``{province: [...]}``) gets the run's values and alerts per region (``REGION_KPI_VALUES``, ``REGION_KPI_ALERTS``)
     narrowed to their regions and shaped like ``kpi_values`` (``as_board_rows``): the board's segment filter then
     lists their regions. ``note`` is ``None`` when there is a board to draw; otherwise ``tracked`` and ``alerts`` are
-    ``None`` and ``note`` is one line of HTML saying why: no good KPI run, a run without values per the viewer's
+    ``None`` and ``note`` is one line of HTML saying why ``what`` cannot be shown: no good KPI run, a run without values per the viewer's
     attribute, or regions too small to be shown (fewer than the run's ``min_group_size`` customers).
     """
     viewer = pages.restricted_viewer()
     if viewer is None:
         tracked, problem = pages.load_table("kpi", "kpi_values")
         if tracked is None:
-            return None, None, pages.unavailable_html("kpi", f"the {KPI_BOARD}", reason=problem)
+            return None, None, pages.unavailable_html("kpi", f"the {what}", reason=problem)
         return tracked, pages.load_table("kpi", "alerts")[0], None
     if not pages.latest_record("kpi"):
-        return None, None, pages.unavailable_html("kpi", f"the {KPI_BOARD}")
+        return None, None, pages.unavailable_html("kpi", f"the {what}")
     column = viewer.group.rows.column
     tracked, problem = pages.load_table("kpi", REGION_KPI_VALUES)
     if tracked is None:  # no table, or one without the viewer's column (per city for a viewer of provinces)
-        return None, None, pages.not_in_view_html(KPI_BOARD, reason=f"the KPI run computed no values per {column}")
+        return None, None, pages.not_in_view_html(what, reason=f"the KPI run computed no values per {column}")
     if tracked.empty:
-        return None, None, pages.not_in_view_html(KPI_BOARD, reason=f"no KPI values for your {column}: regions of few customers are not shown")
+        return None, None, pages.not_in_view_html(what, reason=f"no KPI values for your {column}: regions of few customers are not shown")
     alerts, _problem = pages.load_table("kpi", REGION_KPI_ALERTS)
     alerts = alerts if alerts is not None else tracked.iloc[:0]
     several = tracked[column].nunique() > 1

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from crm_analytics import datasets, paths, requirements, schema, sources
+from crm_analytics import access, datasets, paths, requirements, schema, sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,11 +77,26 @@ class Readiness:
     tables: dict[str, TableReadiness]
     analyses: dict[str, requirements.Applicability]
     empty_inputs: dict[str, dict[str, list[str]]]  # analysis -> table -> columns it reads that hold no value
+    viewer_groups: str | None = None  # the dataset file's own viewer groups (its ``access`` block), described
+    viewer_groups_problem: str | None = None  # why that block cannot be used (``access.AccessError``)
 
     @property
     def ready(self) -> bool:
-        """True when every source was read and no required column is unmapped."""
-        return not any(t.problems or t.unmapped_required for t in self.tables.values())
+        """True when every source was read, no required column is unmapped and the viewer groups (if any) are valid."""
+        return not (self.viewer_groups_problem or any(t.problems or t.unmapped_required for t in self.tables.values()))
+
+
+def dataset_viewer_groups(dataset_file: str | Path) -> tuple[str | None, str | None]:
+    """The dataset file's own viewer groups (``access`` block, ``crm_analytics.access``), checked as ``serve`` will:
+    ``(description, None)``, ``(None, problem)`` naming the file and key, or ``(None, None)`` without a block."""
+    try:
+        if not access.has_dataset_access(dataset_file):
+            return None, None
+        policy = access.load_access(dataset_file, key=access.DATASET_ACCESS_KEY)
+    except access.AccessError as error:
+        return None, str(error)
+    restricted = sum(not group.rows.sees_all_rows for group in policy.groups)
+    return f"{len(policy.groups)} viewer group(s) in the dataset file's access block, {restricted} of them restricted to some rows", None
 
 
 def time_column(table: str) -> str | None:
@@ -253,7 +268,9 @@ def check_dataset(name: str | Path | None = None, *, warehouse_path: str | Path 
         why = "changed since the last build" if warehouse.is_file() else "no warehouse built yet"
         tables, origin = from_sources(dataset), f"the sources of {dataset.file} ({why})"
     verdicts, empty = analyses_supported(tables)
-    return Readiness(dataset=dataset, origin=origin, tables=tables, analyses=verdicts, empty_inputs=empty)
+    groups, problem = dataset_viewer_groups(dataset.file)
+    return Readiness(dataset=dataset, origin=origin, tables=tables, analyses=verdicts, empty_inputs=empty,
+                     viewer_groups=groups, viewer_groups_problem=problem)
 
 
 def format_report(readiness: Readiness) -> str:
@@ -271,6 +288,10 @@ def format_report(readiness: Readiness) -> str:
     lines += ["Mapped columns that came out empty: " + (", ".join(empty) or "none")]
     if problems:
         lines += ["Sources that could not be read:"] + [f"  {p}" for p in problems]
+    if readiness.viewer_groups_problem:
+        lines += [f"Viewer groups cannot be used: {readiness.viewer_groups_problem}"]
+    elif readiness.viewer_groups:
+        lines += [f"Viewer groups: {readiness.viewer_groups}"]
     lines += ["", "Analyses"]
     for analysis, verdict in readiness.analyses.items():
         if not verdict.applicable:
@@ -284,5 +305,5 @@ def format_report(readiness: Readiness) -> str:
     supported = sum(v.applicable for v in readiness.analyses.values())
     lines += ["", f"{supported} of {len(readiness.analyses)} analyses are supported by this data."]
     if not readiness.ready:
-        lines.append("Not ready: fix the unmapped columns and unreadable sources in the dataset file, then check again.")
+        lines.append("Not ready: fix the unmapped columns, unreadable sources and viewer groups in the dataset file, then check again.")
     return "\n".join(lines) + "\n"

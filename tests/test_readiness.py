@@ -110,3 +110,23 @@ def test_demo_warehouse_holds_every_table_and_supports_every_analysis(demo_home)
     report = readiness.check_dataset("demo")
     assert report.tables["orders"].first < report.tables["orders"].last
     assert all(not verdict.missing_optional for verdict in report.analyses.values())
+
+
+def test_the_dataset_files_viewer_groups_are_checked_as_serve_will(tmp_path):
+    path = _orders_only(tmp_path)
+    groups = "access:\n  groups:\n    south:\n      viewers: [alice@example.org]\n      rows: {province: [Guangdong]}\n    all:\n      viewers: [ceo@example.org]\n      rows: all\n"
+    path.write_text(path.read_text(encoding="utf-8") + groups, encoding="utf-8")
+    report = readiness.check_dataset(path)
+    assert report.ready and report.viewer_groups == "2 viewer group(s) in the dataset file's access block, 1 of them restricted to some rows"
+    assert "Viewer groups: 2 viewer group(s)" in readiness.format_report(report)
+    path.write_text(path.read_text(encoding="utf-8").replace("rows: {province: [Guangdong]}", "rows: {province: Guangdong, city: [Leeds]}"), encoding="utf-8")
+    report = readiness.check_dataset(path)
+    assert not report.ready and str(path) in report.viewer_groups_problem and "access.groups.south.rows" in report.viewer_groups_problem
+    result = _check(str(path))
+    assert result.exit_code == 1 and "Viewer groups cannot be used:" in result.stdout
+
+
+def test_a_dataset_without_its_own_viewer_groups_says_nothing_of_them(tmp_path):
+    report = readiness.check_dataset(_orders_only(tmp_path))
+    assert report.viewer_groups is None and report.viewer_groups_problem is None
+    assert "Viewer groups" not in readiness.format_report(report)

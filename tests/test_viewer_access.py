@@ -148,6 +148,8 @@ def test_a_restricted_viewer_is_refused_a_page_that_cannot_narrow_its_rows(viewe
     assert status == 403 and "not available for your view" in body
     status, body = fetch(page_url(viewer_server, "executive"), viewer_headers(VIEWERS["south"]))
     assert status == 200 and "crm-kpi-tile" in body and "not available for your view" not in body  # the board of their province
+    status, body = fetch(page_url(viewer_server, "service"), viewer_headers(VIEWERS["south"]))
+    assert status == 200 and "Ticket KPIs" in body and "Ticket KPIs: not available" not in body and "Escalation rate" in body
 
 
 DRILL_SIZE = re.compile(r"([\d,]+) customers in segment “(.+)”")
