@@ -248,3 +248,93 @@ def test_split_levels_add_one_usable_key_per_level():
 def test_blocks_within_the_cap_give_the_same_pairs_with_or_without_split_keys(tiny):
     records = resolve.prepare_records(tiny)
     assert _pair_ids(resolve.candidate_pairs(records)) == _pair_ids(resolve.candidate_pairs(records, split_keys=()))
+
+
+# ------------------------------------------------------------------ records missing a split key
+
+
+@pytest.fixture(scope="module")
+def split_orphans():
+    """15 people named 王伟 in one city, one birth year each, and 5 of them again as call-centre records without a birth date.
+
+    The name-and-city block (20 records) is above the cap and split by birth year, which the
+    call-centre records lack.
+    """
+    web = [customer(f"WW{i}", "王伟", email=f"wangwei{i}@example.com", birth=f"{1960 + i}-03-04", city="Alpha", gender="M") for i in range(15)]
+    calls = [customer(f"CW{i}", "Wang Wei", phone=f"+86139{i:08d}", city="Alpha", gender=None, source="call_centre") for i in range(5)]
+    frame = pd.DataFrame(web + calls)
+    records = resolve.prepare_records(frame)
+    ids = dict(zip(frame["customer_id"], records["record_id"]))
+    return records, {(ids[f"WW{i}"], ids[f"CW{i}"]) for i in range(5)}
+
+
+def test_a_record_missing_a_split_key_is_compared_with_the_block_it_was_split_from(split_orphans):
+    records, duplicates = split_orphans
+    name_rule = ["l.name_key = r.name_key"]
+    dropped = _pair_ids(resolve.candidate_pairs(records, rules=name_rule, max_parent_size=0))
+    assert not duplicates & dropped, "without the parent block, a record lacking the birth year drops out of the split"
+    pairs = resolve.candidate_pairs(records, rules=name_rule)
+    assert duplicates <= _pair_ids(pairs)
+    n_missing = int(records["birth_year"].isna().sum())
+    bound = len(records) * (resolve.MAX_BLOCK_SIZE - 1) / 2 + n_missing * (resolve.MAX_PARENT_SIZE - 1)
+    assert len(pairs) <= bound, "each record missing the key adds at most the parent block's size in pairs"
+    assert len(pairs) == n_missing * (len(records) - 1) - n_missing * (n_missing - 1) / 2, "exactly: each with every other record, once"
+
+
+def test_a_parent_block_above_its_cap_is_not_compared_whole(split_orphans):
+    records, duplicates = split_orphans
+    pairs = resolve.candidate_pairs(records, rules=["l.name_key = r.name_key"], max_parent_size=len(records) - 1)
+    assert not duplicates & _pair_ids(pairs) and len(pairs) == 0
+
+
+def test_missing_fields_are_taken_from_exact_linked_records_unless_they_conflict():
+    frame = pd.DataFrame([
+        customer("A1", "张三", phone="+8613800138000", city="Shenzhen", gender=None, source="call_centre"),
+        customer("A2", "张三", phone="+8613800138000", email="zs@qq.com", birth="1990-01-02", gender="M", source="store"),
+        customer("B1", "李四", email="ls@163.com", city="Beijing", gender=None),
+        customer("B2", "李四", email="ls@163.com", birth="1985-03-04", source="store"),
+        customer("B3", "李四", email="ls@163.com", birth="1971-12-30", source="store"),
+        customer("C1", "王五", city="Wuhan", gender=None),
+    ])
+    records = resolve.prepare_records(frame)
+    filled = resolve.fill_from_persons(records, resolve.cluster_records(len(records), resolve.exact_links(records))).set_index("source_customer_id")
+    assert filled.loc["A1", "birth_date"] == pd.Timestamp("1990-01-02") and filled.loc["A1", "birth_year"] == 1990
+    assert filled.loc["A1", "email"] == "zs@qq.com" and filled.loc["A1", "email_local"] == "zs" and filled.loc["A1", "gender"] == "M"
+    assert filled.loc["A2", "city"] == "Shenzhen", "filled both ways"
+    assert pd.isna(filled.loc["B1", "birth_date"]), "two different birth dates among the linked records: left missing"
+    assert filled.loc["B2", "city"] == filled.loc["B3", "city"] == "Beijing"
+    assert pd.isna(filled.loc["C1", "birth_date"]) and filled.loc["C1", "city"] == "Wuhan", "a record linked to none keeps its own fields"
+    assert records.loc[0, "email"] is pd.NA or pd.isna(records.loc[0, "email"]), "the records themselves are not changed"
+
+
+def test_compatible_namesakes_leave_out_the_namesakes_a_record_contradicts():
+    # records 0 (a caller: name, city, phone), 1 (same name and city, no phone), 2 (same name and city, another phone)
+    pairs = pd.DataFrame({"left_id": [0, 0, 1], "right_id": [1, 2, 2], "name": [3, 3, 3], "city": [1, 1, 1]})
+    terms = {"name": np.full(3, 14.0), "city": np.full(3, 4.0), "phone": np.array([0.0, -16.0, 0.0]), "birth_date": np.array([0.0, 0.0, -16.0])}
+    others = resolve.compatible_namesakes(pairs, terms, np.array([0, 1, 2]))
+    assert others.tolist() == [0.0, 1.0, 1.0]
+    # the same, when 1 and 2 are known to be one person: no other person at all
+    assert resolve.compatible_namesakes(pairs, terms, np.array([0, 1, 1]))[0] == 0.0
+
+
+@pytest.fixture(scope="module")
+def rival_namesakes():
+    """In each of 40 cities two people named 李娜: one signed up on the web (no phone), the other is a store member with a phone.
+
+    A call-centre record of the web customer carries only the name, the city and a phone that is not
+    the store member's: the store member is no candidate, so the web customer is the only one.
+    """
+    background = synthetic_customers(1500, random_state=13)
+    rows = []
+    for i in range(40):
+        rows.append(customer(f"WL{i}", "李娜", email=f"lina{i}@example.com", birth=f"{1970 + i % 30}-05-06", city=f"Town{i}") | {"person_id": f"a{i}"})
+        rows.append(customer(f"SL{i}", "李娜", phone=f"+86150{i:08d}", birth=f"{1971 + i % 30}-09-10", city=f"Town{i}", source="store") | {"person_id": f"b{i}"})
+        rows.append(customer(f"CL{i}", "Li Na", phone=f"+86188{i + 5000:08d}", city=f"Town{i}", gender=None, source="call_centre") | {"person_id": f"a{i}"})
+    return pd.concat([background, pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_a_caller_is_linked_to_the_only_namesake_who_does_not_contradict_them(rival_namesakes):
+    keys = dict(zip(rival_namesakes["customer_id"], resolve.resolve_entities(rival_namesakes).keys))
+    linked = sum(keys[f"CL{i}"] == keys[f"WL{i}"] for i in range(40))
+    assert linked == 40, f"{linked} of 40 callers linked to their web record"
+    assert all(keys[f"SL{i}"] not in (keys[f"WL{i}"], keys[f"CL{i}"]) for i in range(40)), "the store member stays apart"
