@@ -103,8 +103,9 @@ DEFAULT_U = {"name": (0.96, 0.036, 0.0037, 0.0003), "birth_date": (0.996, 0.0039
              "phone": (0.99994, 0.00001, 0.00005), "city": (0.87, 0.13), "gender": (0.5, 0.5)}
 PSEUDO_COUNT = 50.0
 # Strangers assumed to share a name and a city that, apart from the pair (and records exact-linked to
-# it), no record shares: a tenth of a person. Chosen on the demo's ground truth at 50k and 250k persons,
-# where 0.02-0.1 give the same accuracy and 0.5 loses about 0.04 of the recall.
+# it), no record shares: a tenth of a person; also the least count of compatible namesakes in the second
+# fit (``compatible_namesakes``). Chosen on the demo's ground truth at 50k and 250k persons with the first
+# fit alone, where 0.02-0.1 gave the same accuracy and 0.5 lost about 0.04 of the recall.
 NAME_CITY_FLOOR = 0.1
 # m of a comparison is re-estimated among the pairs that, without it, match with at least this posterior:
 # a person's second e-mail and phone show only in pairs that agree on everything else.
