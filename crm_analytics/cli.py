@@ -355,6 +355,10 @@ def build_warehouse(
     quarantine_threshold: Annotated[
         float, typer.Option(min=0, max=1, help="Largest share (0-1) of quarantined rows in any source; above it the build fails.")
     ] = 0.05,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", min=1, help="Processes validating sources side by side (1: one after another, in this "
+                          "process); each holds one source at a time, so memory grows with them.")
+    ] = 2,
 ) -> None:
     """Build the dataset's warehouse (data/warehouse/<dataset>.duckdb) with full cleansing and entity resolution.
 
@@ -369,7 +373,8 @@ def build_warehouse(
     warehouse.watch_for_cancel()
     try:
         result = build_clean_warehouse(
-            dataset=loaded, as_of=built_as_of, warehouse_path=paths.warehouse_path(loaded.name), quarantine_threshold=quarantine_threshold
+            dataset=loaded, as_of=built_as_of, warehouse_path=paths.warehouse_path(loaded.name), quarantine_threshold=quarantine_threshold,
+            workers=workers,
         )
     except (datasets.DatasetError, sources.SourceError) as exc:
         _fail(_one_line(exc))

@@ -179,6 +179,35 @@ def test_an_error_in_a_worker_process_names_file_and_column(home):
         build(home, workers=2)
 
 
+# A build's worker pool, whose build process is then killed outright (it cannot shut the pool down).
+KILLED_WITH_WORKERS = """
+import os, signal
+from crm_analytics.cleansing.pipeline import source_pool
+with source_pool(2) as pool:
+    workers = {pool.submit(os.getpid).result() for _ in range(4)}
+    print(" ".join(map(str, sorted(workers))), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_worker_processes_end_when_the_build_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    done = subprocess.run([sys.executable, "-c", KILLED_WITH_WORKERS], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    workers = [int(pid) for pid in done.stdout.split()]
+    assert workers
+    deadline = time.monotonic() + 20
+    while any(psutil.pid_exists(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(psutil.pid_exists(pid) for pid in workers), "idle workers of a killed build wait forever"
+
+
 def test_workers_take_the_largest_source_file_first(home):
     from crm_analytics.cleansing.pipeline import _source_bytes
 

@@ -48,9 +48,10 @@ def write_dataset(folder: Path, *, orders: list[str] = ORDERS, lines: list[str] 
     return path
 
 
-def build(dataset: Path, tmp_path: Path):
+def build(dataset: Path, tmp_path: Path, *, workers: int = 1):
     """A real build (any share may be quarantined); every source balances: rows in = clean + quarantined."""
-    result = build_clean_warehouse(dataset=dataset, as_of=AS_OF, warehouse_path=tmp_path / "loja.duckdb", quarantine_threshold=1.0)
+    result = build_clean_warehouse(dataset=dataset, as_of=AS_OF, warehouse_path=tmp_path / "loja.duckdb", quarantine_threshold=1.0,
+                                   workers=workers)
     assert result.row_counts["is_balanced"].all(), result.row_counts
     return result
 
@@ -86,9 +87,11 @@ def test_a_fact_source_declared_may_be_empty_builds_with_no_rows(tmp_path):
     assert counts.loc["pedidos", "rows_in"] == 0 and result.table_rows["orders"] == 0
 
 
-def test_order_lines_of_unknown_orders_are_quarantined(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_order_lines_of_unknown_orders_are_quarantined(tmp_path, workers):
+    # with workers, the order lines are staged once the orders are, beside the other sources
     dataset = write_dataset(tmp_path / "loja", lines=[*LINES, "P9,1,SKU3,1,5", "P2,2,SKU3,1,5"])
-    result = build(dataset, tmp_path)
+    result = build(dataset, tmp_path, workers=workers)
     assert quarantined(result, "itens") == {"P9": validate.UNKNOWN_ORDER}
     counts = result.row_counts.set_index("source").loc["itens"]
     assert (counts["rows_in"], counts["rows_clean"], counts["rows_quarantined"]) == (5, 4, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -19,12 +20,16 @@ def quote(text: object) -> str:
 
 
 def connect(work_dir: str | Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection limited to ``MEMORY_LIMIT``, spilling to ``work_dir`` (when given)."""
+    """An in-memory DuckDB connection limited to ``MEMORY_LIMIT``, spilling to ``work_dir`` (when given).
+
+    Its spill files go to a folder of this process's own (``duckdb_tmp-<pid>``): DuckDB names them by block size
+    only, so connections of worker processes validating sources side by side would overwrite each other's.
+    """
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
     con.execute(f"SET memory_limit = {quote(MEMORY_LIMIT)}")
     if work_dir is not None:
-        con.execute(f"SET temp_directory = {quote(Path(work_dir) / 'duckdb_tmp')}")
+        con.execute(f"SET temp_directory = {quote(Path(work_dir) / f'duckdb_tmp-{os.getpid()}')}")
     return con
 
 

@@ -23,14 +23,13 @@ and memory grows with the customers, not with orders or events.
 from __future__ import annotations
 
 import contextlib
-import functools
 import multiprocessing
 import os
 import shutil
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -199,9 +198,16 @@ def _map_sources(pool: Executor | None, function, names: list[str], source_map: 
     """
     if pool is None or len(names) < 2:
         return {name: function(name, source_map[name], dataset_dir, **options) for name in names}
-    by_size = sorted(names, key=lambda name: -_source_bytes(source_map[name], dataset_dir))
-    futures = {name: pool.submit(function, name, dict(source_map[name]), dataset_dir, **options) for name in by_size}
+    futures = _submit_sources(pool, function, names, source_map, dataset_dir, **options)
     return {name: futures[name].result() for name in names}
+
+
+def _submit_sources(pool: Executor, function, names: list[str], source_map: Mapping[str, Mapping[str, Any]],
+                    dataset_dir: Path, **options: Any) -> dict[str, Future]:
+    """``{name: future of function(name, spec, dataset_dir, **options)}``, submitted to ``pool`` largest file first
+    (the pool starts them in that order, so the longest work does not come last)."""
+    by_size = sorted(names, key=lambda name: -_source_bytes(source_map[name], dataset_dir))
+    return {name: pool.submit(function, name, dict(source_map[name]), dataset_dir, **options) for name in by_size}
 
 
 def _source_bytes(spec: Mapping[str, Any], dataset_dir: Path) -> int:
@@ -222,10 +228,41 @@ def source_pool(workers: int) -> Iterator[Executor | None]:
     if workers <= 1:
         yield None
         return
+    import psutil
+
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield pool
+    build = psutil.Process()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_end_with_build,
+                             initargs=(build.pid, build.create_time())) as pool:
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # an error or a cancel: the sources still queued need not run
+            raise
+
+
+def _end_with_build(pid: int, create_time: float, *, every_seconds: float = 0.25) -> None:
+    """Pool worker initialiser: end this worker once the build's process ``pid`` (started at ``create_time``) is gone.
+
+    A build killed outright (SIGKILL, out of memory) cannot shut its pool down, and idle workers would wait for
+    work forever; a daemon thread checks every ``every_seconds``.
+    """
+    import psutil
+
+    def alive() -> bool:  # a killed build not yet reaped by its parent is a zombie: gone too
+        try:
+            build = psutil.Process(pid)
+            return build.create_time() == create_time and build.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def watch() -> None:
+        while alive():
+            time.sleep(every_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-build", daemon=True).start()
 
 
 def stage_facts(
@@ -251,13 +288,21 @@ def stage_facts(
     if pool is not None and len(names) > 1:
         lookup = Path(work_dir) / "id_lookup.parquet"
         id_lookup.to_parquet(lookup, index=False)
-    stage = functools.partial(_map_sources, pool, _stage_fact_source, source_map=source_map, dataset_dir=dataset_dir, as_of=as_of,
-                              id_lookup=lookup, work_dir=work_dir, default_region=default_region, chunk_rows=chunk_rows, **options)
-    # the orders first: an order line is checked against them (``unknown_order``), as a row against its customer
-    orders = stage(names=[name for name in names if source_map[name]["table"] == "orders"])
-    known_orders = [source.clean_path for source in orders.values()] or None
-    rest = stage(names=[name for name in names if name not in orders], known_orders=known_orders)
-    return {name: orders[name] if name in orders else rest[name] for name in names}
+    stage_options = dict(as_of=as_of, id_lookup=lookup, work_dir=work_dir, default_region=default_region, chunk_rows=chunk_rows, **options)
+    # an order line is checked against the orders (``unknown_order``), as a row against its customer: the sources of
+    # order lines wait for the orders; every other source is staged with the orders (side by side, in a pool)
+    lines = [name for name in names if source_map[name]["table"] == "order_items"]
+    orders = [name for name in names if source_map[name]["table"] == "orders"]
+    first = orders + [name for name in names if name not in lines and name not in orders]  # an order's error comes first
+    if pool is None or len(names) < 2:
+        staged = {name: _stage_fact_source(name, source_map[name], dataset_dir, **stage_options) for name in first}
+        known_orders = [staged[name].clean_path for name in orders] or None
+        staged |= {name: _stage_fact_source(name, source_map[name], dataset_dir, known_orders=known_orders, **stage_options) for name in lines}
+        return {name: staged[name] for name in names}
+    futures = _submit_sources(pool, _stage_fact_source, first, source_map, dataset_dir, **stage_options)
+    known_orders = [futures[name].result().clean_path for name in orders] or None
+    futures |= _submit_sources(pool, _stage_fact_source, lines, source_map, dataset_dir, known_orders=known_orders, **stage_options)
+    return {name: futures[name].result() for name in names}
 
 
 def _stage_fact_source(
