@@ -280,7 +280,7 @@ class Recomputed:
 
 
 def viewer_customers() -> pd.DataFrame:
-    """The viewer's customer rows (``customer_table``), which the customers page's aggregates are recomputed from."""
+    """The viewer's customer rows (``customer_table``, defined below), which the customers page's aggregates are recomputed from."""
     return customer_table()
 
 

@@ -1314,6 +1314,19 @@ def select_series(tracked: pd.DataFrame, *, grain: str, segment: str = ALL, chan
     return df
 
 
+def board_selection(tracked: pd.DataFrame, filters) -> tuple[pd.DataFrame, str]:
+    """The rows a KPI board draws for ``filters`` (``select_series``), and a one-line note (empty when there is a
+    board) saying why there is none: a segment and a channel chosen at once (breakdowns are computed one at a time),
+    or no values for the selection. ``filters``: ``grain``, ``start_date``, ``end_date``, ``segment``, ``channel``."""
+    if filters.segment != ALL and filters.channel != ALL:
+        return tracked.iloc[:0], "KPIs are broken down by segment or by channel: set one of the two filters to all."
+    selection = select_series(tracked, grain=filters.grain, segment=filters.segment, channel=filters.channel, start=filters.start_date, end=filters.end_date)
+    if selection.empty:
+        described = filters.describe() if hasattr(filters, "describe") else str(filters)
+        return selection, f"No KPI values for {described} (breakdowns may not be computed at this grain)."
+    return selection, ""
+
+
 def plot_kpi_tiles(
     tracked: pd.DataFrame, *, n_cols: int = 4, n_spark: int = 12, fig=None, currency: str | None = None, locale: str | None = None
 ):
@@ -1441,12 +1454,9 @@ def render_dashboard(
     """
     from IPython.display import Markdown, display
 
-    if filters.segment != ALL and filters.channel != ALL:
-        display(Markdown("KPIs are broken down by segment **or** by channel: set one of the two filters to *all*."))
-        return {}
-    selection = select_series(tracked, grain=filters.grain, segment=filters.segment, channel=filters.channel, start=filters.start_date, end=filters.end_date)
-    if selection.empty:
-        display(Markdown(f"No KPI values for {filters.describe() if hasattr(filters, 'describe') else filters} (breakdowns may not be computed at this grain)."))
+    selection, note = board_selection(tracked, filters)
+    if note:
+        display(Markdown(note))
         return {}
     tiles = plot_kpi_tiles(selection, n_cols=n_cols, currency=currency, locale=locale)
     results.show_figure(tiles, "kpi_tiles", output_dir=output_dir)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from crm_analytics import money, plots, tables
-from crm_analytics.kpi import ALL, NO_TARGET, format_value, latest_values, select_series
+from crm_analytics.kpi import NO_TARGET, board_selection, format_value, latest_values
 
 BOARD_CLASS = "crm-kpi-board"
 TILE_CLASS = "crm-kpi-tile"
@@ -126,9 +126,12 @@ def tile_html(series: pd.DataFrame, *, n_spark: int = 12, currency: str | None =
 
 def tiles_html(selection: pd.DataFrame, *, currency: str | None = None, locale: str | None = None) -> str:
     """A tile per KPI of ``selection`` (one series per KPI, ``kpi.select_series``), in catalogue order."""
-    kpi_ids = list(dict.fromkeys(selection.kpi_id))
-    grouped = dict(tuple(selection.groupby("kpi_id", sort=False)))
-    return '<div class="crm-kpi-tiles">' + "".join(tile_html(grouped[k], currency=currency, locale=locale) for k in kpi_ids) + "</div>"
+    return '<div class="crm-kpi-tiles">' + "".join(tile_html(series, currency=currency, locale=locale) for series in per_kpi(selection)) + "</div>"
+
+
+def per_kpi(selection: pd.DataFrame) -> list[pd.DataFrame]:
+    """The rows of each KPI of ``selection``, in the order the KPIs first appear (the catalogue's)."""
+    return [series for _, series in selection.groupby("kpi_id", sort=False)]
 
 
 def unit_label(unit: str, currency: str | None) -> str:
@@ -236,14 +239,10 @@ def board_html(tracked: pd.DataFrame, filters, *, currency: str | None = None, l
     ``channel`` (``crm_analytics.widgets.FilterValues``); money in ``currency`` with ``locale``.
     """
     currency, locale = money.currency_and_locale(currency, locale)  # once: the dataset is read when they are not given
-    if filters.segment != ALL and filters.channel != ALL:
-        return note_html("KPIs are broken down by segment or by channel: set one of the two filters to all.")
-    selection = select_series(tracked, grain=filters.grain, segment=filters.segment, channel=filters.channel, start=filters.start_date, end=filters.end_date)
-    if selection.empty:
-        described = filters.describe() if hasattr(filters, "describe") else str(filters)
-        return note_html(f"No KPI values for {described} (breakdowns may not be computed at this grain).")
-    grouped = dict(tuple(selection.groupby("kpi_id", sort=False)))
-    trends = "".join(trend_html(grouped[k], currency=currency, locale=locale) for k in dict.fromkeys(selection.kpi_id))
+    selection, note = board_selection(tracked, filters)
+    if note:
+        return note_html(note)
+    trends = "".join(trend_html(series, currency=currency, locale=locale) for series in per_kpi(selection))
     return (f'<div class="{BOARD_CLASS}">{tiles_html(selection, currency=currency, locale=locale)}'
             f"{latest_table_html(selection, currency=currency, locale=locale)}{legend_html()}"
             f'<div class="crm-kpi-trends">{trends}</div></div>')
