@@ -859,10 +859,10 @@ def access_filter_columns(path: str | Path | None = None, *, dataset_file: str |
 
     The groups are those a server of the dataset would use (``access.serving_access``): ``path``, else
     ``$CRM_ANALYTICS_ACCESS_FILE``, else the ``access`` block of ``dataset_file`` (a dataset's file), else
-    ``parameters/access.yaml``. No file gives ``[]``; a malformed one raises ``access.AccessError`` naming it.
+    ``parameters/access.yaml``; without ``dataset_file``, ``path`` or the source page kernels read (``access.access_source``). No file gives ``[]``; a malformed one raises ``access.AccessError`` naming it.
     """
     if dataset_file is None:
-        source = access.AccessSource(Path(path) if path else access.access_file())
+        source = access.AccessSource(Path(path)) if path else access.access_source()
     else:
         source = access.serving_access(path, dataset_file=dataset_file).source
     if not source.file.is_file():
