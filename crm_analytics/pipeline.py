@@ -32,7 +32,7 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from crm_analytics import datasets, frames, pipeline_counts, plots, privacy, schema
+from crm_analytics import datasets, frames, intervals, pipeline_counts, plots, privacy, schema
 
 STAGES = ("lead", "qualified", "proposal", "negotiation", "won")  # the default ladder (datasets.OPEN_STAGES, then won)
 WON, LOST = "won", "lost"
@@ -257,13 +257,10 @@ def win_rates(opportunities: frames.TableLike, *, by: str | None = None, alpha: 
     )
     out = (t.group_by(by).aggregate(**aggregates).order_by(by) if by else t.aggregate(**aggregates)).to_pandas()
     out["n_closed"] = out["n_won"] + out["n_lost"]
-    from statsmodels.stats.proportion import proportion_confint
-
     closed = out["n_closed"].where(out["n_closed"] > 0)
     out["win_rate_pct"] = 100 * out["n_won"] / closed
-    low, high = proportion_confint(out["n_won"], out["n_closed"].clip(lower=1), alpha=alpha, method="wilson")
-    out["win_rate_low_pct"] = (100 * low).where(closed.notna())
-    out["win_rate_high_pct"] = (100 * high).where(closed.notna())
+    low, high = intervals.wilson_interval(out["n_won"], out["n_closed"], confidence=1 - alpha)
+    out["win_rate_low_pct"], out["win_rate_high_pct"] = 100 * low, 100 * high
     lead = [by] if by else []
     return out[[*lead, "n_closed", "n_won", "n_lost", "n_open", "win_rate_pct", "win_rate_low_pct", "win_rate_high_pct", "won_amount"]]
 

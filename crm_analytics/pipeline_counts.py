@@ -23,12 +23,10 @@ representative's own deals, which they hold in the CRM anyway (see ``audience_pa
 
 from __future__ import annotations
 
-from statistics import NormalDist
-
 import numpy as np
 import pandas as pd
 
-from crm_analytics import privacy, schema
+from crm_analytics import intervals, privacy, schema
 from crm_analytics.frames import require_columns
 
 STAGE_RANK, STAGE = "stage_rank", "stage"
@@ -127,22 +125,6 @@ def weighted_pipeline(counts: pd.DataFrame, *, k: int | None = None) -> pd.DataF
     return _suppressed(out, count_col="n_open", labels=[STAGE, "win_probability_basis"], k=k)
 
 
-def wilson_interval(n_won, n_closed, *, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """The Wilson score interval of ``n_won`` successes in ``n_closed`` trials, as fractions (0-1).
-
-    The formula of ``statsmodels``' ``proportion_confint(method="wilson")``, which ``pipeline.win_rates`` uses,
-    with the normal quantile from the standard library (the same to about 1e-15), clipped to [0, 1].
-    ``n_closed`` of 0 is taken as 1, as ``pipeline.win_rates`` does before it blanks those rows.
-    """
-    z = NormalDist().inv_cdf(1 - alpha / 2)
-    n = np.maximum(np.asarray(n_closed, dtype="float64"), 1.0)
-    share = np.asarray(n_won, dtype="float64") / n
-    denominator = 1 + z**2 / n
-    centre = (share + z**2 / (2 * n)) / denominator
-    half_width = z * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2)) / denominator
-    return np.clip(centre - half_width, 0, 1), np.clip(centre + half_width, 0, 1)
-
-
 def win_rates(counts: pd.DataFrame, *, by: str | None = None, alpha: float = 0.05, k: int | None = None) -> pd.DataFrame:
     """Win rate of closed deals (won / (won + lost)), overall or per group of ``by``, with its Wilson interval.
 
@@ -166,8 +148,7 @@ def win_rates(counts: pd.DataFrame, *, by: str | None = None, alpha: float = 0.0
     out["n_closed"] = out["n_won"] + out["n_lost"]
     closed = out["n_closed"].where(out["n_closed"] > 0)
     out["win_rate_pct"] = 100 * out["n_won"] / closed
-    low, high = wilson_interval(out["n_won"], out["n_closed"], alpha=alpha)
-    out["win_rate_low_pct"] = pd.Series(100 * low, index=out.index).where(closed.notna())
-    out["win_rate_high_pct"] = pd.Series(100 * high, index=out.index).where(closed.notna())
+    low, high = intervals.wilson_interval(out["n_won"], out["n_closed"], confidence=1 - alpha)
+    out["win_rate_low_pct"], out["win_rate_high_pct"] = 100 * low, 100 * high
     lead = [by] if by else []
     return _suppressed(out[[*lead, *WIN_RATE_COLUMNS]].reset_index(drop=True), count_col="n_closed", labels=lead, k=k)

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from crm_analytics import frames, plots
+from crm_analytics import frames, intervals, plots
 
 BANDS = ("detractor", "passive", "promoter")
 _CJK = re.compile(r"[\u3400-\u9fff]")
@@ -92,13 +92,8 @@ def nps_interval(n_promoters, n_detractors, n_responses, *, confidence: float = 
 
 def wilson_interval(successes, n, *, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of a proportion, in percent (lower, upper); NaN where ``n`` is 0."""
-    n = np.asarray(n, dtype=float)
-    z = stats.norm.ppf(0.5 + confidence / 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = np.asarray(successes, dtype=float) / n
-        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return np.atleast_1d((centre - half) * 100), np.atleast_1d((centre + half) * 100)
+    lower, upper = intervals.wilson_interval(successes, n, confidence=confidence)
+    return lower * 100, upper * 100
 
 
 def _grouped(surveys: frames.TableLike, by: Sequence[str], *, time_col: str, grain: str | None, required: Sequence[str], context: str):
