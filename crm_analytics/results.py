@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -131,13 +132,217 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     RFC 4180 says, so a cell holding a carriage return is quoted rather than read as a line break.
     Returns ``path``.
     """
-    Path(path).write_text(csv_text(df), encoding="utf-8", newline="")
+    with open(path, "wb") as handle:
+        for block in _csv_blocks(df):
+            handle.write(block)
     return Path(path)
 
 
 def csv_text(df: pd.DataFrame) -> str:
     """``df`` as the text of the CSV ``write_csv`` writes (formula-safe cells, CRLF lines, no index): for a download."""
+    return b"".join(bytes(block) for block in _csv_blocks(df)).decode("utf-8")
+
+
+def pandas_csv_text(df: pd.DataFrame) -> str:
+    """The reference CSV text: ``spreadsheet_safe(df)`` written by pandas (QUOTE_MINIMAL, CRLF lines, no index).
+
+    ``write_csv`` writes these exact bytes; tables of plain columns take a columnar route to them
+    (``columnar_csv_blocks``), any other table this one.
+    """
     return spreadsheet_safe(df).to_csv(index=False, lineterminator="\r\n")
+
+
+CSV_BLOCK_ROWS = 100_000  # rows formatted and written at a time by the columnar route
+
+
+def _csv_blocks(df: pd.DataFrame) -> Iterator:
+    """The bytes of ``df``'s CSV (``pandas_csv_text``), in blocks: columnar when every column allows it."""
+    blocks = columnar_csv_blocks(df)
+    if blocks is None:
+        return iter([pandas_csv_text(df).encode("utf-8")])
+    return blocks
+
+
+def columnar_csv_blocks(df: pd.DataFrame, *, block_rows: int = CSV_BLOCK_ROWS) -> Iterator | None:
+    """The bytes of ``pandas_csv_text(df)`` built column by column with Arrow, or ``None`` when ``df`` has a column it does not cover.
+
+    Covered: text columns (strings and missing values, as ``object``, ``string`` or ``str`` dtype, or
+    categorical over text), NumPy integer, unsigned, float and bool columns, and pandas' nullable
+    ``Int``/``UInt``/``Float64``/``boolean`` columns, under text column names. Each cell is written as
+    pandas writes it: floats in their shortest round-trip form (``0.1``, ``1e-05``, ``inf``), missing
+    values as empty cells, text escaped by ``spreadsheet_safe_text`` and quoted (quotes doubled) when it
+    holds a comma, a quote, a carriage return or a line feed; a row of one empty cell is ``""``.
+
+    Returns
+    -------
+    iterator of bytes-like blocks (UTF-8, CRLF line ends) whose concatenation is the CSV, or ``None``.
+    """
+    names = list(df.columns)
+    if not names or isinstance(df.columns, pd.MultiIndex) or not all(isinstance(name, str) for name in names):
+        return None
+    cells = [_csv_cells(df.iloc[:, position]) for position in range(df.shape[1])]
+    if any(column is None for column in cells):
+        return None
+    header = _quoted_cells(_pa_text([spreadsheet_safe_text(name) for name in names]))
+    return _joined_rows([header.slice(position, 1) for position in range(len(names))], cells, block_rows=block_rows)
+
+
+def _joined_rows(header: list, cells: list, *, block_rows: int) -> Iterator:
+    """Yield the header line, then the rows of ``cells`` (one Arrow text array per column) in blocks of ``block_rows``."""
+    import pyarrow.compute as pc
+
+    def lines(columns: list):
+        row = pc.binary_join_element_wise(*columns, _text_scalar(",")) if len(columns) > 1 else columns[0]
+        if len(columns) == 1:  # a record of one empty field is written as "" (Python's csv writer)
+            row = pc.if_else(pc.equal(row, ""), _text_scalar('""'), row)
+        terminated = pc.binary_join_element_wise(row, _text_scalar(""), _text_scalar("\r\n"))
+        return _text_buffer(terminated)
+
+    yield lines(header)
+    for start in range(0, len(cells[0]), block_rows):
+        yield lines([column.slice(start, block_rows) for column in cells])
+
+
+def _text_buffer(text):
+    """The concatenated values of an Arrow (large) text array without missing values, as one buffer (no copy)."""
+    import numpy as np
+
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset : text.offset + len(text) + 1]
+    return text.buffers()[2][offsets[0] : offsets[-1]] if len(text) else b""
+
+
+def _text_scalar(value: str):
+    import pyarrow as pa
+
+    return pa.scalar(value, type=pa.large_string())
+
+
+def _pa_text(values):
+    import pyarrow as pa
+
+    return pa.array(values, type=pa.large_string(), from_pandas=True)
+
+
+def _csv_cells(column: pd.Series):
+    """The CSV cells of one column as an Arrow large-text array (quoted where needed), or ``None`` when not covered."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        return pc.cast(pa.array(column.to_numpy()), pa.large_string())
+    if isinstance(dtype, np.dtype) and dtype.kind == "b":
+        return pc.if_else(pa.array(column.to_numpy()), "True", "False").cast(pa.large_string())
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        return _float_cells(column.to_numpy())
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and str(dtype) == "boolean":
+        values = pa.array(column.to_numpy(dtype=object, na_value=None), type=pa.bool_())
+        return pc.if_else(values, "True", "False").cast(pa.large_string()).fill_null("")
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and getattr(dtype, "_is_numeric", False) and not isinstance(dtype, pd.CategoricalDtype):
+        return _masked_number_cells(column)
+    return _text_cells(column)
+
+
+def _float_cells(values):
+    """Floats as pandas writes them (NumPy's shortest round-trip form: ``0.1``, ``2.0``, ``1e-05``, ``inf``); NaN as an empty cell.
+
+    Float64 cells are formatted by Arrow (the same shortest digits) with ``.0`` added to whole numbers;
+    the few values Arrow writes in another form (exponents, below 1e-4, from 1e16, not finite) by Python.
+    Other widths go through NumPy.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if values.dtype != np.float64:
+        cells = values.astype(str)
+        cells[np.isnan(values)] = ""
+        return _pa_text(cells)
+    text = pc.cast(pa.array(values), pa.large_string())
+    magnitude = np.abs(values)
+    with np.errstate(invalid="ignore"):
+        own_form = ~np.isfinite(values) | ((values != 0) & ((magnitude < 1e-4) | (magnitude >= 1e16)))
+    own_form |= pc.match_substring(text, "e").to_numpy(zero_copy_only=False)
+    whole = (values == np.floor(values)) & ~own_form
+    if whole.any():
+        text = pc.if_else(pa.array(whole), pc.binary_join_element_wise(text, _text_scalar(".0"), _text_scalar("")), text)
+    if own_form.any():
+        formatted = ["" if np.isnan(value) else repr(value) for value in values[own_form].tolist()]
+        text = pc.replace_with_mask(text, pa.array(own_form), _pa_text(formatted))
+    return text
+
+
+def _masked_number_cells(column: pd.Series):
+    """Cells of a nullable ``Int``/``UInt``/``Float64`` column (``<NA>`` empty); ``None`` for other extension numbers."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.dtype.kind
+    if kind in "iu" and str(column.dtype)[:1] in "IU":
+        values = pa.array(column.to_numpy(dtype=object, na_value=None), type=pa.int64() if kind == "i" else pa.uint64())
+        return pc.cast(values, pa.large_string()).fill_null("")
+    if kind == "f" and str(column.dtype) == "Float64":
+        return _float_cells(column.to_numpy(dtype=np.float64, na_value=np.nan))
+    return None
+
+
+def _text_values(column: pd.Series):
+    """A text column (missing values as nulls) as an Arrow large-text array; ``None`` when the column is not only text."""
+    import pyarrow as pa
+
+    if isinstance(column.dtype, pd.StringDtype):
+        if column.dtype.storage != "pyarrow":
+            return _pa_text(column.to_numpy(dtype=object, na_value=None))
+        arrow = pa.array(column.array)
+        return (arrow.combine_chunks() if isinstance(arrow, pa.ChunkedArray) else arrow).cast(pa.large_string())
+    if column.dtype == object and pd.api.types.infer_dtype(column, skipna=True) in ("string", "empty"):
+        values = column.to_numpy(dtype=object, copy=True)
+        values[pd.isna(values)] = None
+        return _pa_text(values)
+    return None
+
+
+def _text_cells(column: pd.Series):
+    """CSV cells of a text column (``_text_values``; a categorical one through its categories), or ``None``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = _text_values(pd.Series(column.cat.categories))
+        if categories is None:
+            return None
+        codes = column.cat.codes.to_numpy()
+        return pc.take(_quoted_cells(_escaped(categories)), pa.array(codes, mask=codes < 0)).fill_null("")
+    text = _text_values(column)
+    return None if text is None else _quoted_cells(_escaped(text))
+
+
+def _escaped(text):
+    """``spreadsheet_safe_text`` of every cell of an Arrow text array, calling Python only for cells starting with a formula character."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    risky = np.zeros(len(text), dtype=bool)
+    for prefix in FORMULA_PREFIXES:
+        risky |= pc.starts_with(text, prefix).fill_null(False).to_numpy(zero_copy_only=False)
+    if not risky.any():
+        return text
+    fixed = [spreadsheet_safe_text(value) for value in text.filter(risky).to_pylist()]
+    return pc.replace_with_mask(text, risky, _pa_text(fixed))
+
+
+def _quoted_cells(text):
+    """Cells of an Arrow text array as Python's csv writer (QUOTE_MINIMAL) writes them; missing values empty."""
+    import pyarrow.compute as pc
+
+    text = text.fill_null("")
+    needs_quotes = pc.match_substring_regex(text, '[,"\r\n]')
+    if not pc.any(needs_quotes).as_py():
+        return text
+    quoted = pc.binary_join_element_wise(_text_scalar('"'), pc.replace_substring(text, '"', '""'), _text_scalar('"'), _text_scalar(""))
+    return pc.if_else(needs_quotes, quoted, text)
 
 
 def save_figure(fig, name: str, *, output_dir: str | Path | None, dpi: int = FIGURE_DPI) -> Path | None:

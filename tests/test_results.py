@@ -232,3 +232,72 @@ def test_excluded_products_are_noted_with_lines_and_value(tmp_path):
     assert [w["message"] for w in results.read_warnings(tmp_path)] == [
         "1 of 3 order lines (33.3%; £10.00, 43.5% of the line value) carry 1 non-merchandise codes (postage, fees, adjustments) "
         "and are left out of the basket pairs; revenue keeps them."]
+
+
+# --------------------------------------------------------------------------- the columnar CSV route
+
+CSV_TEXTS = ["plain", "a,b", 'say "hi"', "line\nbreak", "cr\rx", "=1+1", "-5", "+3.5", "-1e3", "@x", "\tTab", "-5\n",
+             '=a,"b"', "", " ", "ünï©ødé 中文", "'=q", "-", "=", None, "-٣"]
+
+
+def _csv_bytes(frame: pd.DataFrame, *, block_rows: int = results.CSV_BLOCK_ROWS) -> bytes:
+    blocks = results.columnar_csv_blocks(frame, block_rows=block_rows)
+    assert blocks is not None, f"{frame.dtypes.to_dict()} should take the columnar route"
+    return b"".join(bytes(block) for block in blocks)
+
+
+def test_columnar_csv_is_byte_for_byte_the_pandas_text(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    n = 700
+    magnitudes = 10.0 ** rng.integers(-22, 22, n)
+    floats = np.where(rng.random(n) < 0.1, np.nan, rng.standard_normal(n) * magnitudes)
+    floats[:9] = [np.inf, -np.inf, -0.0, 0.0, 1e16, 9999999999999998.0, 1e-4, 9.999e-5, 2.0]
+    frame = pd.DataFrame({
+        "text": pd.Series([CSV_TEXTS[i % len(CSV_TEXTS)] for i in range(n)], dtype=object),
+        "str": pd.Series([CSV_TEXTS[i * 5 % len(CSV_TEXTS)] for i in range(n)], dtype="str"),
+        "string": pd.array([CSV_TEXTS[i * 3 % len(CSV_TEXTS)] for i in range(n)], dtype="string"),
+        "segment": pd.Categorical([CSV_TEXTS[i * 7 % len(CSV_TEXTS)] for i in range(n)]),
+        "amount": floats,
+        "money": np.round(rng.random(n) * 1e5, 2),
+        "ratio": rng.random(n).astype(np.float32),
+        "count": rng.integers(-10**12, 10**12, n),
+        "score": rng.integers(1, 6, n).astype(np.int8),
+        "flag": rng.random(n) < 0.5,
+        "maybe_count": pd.array([None if i % 9 == 0 else i for i in range(n)], dtype="Int64"),
+        "maybe_share": pd.array([None if i % 9 == 0 else i / 7 for i in range(n)], dtype="Float64"),
+        "maybe_flag": pd.array([None if i % 9 == 0 else i % 2 == 0 for i in range(n)], dtype="boolean"),
+        "=total, all": 1.5,
+    })
+    expected = results.pandas_csv_text(frame).encode("utf-8")
+    assert _csv_bytes(frame, block_rows=64) == expected
+    assert results.write_csv(frame, tmp_path / "t.csv").read_bytes() == expected
+    assert results.csv_text(frame).encode("utf-8") == expected
+    for column in frame.columns:  # one column: a row holding one empty cell is written as ""
+        assert _csv_bytes(frame[[column]]) == results.pandas_csv_text(frame[[column]]).encode("utf-8"), column
+    assert _csv_bytes(frame.iloc[:0]) == results.pandas_csv_text(frame.iloc[:0]).encode("utf-8")
+
+
+def test_tables_the_columnar_route_does_not_cover_are_written_by_pandas(tmp_path):
+    uncovered = {
+        "dates": pd.DataFrame({"day": pd.to_datetime(["2024-01-01", None]), "n": [1, 2]}),
+        "mixed objects": pd.DataFrame({"value": pd.Series([1, "=a", 2.5], dtype=object)}),
+        "numeric categories": pd.DataFrame({"band": pd.Categorical([1, 2, None])}),
+        "numbered columns": pd.DataFrame({0: ["=x"], 1: [2]}),
+    }
+    for name, frame in uncovered.items():
+        assert results.columnar_csv_blocks(frame) is None, name
+        assert results.write_csv(frame, tmp_path / "t.csv").read_bytes() == results.pandas_csv_text(frame).encode("utf-8"), name
+
+
+def test_a_duckdb_result_is_written_as_pandas_writes_it(tmp_path):
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute("""CREATE TABLE t AS SELECT 'cus_' || i AS customer_id, CASE WHEN i % 7 = 0 THEN '=cmd|x' WHEN i % 5 = 0 THEN NULL
+                       ELSE 'segment, ' || (i % 3) END AS label, i * 1.1 AS amount, i % 4 = 0 AS flag, i AS n
+                       FROM range(5000) r(i)""")
+        frame = con.execute("SELECT * FROM t ORDER BY n").df()
+    assert _csv_bytes(frame, block_rows=999) == results.pandas_csv_text(frame).encode("utf-8")
+    assert pd.read_csv(results.write_csv(frame, tmp_path / "t.csv"), keep_default_na=False)["label"].iloc[7] == "'=cmd|x"
