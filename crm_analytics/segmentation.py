@@ -33,7 +33,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.metrics import adjusted_rand_score, pairwise_distances_chunked, silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
@@ -603,6 +603,10 @@ def customer_features(
     is_purchase = rows[amount_col] >= 0
     discount = rows[discount_col].fill_null(0.0)
     channels = {f"_n_{i}": value for i, value in enumerate(_distinct_values(rows.filter(is_purchase)[channel_col]))}
+    with_items = order_items is not None and products is not None
+    item_lines, categories = _item_lines(order_items, products, exclude_products=exclude_products) if with_items else (None, {})
+    # purchase orders with an item line, counted with the orders (a semi-join) rather than as distinct order ids of the lines
+    line_orders = {"n_orders": rows.count(where=is_purchase & rows.order_id.isin(item_lines.order_id))} if with_items else {}
     totals = (
         rows.group_by(customer_col)
         .aggregate(
@@ -614,13 +618,13 @@ def customer_features(
             discount_sum=discount.sum(where=is_purchase),
             n_discounted=rows.count(where=is_purchase & (discount > 0)),
             **{name: rows.count(where=is_purchase & (rows[channel_col] == value)) for name, value in channels.items()},
+            **line_orders,
         )
         .filter(ibis._.frequency > 0)
     )
-    categories = {}
-    if order_items is not None and products is not None:
+    if with_items:
         purchases = rows.filter(is_purchase).select("order_id", customer_col)
-        items, categories = _item_totals(purchases, order_items, products, customer_col=customer_col, exclude_products=exclude_products)
+        items = _item_totals(purchases, item_lines, categories, customer_col=customer_col)
         # every customer with item lines has a purchase, so the left join keeps them all; one query, aligned rows
         totals = totals.left_join(items, customer_col).drop(f"{customer_col}_right")
     base = totals.order_by(customer_col).to_pandas().set_index(customer_col)
@@ -636,7 +640,7 @@ def customer_features(
     features["discount_pct"] = (100 * base["discount_sum"] / pre_discount).fillna(0.0)
     channel_names = {name: f"channel_{_slug(value)}_pct" for name, value in channels.items()}
     parts = [features, _share_columns(base, channel_names, total=base["frequency"])]
-    if order_items is not None and products is not None:
+    if with_items:
         parts.append(_item_columns(base, categories))
     result = pd.concat(parts, axis=1)
     if support_tickets is not None:
@@ -663,13 +667,11 @@ def _with_ticket_counts(features: pd.DataFrame, n_tickets: pd.Series) -> pd.Data
     return features.astype(widened).assign(n_support_tickets=counts)
 
 
-def _item_totals(
-    purchases: ir.Table, order_items: TableLike, products: TableLike, *, customer_col: str, exclude_products: Iterable[str] = ()
-) -> tuple[ir.Table, dict[str, str]]:
-    """The per-customer item totals query (not executed) and its category columns ``{column: category}``.
+def _item_lines(order_items: TableLike, products: TableLike, *, exclude_products: Iterable[str] = ()) -> tuple[ir.Table, dict[str, str]]:
+    """The order lines the item features count (not executed) and their category columns ``{column: category}``.
 
-    Columns: ``customer_col``, ``line_amount`` (dataset currency), ``units``, ``n_orders`` (purchase
-    orders with a line), and one item revenue column per category (``_c_<i>``, dataset currency).
+    Lines with a positive quantity, not of an ``exclude_products`` code: ``order_id``, ``product_id``,
+    ``quantity``, ``unit_price_amount`` and the product's ``category`` (missing for a product not in ``products``).
     """
     require_columns(order_items, ["order_id", "product_id", "quantity", "unit_price_amount"], context="customer_features(order_items)")
     require_columns(products, ["product_id", "category"], context="customer_features(products)")
@@ -684,22 +686,29 @@ def _item_totals(
     lines = (
         items.filter(items.quantity > 0)
         .select("order_id", "product_id", "quantity", "unit_price_amount")
-        .join(purchases, "order_id")
         .join(catalogue, "product_id", how="left")
     )
+    return lines, categories
+
+
+def _item_totals(purchases: ir.Table, lines: ir.Table, categories: dict[str, str], *, customer_col: str) -> ir.Table:
+    """The per-customer item totals query (not executed) over ``_item_lines`` of the ``purchases`` (``order_id``, ``customer_col``).
+
+    Columns: ``customer_col``, ``line_amount`` (dataset currency), ``units``, and one item revenue column
+    per category (``_c_<i>``, dataset currency). The purchase orders with a line are counted with the orders.
+    """
+    lines = lines.join(purchases, "order_id")
     amount = lines.quantity * lines.unit_price_amount
-    totals = lines.group_by(customer_col).aggregate(
+    return lines.group_by(customer_col).aggregate(
         line_amount=amount.sum(),
         # as float (exact below 2**53): DuckDB sums integers as HUGEINT, which comes back as Decimal once the left join adds a null
         units=lines.quantity.sum().cast("float64"),
-        n_orders=lines.order_id.nunique(),
         **{name: amount.sum(where=lines.category == value) for name, value in categories.items()},
     )
-    return totals, categories
 
 
 def _item_columns(totals: pd.DataFrame, categories: dict[str, str]) -> pd.DataFrame:
-    """Average unit price, items per order and category shares from ``_item_totals`` columns of ``totals``.
+    """Average unit price, items per order and category shares from the ``_item_totals`` columns and ``n_orders`` of ``totals``.
 
     A customer without item lines (missing totals) gets missing values here, filled with 0 by the caller.
     """
@@ -801,14 +810,41 @@ def select_k(
     if not ks:
         raise ValueError(f"k_range {list(k_range)!r} has no k with 2 <= k < {len(x)} customers")
     rows = []
+    distances = _SampleDistances()
     with threadpool_limits(limits=n_threads, user_api="openmp"):
         for k in ks:
             pipeline = cluster_pipeline(k, feature_cols=columns, random_state=random_state).fit(x)
-            score = silhouette_score(pipeline[:-1].transform(x), pipeline[-1].labels_)
+            score = distances.silhouette(pipeline[:-1].transform(x), pipeline[-1].labels_)
             rows.append({"k": k, "silhouette": float(score), "inertia": float(pipeline[-1].inertia_)})
     curve = pd.DataFrame(rows)
     curve["is_best"] = curve["k"] == curve.loc[curve["silhouette"].idxmax(), "k"]
     return curve
+
+
+PRECOMPUTED_SILHOUETTE_ROWS = 5_000
+"""Largest sample whose pairwise distances ``select_k`` keeps for all k (the matrix takes 8 bytes x rows squared: 200 MB)."""
+
+
+class _SampleDistances:
+    """The silhouette of several labellings of one sample, its pairwise distances computed once.
+
+    The scaled features do not depend on k, so the distances ``silhouette_score`` computes are the
+    same for every k: they are kept (up to ``PRECOMPUTED_SILHOUETTE_ROWS`` rows) and passed as a
+    precomputed matrix, which gives the same scores. Another sample, or a larger one, is scored as usual.
+    """
+
+    def __init__(self) -> None:
+        self.points: np.ndarray | None = None
+        self.distances: np.ndarray | None = None
+
+    def silhouette(self, points: np.ndarray, labels: np.ndarray) -> float:
+        """``silhouette_score(points, labels)`` (Euclidean), from the kept distances when ``points`` is the kept sample."""
+        if len(points) > PRECOMPUTED_SILHOUETTE_ROWS:
+            return silhouette_score(points, labels)
+        if self.points is None or not np.array_equal(self.points, points):
+            # the chunks silhouette_score itself would compute, stacked
+            self.points, self.distances = points, np.vstack(list(pairwise_distances_chunked(points)))
+        return silhouette_score(self.distances, labels, metric="precomputed")
 
 
 def fit_clusters(

@@ -544,3 +544,47 @@ def test_rfm_groups_integer_ids_by_array_on_duckdb_and_restores_the_setting():
     assert con.con.execute("SELECT current_setting('perfect_ht_threshold')").fetchone()[0] == 12
     from_pandas = seg.rfm(orders, as_of="2024-02-15")
     pd.testing.assert_frame_equal(seg.rfm(con.table("orders"), as_of="2024-02-15"), from_pandas)
+
+
+def test_select_k_scores_every_k_as_silhouette_score_does():
+    from sklearn.metrics import silhouette_score
+
+    orders, items, products, _ = _feature_inputs()
+    features = seg.customer_features(orders, as_of="2024-12-31", order_items=items, products=products)
+    columns = seg.feature_columns(features)
+    x = features[columns].to_numpy(dtype=np.float64)
+    curve = seg.select_k(features, k_range=range(2, 7), random_state=3)
+    for k, score in zip(curve["k"], curve["silhouette"]):
+        pipeline = seg.cluster_pipeline(int(k), feature_cols=columns, random_state=3).fit(x)
+        assert score == silhouette_score(pipeline[:-1].transform(x), pipeline[-1].labels_), k  # the same float, not only close
+
+
+def test_items_per_order_counts_each_purchase_order_with_lines_once(tmp_path):
+    import duckdb
+
+    from crm_analytics import warehouse
+
+    path = tmp_path / "items.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE orders (order_id VARCHAR, customer_id VARCHAR, order_time TIMESTAMP, order_amount DOUBLE, "
+                    "discount_amount DOUBLE, channel VARCHAR)")
+        con.execute("""INSERT INTO orders VALUES
+            ('o1', 'c1', TIMESTAMP '2024-03-01', 40.0, 0.0, 'web'),    -- two lines: 1 + 3 units
+            ('o2', 'c1', TIMESTAMP '2024-04-01', 20.0, 0.0, 'web'),    -- one line: 2 units
+            ('o3', 'c1', TIMESTAMP '2024-05-01', -10.0, 0.0, 'web'),   -- a refund: its line is no purchase
+            ('o4', 'c1', TIMESTAMP '2025-02-01', 30.0, 0.0, 'web'),    -- after as_of
+            ('o5', 'c1', TIMESTAMP '2024-06-01', 15.0, 0.0, 'store'),  -- a purchase without lines
+            ('o6', 'c2', TIMESTAMP '2024-06-01', 15.0, 0.0, 'store')   -- a customer without lines
+            """)
+        con.execute("CREATE TABLE order_items (order_id VARCHAR, line_number BIGINT, product_id VARCHAR, quantity BIGINT, unit_price_amount DOUBLE)")
+        con.execute("""INSERT INTO order_items VALUES ('o1', 1, 'p1', 1, 10.0), ('o1', 2, 'p2', 3, 10.0), ('o2', 1, 'p1', 2, 10.0),
+            ('o2', 2, 'p2', 0, 10.0), ('o3', 1, 'p1', 5, 2.0), ('o4', 1, 'p1', 7, 4.0)""")
+        con.execute("CREATE TABLE products AS SELECT * FROM (VALUES ('p1', 'food'), ('p2', 'books')) t(product_id, category)")
+    con = warehouse.connect(path)
+    features = seg.customer_features(con.table("orders"), as_of="2024-12-31", order_items=con.table("order_items"),
+                                     products=con.table("products")).set_index("customer_id")
+    assert features.loc["c1", "frequency"] == 3
+    assert features.loc["c1", "items_per_order"] == pytest.approx(6 / 2)  # o1 and o2 have lines; o3 is a refund, o4 too late, o5 empty
+    assert features.loc["c1", "avg_unit_price_amount"] == pytest.approx(10.0)
+    assert features.loc["c1", "category_books_pct"] == pytest.approx(100 * 30 / 60)
+    assert features.loc["c2", ["items_per_order", "avg_unit_price_amount", "category_food_pct"]].tolist() == [0.0, 0.0, 0.0]
