@@ -40,6 +40,7 @@ __all__ = [
     "ItemCF",
     "MIN_TEST_CUSTOMERS",
     "Popularity",
+    "already_bought",
     "also_bought",
     "combine_purchases",
     "compare_models",
@@ -48,6 +49,7 @@ __all__ = [
     "holdout_split",
     "plot_evaluation",
     "purchases",
+    "with_products",
 ]
 
 
@@ -80,9 +82,21 @@ def purchases(
         ``customer_id``, ``product_id``, ``n_orders`` (orders containing the product),
         ``first_time`` and ``last_time`` (first and last such order).
     """
+    joined = _purchase_lines(orders, order_items, start=start, end=end, exclude_products=exclude_products,
+                             customer_col=customer_col, product_col=product_col, time_col=time_col, context="purchases")
+    pairs = _pair_summary(joined, joined.group_by(customer_id=joined._cid, product_id=joined._pid))
+    # sorted in the engine (byte order of UTF-8 text is code-point order, as in pandas), not afterwards in pandas
+    return pairs.order_by(["customer_id", "product_id"]).to_pandas().reset_index(drop=True)
+
+
+def _purchase_lines(orders, order_items, *, start, end, exclude_products, customer_col, product_col, time_col, context):
+    """Distinct products of customers' regular orders in ``[start, end)`` as an Ibis table ``_oid``, ``_cid``, ``_time``, ``_pid``.
+
+    Refunds, orders without a customer, lines without a product and the ``exclude_products`` are left out.
+    """
     o, i = frames.as_ibis(orders), frames.as_ibis(order_items)
-    frames.require_columns(o, ["order_id", customer_col, time_col], context="purchases(orders)")
-    frames.require_columns(i, ["order_id", product_col], context="purchases(order_items)")
+    frames.require_columns(o, ["order_id", customer_col, time_col], context=f"{context}(orders)")
+    frames.require_columns(i, ["order_id", product_col], context=f"{context}(order_items)")
     if "is_refund" in o.columns:
         o = o.filter(~o.is_refund.fill_null(False))
     if start is not None:
@@ -95,11 +109,13 @@ def purchases(
     excluded = sorted({str(code) for code in exclude_products})
     if excluded:
         lines = lines.filter(~lines._pid.isin(excluded))
-    joined = o.join(lines, "_oid")
-    pairs = joined.group_by(customer_id=joined._cid, product_id=joined._pid).aggregate(
-        n_orders=joined._oid.nunique(), first_time=joined._time.min(), last_time=joined._time.max()
-    )
-    return pairs.to_pandas().sort_values(["customer_id", "product_id"]).reset_index(drop=True)
+    # one row per order and product: a customer's orders then count with count(*), far cheaper than count(distinct)
+    return o.join(lines.distinct(), "_oid")
+
+
+def _pair_summary(joined, grouped):
+    """``n_orders`` (orders: ``_purchase_lines`` has one row per order and product), ``first_time`` and ``last_time`` per group."""
+    return grouped.aggregate(n_orders=joined._oid.count(), first_time=joined._time.min(), last_time=joined._time.max())
 
 
 def combine_purchases(*parts: pd.DataFrame) -> pd.DataFrame:
@@ -112,10 +128,45 @@ def combine_purchases(*parts: pd.DataFrame) -> pd.DataFrame:
     for part in parts:
         frames.require_columns(part, ["customer_id", "product_id", "n_orders", "first_time", "last_time"], context="combine_purchases(parts)")
     both = pd.concat(parts, ignore_index=True)
-    pairs = both.groupby(["customer_id", "product_id"], sort=True, dropna=False).agg(
-        n_orders=("n_orders", "sum"), first_time=("first_time", "min"), last_time=("last_time", "max")
+    if both[["customer_id", "product_id"]].isna().to_numpy().any():
+        pairs = both.groupby(["customer_id", "product_id"], sort=True, dropna=False).agg(
+            n_orders=("n_orders", "sum"), first_time=("first_time", "min"), last_time=("last_time", "max")
+        )
+        return pairs.reset_index()
+    # group on one integer per pair whose order is the (customer_id, product_id) text order: far cheaper than two text keys
+    customer_codes, customers = pd.factorize(both.customer_id, sort=True)
+    product_codes, products = pd.factorize(both.product_id, sort=True)
+    pair_codes = customer_codes.astype(np.int64) * len(products) + product_codes
+    pairs = _combine_sorted(both, pair_codes)
+    codes = pairs.index.to_numpy()
+    return pd.concat(
+        [pd.DataFrame({"customer_id": customers.take(codes // len(products)), "product_id": products.take(codes % len(products))}),
+         pairs.reset_index(drop=True)],
+        axis=1,
     )
-    return pairs.reset_index()
+
+
+def _combine_sorted(both: pd.DataFrame, pair_codes: np.ndarray) -> pd.DataFrame:
+    """Sum ``n_orders``, take the earliest ``first_time`` and latest ``last_time`` per pair code, indexed by the sorted codes.
+
+    Integer counts and times without gaps (``purchases``' own columns) reduce over one sort of the codes;
+    anything else (missing counts or times, which the reduction must skip) goes through ``groupby``.
+    """
+    n_orders, first_time, last_time = (both[c].to_numpy() for c in ("n_orders", "first_time", "last_time"))
+    plain = (len(pair_codes) > 0 and n_orders.dtype.kind in "iu" and first_time.dtype.kind == "M" and last_time.dtype.kind == "M"
+             and not (np.isnat(first_time).any() or np.isnat(last_time).any()))
+    if not plain:
+        return both[["n_orders", "first_time", "last_time"]].groupby(pair_codes, sort=True).agg(
+            n_orders=("n_orders", "sum"), first_time=("first_time", "min"), last_time=("last_time", "max")
+        )
+    order = np.argsort(pair_codes, kind="stable")
+    sorted_codes = pair_codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    return pd.DataFrame(
+        {"n_orders": np.add.reduceat(n_orders[order], starts), "first_time": np.minimum.reduceat(first_time[order], starts),
+         "last_time": np.maximum.reduceat(last_time[order], starts)},
+        index=sorted_codes[starts],
+    )
 
 
 @dataclass(frozen=True)
@@ -188,7 +239,7 @@ class _Recommender:
             raise ValueError(f"n must be at least 1, got {n}")
         im = self.interactions_
         wanted = im.customers if customers is None else pd.Index(pd.unique(pd.Series(customers, dtype="object").astype(str)), name="customer_id")
-        rows = im.customers.get_indexer(wanted)
+        rows = _positions(wanted, im.customers)
         known, unknown = wanted[rows >= 0], wanted[rows < 0]
         known_rows = rows[rows >= 0]
         parts = []
@@ -221,6 +272,11 @@ class Popularity(_Recommender):
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         return np.tile(self.popularity_.astype(float), (len(rows), 1))
+
+
+# Up to this many products, the product x product similarity is also kept dense for scoring (8 bytes
+# per cell: 4,096 products take 128 MiB); larger catalogues score on the sparse matrix.
+DENSE_SIMILARITY_MAX_PRODUCTS = 4096
 
 
 class ItemCF(_Recommender):
@@ -266,14 +322,21 @@ class ItemCF(_Recommender):
             values = values * coo.data / (coo.data + self.shrinkage)
         similarity = sparse.csr_matrix((values, (coo.row, coo.col)), shape=co.shape)
         self.similarity_ = _keep_top_per_row(similarity, self.n_neighbours)
+        self._dense_similarity = self.similarity_.toarray() if self.similarity_.shape[0] <= DENSE_SIMILARITY_MAX_PRODUCTS else None
         self.co_counts_ = co
         self.interactions_ = im
         self.popularity_ = buyers
         return self
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
-        # score(customer, j) = sum over bought products i of similarity(i, j)
-        return np.asarray((self.interactions_.matrix[rows].astype(np.float64) @ self.similarity_).todense())
+        # score(customer, j) = sum over bought products i of similarity(i, j). Sparse rows times the dense
+        # similarity add the same terms in the same order as sparse times sparse (the zeros add nothing),
+        # so the scores are the same to the bit, without building a sparse product first.
+        bought = self.interactions_.matrix[rows].astype(np.float64)
+        dense = getattr(self, "_dense_similarity", None)
+        if dense is not None:
+            return bought @ dense
+        return np.asarray((bought @ self.similarity_).todense())
 
 
 def _keep_top_per_row(matrix: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
@@ -325,12 +388,52 @@ def also_bought(model: ItemCF, *, n: int = 5, min_customers: int = 5) -> pd.Data
 
 
 def _isin(values: pd.Series, candidates) -> np.ndarray:
-    """Boolean mask of ``values`` found in ``candidates``, by hash lookup.
+    """Boolean mask of ``values`` (text) found in ``candidates`` (text), by hash lookup.
 
     Same result as ``values.isin(candidates)``, which for Arrow-backed strings builds one Python
     object per candidate (seconds for tens of thousands of customers).
     """
-    return pd.Index(pd.unique(pd.Series(candidates))).get_indexer(values) >= 0
+    return _positions(values, pd.unique(pd.Series(candidates))) >= 0
+
+
+def _arrow_text(values):
+    """``values`` (a text Series, Index or array; missing values allowed) as Arrow text, without copying Arrow-backed text."""
+    import pyarrow as pa
+
+    array = getattr(values, "array", values)
+    if hasattr(array, "__arrow_array__"):
+        return array.__arrow_array__()
+    return pa.array(np.asarray(array, dtype=object), type=pa.large_string(), from_pandas=True)
+
+
+def _positions(values, labels) -> np.ndarray:
+    """Position of each of ``values`` in ``labels`` (distinct text), ``-1`` where absent, as int64.
+
+    Same result as ``pd.Index(labels).get_indexer(values)`` (a missing value finds a missing label),
+    hashed in Arrow: pandas' lookup turns every Arrow-backed text value into a Python object first,
+    which costs seconds for millions of customer ids.
+
+    Parameters
+    ----------
+    values : pandas.Series, pandas.Index or array of text
+        The values to look up.
+    labels : pandas.Series, pandas.Index or array of distinct text
+        The labels, position 0 first.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 positions, one per value.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = _arrow_text(values)
+    label_set = _arrow_text(labels)
+    if isinstance(label_set, pa.ChunkedArray):
+        label_set = label_set.combine_chunks()
+    found = pc.index_in(text, value_set=label_set.cast(text.type))
+    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def holdout_split(pairs_before: pd.DataFrame, pairs_after: pd.DataFrame) -> pd.DataFrame:
@@ -352,10 +455,98 @@ def holdout_split(pairs_before: pd.DataFrame, pairs_after: pd.DataFrame) -> pd.D
     frames.require_columns(pairs_before, ["customer_id", "product_id"], context="holdout_split(pairs_before)")
     frames.require_columns(pairs_after, ["customer_id", "product_id"], context="holdout_split(pairs_after)")
     before = pairs_before[["customer_id", "product_id"]].astype(str)
-    after = pairs_after[["customer_id", "product_id"]].astype(str).drop_duplicates()
-    after = after[_isin(after.customer_id, before.customer_id)]
-    is_new = ~pd.MultiIndex.from_frame(after).isin(pd.MultiIndex.from_frame(before))
-    return after[is_new].sort_values(["customer_id", "product_id"]).reset_index(drop=True)
+    after = pairs_after[["customer_id", "product_id"]].astype(str)
+    if before.isna().to_numpy().any() or after.isna().to_numpy().any():
+        after = after.drop_duplicates()
+        after = after[_isin(after.customer_id, before.customer_id)]
+        is_new = ~pd.MultiIndex.from_frame(after).isin(pd.MultiIndex.from_frame(before))
+        return after[is_new].sort_values(["customer_id", "product_id"]).reset_index(drop=True)
+    customers = pd.Index(pd.unique(before.customer_id))
+    products = pd.Index(pd.unique(pd.concat([before.product_id, after.product_id], ignore_index=True)))
+    after_codes = _pair_codes(after, customers, products)
+    known = after_codes >= 0
+    after, after_codes = after[known], after_codes[known]
+    is_new = ~pd.Series(after_codes).isin(_pair_codes(before, customers, products)).to_numpy()
+    is_first = ~pd.Series(after_codes).duplicated().to_numpy()
+    return _sorted_pairs(after[is_new & is_first])
+
+
+def _pair_codes(pairs: pd.DataFrame, customers: pd.Index, products: pd.Index) -> np.ndarray:
+    """One int64 per ``customer_id``/``product_id`` row (``-1`` when the customer is not in ``customers``).
+
+    ``products`` must hold every product of ``pairs``; equal pairs get equal codes, so pairs are
+    compared by integer hashing instead of on two text columns.
+    """
+    customer_codes = _positions(pairs.customer_id, customers)
+    codes = customer_codes * len(products) + _positions(pairs.product_id, products)
+    return np.where(customer_codes >= 0, codes, -1)
+
+
+def already_bought(recommendations: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``recommendations`` whose customer already bought the product according to ``pairs``.
+
+    Same rows as ``recommendations.merge(pairs[["customer_id", "product_id"]], on=["customer_id", "product_id"])``
+    when ``pairs`` holds each pair once (``purchases`` does), found by integer codes instead of a join on two text columns.
+
+    Parameters
+    ----------
+    recommendations : pandas.DataFrame
+        ``customer_id``, ``product_id`` and any other columns (``recommend``'s result).
+    pairs : pandas.DataFrame
+        ``customer_id``, ``product_id`` (``purchases`` or ``combine_purchases``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The offending rows of ``recommendations`` (all its columns, index reset); empty when none repeats a purchase.
+    """
+    frames.require_columns(recommendations, ["customer_id", "product_id"], context="already_bought(recommendations)")
+    frames.require_columns(pairs, ["customer_id", "product_id"], context="already_bought(pairs)")
+    bought = pairs[["customer_id", "product_id"]].astype(str)
+    offered = recommendations[["customer_id", "product_id"]].astype(str)
+    customers = pd.Index(pd.unique(bought.customer_id))
+    products = pd.Index(pd.unique(pd.concat([bought.product_id, offered.product_id], ignore_index=True)))
+    offered_codes = _pair_codes(offered, customers, products)
+    repeated = (offered_codes >= 0) & pd.Series(offered_codes).isin(_pair_codes(bought, customers, products)).to_numpy()
+    return recommendations[repeated].reset_index(drop=True)
+
+
+def with_products(table: pd.DataFrame, products: pd.DataFrame, *, on: str = "product_id") -> pd.DataFrame:
+    """``table`` with the columns of ``products`` added by ``on``: ``table.merge(products, on=on, how="left")``.
+
+    When every product of ``table`` is in ``products`` once and the tables share no other column, the
+    details are taken by position (Arrow hashing) instead of a join on text; otherwise this is the merge.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows naming a product in column ``on`` (e.g. ``recommend``'s result).
+    products : pandas.DataFrame
+        ``on`` and the columns to add (e.g. ``product_name``, ``category``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``table``'s columns then ``products``' other columns, one row per row of ``table`` in its order, index reset.
+    """
+    frames.require_columns(table, [on], context="with_products(table)")
+    frames.require_columns(products, [on], context="with_products(products)")
+    details = products.drop(columns=on)
+    rows = _positions(table[on].astype(str), products[on].astype(str)) if products[on].is_unique else None
+    if rows is None or (rows < 0).any() or set(details.columns) & set(table.columns) or table[on].isna().any():
+        return table.merge(products, on=on, how="left")
+    return pd.concat([table.reset_index(drop=True), details.iloc[rows].reset_index(drop=True)], axis=1)
+
+
+def _sorted_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """``pairs`` (distinct ``customer_id``/``product_id`` rows, no missing ids) sorted by customer then product, index reset.
+
+    Same result as ``sort_values(["customer_id", "product_id"])``: the rows sort on integer codes
+    given in text order to the few distinct values, instead of comparing text row against row.
+    """
+    customer_codes = pd.factorize(pairs.customer_id, sort=True)[0]
+    product_codes = pd.factorize(pairs.product_id, sort=True)[0]
+    return pairs.iloc[np.lexsort((product_codes, customer_codes))].reset_index(drop=True)
 
 
 # An evaluation needs this many holdout customers. The hit rate is a share of customers, so its standard
@@ -407,12 +598,16 @@ def evaluate(recommendations: pd.DataFrame, truth: pd.DataFrame, *, k: int = 10,
     if n_products < 1:
         raise ValueError("n_products must be positive")
     truth = truth[["customer_id", "product_id"]].astype(str).drop_duplicates()
-    customers = truth.customer_id.unique()
+    truth = truth[truth.customer_id.notna()]  # a missing customer is nobody to score
+    customer_codes, customers = pd.factorize(truth.customer_id, sort=True)  # codes in text order, like groupby's
+    customers = pd.Index(customers, name="customer_id")
     top = recommendations[(recommendations["rank"] <= k) & _isin(recommendations.customer_id.astype(str), customers)]
     top = top[["customer_id", "product_id"]].astype(str)
-    hits = top.merge(truth, on=["customer_id", "product_id"], how="inner").groupby("customer_id").size()
-    relevant = truth.groupby("customer_id").size()
-    hits = hits.reindex(relevant.index, fill_value=0)
+    products = pd.Index(pd.unique(pd.concat([truth.product_id, top.product_id], ignore_index=True)))
+    is_hit = pd.Series(_pair_codes(top, customers, products)).isin(_pair_codes(truth, customers, products)).to_numpy()
+    relevant = pd.Series(np.bincount(customer_codes, minlength=len(customers)), index=customers)
+    hit_codes = _positions(top.customer_id[is_hit], customers)
+    hits = pd.Series(np.bincount(hit_codes, minlength=len(customers)), index=customers)
     return pd.DataFrame(
         {
             "n_customers": [len(relevant)],
