@@ -35,10 +35,11 @@ customers with no order in the current period.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ibis
@@ -74,6 +75,7 @@ __all__ = [
     "register",
     "render_dashboard",
     "select_series",
+    "shared_intermediates",
     "status_of",
     "required_tables",
     "track",
@@ -207,6 +209,8 @@ class Scope:
     ``"segment"`` or ``"channel"``; ``segments`` an Ibis table of ``customer_id``
     and ``segment`` (needed when ``by == "segment"``): any customer -> group lookup, the
     customers' segments or one of their attributes such as the province (``compute_kpis_by_attribute``).
+    ``shared`` stores the intermediate tables several computations or grains read alike, each computed once
+    (``_shared``); ``None``: nothing is stored.
     """
 
     grain: str
@@ -214,6 +218,7 @@ class Scope:
     end: pd.Timestamp
     by: str | None = None
     segments: ir.Table | None = None
+    shared: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def unit(self) -> str:
@@ -300,7 +305,45 @@ def _with_group(t: ir.Table, scope: Scope, *, customer_col: str, channel_col: st
     return joined.mutate(group=joined._seg.fill_null("unknown")).drop("_seg_customer", "_seg")
 
 
-def _in_window(
+def _shared(scope: Scope, table: ir.Table) -> ir.Table:
+    """``table`` computed once per store (``scope.shared``): the engine's cached copy of the first equal expression.
+
+    Expressions are equal when they are built alike from the same tables, so an intermediate table that does not
+    depend on the grain or the breakdown (e.g. rows collapsed per day) is computed once for all of them. Without a
+    store ``table`` is returned as it is.
+    """
+    if scope.shared is None:
+        return table
+    key = table.op()
+    if key not in scope.shared:
+        scope.shared[key] = table.cache()
+    return scope.shared[key]
+
+
+def _release(shared: dict) -> None:
+    """Drop the engine's cached copies of a store of ``_shared`` tables, and empty it."""
+    for cached in shared.values():
+        cached.release()
+    shared.clear()
+
+
+@contextlib.contextmanager
+def shared_intermediates() -> Iterator[dict]:
+    """A store for ``compute_kpis(shared=...)``: intermediate tables computed once for several calls (grains).
+
+    The engine's cached copies are dropped when the ``with`` block ends::
+
+        with shared_intermediates() as shared:
+            values = [compute_kpis(tables, catalogue, grain=g, ..., shared=shared) for g in grains]
+    """
+    shared: dict = {}
+    try:
+        yield shared
+    finally:
+        _release(shared)
+
+
+def _window_rows(
     tables: Mapping[str, ir.Table],
     scope: Scope,
     *,
@@ -311,7 +354,7 @@ def _in_window(
     lookback: int = 0,
     context: str = "kpi",
 ) -> ir.Table:
-    """Rows of ``table`` in the scope's window (plus ``lookback`` earlier periods) that pass ``where``, with ``period_start``.
+    """Rows of ``table`` in the scope's window (plus ``lookback`` earlier periods) that pass ``where``.
 
     ``columns`` are further columns the caller needs (``None`` entries are ignored); a missing one raises naming it.
     """
@@ -319,8 +362,13 @@ def _in_window(
     start = scope.start
     if lookback:
         start = (pd.Period(scope.start, _PERIOD_FREQ[scope.grain]) - lookback).start_time
-    t = t.filter(t[time_col] >= start, t[time_col] < scope.end, *_predicates(t, where))
-    return t.mutate(period_start=t[time_col].truncate(scope.unit))
+    return t.filter(t[time_col] >= start, t[time_col] < scope.end, *_predicates(t, where))
+
+
+def _in_window(tables: Mapping[str, ir.Table], scope: Scope, **selection) -> ir.Table:
+    """The rows of ``_window_rows`` (same keywords) with ``period_start``, the start of each row's period."""
+    t = _window_rows(tables, scope, **selection)
+    return t.mutate(period_start=t[selection["time_col"]].truncate(scope.unit))
 
 
 def _group_columns(scope: Scope, *, customer_col: str, channel_col: str | None) -> list[str | None]:
@@ -416,11 +464,16 @@ def distinct_share(
     """Percentage of distinct ``key_col`` values with at least one row satisfying ``numerator``,
     e.g. sessions that reach a purchase (funnel conversion). Unit: pct."""
     group_cols = _group_columns(scope, customer_col=customer_col, channel_col=channel_col)
-    t = _in_window(tables, scope, table=table, time_col=time_col, where=where, columns=[key_col, *numerator, *group_cols], context="distinct_share")
+    t = _window_rows(tables, scope, table=table, time_col=time_col, where=where, columns=[key_col, *numerator, *group_cols], context="distinct_share")
     # Collapse the (large) table to one row per key first, by every column a breakdown may read, so the
     # collapsed table is the same for all breakdowns (the engine computes it once) and the segment join is small.
     sources = [c for c in dict.fromkeys([customer_col, channel_col]) if c and c != key_col and c in t.columns]
-    hits = t.group_by(["period_start", key_col, *sources]).aggregate(_hit=_flag(t, numerator).fill_null(False).cast("int8").max())
+    flag = _flag(t, numerator).fill_null(False).cast("int8")
+    if scope.shared is None:  # straight to the grain's periods
+        hits = t.group_by([t[time_col].truncate(scope.unit).name("period_start"), key_col, *sources]).aggregate(_hit=flag.max())
+    else:  # per day first, computed once for every grain given the store
+        daily = _shared(scope, t.group_by([t[time_col].truncate("D").name("_day"), key_col, *sources]).aggregate(_hit=flag.max()))
+        hits = daily.group_by([daily._day.truncate(scope.unit).name("period_start"), key_col, *sources]).aggregate(_hit=daily._hit.max())
     hits = _with_group(hits, scope, customer_col=customer_col, channel_col=channel_col)
     per_key = hits.group_by(["period_start", "group", key_col]).aggregate(_hit=hits._hit.max().cast("float64"))
     return _by_period(per_key, value=per_key._hit.mean() * 100)
@@ -488,7 +541,7 @@ def returning_share(
     """Repeat-purchase rate: percentage of the period's buyers whose first order came before the period. Unit: pct."""
     source = _table(tables, table, [time_col, customer_col, *(where or {})], "returning_share")
     history = source.filter(source[time_col] < scope.end, *_predicates(source, where))
-    first = history.group_by(_c=history[customer_col]).aggregate(_first=history[time_col].min())
+    first = _shared(scope, history.group_by(_c=history[customer_col]).aggregate(_first=history[time_col].min()))
     t = _periodised(tables, scope, table=table, time_col=time_col, where=where, customer_col=customer_col, channel_col=channel_col, extra=[customer_col], context="returning_share")
     buyers = t.select("period_start", "group", _customer=t[customer_col]).distinct()
     joined = buyers.join(first, buyers._customer == first._c)
@@ -559,7 +612,8 @@ def touch_conversion(tables, scope, *, window_days: int = 7, touch_table: str = 
     )
     converted = within.select(_tp=within.touchpoint_id).distinct()
     t = touches.left_join(converted, touches.touchpoint_id == converted._tp)
-    t = t.mutate(period_start=t.touch_time.truncate(scope.unit), _hit=t._tp.notnull().cast("float64"))
+    t = _shared(scope, t.select("touch_time", "customer_id", "channel", _hit=t._tp.notnull().cast("float64")))
+    t = t.mutate(period_start=t.touch_time.truncate(scope.unit))
     t = _with_group(t, scope, customer_col="customer_id", channel_col="channel")
     return _by_period(t, value=t._hit.mean() * 100)
 
@@ -582,6 +636,7 @@ def _last_touch_orders(tables, scope, *, window_days: int, touch_table: str, ord
     )
     rank = ibis.row_number().over(group_by=pairs.order_id, order_by=[ibis.desc(pairs._touch_time), pairs._touch_id])
     last = pairs.mutate(_rank=rank).filter(lambda p: p._rank == 0)
+    last = _shared(scope, last.select("order_id", "order_time", "order_amount", "_channel"))
     return last.mutate(period_start=last.order_time.truncate(scope.unit), group=last._channel.cast("string") if scope.by == "channel" else ibis.literal(ALL))
 
 
@@ -774,6 +829,7 @@ def compute_kpis(
     segments: frames.TableLike | None = None,
     dimensions: Sequence[str] = ("segment", "channel"),
     totals: bool = True,
+    shared: dict | None = None,
 ) -> pd.DataFrame:
     """Compute every catalogue KPI per complete period of ``grain`` in ``[start, end)``.
 
@@ -792,6 +848,11 @@ def compute_kpis(
         The breakdowns to compute besides the totals (each KPI's own ``dimensions`` apply).
     totals : bool
         Also the totals (``segment`` and ``channel`` ``"all"``); ``False``: the breakdowns only.
+    shared : dict, optional
+        A store of ``shared_intermediates``: the intermediate tables several grains read alike (sessions collapsed
+        per day, each customer's first order, the last-touch orders...) are computed once for every call given the
+        same store and kept by the engine until the store closes. Without one each call computes its own (the
+        engine computes a table the KPIs of one call read alike once).
 
     Returns
     -------
@@ -809,7 +870,7 @@ def compute_kpis(
     for kpi in catalogue:
         breakdowns = ([None] if totals and not kpi.breakdown else []) + [d for d in kpi.dimensions if d in wanted]
         for by in breakdowns:
-            scope = Scope(grain, pd.Timestamp(start), pd.Timestamp(end), by=by, segments=segments)
+            scope = Scope(grain, pd.Timestamp(start), pd.Timestamp(end), by=by, segments=segments, shared=shared)
             expressions.append(_kpi_expression(kpi, tables, scope))
     if not expressions:
         return pd.DataFrame(columns=_VALUE_COLUMNS)

@@ -730,3 +730,44 @@ def test_sales_cube_counts_buyers_orders_and_net_revenue_per_month_segment_and_c
         ("2025-02", "unknown", "store"): (1, 1, 20.0),
         ("2025-01", "anonymous", "web"): (0, 1, 99.0),
     }, "orders without a customer keep their revenue as 'anonymous'; customers without a segment are 'unknown'"
+
+
+def _warehouse_tables(tmp_path):
+    """The test tables written to a DuckDB file and opened read-only, as the notebook opens the warehouse."""
+    import duckdb
+
+    from crm_analytics import engine
+
+    path = tmp_path / "kpi.duckdb"
+    with duckdb.connect(str(path)) as con:
+        for name, frame in _tables().items():
+            con.register("frame", frame)
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")
+            con.unregister("frame")
+    con = engine.connect("duckdb", warehouse_path=path)
+    return con, {name: con.table(name) for name in con.list_tables()}
+
+
+def test_shared_intermediates_give_the_values_of_separate_calls_and_are_dropped_after(tmp_path):
+    con, tables = _warehouse_tables(tmp_path)
+    shown = {"funnel_conversion", "repeat_purchase_rate", "campaign_conversion_rate", "marketing_roi", "roi_per_channel", "channel_efficiency", "revenue"}
+    catalogue = [k for k in kpi.load_catalogue() if k.id in shown]
+    grains = {"week": (), "month": ("segment", "channel"), "quarter": ("segment", "channel")}
+
+    def values(grain, dimensions, **shared):
+        return kpi.compute_kpis(tables, catalogue, grain=grain, start="2023-10-01", end=END, segments=SEGMENTS, dimensions=dimensions, **shared)
+
+    separate = [values(g, dims) for g, dims in grains.items()]
+    def cached():
+        return {name for name in con.list_tables() if name.startswith("ibis_cache")}
+
+    with kpi.shared_intermediates() as shared:
+        together = [values(g, dims, shared=shared) for g, dims in grains.items()]
+        # the funnel's sessions per day, the first orders, the contacts' conversions and the last-touch orders
+        assert len(shared) == 4
+        assert len(cached()) == 4  # held by the engine while the store is open
+    assert shared == {}
+    assert cached() == set()
+    for alone, with_store in zip(separate, together):
+        pd.testing.assert_frame_equal(alone, with_store)
+    assert set(together[1].kpi_id) == shown
