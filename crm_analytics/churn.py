@@ -11,6 +11,9 @@ passed (``as_of - window_days``) and scores the current one: see ``fit_churn_mod
 
 from __future__ import annotations
 
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
 import ibis
 import numpy as np
 import pandas as pd
@@ -26,8 +29,13 @@ from crm_analytics import customer_features, plots
 from crm_analytics.frames import TableLike, as_ibis, require_columns
 
 DAY_SECONDS = 86400
+EXACT_MONEY = "decimal(38, 6)"  # the type money is summed in: exact to a millionth of the unit, up to 10**32
+_RECENT_SESSION_DAYS = 90  # the window of n_sessions_90d
 # OpenMP threads of the gradient boosting thrash on small data and busy machines: one is faster here.
 N_THREADS = 1
+# Scoring runs in this many Python threads over row blocks instead: the tree walk releases the GIL and
+# each row's probability does not depend on the other rows, so the result is the same with any number.
+SCORING_THREADS = 2
 
 MIN_CUSTOMERS_PER_CLASS = 20
 """Fewest churned and fewest retained customers a churn model is fitted or evaluated on.
@@ -120,6 +128,16 @@ def churn_labels(
     return out
 
 
+def _exact_sum(values, *, where=None):
+    """Ibis expression: the sum of a money column (``where`` it holds), added up as exact decimals, as float64.
+
+    A float sum in a parallel engine depends on the order its threads meet the rows, and the boosted trees split on
+    exact feature values, so a change in the last bit moved churn scores between two runs on the same data. Decimals
+    (six places of the currency unit) add up to the same value on every run.
+    """
+    return values.cast(EXACT_MONEY).sum(where=where).cast("float64")
+
+
 def _order_features(orders, customer_col: str, time_col: str, amount_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
     t = _before(orders, time_col, as_of)
     t = t.filter(t[customer_col].notnull())  # anonymous orders belong to nobody
@@ -128,13 +146,13 @@ def _order_features(orders, customer_col: str, time_col: str, amount_col: str, a
     agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
         n_orders=is_purchase.sum(),
         n_refunds=(~is_purchase).sum(),
-        total_amount=t[amount_col].sum(),
-        purchase_amount=t[amount_col].sum(where=is_purchase),
+        total_amount=_exact_sum(t[amount_col]),
+        purchase_amount=_exact_sum(t[amount_col], where=is_purchase),
         days_since_last_order=days_ago.min(where=is_purchase),
         tenure_days=days_ago.max(where=is_purchase),
         n_orders_90d=(is_purchase & (days_ago <= 90)).sum(),
         n_orders_365d=(is_purchase & (days_ago <= 365)).sum(),
-        amount_90d=t[amount_col].sum(where=is_purchase & (days_ago <= 90)),
+        amount_90d=_exact_sum(t[amount_col], where=is_purchase & (days_ago <= 90)),
         n_active_days=t[time_col].date().nunique(where=is_purchase),
     )
     df = agg.filter(agg.n_orders > 0).to_pandas().set_index("customer_id")
@@ -161,11 +179,18 @@ def _survey_features(surveys, customer_col: str, as_of: pd.Timestamp) -> pd.Data
 
 def _web_features(events, customer_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
     t = _before(events, "event_time", as_of)
-    days_ago = _days_before(t, t.event_time, as_of)
-    agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
-        n_sessions_90d=t.session_id.nunique(where=days_ago <= 90),
-        days_since_last_visit=days_ago.min(),
-    )
+    customer = t[customer_col].cast("string").name("customer_id")
+    # the fewest days since a visit is that of the last visit: one MAX per customer, not a float per event
+    last = t.group_by(customer).aggregate(last_visit=t.event_time.max())
+    # sessions are counted on the recent events only; the looser cut on the raw time lets the engine skip old
+    # row groups, the exact one keeps the boundary of the per-event day count
+    recent = t.filter(t.event_time >= ibis.literal(as_of - pd.Timedelta(days=_RECENT_SESSION_DAYS + 1)))
+    recent = recent.filter(_days_before(recent, recent.event_time, as_of) <= _RECENT_SESSION_DAYS)
+    sessions = recent.group_by(recent[customer_col].cast("string").name("customer_id")).aggregate(
+        n_sessions_90d=recent.session_id.nunique())
+    joined = last.left_join(sessions, "customer_id")
+    agg = joined.select("customer_id", n_sessions_90d=joined.n_sessions_90d.fill_null(0),
+                        days_since_last_visit=_days_before(joined, joined.last_visit, as_of))
     return agg.to_pandas().set_index("customer_id")
 
 
@@ -264,10 +289,43 @@ def _aligned(features: pd.DataFrame, labels: pd.Series) -> tuple[pd.DataFrame, p
 
 def predict_churn(model, features: pd.DataFrame) -> pd.Series:
     """Calibrated churn probability (0..1) per customer of ``features``."""
-    X = features[list(model.feature_names_in_)]
-    with threadpool_limits(N_THREADS):
-        proba = model.predict_proba(X)[:, 1]
+    proba = positive_probability(model, features[list(model.feature_names_in_)])
     return pd.Series(proba, index=features.index, name="churn_probability")
+
+
+def positive_probability(model, X: pd.DataFrame, *, n_threads: int | None = None) -> np.ndarray:
+    """``model.predict_proba(X)[:, 1]``, computed on blocks of rows in ``n_threads`` threads.
+
+    Parameters
+    ----------
+    model : fitted classifier
+        A ``fit_churn_model`` result (any classifier whose rows are scored independently).
+    X : pandas.DataFrame
+        The model's features (``model.feature_names_in_``), in its column order.
+    n_threads : int, optional
+        Threads scoring row blocks; default ``SCORING_THREADS``. Each uses ``N_THREADS`` OpenMP threads.
+
+    Returns
+    -------
+    numpy.ndarray of float64
+        The probability of the positive class (0..1) per row of ``X``, equal to a single ``predict_proba`` call.
+    """
+    n_threads = SCORING_THREADS if n_threads is None else n_threads
+    values = np.ascontiguousarray(X.to_numpy(dtype="float64"))  # row-major: the tree walk reads a row at a time
+    bounds = np.linspace(0, len(values), max(1, min(n_threads, len(values))) + 1).astype(int)
+    blocks = [values[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+
+    def score(block: np.ndarray) -> np.ndarray:
+        with threadpool_limits(N_THREADS, user_api="openmp"):
+            return model.predict_proba(block)[:, 1]
+
+    with warnings.catch_warnings():
+        # the array carries the fitted column order; sklearn would only warn that it has no column names
+        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+        if len(blocks) == 1:
+            return score(blocks[0])
+        with ThreadPoolExecutor(len(blocks)) as pool:
+            return np.concatenate(list(pool.map(score, blocks)))
 
 
 def churn_metrics(y_true, probability) -> pd.DataFrame:
@@ -416,21 +474,26 @@ def _boosted_permutation_drops(model, X: pd.DataFrame, y: pd.Series, *, n_repeat
     if folds is None:
         return None
     rows, shuffles = _permutation_plan(len(X), max_samples=max_samples, n_repeats=n_repeats, random_state=random_state)
-    probability = model.predict_proba(X)[:, 1]
+    probability = positive_probability(model, X)
     baseline = roc_auc_score(y, probability)
     sample, y_sample = X.to_numpy(dtype="float64")[rows], y.to_numpy()[rows]
     outputs = [_tree_outputs(fold.estimator, trees, sample) for fold, trees, _ in folds]
     if not np.array_equal(_calibrated_probability(folds, outputs), probability[rows]):
         return None
-    drops = np.empty((X.shape[1], n_repeats))
-    for feature in range(X.shape[1]):
-        permuted = sample.copy()
-        for repeat, order in enumerate(shuffles):
+
+    def feature_drops(feature: int) -> list[float]:
+        permuted, drops = sample.copy(), []
+        for order in shuffles:
             permuted[:, feature] = permuted[order, feature]
             changed = [_with_trees_rescored(fold.estimator, trees, splits[:, feature], fold_outputs, permuted)
                        for (fold, trees, splits), fold_outputs in zip(folds, outputs)]
-            drops[feature, repeat] = baseline - roc_auc_score(y_sample, _calibrated_probability(folds, changed))
-    return drops
+            drops.append(baseline - roc_auc_score(y_sample, _calibrated_probability(folds, changed)))
+        return drops
+
+    # features are independent of one another: their tree walks run in threads (the walk releases the GIL)
+    with ThreadPoolExecutor(max(1, SCORING_THREADS)) as pool:
+        drops = list(pool.map(feature_drops, range(X.shape[1])))
+    return np.array(drops, dtype="float64").reshape(X.shape[1], n_repeats)
 
 
 def plot_gains(gains: pd.DataFrame, *, ax=None):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -192,3 +194,80 @@ def test_demo_churn_model_finds_true_dropouts(demo_home):
     truly_dropped = dropout.notna() & (dropout <= as_of)
     metrics = churn.churn_metrics(truly_dropped, proba).set_index("metric")["value"]
     assert metrics["roc_auc"] >= 0.75, metrics
+
+
+def _web_events() -> pd.DataFrame:
+    rows = [
+        ("a", "s1", "2023-12-20 08:00"),  # an old session
+        ("a", "s2", "2023-12-20 10:00"),  # ... starts long ago
+        ("a", "s2", "2024-03-20 10:00"),  # ... and has an event in the last 90 days: it counts once
+        ("a", "s3", "2024-03-30 12:00"),
+        ("a", "s3", "2024-04-02 12:00"),  # after as_of: not seen
+        ("b", "s4", "2024-01-02 00:00"),  # exactly 90 days before as_of: in the window
+        ("b", "s5", "2024-01-01 23:59"),  # just outside
+        ("d", "s6", "2023-11-01 00:00"),  # a visit, but none recent
+        ("z", "s7", "2024-03-01 00:00"),  # a visitor who never ordered
+    ]
+    df = pd.DataFrame(rows, columns=["customer_id", "session_id", "event_time"])
+    df["event_time"] = pd.to_datetime(df["event_time"])
+    return df
+
+
+def test_web_features_hand_checked():
+    f = churn.churn_features(_orders(), as_of=AS_OF, web_events=_web_events())
+    assert f["n_sessions_90d"].to_dict() == {"a": 2.0, "b": 1.0, "d": 0.0}
+    assert f.loc["a", "days_since_last_visit"] == pytest.approx(1.5)
+    assert f.loc["b", "days_since_last_visit"] == 90.0
+    assert f.loc["d", "days_since_last_visit"] == 152.0
+
+
+def test_features_from_a_duckdb_warehouse_equal_those_from_frames(tmp_path):
+    """The aggregation in the engine gives the numbers of the hand-checked frames, customer for customer."""
+    import ibis
+
+    orders, surveys, events = _orders(), _surveys(), _web_events()
+    orders = pd.concat([orders, pd.DataFrame({"customer_id": ["a", "a", None], "order_amount": [5.0, 7.0, 9.0],
+                                              "order_time": pd.to_datetime(["2024-03-01 18:00", "2024-02-10 00:00", "2024-02-11 00:00"])})],
+                       ignore_index=True)  # a second order on a day already counted, and an anonymous one
+    con = ibis.duckdb.connect(str(tmp_path / "w.duckdb"))
+    tables = {name: con.create_table(name, frame) for name, frame in
+              {"orders": orders, "surveys": surveys, "web_events": events}.items()}
+    from_engine = churn.churn_features(tables["orders"], as_of=AS_OF, surveys=tables["surveys"], web_events=tables["web_events"])
+    from_frames = churn.churn_features(orders, as_of=AS_OF, surveys=surveys, web_events=events)
+    pd.testing.assert_frame_equal(from_engine, from_frames)
+    assert list(from_engine.index) == ["a", "b", "d"]
+    # a bought on Jan 1 10:00, Feb 10 and Mar 1 (10:00 and 18:00): three purchase days, two gaps over 60 days 8 hours
+    assert from_engine.loc["a", "mean_gap_days"] == pytest.approx((60 + 8 / 24) / 2)
+    assert from_engine.loc["a", "n_orders"] == 4
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 50])
+def test_positive_probability_is_predict_proba_with_any_thread_count(n_threads):
+    rng = np.random.default_rng(2)
+    n = 900
+    features = pd.DataFrame({"days_since_last_order": rng.exponential(60, n), "noise": rng.normal(size=n)},
+                            index=[f"c{i}" for i in range(n)])
+    features.loc[features.index[::11], "noise"] = np.nan
+    labels = pd.Series(features["days_since_last_order"] + rng.normal(0, 20, n) > 60, index=features.index)
+    model = churn.fit_churn_model(features, labels, random_state=0)
+    expected = model.predict_proba(features)[:, 1]
+    assert np.array_equal(churn.positive_probability(model, features, n_threads=n_threads), expected)
+    assert np.array_equal(churn.positive_probability(model, features.iloc[:1], n_threads=n_threads), expected[:1])
+
+
+def test_money_features_are_the_exact_sums_on_every_run(tmp_path):
+    """Amounts are added up as decimals: the feature is the exact sum (to a millionth), whatever order the engine's
+    threads meet the rows in, so refitting on the same warehouse gives the same model."""
+    import ibis
+
+    rng = np.random.default_rng(5)
+    n = 300_000
+    amounts = np.round(rng.choice([0.1, 0.2, 0.3, 1e9 + 0.07, 19.99], n) * rng.choice([1, 1, 1, -1], n), 2)
+    orders = pd.DataFrame({"customer_id": rng.integers(0, 40, n).astype(str), "order_amount": amounts,
+                           "order_time": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 86_400 * 90, n), unit="s")})  # all before AS_OF
+    con = ibis.duckdb.connect(str(tmp_path / "w.duckdb"), threads=4)
+    table = con.create_table("orders", orders)
+    runs = [churn.churn_features(table, as_of=AS_OF)["total_amount"].sort_index() for _ in range(3)]
+    exact = orders.groupby("customer_id")["order_amount"].agg(lambda v: float(sum(Decimal(repr(x)) for x in v)))
+    assert runs[0].to_dict() == exact.loc[runs[0].index].to_dict()
+    assert all(run.equals(runs[0]) for run in runs[1:])
