@@ -179,6 +179,39 @@ def test_an_error_in_a_worker_process_names_file_and_column(home):
         build(home, workers=2)
 
 
+def test_fact_sources_spilled_while_customers_resolve_stage_as_those_staged_afterwards(home):
+    # with a pool, the chunked fact sources are validated before the customers are resolved and only linked afterwards
+    from crm_analytics import datasets
+    from crm_analytics.cleansing import pipeline
+
+    root, dataset_file = home
+    dataset = datasets.load_dataset(str(dataset_file))
+    source_map = pipeline.dataset_source_map(dataset)
+    options = pipeline.validation_options(dataset)
+    region = options.pop("default_region")
+    lookup = pd.DataFrame({"system": ["web", "web", "web", "store"], "source_customer_id": ["W1", "W2", "W3", "S1"],
+                           "customer_key": ["c1", "c2", "c3", "c1"]})
+    staged = {}
+    for kind in ("at_once", "spilled"):
+        work = root / kind
+        work.mkdir()
+        with pipeline.source_pool(2) as pool:
+            spilled = pipeline.spill_fact_sources(source_map, dataset.data_dir, pool, as_of=pd.Timestamp(AS_OF), work_dir=work,
+                                                  default_region=region, **options) if kind == "spilled" else None
+            if kind == "spilled":
+                assert set(spilled) == {"web_orders"}, "customers and typed Parquet sources are not spilled"
+            staged[kind] = pipeline.stage_facts(source_map, dataset.data_dir, as_of=pd.Timestamp(AS_OF), id_lookup=lookup, work_dir=work,
+                                                default_region=region, pool=pool, spilled=spilled, **options)
+    assert set(staged["spilled"]) == set(staged["at_once"]) == {"web_orders", "touchpoints"}
+    for name, at_once in staged["at_once"].items():
+        again = staged["spilled"][name]
+        pd.testing.assert_frame_equal(again.quarantine, at_once.quarantine, obj=name)
+        pd.testing.assert_frame_equal(again.profile, at_once.profile, obj=name)
+        assert (again.n_rows_in, again.n_rows_clean) == (at_once.n_rows_in, at_once.n_rows_clean)
+        pd.testing.assert_frame_equal(pd.read_parquet(again.clean_path), pd.read_parquet(at_once.clean_path), obj=name)
+    assert staged["spilled"]["web_orders"].quarantine["reason"].eq("unknown_customer").any()
+
+
 # A build's worker pool, whose build process is then killed outright (it cannot shut the pool down).
 KILLED_WITH_WORKERS = """
 import os, signal

@@ -281,3 +281,27 @@ def test_bulk_keeps_or_quarantines_an_order_without_a_customer_as_the_dataset_sa
     else:
         assert clean == {"O1": "cus_1"} and reasons == [[2, "customer_id", "missing_required"], [3, "customer_id", "unknown_customer"]]
     assert staged.n_rows_in == staged.n_rows_clean + staged.n_rows_quarantined == 3
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 1000])
+def test_spilled_then_linked_in_another_process_equals_staged_at_once(orders_dir, tmp_path, chunk_rows):
+    # the build spills a source before the customers are resolved and links it afterwards, in another worker process
+    import pickle
+
+    spilled = stream.spill_source("web_orders", orders_spec(), orders_dir, as_of=AS_OF, work_dir=tmp_path, chunk_rows=chunk_rows)
+    assert not (tmp_path / "web_orders.parquet").exists(), "nothing is staged before the link"
+    linked = stream.link_spilled(pickle.loads(pickle.dumps(spilled)), work_dir=tmp_path, id_lookup=LOOKUP)
+    assert_same(linked, whole_file("web_orders", orders_spec(), orders_dir, LOOKUP))
+    assert "unknown_customer" in set(linked.quarantine["reason"])
+
+
+def test_spilled_order_lines_are_checked_against_the_orders_given_at_the_link(tmp_path):
+    (tmp_path / "items.csv").write_text("order_id,line_number,product_id,quantity,unit_price\nO1,1,P1,1,2.5\nO9,1,P1,1,2.5\n", encoding="utf-8")
+    (tmp_path / "orders.csv").write_text(HEADER + "O1,W1,2024-03-01T10:00:00Z,1,CNY,0,web,false\n", encoding="utf-8")
+    orders = stream.stage_source("web_orders", orders_spec(), tmp_path, as_of=AS_OF, work_dir=tmp_path, id_lookup=LOOKUP)
+    spec = {"table": "order_items", "path": "items.csv", "format": "csv", "encoding": "utf-8",
+            "columns": {c: c for c in ("order_id", "line_number", "product_id", "quantity")} | {"unit_price_amount": "unit_price"}}
+    spilled = stream.spill_source("order_items", spec, tmp_path, as_of=AS_OF, work_dir=tmp_path)
+    linked = stream.link_spilled(spilled, work_dir=tmp_path, known_orders=[orders.clean_path])
+    assert staged_clean(linked)["order_id"].tolist() == ["O1"]
+    assert linked.quarantine[["source_row", "reason"]].values.tolist() == [[2, "unknown_order"]]

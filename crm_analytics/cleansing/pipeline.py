@@ -18,6 +18,11 @@ or inside DuckDB (``bulk``), its clean rows staged as Parquet in a work folder
 beside the warehouse (``<warehouse>.staging-<pid>``, removed afterwards) and
 copied into the warehouse by DuckDB. So the fact tables never sit in pandas,
 and memory grows with the customers, not with orders or events.
+
+With worker processes (``workers`` > 1), the fact sources validated chunk by chunk
+start right behind the customer sources: their chunks are validated and spilled
+while the customers are validated and resolved (``spill_fact_sources``), and are
+only linked to the resolved customers afterwards (``stage_facts(spilled=...)``).
 """
 
 from __future__ import annotations
@@ -180,6 +185,21 @@ def validate_customers(
     return {name: outcomes[name][0] for name in names}, {name: outcomes[name][1] for name in names}
 
 
+def _submit_customers(pool: Executor | None, source_map: Mapping[str, Mapping[str, Any]], dataset_dir: Path, **options: Any):
+    """Start ``validate_customers`` in ``pool`` and return a function waiting for its result (without a pool, or with one
+    customer source, the validation runs when that function is called)."""
+    names = [name for name, spec in source_map.items() if spec["table"] == CUSTOMER_TABLE]
+    if pool is None or len(names) < 2:
+        return lambda: validate_customers(source_map, dataset_dir, pool=pool, **options)
+    futures = _submit_sources(pool, _validate_customer_source, names, source_map, dataset_dir, **options)
+
+    def wait() -> tuple[dict[str, validate.ValidatedSource], dict[str, pd.DataFrame]]:
+        outcomes = {name: futures[name].result() for name in names}
+        return {name: outcomes[name][0] for name in names}, {name: outcomes[name][1] for name in names}
+
+    return wait
+
+
 def _validate_customer_source(
     name: str, spec: Mapping[str, Any], dataset_dir: Path, *, as_of: pd.Timestamp, default_region: str | None, **options: Any
 ) -> tuple[validate.ValidatedSource, pd.DataFrame]:
@@ -275,6 +295,7 @@ def stage_facts(
     default_region: str | None = None,
     chunk_rows: int = stream.CHUNK_ROWS,
     pool: Executor | None = None,
+    spilled: Mapping[str, Future | stream.SpilledSource] | None = None,
     **options: Any,
 ) -> dict[str, bulk.StagedSource]:
     """Validate every source that is not ``customers``, link it to the customers, and stage its clean rows as Parquet.
@@ -282,6 +303,7 @@ def stage_facts(
     Typed Parquet sources are validated inside DuckDB (``bulk``); CSV sources chunk by chunk,
     Excel and SQL sources whole (``stream``). Memory stays bounded whatever the files' size
     (with a ``pool``, per worker: the workers read the id lookup from a Parquet file in ``work_dir``).
+    ``spilled``: sources already validated and spilled (``spill_fact_sources``, or its futures), which are only linked.
     """
     names = [name for name, spec in source_map.items() if spec["table"] != CUSTOMER_TABLE]
     lookup: pd.DataFrame | Path = id_lookup
@@ -295,22 +317,77 @@ def stage_facts(
     orders = [name for name in names if source_map[name]["table"] == "orders"]
     first = orders + [name for name in names if name not in lines and name not in orders]  # an order's error comes first
     if pool is None or len(names) < 2:
+        stage_options["spilled"] = _spilled_results(spilled, names)
         staged = {name: _stage_fact_source(name, source_map[name], dataset_dir, **stage_options) for name in first}
         known_orders = [staged[name].clean_path for name in orders] or None
         staged |= {name: _stage_fact_source(name, source_map[name], dataset_dir, known_orders=known_orders, **stage_options) for name in lines}
         return {name: staged[name] for name in names}
-    futures = _submit_sources(pool, _stage_fact_source, first, source_map, dataset_dir, **stage_options)
+    # the sources still to validate first (the longest work), then those only to link, each once its spill is done
+    unspilled = [name for name in first if name not in (spilled or {})]
+    futures = _submit_sources(pool, _stage_fact_source, unspilled, source_map, dataset_dir, **stage_options)
+    for name in [name for name in first if name not in unspilled]:
+        futures[name] = _submit_link(pool, name, source_map, dataset_dir, spilled, **stage_options)
     known_orders = [futures[name].result().clean_path for name in orders] or None
-    futures |= _submit_sources(pool, _stage_fact_source, lines, source_map, dataset_dir, known_orders=known_orders, **stage_options)
+    for name in sorted(lines, key=lambda name: -_source_bytes(source_map[name], dataset_dir)):
+        futures[name] = _submit_link(pool, name, source_map, dataset_dir, spilled, known_orders=known_orders, **stage_options)
     return {name: futures[name].result() for name in names}
+
+
+def _submit_link(pool: Executor, name: str, source_map: Mapping[str, Mapping[str, Any]], dataset_dir: Path,
+                 spilled: Mapping[str, Future | stream.SpilledSource] | None, **options: Any) -> Future:
+    """The future of ``_stage_fact_source`` for one source, in ``pool``: a spilled source once its spill is done (a spill
+    that failed is returned as it is, its error raised where the build collects the sources, in their order)."""
+    done = (spilled or {}).get(name)
+    if isinstance(done, Future) and done.exception() is not None:
+        return done
+    return pool.submit(_stage_fact_source, name, dict(source_map[name]), dataset_dir, spilled=_spilled_results(spilled, [name]), **options)
+
+
+def _spilled_results(spilled: Mapping[str, Future | stream.SpilledSource] | None, names: list[str]) -> dict[str, stream.SpilledSource]:
+    """``{name: SpilledSource}`` of the ``names`` in ``spilled``, waiting for those still being spilled (a worker's error is
+    raised here)."""
+    spilled = spilled or {}
+    return {name: spilled[name].result() if isinstance(spilled[name], Future) else spilled[name] for name in names if name in spilled}
+
+
+def spill_fact_sources(
+    source_map: Mapping[str, Mapping[str, Any]],
+    dataset_dir: Path,
+    pool: Executor,
+    *,
+    as_of: pd.Timestamp,
+    work_dir: Path,
+    default_region: str | None = None,
+    chunk_rows: int = stream.CHUNK_ROWS,
+    **options: Any,
+) -> dict[str, Future]:
+    """Start validating, in ``pool``, the fact sources validated chunk by chunk (``stream``: not customers, not typed
+    Parquet) as far as they can go before the customers are resolved (``stream.spill_source``), largest file first.
+
+    Submitted after the customer sources, they keep the workers busy while the customers are validated and resolved;
+    ``stage_facts(spilled=...)`` then only links them. Returns ``{source: future of a stream.SpilledSource}``.
+    """
+    names = [name for name, spec in source_map.items() if spec["table"] != CUSTOMER_TABLE and not is_bulk(spec)]
+    return _submit_sources(pool, _spill_fact_source, names, source_map, dataset_dir, as_of=as_of, work_dir=work_dir,
+                           default_region=default_region, chunk_rows=chunk_rows, **options)
+
+
+def _spill_fact_source(name: str, spec: Mapping[str, Any], dataset_dir: Path, **options: Any) -> stream.SpilledSource:
+    return stream.spill_source(name, spec, dataset_dir, **options)
 
 
 def _stage_fact_source(
     name: str, spec: Mapping[str, Any], dataset_dir: Path, *, as_of: pd.Timestamp, id_lookup: pd.DataFrame | Path,
-    work_dir: Path, default_region: str | None, chunk_rows: int, **options: Any,
+    work_dir: Path, default_region: str | None, chunk_rows: int, spilled: Mapping[str, Future | stream.SpilledSource] | None = None,
+    **options: Any,
 ) -> bulk.StagedSource:
-    """One fact source validated, linked and staged; ``id_lookup`` may be the Parquet file holding it."""
+    """One fact source validated, linked and staged; ``id_lookup`` may be the Parquet file holding it; a source in
+    ``spilled`` (a future of this build's pool, or its result) was validated already and is only linked."""
     lookup = _read_lookup(id_lookup) if isinstance(id_lookup, Path) else id_lookup
+    if spilled and name in spilled:
+        done = spilled[name]
+        return stream.link_spilled(done.result() if isinstance(done, Future) else done, work_dir=work_dir, id_lookup=lookup,
+                                   known_orders=options.get("known_orders"))
     if is_bulk(spec):
         return bulk.validate_parquet(name, spec, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir,
                                      business_time_zone=options.get("business_time_zone"), dataset=options.get("dataset"),
@@ -643,7 +720,10 @@ def _build(
     options = validation_options(dataset, default_region=default_region)
     region = options.pop("default_region")
     with source_pool(workers) as pool:
-        validated, profiles = validate_customers(source_map, dataset_dir, as_of=as_of, default_region=region, pool=pool, **options)
+        customers_done = _submit_customers(pool, source_map, dataset_dir, as_of=as_of, default_region=region, **options)
+        spilled = spill_fact_sources(source_map, dataset_dir, pool, as_of=as_of, work_dir=work_dir, default_region=region,
+                                     **options) if pool is not None else {}
+        validated, profiles = customers_done()
         timer.lap("read_validate_customers")
 
         customers = _customer_frame(validated)
@@ -657,7 +737,7 @@ def _build(
         timer.lap("resolve_entities")
 
         staged = stage_facts(source_map, dataset_dir, as_of=as_of, id_lookup=lookup, work_dir=work_dir, default_region=region, pool=pool,
-                             **options)
+                             spilled=spilled, **options)
         del lookup
         profiles |= {name: s.profile for name, s in staged.items()}
         timer.lap("validate_link_facts")

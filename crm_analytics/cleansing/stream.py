@@ -209,6 +209,113 @@ def _register_lookup(con: duckdb.DuckDBPyConnection, id_lookup: pd.DataFrame) ->
     con.unregister("lookup_frame")
 
 
+@dataclass
+class SpilledSource:
+    """A file source validated chunk by chunk and spilled to Parquet, not yet linked to customers or orders
+    (``spill_source``; ``link_spilled`` finishes it). Small: the chunk files stay on disk; it holds the quarantine
+    entries so far (chunk entries, then duplicates across chunks), the profile and the applied value maps."""
+
+    name: str
+    spill: _Spill
+    duplicates: pd.DataFrame
+    profile: pd.DataFrame
+
+
+def spill_source(
+    name: str,
+    spec: Mapping[str, Any],
+    dataset_dir: str | Path,
+    *,
+    as_of: pd.Timestamp,
+    work_dir: str | Path,
+    default_region: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    business_time_zone: str | None = None,
+    **options: Any,
+) -> SpilledSource:
+    """The first half of ``stage_source``, which needs neither the resolved customers nor the orders: validate the
+    chunks, spill them to ``<work_dir>/<name>/``, find the duplicate keys across chunks and profile the source.
+
+    Parameters and errors as ``stage_source`` (without ``id_lookup`` and ``known_orders``).
+    Returns a ``SpilledSource`` for ``link_spilled`` (in this process or another: it pickles).
+    """
+    table = schema.get_table(spec["table"])
+    spill = _Spill(folder=Path(work_dir) / name, table=table)
+    spill.folder.mkdir(parents=True, exist_ok=True)
+    con = connect(work_dir)
+    try:
+        for raw in sources.read_source_chunks(name, dict(spec), dataset_dir, chunk_rows=chunk_rows):
+            result, typed = validate.validate_source_typed(
+                name, raw, spec, as_of=as_of, default_region=default_region, business_time_zone=business_time_zone, **options
+            )
+            _spill_chunk(con, spill, raw, result, typed)
+            del raw, result, typed
+        check_not_empty(name, spec, dataset_dir, spill.n_rows_in)
+        duplicates = _cross_chunk_duplicates(con, spill, name)
+        _deduplicated_view(con, spill, duplicates)
+        profile = quality.profile_from_counts(_profile(con, spill, "deduplicated"), source=name, table_name=table.name)
+    finally:
+        con.close()
+    return SpilledSource(name, spill, duplicates, profile)
+
+
+def _deduplicated_view(con: duckdb.DuckDBPyConnection, spill: _Spill, duplicates: pd.DataFrame) -> None:
+    """View ``deduplicated``: the spilled clean rows without those whose key an earlier chunk holds."""
+    con.register("duplicate_rows", duplicates[["source_row"]].astype("int64"))
+    # a view, not a table: it is read once or twice, and its rows need not be copied into DuckDB first
+    con.execute(f"CREATE TEMP VIEW deduplicated AS SELECT * FROM read_parquet({spill.files('clean')}) "
+                "WHERE _source_row NOT IN (SELECT source_row FROM duplicate_rows)")
+
+
+def link_spilled(
+    spilled: SpilledSource,
+    *,
+    work_dir: str | Path,
+    id_lookup: pd.DataFrame | None = None,
+    known_orders: list[Path] | None = None,
+) -> StagedSource:
+    """The second half of ``stage_source``: link a ``SpilledSource`` to the customers (``id_lookup``) and the orders
+    (``known_orders``) and write its clean rows to ``<work_dir>/<name>.parquet``.
+
+    Parameters and result as ``stage_source``; ``work_dir`` is the folder ``spill_source`` wrote to.
+    """
+    name, spill = spilled.name, spilled.spill
+    table = spill.table
+    clean_path = Path(work_dir) / f"{name}.parquet"
+    con = connect(work_dir)
+    try:
+        _deduplicated_view(con, spill, spilled.duplicates)
+        quarantine = [*spill.quarantine, spilled.duplicates]
+        present = spill.columns
+        relation, kept = "deduplicated", []
+        if id_lookup is not None and "customer_id" in present:
+            _register_lookup(con, id_lookup)
+            con.execute(f"CREATE TEMP TABLE linked AS {_link_sql(present)}")
+            # a row without a customer (an anonymous order) stays; a customer nobody knows is quarantined
+            unknown = con.execute("SELECT _source_row, _source_file, CAST(customer_id AS VARCHAR) AS customer_id FROM linked "
+                                  "WHERE _customer_key IS NULL AND customer_id IS NOT NULL ORDER BY _source_row").df()
+            quarantine.append(_entries(name, spill, unknown["_source_row"], "customer_id", unknown["customer_id"], validate.UNKNOWN_CUSTOMER,
+                                       files=unknown["_source_file"]))
+            con.execute("CREATE TEMP VIEW known AS SELECT * REPLACE (_customer_key AS customer_id) FROM linked "
+                        "WHERE _customer_key IS NOT NULL OR customer_id IS NULL")
+            relation = "known"
+        if links_orders(table.name, present, known_orders):
+            register_known_orders(con, known_orders)
+            orphans = con.execute(f"SELECT _source_row, _source_file, CAST(order_id AS VARCHAR) AS order_id FROM {relation} "
+                                  f"WHERE {UNKNOWN_ORDER_WHERE} ORDER BY _source_row").df()
+            quarantine.append(_entries(name, spill, orphans["_source_row"], "order_id", orphans["order_id"], validate.UNKNOWN_ORDER,
+                                       files=orphans["_source_file"]))
+            kept.append(f"NOT ({UNKNOWN_ORDER_WHERE})")
+        where = f" WHERE {' AND '.join(kept)}" if kept else ""
+        n_clean = copy_to_parquet(con, contract_select(f"(SELECT * FROM {relation}{where} ORDER BY _source_row)", table, present), clean_path)
+    finally:
+        con.close()
+    quarantine_frame = pd.concat([q for q in quarantine if not q.empty] or [validate.empty_quarantine()], ignore_index=True)
+    applied = vocabulary.label_mapping_counts(pd.concat(spill.value_maps, ignore_index=True) if spill.value_maps else None,
+                                              source=name, table_name=table.name)
+    return StagedSource(name, table.name, clean_path, quarantine_frame, spilled.profile, spill.n_rows_in, n_clean, present, value_maps=applied)
+
+
 def stage_source(
     name: str,
     spec: Mapping[str, Any],
@@ -258,51 +365,6 @@ def stage_source(
         the quarantine (chunk entries, then duplicates across chunks, then unknown customers, then unknown orders)
         and the before/after profile.
     """
-    table = schema.get_table(spec["table"])
-    spill = _Spill(folder=Path(work_dir) / name, table=table)
-    spill.folder.mkdir(parents=True, exist_ok=True)
-    clean_path = Path(work_dir) / f"{name}.parquet"
-    con = connect(work_dir)
-    try:
-        for raw in sources.read_source_chunks(name, dict(spec), dataset_dir, chunk_rows=chunk_rows):
-            result, typed = validate.validate_source_typed(
-                name, raw, spec, as_of=as_of, default_region=default_region, business_time_zone=business_time_zone, **options
-            )
-            _spill_chunk(con, spill, raw, result, typed)
-            del raw, result, typed
-        check_not_empty(name, spec, dataset_dir, spill.n_rows_in)
-        duplicates = _cross_chunk_duplicates(con, spill, name)
-        con.register("duplicate_rows", duplicates[["source_row"]].astype("int64"))
-        # views, not tables: each is read once or twice, and its rows need not be copied into DuckDB first
-        con.execute(f"CREATE TEMP VIEW deduplicated AS SELECT * FROM read_parquet({spill.files('clean')}) "
-                    "WHERE _source_row NOT IN (SELECT source_row FROM duplicate_rows)")
-        profile = quality.profile_from_counts(_profile(con, spill, "deduplicated"), source=name, table_name=table.name)
-        quarantine = [*spill.quarantine, duplicates]
-        present = spill.columns
-        relation, kept = "deduplicated", []
-        if id_lookup is not None and "customer_id" in present:
-            _register_lookup(con, id_lookup)
-            con.execute(f"CREATE TEMP TABLE linked AS {_link_sql(present)}")
-            # a row without a customer (an anonymous order) stays; a customer nobody knows is quarantined
-            unknown = con.execute("SELECT _source_row, _source_file, CAST(customer_id AS VARCHAR) AS customer_id FROM linked "
-                                  "WHERE _customer_key IS NULL AND customer_id IS NOT NULL ORDER BY _source_row").df()
-            quarantine.append(_entries(name, spill, unknown["_source_row"], "customer_id", unknown["customer_id"], validate.UNKNOWN_CUSTOMER,
-                                       files=unknown["_source_file"]))
-            con.execute("CREATE TEMP VIEW known AS SELECT * REPLACE (_customer_key AS customer_id) FROM linked "
-                        "WHERE _customer_key IS NOT NULL OR customer_id IS NULL")
-            relation = "known"
-        if links_orders(table.name, present, known_orders):
-            register_known_orders(con, known_orders)
-            orphans = con.execute(f"SELECT _source_row, _source_file, CAST(order_id AS VARCHAR) AS order_id FROM {relation} "
-                                  f"WHERE {UNKNOWN_ORDER_WHERE} ORDER BY _source_row").df()
-            quarantine.append(_entries(name, spill, orphans["_source_row"], "order_id", orphans["order_id"], validate.UNKNOWN_ORDER,
-                                       files=orphans["_source_file"]))
-            kept.append(f"NOT ({UNKNOWN_ORDER_WHERE})")
-        where = f" WHERE {' AND '.join(kept)}" if kept else ""
-        n_clean = copy_to_parquet(con, contract_select(f"(SELECT * FROM {relation}{where} ORDER BY _source_row)", table, present), clean_path)
-    finally:
-        con.close()
-    quarantine_frame = pd.concat([q for q in quarantine if not q.empty] or [validate.empty_quarantine()], ignore_index=True)
-    applied = vocabulary.label_mapping_counts(pd.concat(spill.value_maps, ignore_index=True) if spill.value_maps else None,
-                                              source=name, table_name=table.name)
-    return StagedSource(name, table.name, clean_path, quarantine_frame, profile, spill.n_rows_in, n_clean, present, value_maps=applied)
+    spilled = spill_source(name, spec, dataset_dir, as_of=as_of, work_dir=work_dir, default_region=default_region, chunk_rows=chunk_rows,
+                           business_time_zone=business_time_zone, **options)
+    return link_spilled(spilled, work_dir=work_dir, id_lookup=id_lookup, known_orders=known_orders)
