@@ -136,7 +136,10 @@ _PHONE_LIKE = re.compile(r"^\+?[\d\s\-().]{7,}$")
 
 def _normalise_identifier(value: str) -> str:
     """NFKC, trimmed, case-folded; phone-like values reduced to digits without a +86/0086 prefix."""
-    text = " ".join(unicodedata.normalize("NFKC", value).split()).casefold()
+    if value.isascii():  # NFKC leaves ASCII as it is, and ASCII case-folds to lower case
+        text = " ".join(value.split()).lower()
+    else:
+        text = " ".join(unicodedata.normalize("NFKC", value).split()).casefold()
     if _PHONE_LIKE.match(text):
         digits = re.sub(r"\D", "", text)
         return re.sub(r"^(?:0086|86)(?=1\d{10}$)", "", digits)
@@ -185,11 +188,12 @@ def pseudonymise(values: pd.Series, *, prefix: str = "cus", length: int = 16, ke
     """
     if not 8 <= length <= 64:
         raise ValueError(f"length must be between 8 and 64 hex digits, got {length}")
-    key = load_key() if key is None else _checked_key(key)
+    keyed = hmac.new(load_key() if key is None else _checked_key(key), digestmod=hashlib.sha256)
 
     def token(value: str) -> str:
-        digest = hmac.new(key, _normalise_identifier(value).encode("utf-8"), hashlib.sha256).hexdigest()
-        return f"{prefix}_{digest[:length]}"
+        mac = keyed.copy()  # the key's padding hashed once, not once per value
+        mac.update(_normalise_identifier(value).encode("utf-8"))
+        return f"{prefix}_{mac.hexdigest()[:length]}"
 
     return _map_values(values, token)
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import stat
+import unicodedata
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
 from crm_analytics import paths, privacy
 from crm_analytics.frames import MissingColumnError
@@ -38,6 +42,19 @@ def test_pseudonym_is_the_keyed_hmac_of_the_normalised_value(env_key):
     expected = "cus_" + hmac.new(KEY.encode(), b"zhang@example.com", hashlib.sha256).hexdigest()[:16]
     out = privacy.pseudonymise(pd.Series([" Zhang@Example.COM ", "zhang@example.com"]))
     assert out.tolist() == [expected, expected]
+
+
+def _normalised_by_unicode_rules(value: str) -> str:
+    """The normalisation spelled out for every value (NFKC, whitespace collapsed, case-folded, phones as digits)."""
+    text = " ".join(unicodedata.normalize("NFKC", value).split()).casefold()
+    if re.match(r"^\+?[\d\s\-().]{7,}$", text):
+        return re.sub(r"^(?:0086|86)(?=1\d{10}$)", "", re.sub(r"\D", "", text))
+    return text
+
+
+@given(hs.text(alphabet=hs.characters(max_codepoint=127)) | hs.text())
+def test_the_ascii_shortcut_normalises_as_the_unicode_rules(value):
+    assert privacy._normalise_identifier(value) == _normalised_by_unicode_rules(value)
 
 
 def test_pseudonym_depends_on_the_key(monkeypatch):
