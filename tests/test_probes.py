@@ -153,7 +153,7 @@ app()
 """
 
 KILL_POINTS = {
-    "reading the customer sources": ("crm_analytics.cleansing.pipeline", "validate_customers", 1),
+    "reading the customer sources": ("crm_analytics.cleansing.pipeline", "_submit_customers", 1),
     "resolving the customers": ("crm_analytics.cleansing.resolve", "resolve_entities", 1),
     "validating the fact sources": ("crm_analytics.cleansing.pipeline", "stage_facts", 1),
     "writing the fifth table of the new file": ("crm_analytics.warehouse", "_write_one", 5),
