@@ -26,10 +26,9 @@ from sklearn.utils.random import sample_without_replacement
 from threadpoolctl import threadpool_limits
 
 from crm_analytics import customer_features, plots
-from crm_analytics.frames import TableLike, as_ibis, require_columns
+from crm_analytics.frames import TableLike, as_ibis, exact_sum, require_columns
 
 DAY_SECONDS = 86400
-EXACT_MONEY = "decimal(38, 6)"  # the type money is summed in: exact to a millionth of the unit, up to 10**32
 _RECENT_SESSION_DAYS = 90  # the window of n_sessions_90d
 # OpenMP threads of the gradient boosting thrash on small data and busy machines: one is faster here.
 N_THREADS = 1
@@ -128,16 +127,6 @@ def churn_labels(
     return out
 
 
-def _exact_sum(values, *, where=None):
-    """Ibis expression: the sum of a money column (``where`` it holds), added up as exact decimals, as float64.
-
-    A float sum in a parallel engine depends on the order its threads meet the rows, and the boosted trees split on
-    exact feature values, so a change in the last bit moved churn scores between two runs on the same data. Decimals
-    (six places of the currency unit) add up to the same value on every run.
-    """
-    return values.cast(EXACT_MONEY).sum(where=where).cast("float64")
-
-
 def _order_features(orders, customer_col: str, time_col: str, amount_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
     t = _before(orders, time_col, as_of)
     t = t.filter(t[customer_col].notnull())  # anonymous orders belong to nobody
@@ -146,13 +135,15 @@ def _order_features(orders, customer_col: str, time_col: str, amount_col: str, a
     agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
         n_orders=is_purchase.sum(),
         n_refunds=(~is_purchase).sum(),
-        total_amount=_exact_sum(t[amount_col]),
-        purchase_amount=_exact_sum(t[amount_col], where=is_purchase),
+        # money as exact sums: the trees split on exact feature values, so a float sum's last bit, which changes
+        # from run to run in a parallel engine, moved scores between two runs on the same data
+        total_amount=exact_sum(t[amount_col]),
+        purchase_amount=exact_sum(t[amount_col], where=is_purchase),
         days_since_last_order=days_ago.min(where=is_purchase),
         tenure_days=days_ago.max(where=is_purchase),
         n_orders_90d=(is_purchase & (days_ago <= 90)).sum(),
         n_orders_365d=(is_purchase & (days_ago <= 365)).sum(),
-        amount_90d=_exact_sum(t[amount_col], where=is_purchase & (days_ago <= 90)),
+        amount_90d=exact_sum(t[amount_col], where=is_purchase & (days_ago <= 90)),
         n_active_days=t[time_col].date().nunique(where=is_purchase),
     )
     df = agg.filter(agg.n_orders > 0).to_pandas().set_index("customer_id")
