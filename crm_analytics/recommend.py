@@ -461,12 +461,10 @@ def holdout_split(pairs_before: pd.DataFrame, pairs_after: pd.DataFrame) -> pd.D
         after = after[_isin(after.customer_id, before.customer_id)]
         is_new = ~pd.MultiIndex.from_frame(after).isin(pd.MultiIndex.from_frame(before))
         return after[is_new].sort_values(["customer_id", "product_id"]).reset_index(drop=True)
-    customers = pd.Index(pd.unique(before.customer_id))
-    products = pd.Index(pd.unique(pd.concat([before.product_id, after.product_id], ignore_index=True)))
-    after_codes = _pair_codes(after, customers, products)
+    after_codes, before_codes = _shared_pair_codes(after, before, pd.Index(pd.unique(before.customer_id)))
     known = after_codes >= 0
     after, after_codes = after[known], after_codes[known]
-    is_new = ~pd.Series(after_codes).isin(_pair_codes(before, customers, products)).to_numpy()
+    is_new = ~pd.Series(after_codes).isin(before_codes).to_numpy()
     is_first = ~pd.Series(after_codes).duplicated().to_numpy()
     return _sorted_pairs(after[is_new & is_first])
 
@@ -480,6 +478,15 @@ def _pair_codes(pairs: pd.DataFrame, customers: pd.Index, products: pd.Index) ->
     customer_codes = _positions(pairs.customer_id, customers)
     codes = customer_codes * len(products) + _positions(pairs.product_id, products)
     return np.where(customer_codes >= 0, codes, -1)
+
+
+def _shared_pair_codes(pairs: pd.DataFrame, reference: pd.DataFrame, customers: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """``_pair_codes`` of ``pairs`` and of ``reference`` on one code space (``customers``, the products of both).
+
+    Equal pairs of the two tables get equal codes, so a pair of ``pairs`` is in ``reference`` when its code is.
+    """
+    products = pd.Index(pd.unique(pd.concat([reference.product_id, pairs.product_id], ignore_index=True)))
+    return _pair_codes(pairs, customers, products), _pair_codes(reference, customers, products)
 
 
 def already_bought(recommendations: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -504,10 +511,8 @@ def already_bought(recommendations: pd.DataFrame, pairs: pd.DataFrame) -> pd.Dat
     frames.require_columns(pairs, ["customer_id", "product_id"], context="already_bought(pairs)")
     bought = pairs[["customer_id", "product_id"]].astype(str)
     offered = recommendations[["customer_id", "product_id"]].astype(str)
-    customers = pd.Index(pd.unique(bought.customer_id))
-    products = pd.Index(pd.unique(pd.concat([bought.product_id, offered.product_id], ignore_index=True)))
-    offered_codes = _pair_codes(offered, customers, products)
-    repeated = (offered_codes >= 0) & pd.Series(offered_codes).isin(_pair_codes(bought, customers, products)).to_numpy()
+    offered_codes, bought_codes = _shared_pair_codes(offered, bought, pd.Index(pd.unique(bought.customer_id)))
+    repeated = (offered_codes >= 0) & pd.Series(offered_codes).isin(bought_codes).to_numpy()
     return recommendations[repeated].reset_index(drop=True)
 
 
@@ -603,8 +608,8 @@ def evaluate(recommendations: pd.DataFrame, truth: pd.DataFrame, *, k: int = 10,
     customers = pd.Index(customers, name="customer_id")
     top = recommendations[(recommendations["rank"] <= k) & _isin(recommendations.customer_id.astype(str), customers)]
     top = top[["customer_id", "product_id"]].astype(str)
-    products = pd.Index(pd.unique(pd.concat([truth.product_id, top.product_id], ignore_index=True)))
-    is_hit = pd.Series(_pair_codes(top, customers, products)).isin(_pair_codes(truth, customers, products)).to_numpy()
+    top_codes, truth_codes = _shared_pair_codes(top, truth, customers)
+    is_hit = pd.Series(top_codes).isin(truth_codes).to_numpy()
     relevant = pd.Series(np.bincount(customer_codes, minlength=len(customers)), index=customers)
     hit_codes = _positions(top.customer_id[is_hit], customers)
     hits = pd.Series(np.bincount(hit_codes, minlength=len(customers)), index=customers)
