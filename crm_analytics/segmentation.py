@@ -26,6 +26,7 @@ models then work on the customer-level result in pandas / NumPy.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import ibis
@@ -605,8 +606,13 @@ def customer_features(
     channels = {f"_n_{i}": value for i, value in enumerate(_distinct_values(rows.filter(is_purchase)[channel_col]))}
     with_items = order_items is not None and products is not None
     item_lines, categories = _item_lines(order_items, products, exclude_products=exclude_products) if with_items else (None, {})
-    # purchase orders with an item line, counted with the orders (a semi-join) rather than as distinct order ids of the lines
-    line_orders = {"n_orders": rows.count(where=is_purchase & rows.order_id.isin(item_lines.order_id))} if with_items else {}
+    # purchase orders with an item line, counted with the orders (a semi-join on the lines before their product
+    # join: the same order ids, one join fewer) rather than as distinct order ids of the lines
+    line_orders = (
+        {"n_orders": rows.count(where=is_purchase & rows.order_id.isin(_counted_items(order_items, exclude_products).order_id))}
+        if with_items
+        else {}
+    )
     totals = (
         rows.group_by(customer_col)
         .aggregate(
@@ -627,7 +633,8 @@ def customer_features(
         items = _item_totals(purchases, item_lines, categories, customer_col=customer_col)
         # every customer with item lines has a purchase, so the left join keeps them all; one query, aligned rows
         totals = totals.left_join(items, customer_col).drop(f"{customer_col}_right")
-    base = totals.order_by(customer_col).to_pandas().set_index(customer_col)
+    # through Arrow: the same columns and dtypes as ``to_pandas``, without its per-column conversions
+    base = totals.order_by(customer_col).to_pyarrow().to_pandas().set_index(customer_col)
     day = pd.Timedelta(days=1)
     features = pd.DataFrame(index=base.index)
     features["recency_days"] = ((stamp - base["last_order_time"]) // day).astype("int64")
@@ -673,22 +680,33 @@ def _item_lines(order_items: TableLike, products: TableLike, *, exclude_products
     Lines with a positive quantity, not of an ``exclude_products`` code: ``order_id``, ``product_id``,
     ``quantity``, ``unit_price_amount`` and the product's ``category`` (missing for a product not in ``products``).
     """
-    require_columns(order_items, ["order_id", "product_id", "quantity", "unit_price_amount"], context="customer_features(order_items)")
     require_columns(products, ["product_id", "category"], context="customer_features(products)")
-    codes = sorted({str(code) for code in exclude_products})
-    items = as_ibis(order_items)
-    if codes:
-        items = items.filter(~items.product_id.cast("string").isin(codes))
+    codes = _excluded_codes(exclude_products)
     catalogue = as_ibis(products).select("product_id", "category")
     if codes:
         catalogue = catalogue.filter(~catalogue.product_id.cast("string").isin(codes))
     categories = {f"_c_{i}": value for i, value in enumerate(_distinct_values(catalogue.category))}
-    lines = (
-        items.filter(items.quantity > 0)
-        .select("order_id", "product_id", "quantity", "unit_price_amount")
-        .join(catalogue, "product_id", how="left")
-    )
+    lines = _counted_items(order_items, exclude_products).join(catalogue, "product_id", how="left")
     return lines, categories
+
+
+def _excluded_codes(exclude_products: Iterable[str]) -> list[str]:
+    """The ``exclude_products`` codes as sorted distinct text (product ids are compared as text)."""
+    return sorted({str(code) for code in exclude_products})
+
+
+def _counted_items(order_items: TableLike, exclude_products: Iterable[str] = ()) -> ir.Table:
+    """The order lines the item features count, before the product join (not executed).
+
+    Lines with a positive quantity, not of an ``exclude_products`` code: ``order_id``, ``product_id``,
+    ``quantity``, ``unit_price_amount``.
+    """
+    require_columns(order_items, ["order_id", "product_id", "quantity", "unit_price_amount"], context="customer_features(order_items)")
+    codes = _excluded_codes(exclude_products)
+    items = as_ibis(order_items)
+    if codes:
+        items = items.filter(~items.product_id.cast("string").isin(codes))
+    return items.filter(items.quantity > 0).select("order_id", "product_id", "quantity", "unit_price_amount")
 
 
 def _item_totals(purchases: ir.Table, lines: ir.Table, categories: dict[str, str], *, customer_col: str) -> ir.Table:
@@ -873,6 +891,25 @@ def fit_clusters(
     sizes = pd.Series(labels).value_counts()
     order = {old: new for new, old in enumerate(sizes.sort_index().sort_values(ascending=False, kind="stable").index)}
     return pd.DataFrame({customer_col: features[customer_col].to_numpy(), "cluster": pd.Series(labels).map(order).to_numpy()})
+
+
+def start_fit_clusters(features: pd.DataFrame, **options) -> Future:
+    """``fit_clusters(features, **options)`` started in a background thread.
+
+    k-means spends its time in compiled code that releases the GIL, so the caller can compute something
+    else meanwhile (hash keys, read tables) and pick the clusters up later. The clusters are those of a
+    direct call: the thread limit of ``fit_clusters`` holds in the thread that fits.
+
+    Returns
+    -------
+    concurrent.futures.Future
+        ``result()`` waits for the ``fit_clusters`` table (or raises what the fit raised).
+    """
+    executor = ThreadPoolExecutor(1, thread_name_prefix="segmentation-fit")
+    try:
+        return executor.submit(fit_clusters, features, **options)
+    finally:
+        executor.shutdown(wait=False)  # the thread ends with the fit
 
 
 def _feature_label(column: str) -> str:
@@ -1094,7 +1131,35 @@ def action_list(
     keys = customers[key_col] if key_col else pseudonymise(customers[customer_col].astype("string"))
     out = pd.DataFrame({"customer_key": keys.to_numpy()})
     out[segment_col] = customers[segment_col].to_numpy()
-    out["suggested_action"] = customers[segment_col].astype("string").map(actions).fillna("No action defined").to_numpy()
+    out["suggested_action"] = _mapped_text(customers[segment_col], actions, default="No action defined")
     for column in extras:
         out[column] = customers[column].to_numpy()
-    return out.sort_values([segment_col, "customer_key"], kind="stable").reset_index(drop=True)
+    order = _text_sort_order([out[segment_col], out["customer_key"]])
+    if order is None:
+        return out.sort_values([segment_col, "customer_key"], kind="stable").reset_index(drop=True)
+    return out.take(order).reset_index(drop=True)
+
+
+def _mapped_text(values: pd.Series, mapping: dict[str, str], *, default: str) -> np.ndarray:
+    """``mapping`` of the text of each value (``default`` when unmapped or missing), as an object array.
+
+    The same as ``values.astype("string").map(mapping).fillna(default)``, looked up once per distinct value.
+    """
+    codes, distinct = pd.factorize(values, use_na_sentinel=False)
+    texts = pd.Series(distinct).astype("string").map(mapping).fillna(default).to_numpy(dtype=object)
+    return texts[codes]
+
+
+def _text_sort_order(columns: Sequence[pd.Series]) -> np.ndarray | None:
+    """Positions that sort rows by the text ``columns`` (first column first), stably, as ``sort_values`` does.
+
+    ``None`` when a column is not text or has missing values (``sort_values`` then decides where those go).
+    Arrow's sort is stable and compares UTF-8 bytes, which orders text by code point as Python does.
+    """
+    if not all(pd.api.types.is_string_dtype(column) and not column.isna().any() for column in columns):
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = pa.table({str(i): pa.array(column.array) for i, column in enumerate(columns)})
+    return pc.sort_indices(table, sort_keys=[(name, "ascending") for name in table.column_names]).to_numpy()
