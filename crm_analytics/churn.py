@@ -12,11 +12,12 @@ passed (``as_of - window_days``) and scores the current one: see ``fit_churn_mod
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import ibis
 import numpy as np
 import pandas as pd
+from joblib import parallel_config
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.inspection import permutation_importance
@@ -35,6 +36,10 @@ N_THREADS = 1
 # Scoring runs in this many Python threads over row blocks instead: the tree walk releases the GIL and
 # each row's probability does not depend on the other rows, so the result is the same with any number.
 SCORING_THREADS = 2
+# The calibration folds are fitted side by side in this many Python threads, each fold with N_THREADS OpenMP
+# threads: a fold's trees do not depend on the others, so the model is the same with any number. One per
+# fold of the 3-fold calibration: on 2 cores the three share them, rather than the third waiting for two.
+FIT_THREADS = 3
 
 MIN_CUSTOMERS_PER_CLASS = 20
 """Fewest churned and fewest retained customers a churn model is fitted or evaluated on.
@@ -127,7 +132,8 @@ def churn_labels(
     return out
 
 
-def _order_features(orders, customer_col: str, time_col: str, amount_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
+def _order_features(orders, customer_col: str, time_col: str, amount_col: str, as_of: pd.Timestamp):
+    """Ibis table of the per-customer order aggregates before ``as_of``, customers with a purchase only."""
     t = _before(orders, time_col, as_of)
     t = t.filter(t[customer_col].notnull())  # anonymous orders belong to nobody
     days_ago = _days_before(t, t[time_col], as_of)
@@ -144,9 +150,18 @@ def _order_features(orders, customer_col: str, time_col: str, amount_col: str, a
         n_orders_90d=(is_purchase & (days_ago <= 90)).sum(),
         n_orders_365d=(is_purchase & (days_ago <= 365)).sum(),
         amount_90d=exact_sum(t[amount_col], where=is_purchase & (days_ago <= 90)),
-        n_active_days=t[time_col].date().nunique(where=is_purchase),
     )
-    df = agg.filter(agg.n_orders > 0).to_pandas().set_index("customer_id")
+    agg = agg.filter(agg.n_orders > 0)
+    # the distinct purchase days: a DISTINCT then a count per customer costs the engine less than a
+    # COUNT(DISTINCT ...) per customer in the aggregate above
+    purchases = t.filter(is_purchase)
+    days = purchases.select(customer_id=purchases[customer_col].cast("string"), day=purchases[time_col].date()).distinct()
+    active = days.group_by("customer_id").aggregate(n_active_days=days.count())
+    return _left_joined(agg, active)
+
+
+def _with_order_ratios(df: pd.DataFrame) -> pd.DataFrame:
+    """The order features from the ``_order_features`` columns: the ratios added, the helper columns dropped."""
     df["mean_order_amount"] = df["purchase_amount"] / df["n_orders"]
     # mean gap between purchase days; the silence so far measured in those gaps
     gaps = (df["tenure_days"] - df["days_since_last_order"]) / (df["n_active_days"] - 1).where(df["n_active_days"] > 1)
@@ -156,19 +171,23 @@ def _order_features(orders, customer_col: str, time_col: str, amount_col: str, a
     return df.drop(columns=["purchase_amount", "n_active_days"]).fillna({"amount_90d": 0.0})
 
 
-def _survey_features(surveys, customer_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
+def _survey_features(surveys, customer_col: str, as_of: pd.Timestamp):
     t = _before(surveys, "survey_time", as_of)
-    agg = t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
+    return t.group_by(t[customer_col].cast("string").name("customer_id")).aggregate(
         n_surveys=t.count(),
         mean_nps_score=t.nps_score.mean(),
         mean_csat_score=t.csat_score.mean(),
         is_detractor=(t.nps_score.max() <= 6),
         days_since_last_survey=_days_before(t, t.survey_time, as_of).min(),
     )
-    return agg.to_pandas().set_index("customer_id")
 
 
-def _web_features(events, customer_col: str, as_of: pd.Timestamp) -> pd.DataFrame:
+def _ticket_features(tickets, customer_col: str, as_of: pd.Timestamp):
+    counts = customer_features.ticket_counts(tickets, as_of=as_of, customer_col=customer_col)
+    return counts.rename(customer_id=customer_col) if customer_col != "customer_id" else counts
+
+
+def _web_features(events, customer_col: str, as_of: pd.Timestamp):
     t = _before(events, "event_time", as_of)
     customer = t[customer_col].cast("string").name("customer_id")
     # the fewest days since a visit is that of the last visit: one MAX per customer, not a float per event
@@ -180,9 +199,14 @@ def _web_features(events, customer_col: str, as_of: pd.Timestamp) -> pd.DataFram
     sessions = recent.group_by(recent[customer_col].cast("string").name("customer_id")).aggregate(
         n_sessions_90d=recent.session_id.nunique())
     joined = last.left_join(sessions, "customer_id")
-    agg = joined.select("customer_id", n_sessions_90d=joined.n_sessions_90d.fill_null(0),
-                        days_since_last_visit=_days_before(joined, joined.last_visit, as_of))
-    return agg.to_pandas().set_index("customer_id")
+    return joined.select("customer_id", n_sessions_90d=joined.n_sessions_90d.fill_null(0),
+                         days_since_last_visit=_days_before(joined, joined.last_visit, as_of))
+
+
+def _left_joined(left, right):
+    """Ibis left join of two per-customer tables on ``customer_id``, keeping one ``customer_id`` column."""
+    joined = left.left_join(right, "customer_id")
+    return joined.select(*[joined[c] for c in left.columns], *[joined[c] for c in right.columns if c != "customer_id"])
 
 
 def churn_features(
@@ -223,25 +247,31 @@ def churn_features(
     """
     require_columns(orders, [customer_col, time_col, amount_col], context="churn_features(orders)")
     as_of = pd.Timestamp(as_of)
-    features = _order_features(orders, customer_col, time_col, amount_col, as_of)
+    table = _order_features(orders, customer_col, time_col, amount_col, as_of)
+    order_columns = list(table.columns)
     extra = [
         (surveys, ["survey_time", "nps_score", "csat_score"], "surveys", _survey_features),
-        (support_tickets, ["opened_time", "category", "is_escalated"], "support_tickets", customer_features.ticket_features),
+        (support_tickets, ["opened_time", "category", "is_escalated"], "support_tickets", _ticket_features),
         (web_events, ["event_time", "session_id"], "web_events", _web_features),
     ]
-    for table, columns, name, build in extra:
-        if table is None:
+    for source, columns, name, build in extra:
+        if source is None:
             continue
-        require_columns(table, [customer_col, *columns], context=f"churn_features({name})")
-        part = build(table, customer_col=customer_col, as_of=as_of)
-        features = features.join(part, how="left")
-        counts = [c for c in part.columns if c.startswith("n_")]
-        features[counts] = features[counts].fillna(0)
+        require_columns(source, [customer_col, *columns], context=f"churn_features({name})")
+        table = _left_joined(table, build(source, customer_col=customer_col, as_of=as_of))
+    # one query joins the parts in the engine; the ratios follow in pandas, after the order columns
+    features = table.to_pandas().set_index("customer_id")
+    extra_columns = [c for c in features.columns if c not in order_columns]
+    order_part = features[[c for c in order_columns if c != "customer_id"]]
+    features = pd.concat([_with_order_ratios(order_part), features[extra_columns]], axis=1)
+    counts = [c for c in extra_columns if c.startswith("n_")]
+    features[counts] = features[counts].fillna(0)
     features = features.sort_index()
     return features.astype({c: "float64" for c in features.columns})
 
 
-def fit_churn_model(features: pd.DataFrame, labels: pd.Series, *, random_state: int = 0, cv: int = 3):
+def fit_churn_model(features: pd.DataFrame, labels: pd.Series, *, random_state: int = 0, cv: int = 3,
+                    n_threads: int | None = None):
     """Fit a gradient-boosting classifier with isotonic probability calibration.
 
     Parameters
@@ -251,6 +281,9 @@ def fit_churn_model(features: pd.DataFrame, labels: pd.Series, *, random_state: 
         value (``all_missing_features``) are left out: gradient boosting cannot bin them.
     labels : pandas.Series of bool
         ``is_churned``, aligned on the index of ``features`` (rows without a label are dropped).
+    n_threads : int, optional
+        Threads fitting the ``cv`` calibration folds side by side; default ``FIT_THREADS``. The model
+        is the same with any number.
 
     Returns
     -------
@@ -266,11 +299,44 @@ def fit_churn_model(features: pd.DataFrame, labels: pd.Series, *, random_state: 
     X, y = _aligned(features.drop(columns=all_missing_features(features)), labels)
     if y.nunique() < 2:
         raise ValueError("fit_churn_model: labels hold a single class; widen the window or move as_of")
-    base = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0,
-                                          random_state=random_state)
-    model = CalibratedClassifierCV(base, method="isotonic", cv=cv)
-    with threadpool_limits(N_THREADS):
+    base = _BoostedTrees(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0,
+                         random_state=random_state)
+    n_jobs = FIT_THREADS if n_threads is None else n_threads
+    model = CalibratedClassifierCV(base, method="isotonic", cv=cv, n_jobs=n_jobs)
+    with parallel_config(backend="threading"):
         return model.fit(X, y)
+
+
+def start_fit_churn_model(features: pd.DataFrame, labels: pd.Series, **options) -> Future:
+    """``fit_churn_model(features, labels, **options)`` started in a background thread.
+
+    The fit spends its time in compiled code that releases the GIL, so the caller can compute
+    something else meanwhile (e.g. the features of the scoring date, in the engine) and pick the
+    model up later. The model is the same as that of a direct call.
+
+    Returns
+    -------
+    concurrent.futures.Future
+        ``result()`` waits for the fitted model (or raises what the fit raised).
+    """
+    executor = ThreadPoolExecutor(1, thread_name_prefix="churn-fit")
+    try:
+        return executor.submit(fit_churn_model, features, labels, **options)
+    finally:
+        executor.shutdown(wait=False)  # the thread ends with the fit
+
+
+class _BoostedTrees(HistGradientBoostingClassifier):
+    """``HistGradientBoostingClassifier`` fitted with ``N_THREADS`` OpenMP threads in whichever thread fits it.
+
+    OpenMP thread limits hold per calling thread, so the limit of the caller does not reach the threads
+    fitting the calibration folds: each fold sets its own. The thread count enters the trees (the gradient
+    sums are added up in parallel blocks), so a fixed count keeps the model the same on every run.
+    """
+
+    def fit(self, X, y, sample_weight=None):
+        with threadpool_limits(N_THREADS, user_api="openmp"):
+            return super().fit(X, y, sample_weight=sample_weight)
 
 
 def _aligned(features: pd.DataFrame, labels: pd.Series) -> tuple[pd.DataFrame, pd.Series]:

@@ -5,7 +5,7 @@ Analysis modules never import each other (``docs`` of the layers: ``pyproject.to
 feature and a segmentation feature called "tickets" count the same thing.
 
 - ``ticket_features``: support tickets opened before a date, per customer (churn features,
-  segmentation clusters).
+  segmentation clusters); ``ticket_counts`` is the same as an Ibis table, to join in the engine.
 - ``customer_segments``: each customer's segment from a persisted segmentation result, else a
   fallback column (KPI breakdowns, satisfaction by segment).
 """
@@ -50,6 +50,30 @@ def ticket_features(
         ``n_escalated`` / ``n_refund_tickets`` when the table has ``is_escalated`` / ``category``.
         Counts are ``int64``. Customers without tickets are absent: fill their counts with 0.
     """
+    counts = ticket_counts(support_tickets, as_of=as_of, customer_col=customer_col, include_as_of=include_as_of)
+    return counts.to_pandas().set_index(customer_col).fillna(0).astype("int64").sort_index()
+
+
+def ticket_counts(
+    support_tickets: frames.TableLike,
+    *,
+    as_of: str | pd.Timestamp,
+    customer_col: str = "customer_id",
+    include_as_of: bool = False,
+):
+    """``ticket_features`` as an Ibis table, not yet computed, for joining in the engine.
+
+    Parameters
+    ----------
+    support_tickets, as_of, customer_col, include_as_of
+        As for ``ticket_features``.
+
+    Returns
+    -------
+    ibis.Table
+        ``customer_col`` (text) and the counts of ``ticket_features``, one row per customer with a
+        ticket; a count is missing (not 0) when none of the customer's tickets has the column's value.
+    """
     import ibis
 
     frames.require_columns(support_tickets, [customer_col, "opened_time"], context="ticket_features(support_tickets)")
@@ -63,8 +87,7 @@ def ticket_features(
         counts["n_escalated"] = opened.is_escalated.cast("int64").sum()
     if "category" in opened.columns:
         counts["n_refund_tickets"] = (opened.category == "refund").sum()
-    result = opened.group_by(opened[customer_col].cast("string").name(customer_col)).aggregate(**counts).to_pandas()
-    return result.set_index(customer_col).fillna(0).astype("int64").sort_index()
+    return opened.group_by(opened[customer_col].cast("string").name(customer_col)).aggregate(**counts)
 
 
 def customer_segments(

@@ -271,3 +271,75 @@ def test_money_features_are_the_exact_sums_on_every_run(tmp_path):
     exact = orders.groupby("customer_id")["order_amount"].agg(lambda v: float(sum(Decimal(repr(x)) for x in v)))
     assert runs[0].to_dict() == exact.loc[runs[0].index].to_dict()
     assert all(run.equals(runs[0]) for run in runs[1:])
+
+
+def _tickets() -> pd.DataFrame:
+    return pd.DataFrame({
+        "customer_id": ["a", "a", "d", "z"],
+        "opened_time": pd.to_datetime(["2024-01-10", "2024-04-10", "2023-06-01", "2024-02-01"]),  # a's second: after as_of
+        "category": ["refund", "refund", "delivery", "refund"],
+        "is_escalated": [True, True, False, False],
+    })
+
+
+def test_features_of_all_four_sources_joined_in_the_engine(tmp_path):
+    """Orders, surveys, tickets and web events are joined in one engine query: the columns keep their documented
+    order (the model's feature order), counts of customers without rows are 0, and non-buyers stay out."""
+    import ibis
+
+    con = ibis.duckdb.connect(str(tmp_path / "w.duckdb"))
+    sources = {"orders": _orders(), "surveys": _surveys(), "support_tickets": _tickets(), "web_events": _web_events()}
+    tables = {name: con.create_table(name, frame) for name, frame in sources.items()}
+    f = churn.churn_features(tables.pop("orders"), as_of=AS_OF, **tables)
+    assert list(f.columns) == [
+        "n_orders", "n_refunds", "total_amount", "days_since_last_order", "tenure_days", "n_orders_90d", "n_orders_365d",
+        "amount_90d", "mean_order_amount", "mean_gap_days", "silence_in_gaps", "refund_share",
+        "n_surveys", "mean_nps_score", "mean_csat_score", "is_detractor", "days_since_last_survey",
+        "n_tickets", "n_tickets_180d", "n_escalated", "n_refund_tickets", "n_sessions_90d", "days_since_last_visit"]
+    assert (f.dtypes == "float64").all()
+    assert list(f.index) == ["a", "b", "d"]  # z opened a ticket and visited the site but never ordered
+    assert f["n_tickets"].to_dict() == {"a": 1.0, "b": 0.0, "d": 1.0}
+    assert f["n_tickets_180d"].to_dict() == {"a": 1.0, "b": 0.0, "d": 0.0}  # d's ticket is 305 days old
+    assert f["n_escalated"].to_dict() == {"a": 1.0, "b": 0.0, "d": 0.0}
+    assert f["n_refund_tickets"].to_dict() == {"a": 1.0, "b": 0.0, "d": 0.0}
+    assert f.loc["a", "is_detractor"] == 0.0 and f.loc["b", "is_detractor"] == 1.0 and np.isnan(f.loc["d", "is_detractor"])
+    assert f.loc["a", "days_since_last_survey"] == 60.0 and np.isnan(f.loc["d", "days_since_last_survey"])
+    # b: one purchase day, so no gap between purchase days
+    assert f.loc["b", "n_orders"] == 1 and np.isnan(f.loc["b", "mean_gap_days"]) and f.loc["b", "refund_share"] == 0.5
+    pd.testing.assert_frame_equal(f, churn.churn_features(_orders(), as_of=AS_OF, surveys=_surveys(),
+                                                          support_tickets=_tickets(), web_events=_web_events()))
+
+
+def _synthetic_training_set(n: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(seed)
+    features = pd.DataFrame({"days_since_last_order": rng.exponential(60, n), "noise": rng.normal(size=n),
+                             "n_orders": rng.poisson(3, n).astype(float)}, index=[f"c{i}" for i in range(n)])
+    features.loc[features.index[::9], "n_orders"] = np.nan
+    labels = pd.Series(features["days_since_last_order"] + rng.normal(0, 25, n) > 60, index=features.index)
+    return features, labels
+
+
+def _fold_trees(model) -> list[np.ndarray]:
+    return [tree[0].nodes for fold in model.calibrated_classifiers_ for tree in fold.estimator._predictors]
+
+
+def test_folds_fitted_side_by_side_give_the_model_of_a_fit_one_fold_at_a_time():
+    """Each fold thread limits its own OpenMP threads (a limit holds per thread), so the trees are those of one
+    fold after the other; more than 10,000 customers, so the folds also stop early on a random validation split."""
+    features, labels = _synthetic_training_set(12_000, seed=3)
+    one_by_one = churn.fit_churn_model(features, labels, random_state=7, n_threads=1)
+    side_by_side = churn.fit_churn_model(features, labels, random_state=7)
+    assert churn.FIT_THREADS > 1
+    assert len(_fold_trees(one_by_one)) == len(_fold_trees(side_by_side))
+    assert all(np.array_equal(a, b) for a, b in zip(_fold_trees(one_by_one), _fold_trees(side_by_side)))
+    assert np.array_equal(churn.predict_churn(one_by_one, features), churn.predict_churn(side_by_side, features))
+
+
+def test_a_fit_started_in_the_background_is_that_of_a_direct_call():
+    features, labels = _synthetic_training_set(2_000, seed=4)
+    fitting = churn.start_fit_churn_model(features, labels, random_state=1)
+    direct = churn.fit_churn_model(features, labels, random_state=1)  # meanwhile, in this thread
+    assert np.array_equal(churn.predict_churn(fitting.result(timeout=300), features), churn.predict_churn(direct, features))
+    failing = churn.start_fit_churn_model(features, pd.Series(True, index=labels.index), random_state=1)
+    with pytest.raises(ValueError, match="single class"):
+        failing.result(timeout=300)

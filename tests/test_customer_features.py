@@ -86,3 +86,17 @@ def test_old_names_stay_importable_from_kpi():
 
     assert kpi.customer_segments is cf.customer_segments
     assert kpi.window_end is dates.window_end
+
+
+def test_ticket_counts_are_the_ticket_features_left_in_the_engine(tmp_path):
+    import ibis
+
+    con = ibis.duckdb.connect(str(tmp_path / "w.duckdb"))
+    table = con.create_table("support_tickets", _tickets().rename(columns={"customer_id": "client"}))
+    counts = cf.ticket_counts(table, as_of=AS_OF, customer_col="client")
+    assert isinstance(counts, ibis.Table)  # not computed yet: a query joins it to other per-customer tables
+    computed = counts.to_pandas().set_index("client").sort_index()
+    assert computed.to_dict("index") == {
+        "c1": {"n_tickets": 2, "n_tickets_180d": 1, "n_escalated": 1, "n_refund_tickets": 1},
+        "c3": {"n_tickets": 1, "n_tickets_180d": 1, "n_escalated": 0, "n_refund_tickets": 1}}
+    pd.testing.assert_frame_equal(computed, cf.ticket_features(table, as_of=AS_OF, customer_col="client"))
