@@ -26,9 +26,14 @@ from typing import Any
 import duckdb
 import ibis
 import pandas as pd
+import psutil
 
 from crm_analytics import datasets, paths, schema, sources, stale_runs
 from crm_analytics.parsing import ISO8601, parse_amounts, parse_datetimes
+
+MEMORY_LIMIT_ENV = "CRM_ANALYTICS_DUCKDB_MEMORY_LIMIT"
+"""Environment variable: DuckDB's memory limit (e.g. ``"6GB"``) for every ``connect`` of the process; unset: DuckDB's own
+default, 80% of the RAM. ``crm-analytics run-all`` sets it for runs working side by side (``parallel_memory_limit``)."""
 
 
 class WarehouseMissingError(FileNotFoundError):
@@ -47,7 +52,31 @@ def connect(path: str | Path | None = None, *, read_only: bool = True, dataset: 
         raise WarehouseMissingError(
             f"no warehouse at {location}; build it with `crm-analytics build-warehouse` or run the cleansing notebook"
         )
-    return ibis.duckdb.connect(database=str(location), read_only=read_only)
+    limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    return ibis.duckdb.connect(database=str(location), read_only=read_only, **({"memory_limit": limit} if limit else {}))
+
+
+def parallel_memory_limit(jobs: int, *, total_bytes: int | None = None) -> str:
+    """DuckDB's memory limit for each of ``jobs`` runs working side by side: half the RAM, split evenly.
+
+    Each DuckDB would otherwise take up to 80% of the RAM, so two large runs at once could together ask
+    for more than the machine has; the other half is left to what the runs hold outside the engine
+    (pandas frames, models) and to the operating system. Queries over the limit spill to disk.
+
+    Parameters
+    ----------
+    jobs : int
+        Runs at once (at least 1).
+    total_bytes : int, optional
+        The RAM in bytes; default: this machine's.
+
+    Returns
+    -------
+    str
+        The limit in whole megabytes, as DuckDB's ``memory_limit`` setting reads it (e.g. ``"5990MB"``).
+    """
+    total = psutil.virtual_memory().total if total_bytes is None else total_bytes
+    return f"{max(1, total // 2 // max(1, jobs) // 10**6)}MB"
 
 
 def table_row_counts(path: str | Path | None = None) -> dict[str, int]:

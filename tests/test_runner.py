@@ -9,6 +9,7 @@ from pathlib import Path
 
 import filelock
 import nbformat
+import pandas as pd
 import psutil
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
@@ -563,3 +564,64 @@ def test_runs_of_two_datasets_keep_their_own_latest_and_index(tmp_path, two_data
     assert "(Asia/Shanghai, CNY)" in (outputs / "demo" / "index.html").read_text()
     top = (outputs / "index.html").read_text()
     assert 'href="demo/index.html"' in top and 'href="other/index.html"' in top
+
+
+def _notebook_reporting_memory_limit(folder: Path, name: str) -> Path:
+    """A notebook that opens its warehouse and saves the memory limit its DuckDB connection has."""
+    parameters = new_code_cell('warehouse_path = ""  # warehouse\noutput_dir = ""  # run folder')
+    parameters.metadata["tags"] = ["parameters"]
+    body = new_code_cell(
+        "import pandas as pd\nfrom crm_analytics import results, warehouse\n"
+        "con = warehouse.connect(warehouse_path)\n"
+        "limit = con.raw_sql(\"SELECT current_setting('memory_limit')\").fetchone()[0]\n"
+        "results.save_table(pd.DataFrame({'memory_limit': [limit]}), 'seen', output_dir=output_dir)"
+    )
+    nb = new_notebook(cells=[parameters, body])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / f"{name}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def _duckdb_setting_bytes(text: str) -> float:
+    """DuckDB's display of a memory setting (``"5.5 GiB"``, ``"953.6 MiB"``) in bytes."""
+    number, unit = text.split()
+    return float(number) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[unit]
+
+
+@pytest.mark.slow
+def test_parallel_runs_share_half_the_memory_between_their_engines(tmp_path, monkeypatch):
+    import duckdb
+
+    from crm_analytics import warehouse
+
+    monkeypatch.delenv(warehouse.MEMORY_LIMIT_ENV, raising=False)
+    database = tmp_path / "tiny.duckdb"
+    duckdb.connect(str(database)).close()
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name in ("probe_a", "probe_b"):  # no analysis's requirements apply to them
+        _notebook_reporting_memory_limit(notebooks, name)
+    results = runner.run_all(
+        jobs=2, notebook_dir=notebooks, output_root=tmp_path / "outputs", parameters_root=tmp_path,
+        common_parameters={"warehouse_path": str(database)},
+    )
+    assert [r.status for r in results] == ["succeeded", "succeeded"]
+    share = int(warehouse.parallel_memory_limit(2).removesuffix("MB")) * 10**6
+    for result in results:
+        seen = pd.read_parquet(result.run_dir / "tables" / "seen.parquet")["memory_limit"].iloc[0]
+        assert _duckdb_setting_bytes(seen) == pytest.approx(share, rel=0.02)  # shown to 0.1 GiB
+    assert warehouse.MEMORY_LIMIT_ENV not in os.environ, "the batch leaves the environment as it found it"
+
+    alone = runner.run_all(jobs=1, analyses=["probe_a"], notebook_dir=notebooks, output_root=tmp_path / "outputs",
+                           parameters_root=tmp_path, common_parameters={"warehouse_path": str(database)})
+    seen = pd.read_parquet(alone[0].run_dir / "tables" / "seen.parquet")["memory_limit"].iloc[0]
+    assert _duckdb_setting_bytes(seen) > 1.5 * share, "a single job keeps DuckDB's default (80% of the RAM)"
+
+
+def test_parallel_memory_limit_splits_half_the_ram():
+    from crm_analytics import warehouse
+
+    assert warehouse.parallel_memory_limit(2, total_bytes=24 * 10**9) == "6000MB"
+    assert warehouse.parallel_memory_limit(3, total_bytes=24 * 10**9) == "4000MB"
+    assert warehouse.parallel_memory_limit(1, total_bytes=10**6) == "1MB", "never zero, which DuckDB would refuse"

@@ -7,14 +7,16 @@ says it needs (``after:``) and the longest chains of runs starting first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from crm_analytics import kernels, paths
+from crm_analytics import kernels, paths, warehouse
 from crm_analytics.runner.cancel import Cancellation, cancel_on_signals, cancel_runs
 from crm_analytics.runner.execution import Run, finish, poll, prepare, refresh_index, start, wait_for_any
 from crm_analytics.runner.parameters import CLEANSING, RunnerError, batch_parameters, list_analyses
@@ -93,9 +95,30 @@ def run_all(
         queue = critical_path_first(
             names, dependencies, output_root=output_root, typical=typical_durations(parameters_root=parameters_root), dataset=chosen
         )
-        results.extend(_run_batch(queue, max(1, jobs), by_analysis, common, notify, dependencies, preload=preload_kernels,
-                                  cancellation=cancellation))
+        with engine_memory_shared(jobs):
+            results.extend(_run_batch(queue, max(1, jobs), by_analysis, common, notify, dependencies, preload=preload_kernels,
+                                      cancellation=cancellation))
     return results
+
+
+@contextlib.contextmanager
+def engine_memory_shared(jobs: int) -> Iterator[str | None]:
+    """While the block runs, the runs it starts open the warehouse with their share of the memory.
+
+    With more than one job, ``warehouse.MEMORY_LIMIT_ENV`` is set to ``warehouse.parallel_memory_limit(jobs)``
+    (inherited by every run and its kernel), so runs side by side cannot together take more memory than the
+    machine has. A limit already in the environment is kept, and so is a single job's default. Yields the
+    limit set, else ``None``.
+    """
+    if jobs <= 1 or os.environ.get(warehouse.MEMORY_LIMIT_ENV):
+        yield None
+        return
+    limit = warehouse.parallel_memory_limit(jobs)
+    os.environ[warehouse.MEMORY_LIMIT_ENV] = limit
+    try:
+        yield limit
+    finally:
+        os.environ.pop(warehouse.MEMORY_LIMIT_ENV, None)
 
 
 def run_order(names: Iterable[str], *, parameters_root: str | Path | None = None) -> dict[str, set[str]]:
