@@ -41,7 +41,7 @@ from threadpoolctl import threadpool_limits
 
 from crm_analytics import plots
 from crm_analytics.customer_features import ticket_features
-from crm_analytics.frames import TableLike, as_ibis, as_timestamp, require_columns
+from crm_analytics.frames import TableLike, as_ibis, as_timestamp, exact_sum, require_columns
 
 # --------------------------------------------------------------------------- RFM
 
@@ -129,7 +129,7 @@ def rfm_totals(
     totals = counted.group_by(customer_col).aggregate(
         last_order_time=counted[time_col].max(where=is_purchase),
         frequency=counted.count(where=is_purchase),  # COUNT(*) FILTER: cheaper than a sum of casts
-        monetary=counted[amount_col].sum(),
+        monetary=exact_sum(counted[amount_col]),  # the same value on every run (a parallel float sum is not)
     )
     return totals.filter(totals.frequency > 0)
 
@@ -619,9 +619,9 @@ def customer_features(
             first_order_time=rows[time_col].min(where=is_purchase),
             last_order_time=rows[time_col].max(where=is_purchase),
             frequency=rows.count(where=is_purchase),  # COUNT(*) FILTER: cheaper than a sum of casts
-            monetary=rows[amount_col].sum(),
-            gross_amount=rows[amount_col].sum(where=is_purchase),
-            discount_sum=discount.sum(where=is_purchase),
+            monetary=exact_sum(rows[amount_col]),  # money added up exactly: the same features on every run
+            gross_amount=exact_sum(rows[amount_col], where=is_purchase),
+            discount_sum=exact_sum(discount, where=is_purchase),
             n_discounted=rows.count(where=is_purchase & (discount > 0)),
             **{name: rows.count(where=is_purchase & (rows[channel_col] == value)) for name, value in channels.items()},
             **line_orders,
@@ -718,10 +718,10 @@ def _item_totals(purchases: ir.Table, lines: ir.Table, categories: dict[str, str
     lines = lines.join(purchases, "order_id")
     amount = lines.quantity * lines.unit_price_amount
     return lines.group_by(customer_col).aggregate(
-        line_amount=amount.sum(),
+        line_amount=exact_sum(amount),
         # as float (exact below 2**53): DuckDB sums integers as HUGEINT, which comes back as Decimal once the left join adds a null
         units=lines.quantity.sum().cast("float64"),
-        **{name: amount.sum(where=lines.category == value) for name, value in categories.items()},
+        **{name: exact_sum(amount, where=lines.category == value) for name, value in categories.items()},
     )
 
 

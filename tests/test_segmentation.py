@@ -588,3 +588,28 @@ def test_items_per_order_counts_each_purchase_order_with_lines_once(tmp_path):
     assert features.loc["c1", "avg_unit_price_amount"] == pytest.approx(10.0)
     assert features.loc["c1", "category_books_pct"] == pytest.approx(100 * 30 / 60)
     assert features.loc["c2", ["items_per_order", "avg_unit_price_amount", "category_food_pct"]].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_money_is_the_exact_sum_on_every_run(tmp_path):
+    """Net revenue is added up as decimals: ``monetary`` (and the M score on it) is the exact sum to a millionth,
+    whatever order the engine's threads meet the rows in, so two runs on the same warehouse agree to the bit."""
+    from decimal import Decimal
+
+    rng = np.random.default_rng(11)
+    n = 300_000
+    amounts = np.round(rng.choice([0.1, 0.2, 0.3, 1e9 + 0.07, 19.99], n) * rng.choice([1, 1, 1, -1], n), 2)
+    orders = pd.DataFrame({
+        "order_id": np.arange(n).astype(str), "customer_id": rng.integers(0, 40, n).astype(str), "order_amount": amounts,
+        "order_time": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 86_400 * 90, n), unit="s"),
+        "discount_amount": np.round(rng.choice([0.0, 0.1, 0.3], n), 2), "channel": rng.choice(["web", "store"], n),
+    })
+    con = ibis.duckdb.connect(str(tmp_path / "w.duckdb"), threads=4)
+    table = con.create_table("orders", orders)
+    as_of = "2024-06-01"
+    runs = [seg.rfm(table, as_of=as_of).set_index("customer_id")["monetary"].sort_index() for _ in range(3)]
+    exact = orders.groupby("customer_id")["order_amount"].agg(lambda v: float(sum(Decimal(repr(x)) for x in v)))
+    assert runs[0].to_dict() == exact.loc[runs[0].index].to_dict()
+    assert all(run.equals(runs[0]) for run in runs[1:])
+    features = [seg.customer_features(table, as_of=as_of).set_index("customer_id")["monetary"].sort_index() for _ in range(3)]
+    assert all(run.equals(features[0]) for run in features[1:])
+    assert features[0].to_dict() == exact.loc[features[0].index].to_dict()
