@@ -61,7 +61,8 @@ def parallel_memory_limit(jobs: int, *, total_bytes: int | None = None) -> str:
 
     Each DuckDB would otherwise take up to 80% of the RAM, so two large runs at once could together ask
     for more than the machine has; the other half is left to what the runs hold outside the engine
-    (pandas frames, models) and to the operating system. Queries over the limit spill to disk.
+    (pandas frames, models, which this limit does not bound) and to the operating system. Queries over
+    the limit spill to disk.
 
     Parameters
     ----------

@@ -106,9 +106,9 @@ def engine_memory_shared(jobs: int) -> Iterator[str | None]:
     """While the block runs, the runs it starts open the warehouse with their share of the memory.
 
     With more than one job, ``warehouse.MEMORY_LIMIT_ENV`` is set to ``warehouse.parallel_memory_limit(jobs)``
-    (inherited by every run and its kernel), so runs side by side cannot together take more memory than the
-    machine has. A limit already in the environment is kept, and so is a single job's default. Yields the
-    limit set, else ``None``.
+    (inherited by every run and its kernel), so the engines of runs side by side together take at most half
+    the RAM. Only DuckDB is bounded, not the frames and models a run holds. A limit already in the environment
+    is kept, and so is a single job's default. Yields the limit set, else ``None``.
     """
     if jobs <= 1 or os.environ.get(warehouse.MEMORY_LIMIT_ENV):
         yield None
