@@ -26,7 +26,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.random import sample_without_replacement
 from threadpoolctl import threadpool_limits
 
-from crm_analytics import customer_features, plots
+from crm_analytics import background, customer_features, plots
 from crm_analytics.frames import TableLike, as_ibis, exact_sum, require_columns
 
 DAY_SECONDS = 86400
@@ -319,11 +319,7 @@ def start_fit_churn_model(features: pd.DataFrame, labels: pd.Series, **options) 
     concurrent.futures.Future
         ``result()`` waits for the fitted model (or raises what the fit raised).
     """
-    executor = ThreadPoolExecutor(1, thread_name_prefix="churn-fit")
-    try:
-        return executor.submit(fit_churn_model, features, labels, **options)
-    finally:
-        executor.shutdown(wait=False)  # the thread ends with the fit
+    return background.start(fit_churn_model, features, labels, name="churn-fit", **options)
 
 
 class _BoostedTrees(HistGradientBoostingClassifier):

@@ -26,7 +26,7 @@ models then work on the customer-level result in pandas / NumPy.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 
 import ibis
@@ -39,7 +39,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from crm_analytics import plots
+from crm_analytics import background, plots
 from crm_analytics.customer_features import ticket_features
 from crm_analytics.frames import TableLike, as_ibis, as_timestamp, exact_sum, require_columns
 
@@ -605,14 +605,11 @@ def customer_features(
     discount = rows[discount_col].fill_null(0.0)
     channels = {f"_n_{i}": value for i, value in enumerate(_distinct_values(rows.filter(is_purchase)[channel_col]))}
     with_items = order_items is not None and products is not None
-    item_lines, categories = _item_lines(order_items, products, exclude_products=exclude_products) if with_items else (None, {})
+    counted = _counted_items(order_items, exclude_products) if with_items else None
+    item_lines, categories = _item_lines(counted, products, exclude_products=exclude_products) if with_items else (None, {})
     # purchase orders with an item line, counted with the orders (a semi-join on the lines before their product
     # join: the same order ids, one join fewer) rather than as distinct order ids of the lines
-    line_orders = (
-        {"n_orders": rows.count(where=is_purchase & rows.order_id.isin(_counted_items(order_items, exclude_products).order_id))}
-        if with_items
-        else {}
-    )
+    line_orders = {"n_orders": rows.count(where=is_purchase & rows.order_id.isin(counted.order_id))} if with_items else {}
     totals = (
         rows.group_by(customer_col)
         .aggregate(
@@ -674,11 +671,11 @@ def _with_ticket_counts(features: pd.DataFrame, n_tickets: pd.Series) -> pd.Data
     return features.astype(widened).assign(n_support_tickets=counts)
 
 
-def _item_lines(order_items: TableLike, products: TableLike, *, exclude_products: Iterable[str] = ()) -> tuple[ir.Table, dict[str, str]]:
+def _item_lines(counted: ir.Table, products: TableLike, *, exclude_products: Iterable[str] = ()) -> tuple[ir.Table, dict[str, str]]:
     """The order lines the item features count (not executed) and their category columns ``{column: category}``.
 
-    Lines with a positive quantity, not of an ``exclude_products`` code: ``order_id``, ``product_id``,
-    ``quantity``, ``unit_price_amount`` and the product's ``category`` (missing for a product not in ``products``).
+    ``counted`` are the lines of ``_counted_items``; each gets the product's ``category`` (missing for a product
+    not in ``products``). Categories of ``exclude_products`` codes get no column.
     """
     require_columns(products, ["product_id", "category"], context="customer_features(products)")
     codes = _excluded_codes(exclude_products)
@@ -686,7 +683,7 @@ def _item_lines(order_items: TableLike, products: TableLike, *, exclude_products
     if codes:
         catalogue = catalogue.filter(~catalogue.product_id.cast("string").isin(codes))
     categories = {f"_c_{i}": value for i, value in enumerate(_distinct_values(catalogue.category))}
-    lines = _counted_items(order_items, exclude_products).join(catalogue, "product_id", how="left")
+    lines = counted.join(catalogue, "product_id", how="left")
     return lines, categories
 
 
@@ -905,11 +902,7 @@ def start_fit_clusters(features: pd.DataFrame, **options) -> Future:
     concurrent.futures.Future
         ``result()`` waits for the ``fit_clusters`` table (or raises what the fit raised).
     """
-    executor = ThreadPoolExecutor(1, thread_name_prefix="segmentation-fit")
-    try:
-        return executor.submit(fit_clusters, features, **options)
-    finally:
-        executor.shutdown(wait=False)  # the thread ends with the fit
+    return background.start(fit_clusters, features, name="segmentation-fit", **options)
 
 
 def _feature_label(column: str) -> str:
