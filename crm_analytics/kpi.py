@@ -390,13 +390,25 @@ def _periodised(
     context: str = "kpi",
 ) -> ir.Table:
     """Rows of ``table`` in the scope's window (plus ``lookback`` earlier periods), filtered, with ``period_start`` and ``group``."""
-    columns = [*extra, *_group_columns(scope, customer_col=customer_col, channel_col=channel_col)]
-    t = _in_window(tables, scope, table=table, time_col=time_col, where=where, columns=columns, lookback=lookback, context=context)
-    return _with_group(t, scope, customer_col=customer_col, channel_col=channel_col)
+    columns = [*extra, *_group_columns(scope, customer_col=customer_col, channel_col=channel_col), *(where or {})]
+    t = _in_window(tables, scope, table=table, time_col=time_col, columns=columns, lookback=lookback, context=context)
+    # the segments are joined before ``where`` filters: the joined rows are then one table of the query for every KPI
+    # of the table, which the engine joins once, however their filters differ
+    t = _with_group(t, scope, customer_col=customer_col, channel_col=channel_col)
+    return t.filter(*_predicates(t, where)) if where else t
 
 
 def _by_period(t: ir.Table, **metrics) -> ir.Table:
     return t.group_by(["period_start", "group"]).aggregate(**metrics)
+
+
+def _distinct_keys(t: ir.Table, key_col: str) -> ir.Table:
+    """The distinct ``period_start``, ``group`` and ``_key`` (the value of ``key_col``, missing included) of periodised rows.
+
+    Built alike from the same rows, e.g. the period's buyers of the active-customer count and of the repeat-purchase
+    rate, it is one table of the query: the engine computes it once for every KPI that reads it.
+    """
+    return t.select("period_start", "group", _key=t[key_col]).distinct()
 
 
 def _spend_by_period(tables: Mapping[str, ir.Table], scope: Scope, *, spend_table: str, by_channel: bool) -> ir.Table:
@@ -431,7 +443,8 @@ def row_count(tables, scope, *, table: str, time_col: str, where: Mapping | None
 def distinct_count(tables, scope, *, table: str, time_col: str, key_col: str = "customer_id", where: Mapping | None = None, channel_col: str | None = None):
     """Distinct values of ``key_col`` per period, e.g. active customers. Unit: count."""
     t = _periodised(tables, scope, table=table, time_col=time_col, where=where, channel_col=channel_col, extra=[key_col], context="distinct_count")
-    return _by_period(t, value=t[key_col].nunique().cast("float64"))
+    keys = _distinct_keys(t, key_col)
+    return _by_period(keys, value=keys._key.count().cast("float64"))  # COUNT skips a missing key, as a distinct count does
 
 
 @register("sum_value", tables=(), dimensions=("segment", "channel"), scaling="length")
@@ -471,12 +484,28 @@ def distinct_share(
     flag = _flag(t, numerator).fill_null(False).cast("int8")
     if scope.shared is None:  # straight to the grain's periods
         hits = t.group_by([t[time_col].truncate(scope.unit).name("period_start"), key_col, *sources]).aggregate(_hit=flag.max())
-    else:  # per day first, computed once for every grain given the store
-        daily = _shared(scope, t.group_by([t[time_col].truncate("D").name("_day"), key_col, *sources]).aggregate(_hit=flag.max()))
-        hits = daily.group_by([daily._day.truncate(scope.unit).name("period_start"), key_col, *sources]).aggregate(_hit=daily._hit.max())
-    hits = _with_group(hits, scope, customer_col=customer_col, channel_col=channel_col)
-    per_key = hits.group_by(["period_start", "group", key_col]).aggregate(_hit=hits._hit.max().cast("float64"))
+        hits = _with_group(hits, scope, customer_col=customer_col, channel_col=channel_col)
+        per_key = hits.group_by(["period_start", "group", key_col]).aggregate(_hit=hits._hit.max().cast("float64"))
+        return _by_period(per_key, value=per_key._hit.mean() * 100)
+    daily = _shared(scope, _keys_per_day(t, time_col=time_col, key_col=key_col, sources=sources, flag=flag))
+    hits = _with_group(daily.mutate(period_start=daily._day.truncate(scope.unit)), scope, customer_col=customer_col, channel_col=channel_col)
+    # a key on a single row of the daily table is one key of one period and group at every grain: only the others
+    # (sessions across midnight, or of two customers or channels) are collapsed per period and group
+    single = hits.filter(hits._rows == 1).select("period_start", "group", _hit=hits._hit.cast("float64"))
+    several = hits.filter(hits._rows > 1)
+    several = several.group_by(["period_start", "group", key_col]).aggregate(_hit=several._hit.max().cast("float64"))
+    per_key = ibis.union(single, several.select("period_start", "group", "_hit"), distinct=False)
     return _by_period(per_key, value=per_key._hit.mean() * 100)
+
+
+def _keys_per_day(t: ir.Table, *, time_col: str, key_col: str, sources: Sequence[str], flag: ir.Column) -> ir.Table:
+    """``t`` collapsed per day, key and ``sources``: ``_day``, ``key_col``, the ``sources``, ``_hit`` (1 when a row of the
+    day satisfied ``flag``, else 0) and ``_rows``, the rows the key has in this table (over all days; 2 for a missing
+    key, whose rows are grouped together as one key whatever their number)."""
+    daily = t.group_by([t[time_col].truncate("D").name("_day"), key_col, *sources]).aggregate(_hit=flag.max())
+    rows = daily.group_by(_k=daily[key_col]).aggregate(_rows=daily.count())
+    joined = daily.left_join(rows, daily[key_col] == rows._k)  # a missing key matches no count
+    return joined.select(*daily.columns, _rows=joined._rows.fill_null(2))
 
 
 @register("mean_duration", tables=(), dimensions=("segment", "channel"))
@@ -521,13 +550,14 @@ def period_retention(
     """Retention rate: percentage of the customers active in the previous period who are active again in this one.
 
     With ``churn=True`` it is the churn rate, 100 minus retention: the share of the
-    previous period's active customers with no order in this period. Unit: pct.
+    previous period's active customers with no order in this period. Rows without a customer
+    (anonymous orders) are left out: nobody to keep or lose. Unit: pct.
     """
     t = _periodised(tables, scope, table=table, time_col=time_col, where=where, customer_col=customer_col, extra=[customer_col], lookback=1, context="period_retention")
-    active = t.select("period_start", "group", _customer=t[customer_col]).distinct()
+    active = _distinct_keys(t.filter(t[customer_col].notnull()), customer_col)  # anonymous orders are nobody's to keep
     previous = active.mutate(period_start=active.period_start + scope.step)
-    current = active.select(_c=active._customer, _p=active.period_start)
-    joined = previous.left_join(current, [previous._customer == current._c, previous.period_start == current._p])
+    current = active.select(_c=active._key, _p=active.period_start)
+    joined = previous.left_join(current, [previous._key == current._c, previous.period_start == current._p])
     # A flag from the join, not a float literal: Spark reads ``1.0`` as a decimal and would round the mean.
     joined = joined.mutate(_kept=joined._c.notnull().cast("float64"))
     result = _by_period(joined, value=joined._kept.mean() * 100)
@@ -543,8 +573,8 @@ def returning_share(
     history = source.filter(source[time_col] < scope.end, *_predicates(source, where))
     first = _shared(scope, history.group_by(_c=history[customer_col]).aggregate(_first=history[time_col].min()))
     t = _periodised(tables, scope, table=table, time_col=time_col, where=where, customer_col=customer_col, channel_col=channel_col, extra=[customer_col], context="returning_share")
-    buyers = t.select("period_start", "group", _customer=t[customer_col]).distinct()
-    joined = buyers.join(first, buyers._customer == first._c)
+    buyers = _distinct_keys(t, customer_col)
+    joined = buyers.join(first, buyers._key == first._c)
     joined = joined.mutate(_returning=(joined._first < joined.period_start).cast("float64"))
     return _by_period(joined, value=joined._returning.mean() * 100)
 

@@ -335,6 +335,23 @@ def test_folds_fitted_side_by_side_give_the_model_of_a_fit_one_fold_at_a_time():
     assert np.array_equal(churn.predict_churn(one_by_one, features), churn.predict_churn(side_by_side, features))
 
 
+def test_boosted_trees_stop_where_sklearns_classifier_stops():
+    """The churn trees skip the training loss sklearn computes beside the validation loss: the same trees, stopped at
+    the same iteration, on data where early stopping ends the fit well before ``max_iter``."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    features, labels = _synthetic_training_set(12_000, seed=5)
+    options = {"max_iter": 300, "learning_rate": 0.3, "max_leaf_nodes": 15, "random_state": 2}
+    with threadpool_limits(churn.N_THREADS, user_api="openmp"):
+        reference = HistGradientBoostingClassifier(**options).fit(features, labels)
+    ours = churn._BoostedTrees(**options).fit(features, labels)
+    assert reference.n_iter_ == ours.n_iter_ < options["max_iter"]
+    assert np.array_equal(reference.validation_score_, ours.validation_score_)
+    assert all(np.array_equal(a[0].nodes, b[0].nodes) for a, b in zip(reference._predictors, ours._predictors))
+    assert np.array_equal(reference.predict_proba(features), ours.predict_proba(features))
+
+
 def test_a_fit_started_in_the_background_is_that_of_a_direct_call():
     features, labels = _synthetic_training_set(2_000, seed=4)
     fitting = churn.start_fit_churn_model(features, labels, random_state=1)

@@ -94,3 +94,23 @@ def test_excluded_lines_counts_non_merchandise_lines_and_value():
     assert nothing["n_excluded_lines"] == 0 and nothing["excluded_amount_pct"] == 0.0
     no_prices = frames.excluded_lines(items[["product_id"]], exclude_products=["POST"]).iloc[0]
     assert no_prices["n_excluded_lines"] == 2 and pd.isna(no_prices["line_amount"])
+
+
+def test_an_engine_table_becomes_the_frame_ibis_gives(tmp_path):
+    """``to_pandas`` converts numeric columns with missing values through Arrow; every column equals Ibis's own result."""
+    import ibis
+
+    con = ibis.duckdb.connect(str(tmp_path / "t.duckdb"))
+    con.raw_sql("""
+        CREATE TABLE t AS SELECT * FROM (VALUES
+            ('c1', 1.5, 1, 1, TRUE, 'a', TIMESTAMP '2024-01-01', 1.10::DECIMAL(18, 2)),
+            ('c2', NULL, NULL, 2, NULL, NULL, NULL, NULL),
+            ('c3', -2.25, 3, 3, FALSE, 'c', TIMESTAMP '2024-03-01 12:00', 2.00::DECIMAL(18, 2)),
+            ('c4', 0.0, 4, 4, TRUE, 'd', TIMESTAMP '2024-04-01', 0.01::DECIMAL(18, 2))
+        ) AS v(customer_id, amount, count, whole, flag, label, seen, price)
+    """)
+    table = con.table("t").mutate(ratio=lambda t: t.amount / t["count"])
+    ours, ibis_own = frames.to_pandas(table), table.to_pandas()
+    pd.testing.assert_frame_equal(ours, ibis_own)
+    assert ours["count"].isna().tolist() == [False, True, False, False]
+    assert ours["ratio"].isna().tolist() == [False, True, False, False]

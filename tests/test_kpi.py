@@ -159,6 +159,22 @@ def test_retention_and_churn():
     assert _series(churn) == {"2024-02": 50.0, "2024-03": 50.0}
 
 
+def test_anonymous_orders_count_in_no_customer_kpi():
+    # an anonymous order in every month: nobody to count as active, retained, lost or returning
+    tables = _tables()
+    anonymous = pd.DataFrame({"order_id": ["a1", "a2", "a3"], "customer_id": [None, None, None],
+                              "order_time": [T("2024-01-09"), T("2024-02-09"), T("2024-03-09")], "order_amount": [5.0, 6.0, 7.0],
+                              "is_refund": [False, False, False], "channel": ["web", "web", "store"]})
+    tables["orders"] = pd.concat([tables["orders"], anonymous], ignore_index=True)
+    no_refund = {"where": {"is_refund": False}}
+    for computation, params in [("period_retention", no_refund), ("period_retention", {**no_refund, "churn": True}), ("returning_share", no_refund),
+                                ("distinct_count", {**ORDERS_NO_REFUND, "key_col": "customer_id"})]:
+        with_anonymous = _values(computation, params, tables=tables, unit="pct", dimensions=("segment",))
+        without = _values(computation, params, unit="pct", dimensions=("segment",))
+        assert _series(with_anonymous) == _series(without), computation
+        assert set(with_anonymous.segment) == set(without.segment) | ({"unknown"} if computation == "distinct_count" else set()), computation
+
+
 def test_returning_share():
     result = _values("returning_share", {"where": {"is_refund": False}}, unit="pct")
     assert _series(result) == {"2024-01": 0.0, "2024-02": 50.0, "2024-03": 100.0}
@@ -746,6 +762,30 @@ def _warehouse_tables(tmp_path):
             con.unregister("frame")
     con = engine.connect("duckdb", warehouse_path=path)
     return con, {name: con.table(name) for name in con.list_tables()}
+
+
+def test_funnel_sessions_across_midnight_are_judged_whole_with_a_store(tmp_path):
+    # s9 visits on the last evening of January and buys after midnight: one session of January and one of February
+    con, tables = _warehouse_tables(tmp_path)
+    # rows without a session id count as one session per period and group, however many days they fall on
+    across = pd.DataFrame({"customer_id": ["c2", "c2", "c2", "c1", "c1"], "session_id": ["s9", "s9", "s9", None, None],
+                           "event_time": [T("2024-01-30 23:50"), T("2024-01-31 23:58"), T("2024-02-01 00:03"), T("2024-03-02"), T("2024-03-09")],
+                           "event_name": ["visit", "visit", "purchase", "visit", "purchase"], "traffic_channel": ["direct"] * 3 + ["email"] * 2})
+    con.create_table("web_events_across", pd.concat([tables["web_events"].to_pandas(), across], ignore_index=True), temp=True)
+    tables = {**tables, "web_events": con.table("web_events_across")}
+    catalogue = [k for k in kpi.load_catalogue() if k.id == "funnel_conversion"]
+    alone = {g: kpi.compute_kpis(tables, catalogue, grain=g, start=START, end=END, segments=SEGMENTS, dimensions=("segment", "channel"))
+             for g in ("week", "month")}
+    with kpi.shared_intermediates() as shared:
+        together = {g: kpi.compute_kpis(tables, catalogue, grain=g, start=START, end=END, segments=SEGMENTS, dimensions=("segment", "channel"),
+                                        shared=shared) for g in ("week", "month")}
+    for grain in alone:
+        pd.testing.assert_frame_equal(alone[grain], together[grain])
+    month = together["month"].set_index(["period_start", "segment", "channel"]).value
+    # January: s1 bought, s2, s3 and s9 (not yet) did not; February: s9 bought
+    assert month[(T("2024-01-01"), "all", "all")] == 25.0
+    assert month[(T("2024-02-01"), "all", "all")] == 100.0
+    assert month[(T("2024-03-01"), "all", "all")] == 100.0
 
 
 def test_shared_intermediates_give_the_values_of_separate_calls_and_are_dropped_after(tmp_path):
