@@ -282,12 +282,13 @@ def validate_parquet(
         settled = tuple(c for c in vocabulary.checked_columns(table, value_maps) if c in present)
         applied = _settle_vocabularies(con, table, list(settled), value_maps)
         bounds = validate.plausibility_bounds(dataset)
-        failures = " UNION ALL ".join(_failure_selects(table, present, cutoff, link_customers=link, bounds=bounds,
-                                                        link_orders=link_orders) + _vocabulary_failure_selects(list(settled))
-                                     + _required_when_selects(table, present, settled))
+        checks = (_failure_selects(table, present, cutoff, link_customers=link, bounds=bounds, link_orders=link_orders)
+                  + _vocabulary_failure_selects(list(settled)) + _required_when_selects(table, present, settled))
+        # a value failing several checks keeps the reason of the first check, on every run
+        failures = " UNION ALL ".join(f"SELECT *, {i} AS _check FROM ({check})" for i, check in enumerate(checks))
         con.execute(
             f"CREATE TEMP TABLE failures AS SELECT DISTINCT ON (_source_row, column_name) _source_row, column_name, reason, "
-            f"{_action_sql(table)} AS action FROM ({failures})"
+            f"{_action_sql(table)} AS action FROM ({failures}) ORDER BY _source_row, column_name, _check"
         )
         quarantine = _quarantine_frame(con, name, table, present, str(sources.source_path(spec, dataset_dir)))
         flags = ", ".join(f"bool_or(column_name = {quote(c)} AND action = 'value') AS \"{c}\"" for c in present)
@@ -312,10 +313,11 @@ def validate_parquet(
 
 def _quarantine_frame(con: duckdb.DuckDBPyConnection, name: str, table: schema.Table, present: list[str], path: str) -> pd.DataFrame:
     cases = " ".join(f"WHEN {quote(c)} THEN CAST(src.\"{c}\" AS VARCHAR)" for c in present)
+    ranks = " ".join(f"WHEN {quote(c)} THEN {i}" for i, c in enumerate(table.column_names))
     frame = con.execute(
         f"SELECT {quote(name)} AS source, {quote(path)} AS source_file, f._source_row AS source_row, {quote(table.name)} AS table_name, "
         f"f.column_name, CASE f.column_name {cases} END AS raw_value, f.reason, f.action "
-        f"FROM failures f JOIN src USING (_source_row) ORDER BY f._source_row"
+        f"FROM failures f JOIN src USING (_source_row) ORDER BY f._source_row, CASE f.column_name {ranks} END, f.column_name"
     ).df()
     out = frame.astype({c: "string" for c in validate.QUARANTINE_COLUMNS if c != "source_row"})
     out["source_row"] = out["source_row"].astype("Int64")

@@ -448,6 +448,9 @@ def contract_failures(typed: pd.DataFrame, table: schema.Table, *, as_of: pd.Tim
                 "reason": cases["check"].map(_reason_of).astype("string").to_numpy(),
             }
         )
+        # by row, then in the table's column order (pandera's order of a row's columns is not fixed)
+        rank = found["column_name"].map({name: i for i, name in enumerate(columns)})
+        found = found.assign(_rank=rank).sort_values(["position", "_rank"], kind="stable").drop(columns="_rank")
         return pd.concat([found, conditional], ignore_index=True)
     return conditional
 
