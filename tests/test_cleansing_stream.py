@@ -305,3 +305,19 @@ def test_spilled_order_lines_are_checked_against_the_orders_given_at_the_link(tm
     linked = stream.link_spilled(spilled, work_dir=tmp_path, known_orders=[orders.clean_path])
     assert staged_clean(linked)["order_id"].tolist() == ["O1"]
     assert linked.quarantine[["source_row", "reason"]].values.tolist() == [[2, "unknown_order"]]
+
+
+def test_bulk_links_an_id_held_in_several_systems_to_its_first_occurrence(tmp_path):
+    # every id is held by the web and, later in the lookup, by the store: the web's customer is the one linked,
+    # as the pandas path links it, however the engine splits the lookup between its threads
+    from crm_analytics.cleansing import bulk
+
+    n = 200_000
+    ids = [f"W{i}" for i in range(1, n + 1)]
+    lookup = pd.DataFrame({"system": ["web"] * n + ["store"] * n, "source_customer_id": ids + ids,
+                           "customer_key": [f"cus_{i}" for i in range(1, n + 1)] + [f"cus_store_{i}" for i in range(1, n + 1)]})
+    spec = anonymous_orders_parquet(tmp_path)
+    staged = bulk.validate_parquet("orders", spec, tmp_path, as_of=AS_OF, id_lookup=lookup.sample(frac=1.0, random_state=0).sort_values(
+        "system", ascending=False, kind="stable"), work_dir=tmp_path)
+    clean = as_objects(staged_clean(staged)).set_index("order_id")["customer_id"].to_dict()
+    assert clean == {"O1": "cus_1", "O2": None, "O3": "cus_9"}

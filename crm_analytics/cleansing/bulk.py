@@ -272,8 +272,11 @@ def validate_parquet(
         present = [c for c in table.column_names if c in spec["columns"] or c in (spec.get("constants") or {}) or c in generated]
         link = id_lookup is not None and "customer_id" in present
         if link:
-            con.register("id_lookup_frame", arrow(id_lookup[["source_customer_id", "customer_key"]]))
-            con.execute("CREATE TEMP TABLE id_lookup AS SELECT DISTINCT ON (source_customer_id) source_customer_id, customer_key FROM id_lookup_frame")
+            # an id held in several systems links to its first occurrence's customer, as the pandas path links it
+            lookup = id_lookup[["source_customer_id", "customer_key"]].assign(_position=range(len(id_lookup)))
+            con.register("id_lookup_frame", arrow(lookup))
+            con.execute("CREATE TEMP TABLE id_lookup AS SELECT DISTINCT ON (source_customer_id) source_customer_id, customer_key "
+                        "FROM id_lookup_frame ORDER BY source_customer_id, _position")
             con.unregister("id_lookup_frame")
         link_orders = links_orders(table.name, present, known_orders)
         if link_orders:
